@@ -1,0 +1,42 @@
+package io.weightloader.api;
+
+import com.fasterxml.jackson.annotation.JsonInclude;
+import com.fasterxml.jackson.annotation.JsonProperty;
+import java.util.List;
+import java.util.Objects;
+
+/**
+ * What a load did: which backend and engine, from where, every tensor (with its SHA-256 when asked),
+ * totals, time and throughput. Serialises to JSON with Jackson as it stands.
+ *
+ * @param fallbackReason why the configured backend was abandoned for the local fallback, or null
+ */
+@JsonInclude(JsonInclude.Include.NON_NULL)
+public record LoadReport(String backend, String engine, String source, String device, List<TensorReport> tensors,
+                         long totalBytes, double seconds, String fallbackReason) {
+    public LoadReport {
+        Objects.requireNonNull(backend, "backend is null");
+        tensors = List.copyOf(tensors);
+    }
+
+    @JsonProperty("tensorCount")
+    public int tensorCount() {
+        return tensors.size();
+    }
+
+    /** Decimal gigabytes per second. */
+    @JsonProperty("gigabytesPerSecond")
+    public double gigabytesPerSecond() {
+        return seconds <= 0 ? 0 : totalBytes / seconds / 1e9;
+    }
+
+    public LoadReport withFallbackReason(String reason) {
+        return new LoadReport(backend, engine, source, device, tensors, totalBytes, seconds, reason);
+    }
+
+    public String summary() {
+        return String.format("loaded %d tensors, %.3f GB in %.3f s (%.2f GB/s) with backend %s, engine %s, from %s%s",
+                tensors.size(), totalBytes / 1e9, seconds, gigabytesPerSecond(), backend, engine, source,
+                fallbackReason == null ? "" : " [FALLBACK: " + fallbackReason + "]");
+    }
+}

@@ -1,0 +1,141 @@
+package io.weightloader.api;
+
+import com.typesafe.config.Config;
+import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.api.spi.BackendRegistry;
+import io.weightloader.api.spi.WeightLoaderBackend;
+import java.util.List;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * What a host calls at start-up: validates the configuration, selects the backend it names, and loads.
+ *
+ * <p>When {@code weight-loader.fallback = local} and the selected backend fails (to connect, to match or to
+ * transfer), the local checkpoint at {@code weight-loader.model-path} is loaded instead, with a WARN log line
+ * and the reason in the report. Without that setting a failure is an error: there is no silent fallback.
+ */
+public final class WeightLoader implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(WeightLoader.class);
+
+    private final WeightLoaderSettings settings;
+    private final BackendRegistry registry;
+    private final BackendContext context;
+    private WeightLoaderBackend backend;
+    private String fallbackReason;
+
+    private WeightLoader(WeightLoaderSettings settings, BackendRegistry registry, BackendContext context) {
+        this.settings = settings;
+        this.registry = registry;
+        this.context = context;
+    }
+
+    /** Opens the backend that {@code config} selects, discovering providers on the context class loader. */
+    public static WeightLoader open(Config config) {
+        ClassLoader cl = Thread.currentThread().getContextClassLoader();
+        return open(config, cl != null ? cl : WeightLoader.class.getClassLoader());
+    }
+
+    /**
+     * Opens the backend that {@code config} selects, with providers and their reference.conf files found
+     * through {@code loader} (for hosts that load plugins in their own class loader).
+     */
+    public static WeightLoader open(Config config, ClassLoader loader) {
+        return open(config, BackendRegistry.discover(loader), ConfigFactory.defaultReference(loader));
+    }
+
+    public static WeightLoader open(Config config, BackendRegistry registry, Config reference) {
+        Config resolved = config.withFallback(reference).resolve();
+        WeightLoaderSettings settings = WeightLoaderSettings.from(resolved, reference);
+        BackendContext context = new BackendContext(settings, resolved);
+        WeightLoader loader = new WeightLoader(settings, registry, context);
+        // Fail fast on a backend that cannot even be selected (unknown name, wrong device), fallback or not.
+        registry.provider(settings.backend());
+        if (settings.fallback() == WeightLoaderSettings.Fallback.LOCAL) {
+            registry.provider("local");
+        }
+        try {
+            loader.backend = registry.create(settings.backend(), context);
+        } catch (WeightLoaderException e) {
+            if (!loader.canFallBack()) {
+                throw e;
+            }
+            loader.fallBack(e);
+        }
+        LOG.info("weight loader: backend {}, engine {}, source {}", loader.backend.name(), loader.backend.engine(),
+                loader.backend.source());
+        return loader;
+    }
+
+    public WeightLoaderSettings settings() {
+        return settings;
+    }
+
+    /** The backend in use now (the local one after a fallback). */
+    public WeightLoaderBackend backend() {
+        return backend;
+    }
+
+    public List<TensorSpec> available() {
+        try {
+            return backend.available();
+        } catch (WeightLoaderException e) {
+            if (!canFallBack()) {
+                throw e;
+            }
+            fallBack(e);
+            return backend.available();
+        }
+    }
+
+    /**
+     * Loads the request with the selected backend, applying the configured checksum and extra-tensor policy
+     * on top of the request's own flags.
+     */
+    public LoadReport load(LoadRequest request) {
+        LoadRequest effective = request.withChecksum(request.checksum() || settings.checksum())
+                .withIgnoreExtraTensors(request.ignoreExtraTensors() || settings.ignoreExtraTensors());
+        try {
+            return withFallbackReason(backend.load(effective));
+        } catch (WeightLoaderException e) {
+            if (!canFallBack()) {
+                throw e;
+            }
+            fallBack(e);
+            return withFallbackReason(backend.load(effective));
+        }
+    }
+
+    private LoadReport withFallbackReason(LoadReport report) {
+        return fallbackReason == null ? report : report.withFallbackReason(fallbackReason);
+    }
+
+    private boolean canFallBack() {
+        return settings.fallback() == WeightLoaderSettings.Fallback.LOCAL && fallbackReason == null
+                && !settings.backend().equals("local");
+    }
+
+    private void fallBack(WeightLoaderException cause) {
+        fallbackReason = "backend " + settings.backend() + " failed: " + cause.getMessage();
+        LOG.warn("FALLBACK TO LOCAL CHECKPOINT (weight-loader.fallback = local): backend '{}' failed: {}. "
+                + "Loading {} from disk instead.", settings.backend(), cause.getMessage(),
+                settings.modelPath().orElseThrow());
+        if (backend != null) {
+            try {
+                backend.close();
+            } catch (RuntimeException closeFailure) {
+                LOG.warn("closing backend {} after its failure also failed", settings.backend(), closeFailure);
+            }
+        }
+        backend = registry.create("local", context);
+    }
+
+    @Override
+    public void close() {
+        if (backend != null) {
+            backend.close();
+        }
+    }
+}

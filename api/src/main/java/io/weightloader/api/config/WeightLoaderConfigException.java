@@ -1,0 +1,23 @@
+package io.weightloader.api.config;
+
+import io.weightloader.api.WeightLoaderException;
+
+/** A setting is missing, unknown or invalid; the message starts with its config path. */
+public class WeightLoaderConfigException extends WeightLoaderException {
+    private final String path;
+
+    public WeightLoaderConfigException(String path, String problem) {
+        super(path + ": " + problem);
+        this.path = path;
+    }
+
+    public WeightLoaderConfigException(String path, String problem, Throwable cause) {
+        super(path + ": " + problem, cause);
+        this.path = path;
+    }
+
+    /** The config path at fault, e.g. {@code weight-loader.remote-instance.seed-instance-ip}. */
+    public String path() {
+        return path;
+    }
+}

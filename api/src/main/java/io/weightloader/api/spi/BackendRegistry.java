@@ -1,0 +1,128 @@
+package io.weightloader.api.spi;
+
+import io.weightloader.api.WeightLoaderException;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Map;
+import java.util.ServiceConfigurationError;
+import java.util.ServiceLoader;
+import java.util.TreeMap;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The backend providers found on a class path. Discovery never lets one broken provider hide the others:
+ * each failure is kept and named in the errors, and two providers with one name are refused outright.
+ */
+public final class BackendRegistry {
+    private static final Logger LOG = LoggerFactory.getLogger(BackendRegistry.class);
+
+    private final Map<String, WeightLoaderBackendProvider> providers;
+    private final List<String> failures;
+
+    private BackendRegistry(Map<String, WeightLoaderBackendProvider> providers, List<String> failures) {
+        this.providers = Collections.unmodifiableMap(providers);
+        this.failures = List.copyOf(failures);
+    }
+
+    /** Discovers providers with the thread's context class loader. */
+    public static BackendRegistry discover() {
+        ClassLoader cl = Thread.currentThread().getContextClassLoader();
+        return discover(cl != null ? cl : BackendRegistry.class.getClassLoader());
+    }
+
+    /**
+     * Discovers providers with {@link ServiceLoader} on {@code loader}.
+     *
+     * @throws WeightLoaderException when two providers share a name (both are named, with their jars)
+     */
+    public static BackendRegistry discover(ClassLoader loader) {
+        Map<String, WeightLoaderBackendProvider> found = new TreeMap<>();
+        List<String> failures = new ArrayList<>();
+        Iterator<WeightLoaderBackendProvider> it =
+                ServiceLoader.load(WeightLoaderBackendProvider.class, loader).iterator();
+        while (true) {
+            WeightLoaderBackendProvider p;
+            try {
+                if (!it.hasNext()) {
+                    break;
+                }
+                p = it.next();
+            } catch (ServiceConfigurationError e) {
+                String why = e.getMessage() + (e.getCause() != null ? " (" + e.getCause() + ")" : "");
+                failures.add(why);
+                LOG.warn("a weight-loader backend provider could not be instantiated: {}", why);
+                continue;
+            }
+            String name;
+            try {
+                name = p.name();
+            } catch (RuntimeException | LinkageError e) {
+                failures.add(p.getClass().getName() + ".name() failed: " + e);
+                continue;
+            }
+            WeightLoaderBackendProvider previous = found.putIfAbsent(name, p);
+            if (previous != null) {
+                throw new WeightLoaderException("Two weight-loader backend providers are named '" + name + "': "
+                        + where(previous) + " and " + where(p) + ". Remove one jar from the class path.");
+            }
+        }
+        return new BackendRegistry(found, failures);
+    }
+
+    private static String where(WeightLoaderBackendProvider p) {
+        var cs = p.getClass().getProtectionDomain().getCodeSource();
+        return p.getClass().getName() + " (" + (cs != null && cs.getLocation() != null ? cs.getLocation() : "unknown jar")
+                + ")";
+    }
+
+    /** Names of the available backends, sorted. */
+    public List<String> names() {
+        return List.copyOf(providers.keySet());
+    }
+
+    /** Providers that failed to instantiate, with the reason, for diagnostics. */
+    public List<String> failures() {
+        return failures;
+    }
+
+    /**
+     * The provider named {@code name}.
+     *
+     * @throws WeightLoaderConfigException naming {@code weight-loader.backend} and the available backends
+     */
+    public WeightLoaderBackendProvider provider(String name) {
+        WeightLoaderBackendProvider p = providers.get(name);
+        if (p == null) {
+            StringBuilder msg = new StringBuilder("No backend '").append(name).append("'. Available backends: ")
+                    .append(names());
+            if (!failures.isEmpty()) {
+                msg.append(". Providers that failed to load: ").append(failures);
+            }
+            throw new WeightLoaderConfigException("weight-loader.backend", msg.toString());
+        }
+        return p;
+    }
+
+    /**
+     * Creates the named backend; a provider that throws is reported with its name and class.
+     */
+    public WeightLoaderBackend create(String name, BackendContext context) {
+        WeightLoaderBackendProvider p = provider(name);
+        if (!p.capabilities().supports(context.settings().device())) {
+            throw new WeightLoaderConfigException("weight-loader.device", "backend '" + name + "' cannot fill "
+                    + context.settings().device() + " memory; it supports " + p.capabilities().devices());
+        }
+        try {
+            return p.create(context);
+        } catch (WeightLoaderException e) {
+            throw e;
+        } catch (RuntimeException | LinkageError e) {
+            throw new WeightLoaderException("backend '" + name + "' (" + p.getClass().getName()
+                    + ") failed to start: " + e, e);
+        }
+    }
+}

@@ -1,0 +1,80 @@
+package io.weightloader.api.spi;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.WeightLoader;
+import io.weightloader.api.WeightLoaderException;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import java.io.IOException;
+import java.net.URL;
+import java.net.URLClassLoader;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class BackendRegistryTest {
+    @TempDir
+    Path dir;
+
+    private ClassLoader withProviders(Class<?>... classes) throws IOException {
+        Path services = dir.resolve("META-INF/services");
+        Files.createDirectories(services);
+        StringBuilder sb = new StringBuilder();
+        for (Class<?> c : classes) {
+            sb.append(c.getName()).append('\n');
+        }
+        Files.writeString(services.resolve(WeightLoaderBackendProvider.class.getName()), sb);
+        return new URLClassLoader(new URL[] {dir.toUri().toURL()}, getClass().getClassLoader());
+    }
+
+    @Test
+    void unknownBackendListsTheAvailableOnes() throws IOException {
+        BackendRegistry r = BackendRegistry.discover(withProviders(TestProviders.Alpha.class, TestProviders.Beta.class));
+        assertThat(r.names()).containsExactly("alpha", "beta");
+        assertThatThrownBy(() -> r.provider("gamma"))
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageContaining("weight-loader.backend")
+                .hasMessageContaining("No backend 'gamma'. Available backends: [alpha, beta]");
+    }
+
+    @Test
+    void twoProvidersWithOneNameAreRefusedNamingBoth() throws IOException {
+        ClassLoader cl = withProviders(TestProviders.Alpha.class, TestProviders.AlphaAgain.class);
+        assertThatThrownBy(() -> BackendRegistry.discover(cl))
+                .isInstanceOf(WeightLoaderException.class)
+                .hasMessageContaining("named 'alpha'")
+                .hasMessageContaining(TestProviders.Alpha.class.getName())
+                .hasMessageContaining(TestProviders.AlphaAgain.class.getName());
+    }
+
+    @Test
+    void aProviderThatFailsToInstantiateIsReportedAndDoesNotHideOthers() throws IOException {
+        BackendRegistry r = BackendRegistry.discover(withProviders(TestProviders.Broken.class, TestProviders.Beta.class));
+        assertThat(r.names()).containsExactly("beta");
+        assertThat(r.failures()).singleElement().asString().contains(TestProviders.Broken.class.getName());
+        assertThatThrownBy(() -> r.provider("alpha"))
+                .hasMessageContaining("failed to load")
+                .hasMessageContaining(TestProviders.Broken.class.getName());
+    }
+
+    @Test
+    void aProviderThatThrowsInCreateIsNamed() throws IOException {
+        ClassLoader cl = withProviders(TestProviders.Alpha.class);
+        assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseString("weight-loader.backend = alpha"), cl))
+                .hasMessageContaining("backend 'alpha'")
+                .hasMessageContaining(TestProviders.Alpha.class.getName())
+                .hasMessageContaining("no widgets");
+    }
+
+    @Test
+    void aBackendThatCannotFillTheDeviceIsRefusedByConfigPath() throws IOException {
+        ClassLoader cl = withProviders(TestProviders.Beta.class);
+        assertThatThrownBy(() -> WeightLoader.open(
+                ConfigFactory.parseString("weight-loader { backend = beta, device = \"cuda:0\" }"), cl))
+                .hasMessageContaining("weight-loader.device")
+                .hasMessageContaining("cuda:0");
+    }
+}

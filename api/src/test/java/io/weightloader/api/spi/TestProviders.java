@@ -1,0 +1,43 @@
+package io.weightloader.api.spi;
+
+import io.weightloader.api.Device;
+import java.util.EnumSet;
+
+/** Providers for registry tests; each test lists the ones it wants in a services file of its own. */
+public final class TestProviders {
+    private TestProviders() {
+    }
+
+    public static class Alpha implements WeightLoaderBackendProvider {
+        @Override
+        public String name() {
+            return "alpha";
+        }
+
+        @Override
+        public BackendCapabilities capabilities() {
+            return new BackendCapabilities(false, false, EnumSet.of(Device.Kind.CPU));
+        }
+
+        @Override
+        public WeightLoaderBackend create(BackendContext context) {
+            throw new IllegalStateException("alpha cannot start: no widgets");
+        }
+    }
+
+    public static class AlphaAgain extends Alpha {
+    }
+
+    public static class Beta extends Alpha {
+        @Override
+        public String name() {
+            return "beta";
+        }
+    }
+
+    public static class Broken extends Alpha {
+        public Broken() {
+            throw new IllegalStateException("broken on purpose");
+        }
+    }
+}

@@ -1,0 +1,276 @@
+package io.weightloader.backend.local;
+
+import io.weightloader.api.Checksums;
+import io.weightloader.api.Device;
+import io.weightloader.api.LoadReport;
+import io.weightloader.api.LoadRequest;
+import io.weightloader.api.MappedFile;
+import io.weightloader.api.MappedWeights;
+import io.weightloader.api.MemoryRegion;
+import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorMatcher;
+import io.weightloader.api.TensorReport;
+import io.weightloader.api.TensorSpec;
+import io.weightloader.api.WeightLoaderException;
+import io.weightloader.api.spi.WeightLoaderBackend;
+import io.weightloader.api.spi.ZeroCopyLoader;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * Loads safetensors tensors from local files straight into the host's memory: each tensor is read with
+ * positional reads ({@code pread}) directly into its destination, in pieces spread over a thread pool, with
+ * no per-element Java work and no intermediate buffer. Zero-copy mode maps the files instead.
+ */
+public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
+    private final SafetensorsCheckpoint checkpoint;
+    private final int threads;
+    private final int pieceSize;
+    private final boolean zeroCopyPreferred;
+    private final ExecutorService pool;
+
+    public LocalBackend(SafetensorsCheckpoint checkpoint, int threads, int pieceSize, boolean zeroCopyPreferred) {
+        this.checkpoint = checkpoint;
+        this.threads = threads;
+        this.pieceSize = pieceSize;
+        this.zeroCopyPreferred = zeroCopyPreferred;
+        AtomicInteger n = new AtomicInteger();
+        this.pool = Executors.newFixedThreadPool(threads, r -> {
+            Thread t = new Thread(r, "weightloader-local-" + n.incrementAndGet());
+            t.setDaemon(true);
+            return t;
+        });
+    }
+
+    /** Whether the config asked for memory-mapped views ({@code weight-loader.backends.local.zero-copy}). */
+    public boolean zeroCopyPreferred() {
+        return zeroCopyPreferred;
+    }
+
+    public SafetensorsCheckpoint checkpoint() {
+        return checkpoint;
+    }
+
+    @Override
+    public String name() {
+        return LocalBackendProvider.NAME;
+    }
+
+    @Override
+    public String source() {
+        return checkpoint.root().toString();
+    }
+
+    @Override
+    public String engine() {
+        return "pread x" + threads;
+    }
+
+    @Override
+    public List<TensorSpec> available() {
+        return checkpoint.specs();
+    }
+
+    private record Piece(TensorDestination dest, SafetensorsCheckpoint.Located src, long offset, int length) {
+    }
+
+    @Override
+    public LoadReport load(LoadRequest request) {
+        long t0 = System.nanoTime();
+        TensorMatcher.check("checkpoint " + checkpoint.root(), available(), request.specs(),
+                request.ignoreExtraTensors());
+        for (TensorDestination d : request.tensors()) {
+            if (!d.region().device().isHost()) {
+                throw new WeightLoaderException("the local backend fills host memory; tensor '" + d.spec().name()
+                        + "' has a " + d.region().device() + " destination (weight-loader.device)");
+            }
+        }
+        Map<Path, FileChannel> channels = new HashMap<>();
+        try {
+            for (SafetensorsFile f : checkpoint.files()) {
+                channels.put(f.path(), FileChannel.open(f.path(), StandardOpenOption.READ));
+            }
+            copyAll(request, channels);
+        } catch (IOException e) {
+            throw new WeightLoaderException("cannot open checkpoint files under " + checkpoint.root() + ": "
+                    + e.getMessage(), e);
+        } finally {
+            for (FileChannel ch : channels.values()) {
+                try {
+                    ch.close();
+                } catch (IOException ignored) {
+                    // closing a read-only channel cannot lose data
+                }
+            }
+        }
+        Map<String, String> sums = request.checksum() ? checksums(request) : Map.of();
+        List<TensorReport> reports = new ArrayList<>();
+        for (TensorDestination d : request.tensors()) {
+            reports.add(TensorReport.of(d.spec(), sums.get(d.spec().name())));
+        }
+        double secs = (System.nanoTime() - t0) / 1e9;
+        return new LoadReport(name(), engine(), source(), Device.CPU.toString(), reports, request.totalBytes(),
+                secs, null);
+    }
+
+    private void copyAll(LoadRequest request, Map<Path, FileChannel> channels) {
+        List<Piece> pieces = new ArrayList<>();
+        Map<String, AtomicLong> remaining = new HashMap<>();
+        for (TensorDestination d : request.tensors()) {
+            SafetensorsCheckpoint.Located src = checkpoint.tensors().get(d.spec().name());
+            long bytes = d.spec().byteSize();
+            remaining.put(d.spec().name(), new AtomicLong(bytes));
+            if (bytes == 0) {
+                continue;
+            }
+            for (long off = 0; off < bytes; off += pieceSize) {
+                pieces.add(new Piece(d, src, off, (int) Math.min(pieceSize, bytes - off)));
+            }
+        }
+        long total = request.totalBytes();
+        int tensorCount = request.tensors().size();
+        AtomicLong done = new AtomicLong();
+        AtomicInteger tensorsDone = new AtomicInteger(
+                (int) request.tensors().stream().filter(d -> d.spec().byteSize() == 0).count());
+        List<Future<?>> futures = new ArrayList<>(pieces.size());
+        for (Piece p : pieces) {
+            futures.add(pool.submit(() -> {
+                readPiece(p, channels.get(p.src().file().path()));
+                long d = done.addAndGet(p.length());
+                int t = remaining.get(p.dest().spec().name()).addAndGet(-p.length()) == 0
+                        ? tensorsDone.incrementAndGet() : tensorsDone.get();
+                request.progress().onProgress(d, total, t, tensorCount);
+                return null;
+            }));
+        }
+        request.progress().onProgress(done.get(), total, tensorsDone.get(), tensorCount);
+        awaitAll(futures);
+    }
+
+    private static void readPiece(Piece p, FileChannel ch) throws IOException {
+        ByteBuffer view = p.dest().region().byteBuffer(p.offset(), p.length());
+        long pos = p.src().fileOffset() + p.offset();
+        while (view.hasRemaining()) {
+            int r = ch.read(view, pos);
+            if (r < 0) {
+                throw new WeightLoaderException(p.src().file().path() + ": tensor '" + p.dest().spec().name()
+                        + "': file ended at byte " + pos + " (truncated after its header was read?)");
+            }
+            pos += r;
+        }
+    }
+
+    private static void awaitAll(List<Future<?>> futures) {
+        try {
+            for (Future<?> f : futures) {
+                f.get();
+            }
+        } catch (InterruptedException e) {
+            futures.forEach(f -> f.cancel(true));
+            Thread.currentThread().interrupt();
+            throw new WeightLoaderException("load interrupted", e);
+        } catch (ExecutionException e) {
+            futures.forEach(f -> f.cancel(true));
+            Throwable c = e.getCause();
+            if (c instanceof WeightLoaderException w) {
+                throw w;
+            }
+            throw new WeightLoaderException("reading the checkpoint failed: " + c, c);
+        }
+    }
+
+    private Map<String, String> checksums(LoadRequest request) {
+        Map<String, Future<String>> futures = new LinkedHashMap<>();
+        for (TensorDestination d : request.tensors()) {
+            futures.put(d.spec().name(), pool.submit(() -> Checksums.sha256(d.region(), d.spec().byteSize())));
+        }
+        return collect(futures);
+    }
+
+    private static Map<String, String> collect(Map<String, Future<String>> futures) {
+        Map<String, String> out = new HashMap<>();
+        try {
+            for (Map.Entry<String, Future<String>> e : futures.entrySet()) {
+                out.put(e.getKey(), e.getValue().get());
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new WeightLoaderException("checksum interrupted", e);
+        } catch (ExecutionException e) {
+            throw new WeightLoaderException("checksum failed: " + e.getCause(), e.getCause());
+        }
+        return out;
+    }
+
+    @Override
+    public MappedWeights map(List<TensorSpec> expected, boolean checksum) {
+        long t0 = System.nanoTime();
+        TensorMatcher.check("checkpoint " + checkpoint.root(), available(), expected, false);
+        Map<Path, MappedFile> maps = new LinkedHashMap<>();
+        try {
+            for (SafetensorsFile f : checkpoint.files()) {
+                maps.put(f.path(), MappedFile.map(f.path()));
+            }
+        } catch (RuntimeException e) {
+            maps.values().forEach(MappedFile::close);
+            throw e;
+        }
+        Map<String, MemoryRegion> regions = new LinkedHashMap<>();
+        for (TensorSpec s : expected) {
+            SafetensorsCheckpoint.Located l = checkpoint.tensors().get(s.name());
+            MappedFile m = maps.get(l.file().path());
+            regions.put(s.name(), l.entry().bytes() == 0
+                    ? MemoryRegion.of(0, 0, Device.CPU) : m.slice(l.fileOffset(), l.entry().bytes()));
+        }
+        Map<String, String> sums = new HashMap<>();
+        if (checksum) {
+            Map<String, Future<String>> futures = new LinkedHashMap<>();
+            regions.forEach((name, r) -> futures.put(name, pool.submit(() -> Checksums.sha256(r))));
+            sums = collect(futures);
+        }
+        List<TensorReport> reports = new ArrayList<>();
+        long total = 0;
+        for (TensorSpec s : expected) {
+            reports.add(TensorReport.of(s, sums.get(s.name())));
+            total += s.byteSize();
+        }
+        LoadReport report = new LoadReport(name(), "mmap", source(), Device.CPU.toString(), reports, total,
+                (System.nanoTime() - t0) / 1e9, null);
+        Map<String, MemoryRegion> view = java.util.Collections.unmodifiableMap(regions);
+        return new MappedWeights() {
+            @Override
+            public Map<String, MemoryRegion> regions() {
+                return view;
+            }
+
+            @Override
+            public LoadReport report() {
+                return report;
+            }
+
+            @Override
+            public void close() {
+                maps.values().forEach(MappedFile::close);
+            }
+        };
+    }
+
+    @Override
+    public void close() {
+        pool.shutdownNow();
+    }
+}

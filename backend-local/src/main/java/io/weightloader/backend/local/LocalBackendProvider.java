@@ -1,0 +1,49 @@
+package io.weightloader.backend.local;
+
+import com.typesafe.config.Config;
+import io.weightloader.api.Device;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.spi.BackendCapabilities;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.api.spi.WeightLoaderBackend;
+import io.weightloader.api.spi.WeightLoaderBackendProvider;
+import java.nio.file.Path;
+import java.util.EnumSet;
+
+/** {@code local}: safetensors checkpoints from this machine's disk. */
+public final class LocalBackendProvider implements WeightLoaderBackendProvider {
+    public static final String NAME = "local";
+
+    @Override
+    public String name() {
+        return NAME;
+    }
+
+    @Override
+    public BackendCapabilities capabilities() {
+        return new BackendCapabilities(false, false, EnumSet.of(Device.Kind.CPU));
+    }
+
+    @Override
+    public WeightLoaderBackend create(BackendContext context) {
+        String base = BackendContext.backendPath(NAME);
+        Config c = context.backendConfig(NAME);
+        int threads = c.getInt("threads");
+        if (threads < 0 || threads > 256) {
+            throw new WeightLoaderConfigException(base + ".threads", "must be in 0..256; got " + threads);
+        }
+        if (threads == 0) {
+            threads = Math.min(8, Runtime.getRuntime().availableProcessors());
+        }
+        long piece = c.getBytes("piece-size");
+        if (piece < 4096 || piece > (1L << 30)) {
+            throw new WeightLoaderConfigException(base + ".piece-size", "must be between 4 KiB and 1 GiB; got "
+                    + piece);
+        }
+        boolean zeroCopy = c.getBoolean("zero-copy");
+        Path path = Path.of(context.settings().modelPath().orElseThrow(() ->
+                new WeightLoaderConfigException("weight-loader.model-path",
+                        "the local backend needs a checkpoint file or directory")));
+        return new LocalBackend(SafetensorsCheckpoint.open(path), threads, (int) piece, zeroCopy);
+    }
+}

@@ -1,0 +1,272 @@
+package io.weightloader.backend.local;
+
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.json.JsonMapper;
+import io.weightloader.api.DType;
+import io.weightloader.api.TensorSpec;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.CharBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CharsetDecoder;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * One safetensors file's header, parsed strictly: every header is treated as hostile.
+ *
+ * <p>Layout: an unsigned little-endian 64-bit header length N, N bytes of UTF-8 JSON (an object of tensor
+ * name to {dtype, shape, data_offsets} plus an optional {@code __metadata__} string map), then the data
+ * section. Checked: N within bounds and the file, strict UTF-8, a JSON object without duplicate keys, known
+ * dtypes, non-negative dimensions, shape x dtype size equal to the byte range, ranges inside the data
+ * section, and ranges that neither overlap nor leave holes (as the format requires).
+ */
+public final class SafetensorsFile {
+    /** Largest header accepted, as in the reference implementation. */
+    public static final long MAX_HEADER_BYTES = 100L << 20;
+    private static final Set<String> TENSOR_KEYS = Set.of("dtype", "shape", "data_offsets");
+    private static final ObjectMapper JSON = JsonMapper.builder()
+            .enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION)
+            .build();
+
+    /** A tensor's place in the file: {@code [begin, end)} relative to the data section. */
+    public record Entry(TensorSpec spec, long begin, long end) {
+        public long bytes() {
+            return end - begin;
+        }
+    }
+
+    private final Path path;
+    private final long fileSize;
+    private final long dataStart;
+    private final Map<String, String> metadata;
+    private final Map<String, Entry> entries;
+
+    private SafetensorsFile(Path path, long fileSize, long dataStart, Map<String, String> metadata,
+                            Map<String, Entry> entries) {
+        this.path = path;
+        this.fileSize = fileSize;
+        this.dataStart = dataStart;
+        this.metadata = metadata;
+        this.entries = entries;
+    }
+
+    public Path path() {
+        return path;
+    }
+
+    public long fileSize() {
+        return fileSize;
+    }
+
+    /** Absolute file offset where the data section starts (8 + header length). */
+    public long dataStart() {
+        return dataStart;
+    }
+
+    public Map<String, String> metadata() {
+        return metadata;
+    }
+
+    /** Tensors in the order of their data offsets. */
+    public Map<String, Entry> entries() {
+        return entries;
+    }
+
+    public static SafetensorsFile read(Path path) {
+        try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
+            return read(path, ch);
+        } catch (NoSuchFileException e) {
+            throw new SafetensorsFormatException(path, "file does not exist");
+        } catch (IOException e) {
+            throw new SafetensorsFormatException(path, "cannot read: " + e.getMessage(), e);
+        }
+    }
+
+    static SafetensorsFile read(Path path, FileChannel ch) throws IOException {
+        long size = ch.size();
+        if (size < 8) {
+            throw new SafetensorsFormatException(path, "truncated: the file has " + size
+                    + " bytes, fewer than the 8-byte header length");
+        }
+        ByteBuffer lenBuf = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
+        readFully(ch, lenBuf, 0, path);
+        long n = lenBuf.flip().getLong();
+        if (n < 0 || n > MAX_HEADER_BYTES) {
+            throw new SafetensorsFormatException(path, "header length " + Long.toUnsignedString(n)
+                    + " is absurdly large (limit " + MAX_HEADER_BYTES + " bytes)");
+        }
+        if (8 + n > size) {
+            throw new SafetensorsFormatException(path, "truncated: header length " + n
+                    + " runs past the end of the file (" + size + " bytes)");
+        }
+        if (n < 2) {
+            throw new SafetensorsFormatException(path, "header length " + n + " is too short for a JSON object");
+        }
+        ByteBuffer header = ByteBuffer.allocate((int) n);
+        readFully(ch, header, 8, path);
+        header.flip();
+        String text;
+        try {
+            CharsetDecoder dec = StandardCharsets.UTF_8.newDecoder()
+                    .onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT);
+            CharBuffer chars = dec.decode(header);
+            text = chars.toString();
+        } catch (CharacterCodingException e) {
+            throw new SafetensorsFormatException(path, "header is not valid UTF-8");
+        }
+        JsonNode root;
+        try {
+            root = JSON.readTree(text);
+        } catch (JsonProcessingException e) {
+            throw new SafetensorsFormatException(path, "header is not valid JSON: " + e.getOriginalMessage());
+        }
+        if (root == null || !root.isObject()) {
+            throw new SafetensorsFormatException(path, "header is not a JSON object");
+        }
+        long dataStart = 8 + n;
+        long dataSize = size - dataStart;
+        Map<String, String> metadata = new LinkedHashMap<>();
+        List<Entry> list = new ArrayList<>();
+        for (Iterator<Map.Entry<String, JsonNode>> it = root.fields(); it.hasNext(); ) {
+            Map.Entry<String, JsonNode> f = it.next();
+            if (f.getKey().equals("__metadata__")) {
+                parseMetadata(path, f.getValue(), metadata);
+            } else {
+                list.add(parseEntry(path, f.getKey(), f.getValue(), dataSize));
+            }
+        }
+        list.sort(Comparator.comparingLong(Entry::begin).thenComparingLong(Entry::end));
+        long expectedBegin = 0;
+        Entry prev = null;
+        for (Entry e : list) {
+            if (e.begin() < expectedBegin) {
+                throw new SafetensorsFormatException(path, e.spec().name(), "byte range [" + e.begin() + ", "
+                        + e.end() + ") overlaps tensor '" + prev.spec().name() + "' [" + prev.begin() + ", "
+                        + prev.end() + ")");
+            }
+            if (e.begin() > expectedBegin) {
+                throw new SafetensorsFormatException(path, e.spec().name(), "starts at " + e.begin()
+                        + ", leaving a hole of " + (e.begin() - expectedBegin) + " bytes after "
+                        + (prev == null ? "the header" : "tensor '" + prev.spec().name() + "'"));
+            }
+            expectedBegin = e.end();
+            prev = e;
+        }
+        if (expectedBegin != dataSize) {
+            throw new SafetensorsFormatException(path, "the data section holds " + dataSize
+                    + " bytes but the tensors cover " + expectedBegin + " (trailing bytes or a damaged file)");
+        }
+        Map<String, Entry> entries = new LinkedHashMap<>();
+        for (Entry e : list) {
+            entries.put(e.spec().name(), e);
+        }
+        return new SafetensorsFile(path, size, dataStart, Map.copyOf(metadata), entries);
+    }
+
+    private static void parseMetadata(Path path, JsonNode node, Map<String, String> out) {
+        if (!node.isObject()) {
+            throw new SafetensorsFormatException(path, "__metadata__ is not a JSON object");
+        }
+        for (Iterator<Map.Entry<String, JsonNode>> it = node.fields(); it.hasNext(); ) {
+            Map.Entry<String, JsonNode> m = it.next();
+            if (!m.getValue().isTextual()) {
+                throw new SafetensorsFormatException(path, "__metadata__ value of '" + m.getKey()
+                        + "' is not a string");
+            }
+            out.put(m.getKey(), m.getValue().textValue());
+        }
+    }
+
+    private static Entry parseEntry(Path path, String name, JsonNode node, long dataSize) {
+        if (name.isEmpty()) {
+            throw new SafetensorsFormatException(path, "a tensor has an empty name");
+        }
+        if (!node.isObject()) {
+            throw new SafetensorsFormatException(path, name, "entry is not a JSON object");
+        }
+        for (Iterator<String> it = node.fieldNames(); it.hasNext(); ) {
+            String key = it.next();
+            if (!TENSOR_KEYS.contains(key)) {
+                throw new SafetensorsFormatException(path, name, "unexpected field '" + key + "'");
+            }
+        }
+        JsonNode dtypeNode = node.get("dtype");
+        if (dtypeNode == null || !dtypeNode.isTextual()) {
+            throw new SafetensorsFormatException(path, name, "dtype is missing or not a string");
+        }
+        DType dtype = DType.fromSafetensors(dtypeNode.textValue()).orElseThrow(() ->
+                new SafetensorsFormatException(path, name, "unknown dtype '" + dtypeNode.textValue() + "'"));
+        JsonNode shapeNode = node.get("shape");
+        if (shapeNode == null || !shapeNode.isArray()) {
+            throw new SafetensorsFormatException(path, name, "shape is missing or not an array");
+        }
+        List<Long> shape = new ArrayList<>(shapeNode.size());
+        for (JsonNode d : shapeNode) {
+            if (!d.isIntegralNumber() || !d.canConvertToLong()) {
+                throw new SafetensorsFormatException(path, name, "shape " + shapeNode + " holds a non-integer");
+            }
+            if (d.longValue() < 0) {
+                throw new SafetensorsFormatException(path, name, "shape " + shapeNode + " has a negative dimension");
+            }
+            shape.add(d.longValue());
+        }
+        JsonNode offs = node.get("data_offsets");
+        if (offs == null || !offs.isArray() || offs.size() != 2) {
+            throw new SafetensorsFormatException(path, name, "data_offsets must be an array [begin, end]");
+        }
+        for (JsonNode o : offs) {
+            if (!o.isIntegralNumber() || !o.canConvertToLong() || o.longValue() < 0) {
+                throw new SafetensorsFormatException(path, name, "data_offsets " + offs
+                        + " must hold two non-negative integers");
+            }
+        }
+        long begin = offs.get(0).longValue();
+        long end = offs.get(1).longValue();
+        if (end < begin) {
+            throw new SafetensorsFormatException(path, name, "data_offsets " + offs + " are reversed");
+        }
+        if (end > dataSize) {
+            throw new SafetensorsFormatException(path, name, "data_offsets " + offs
+                    + " run out of bounds: the data section holds " + dataSize + " bytes (truncated file?)");
+        }
+        TensorSpec spec;
+        try {
+            spec = new TensorSpec(name, dtype, shape);
+        } catch (IllegalArgumentException | ArithmeticException e) {
+            throw new SafetensorsFormatException(path, name, e.getMessage());
+        }
+        if (spec.byteSize() != end - begin) {
+            throw new SafetensorsFormatException(path, name, "shape " + shape + " of " + dtype + " is "
+                    + spec.byteSize() + " bytes but data_offsets " + offs + " cover " + (end - begin));
+        }
+        return new Entry(spec, begin, end);
+    }
+
+    static void readFully(FileChannel ch, ByteBuffer buf, long position, Path path) throws IOException {
+        long pos = position;
+        while (buf.hasRemaining()) {
+            int r = ch.read(buf, pos);
+            if (r < 0) {
+                throw new SafetensorsFormatException(path, "truncated: unexpected end of file at byte " + pos);
+            }
+            pos += r;
+        }
+    }
+}

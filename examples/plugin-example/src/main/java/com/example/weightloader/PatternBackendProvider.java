@@ -1,0 +1,116 @@
+package com.example.weightloader;
+
+import com.typesafe.config.Config;
+import io.weightloader.api.Checksums;
+import io.weightloader.api.DType;
+import io.weightloader.api.Device;
+import io.weightloader.api.LoadReport;
+import io.weightloader.api.LoadRequest;
+import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorMatcher;
+import io.weightloader.api.TensorReport;
+import io.weightloader.api.TensorSpec;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.spi.BackendCapabilities;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.api.spi.WeightLoaderBackend;
+import io.weightloader.api.spi.WeightLoaderBackendProvider;
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.EnumSet;
+import java.util.List;
+
+/**
+ * An example third-party backend, "pattern": it offers the tensors listed in its own config and fills each
+ * with a deterministic byte pattern ({@code (seed + i) & 0xff} for byte i). It shows everything a plugin
+ * needs: a provider with a cheap name, its own reference.conf subtree, validation that names the config
+ * path, matching by name through {@link TensorMatcher}, and a report.
+ */
+public final class PatternBackendProvider implements WeightLoaderBackendProvider {
+    public static final String NAME = "pattern";
+
+    @Override
+    public String name() {
+        return NAME;
+    }
+
+    @Override
+    public BackendCapabilities capabilities() {
+        return new BackendCapabilities(false, false, EnumSet.of(Device.Kind.CPU));
+    }
+
+    @Override
+    public WeightLoaderBackend create(BackendContext context) {
+        String base = BackendContext.backendPath(NAME);
+        Config c = context.backendConfig(NAME);
+        int seed = c.getInt("seed");
+        if (seed < 0 || seed > 255) {
+            throw new WeightLoaderConfigException(base + ".seed", "must be in 0..255; got " + seed);
+        }
+        List<TensorSpec> specs = new ArrayList<>();
+        List<? extends Config> list = c.getConfigList("tensors");
+        for (int i = 0; i < list.size(); i++) {
+            Config t = list.get(i);
+            String path = base + ".tensors[" + i + "]";
+            try {
+                List<Long> shape = t.getLongList("shape");
+                specs.add(new TensorSpec(t.getString("name"), DType.parse(t.getString("dtype")), shape));
+            } catch (RuntimeException e) {
+                throw new WeightLoaderConfigException(path, e.getMessage(), e);
+            }
+        }
+        return new PatternBackend(seed, specs);
+    }
+
+    static final class PatternBackend implements WeightLoaderBackend {
+        private final int seed;
+        private final List<TensorSpec> specs;
+
+        PatternBackend(int seed, List<TensorSpec> specs) {
+            this.seed = seed;
+            this.specs = List.copyOf(specs);
+        }
+
+        @Override
+        public String name() {
+            return NAME;
+        }
+
+        @Override
+        public String source() {
+            return "pattern(seed=" + seed + ")";
+        }
+
+        @Override
+        public String engine() {
+            return "java";
+        }
+
+        @Override
+        public List<TensorSpec> available() {
+            return specs;
+        }
+
+        @Override
+        public LoadReport load(LoadRequest request) {
+            long t0 = System.nanoTime();
+            TensorMatcher.check(source(), specs, request.specs(), request.ignoreExtraTensors());
+            List<TensorReport> reports = new ArrayList<>();
+            for (TensorDestination d : request.tensors()) {
+                int n = (int) d.spec().byteSize();
+                ByteBuffer b = d.region().byteBuffer(0, n);
+                for (int i = 0; i < n; i++) {
+                    b.put(i, (byte) (seed + i));
+                }
+                reports.add(TensorReport.of(d.spec(),
+                        request.checksum() ? Checksums.sha256(d.region(), n) : null));
+            }
+            return new LoadReport(NAME, engine(), source(), "cpu", reports, request.totalBytes(),
+                    (System.nanoTime() - t0) / 1e9, null);
+        }
+
+        @Override
+        public void close() {
+        }
+    }
+}
