@@ -1,0 +1,241 @@
+package io.weightloader.backend.local;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.DType;
+import io.weightloader.api.HostMemory;
+import io.weightloader.api.LoadRequest;
+import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorMismatchException;
+import io.weightloader.api.TensorSpec;
+import io.weightloader.api.WeightLoader;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Every kind of malformed checkpoint gives one clear error naming the file (and tensor); nothing loads. */
+class BadInputTest {
+    @TempDir
+    Path dir;
+
+    /** Writes a safetensors file from raw header bytes and a data section. */
+    Path file(String name, byte[] header, int dataBytes) throws IOException {
+        ByteBuffer b = ByteBuffer.allocate(8 + header.length + dataBytes).order(ByteOrder.LITTLE_ENDIAN);
+        b.putLong(header.length).put(header);
+        Path p = dir.resolve(name);
+        Files.write(p, b.array());
+        return p;
+    }
+
+    Path file(String name, String header, int dataBytes) throws IOException {
+        return file(name, header.getBytes(StandardCharsets.UTF_8), dataBytes);
+    }
+
+    static final String GOOD = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+            + "\"b\":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[8,16]}}";
+
+    void rejects(Path p, String... fragments) {
+        var assertion = assertThatThrownBy(() -> SafetensorsCheckpoint.open(p))
+                .isInstanceOf(SafetensorsFormatException.class)
+                .hasMessageContaining(p.getFileName().toString());
+        for (String f : fragments) {
+            assertion.hasMessageContaining(f);
+        }
+        // and through the public entry point: the load never starts, nothing is reported as loaded
+        assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseMap(Map.of("weight-loader.model-path",
+                p.toString())))).isInstanceOf(SafetensorsFormatException.class);
+    }
+
+    @Test
+    void aGoodFileParses() throws IOException {
+        Path p = file("good.safetensors", GOOD, 16);
+        assertThat(SafetensorsCheckpoint.open(p).specs()).containsExactly(
+                TensorSpec.of("a", DType.F32, 2), TensorSpec.of("b", DType.BF16, 2, 2));
+    }
+
+    @Test
+    void truncatedBeforeTheHeaderLength() throws IOException {
+        Path p = dir.resolve("short.safetensors");
+        Files.write(p, new byte[] {1, 2, 3});
+        rejects(p, "truncated");
+    }
+
+    @Test
+    void headerLengthPastTheEndOfTheFile() throws IOException {
+        Path p = dir.resolve("past.safetensors");
+        ByteBuffer b = ByteBuffer.allocate(20).order(ByteOrder.LITTLE_ENDIAN).putLong(500);
+        Files.write(p, b.array());
+        rejects(p, "runs past the end of the file");
+    }
+
+    @Test
+    void absurdHeaderLength() throws IOException {
+        Path p = dir.resolve("huge.safetensors");
+        ByteBuffer b = ByteBuffer.allocate(16).order(ByteOrder.LITTLE_ENDIAN).putLong(-5L);
+        Files.write(p, b.array());
+        rejects(p, "absurdly large");
+        Path q = dir.resolve("huge2.safetensors");
+        Files.write(q, ByteBuffer.allocate(16).order(ByteOrder.LITTLE_ENDIAN).putLong(1L << 40).array());
+        rejects(q, "absurdly large");
+    }
+
+    @Test
+    void nonJsonHeader() throws IOException {
+        rejects(file("nojson.safetensors", "{\"a\": [1, 2", 0), "not valid JSON");
+        rejects(file("array.safetensors", "[1, 2, 3]", 0), "not a JSON object");
+        rejects(file("dup.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]},"
+                + "\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}", 0), "not valid JSON");
+    }
+
+    @Test
+    void nonUtf8Header() throws IOException {
+        byte[] h = "{\"\u00e9\":1}".getBytes(StandardCharsets.ISO_8859_1);
+        rejects(file("latin1.safetensors", h, 0), "not valid UTF-8");
+    }
+
+    @Test
+    void unknownDtype() throws IOException {
+        rejects(file("dtype.safetensors", "{\"w\":{\"dtype\":\"Q4_K\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2),
+                "'w'", "unknown dtype 'Q4_K'");
+    }
+
+    @Test
+    void rangesOutOfBounds() throws IOException {
+        rejects(file("oob.safetensors", "{\"w\":{\"dtype\":\"U8\",\"shape\":[64],\"data_offsets\":[0,64]}}", 16),
+                "'w'", "out of bounds");
+    }
+
+    @Test
+    void reversedRange() throws IOException {
+        rejects(file("rev.safetensors", "{\"w\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[8,4]}}", 8),
+                "'w'", "reversed");
+    }
+
+    @Test
+    void overlappingRanges() throws IOException {
+        rejects(file("overlap.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]},"
+                + "\"b\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[4,12]}}", 12), "'b'", "overlaps tensor 'a'");
+    }
+
+    @Test
+    void holesAndTrailingBytes() throws IOException {
+        rejects(file("hole.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]}}", 8),
+                "'a'", "hole");
+        rejects(file("trail.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}", 9),
+                "trailing bytes");
+    }
+
+    @Test
+    void shapeAndSizeDisagree() throws IOException {
+        rejects(file("size.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8),
+                "'w'", "12 bytes", "cover 8");
+    }
+
+    @Test
+    void negativeDimension() throws IOException {
+        rejects(file("neg.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,0]}}", 0),
+                "'w'", "negative dimension");
+    }
+
+    @Test
+    void malformedEntries() throws IOException {
+        rejects(file("noshape.safetensors", "{\"w\":{\"dtype\":\"F32\",\"data_offsets\":[0,0]}}", 0), "'w'", "shape");
+        rejects(file("badoff.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0]}}", 0),
+                "'w'", "data_offsets");
+        rejects(file("extra.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0],\"x\":1}}", 0),
+                "'w'", "unexpected field 'x'");
+        rejects(file("frac.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,0]}}", 0),
+                "'w'", "non-integer");
+    }
+
+    Path sharded(String index) throws IOException {
+        Path d = Files.createDirectories(dir.resolve("ck"));
+        Files.copy(file("s1.safetensors", GOOD, 16), d.resolve("s1.safetensors"));
+        Files.writeString(d.resolve(SafetensorsCheckpoint.INDEX), index);
+        return d;
+    }
+
+    @Test
+    void indexNamingAMissingShard() throws IOException {
+        Path d = sharded("{\"weight_map\":{\"a\":\"s1.safetensors\",\"b\":\"s2.safetensors\"}}");
+        assertThatThrownBy(() -> SafetensorsCheckpoint.open(d))
+                .hasMessageContaining(SafetensorsCheckpoint.INDEX).hasMessageContaining("'b'")
+                .hasMessageContaining("s2.safetensors").hasMessageContaining("does not exist");
+    }
+
+    @Test
+    void indexNamingATensorAbsentFromItsShard() throws IOException {
+        Path d = sharded("{\"weight_map\":{\"a\":\"s1.safetensors\",\"b\":\"s1.safetensors\",\"c\":\"s1.safetensors\"}}");
+        assertThatThrownBy(() -> SafetensorsCheckpoint.open(d))
+                .hasMessageContaining(SafetensorsCheckpoint.INDEX).hasMessageContaining("'c'")
+                .hasMessageContaining("does not contain it");
+    }
+
+    @Test
+    void shardTensorMissingFromTheIndex() throws IOException {
+        Path d = sharded("{\"weight_map\":{\"a\":\"s1.safetensors\"}}");
+        assertThatThrownBy(() -> SafetensorsCheckpoint.open(d))
+                .hasMessageContaining("s1.safetensors").hasMessageContaining("'b'")
+                .hasMessageContaining("does not list it");
+    }
+
+    @Test
+    void shardPathsThatEscapeTheDirectory() throws IOException {
+        Files.copy(file("outside.safetensors", GOOD, 16), dir.resolve("outside2.safetensors"));
+        for (String bad : List.of("../outside2.safetensors", "/etc/passwd", "sub/../../outside2.safetensors")) {
+            Path d = sharded("{\"weight_map\":{\"a\":\"" + bad + "\"}}");
+            assertThatThrownBy(() -> SafetensorsCheckpoint.open(d)).as(bad)
+                    .isInstanceOf(SafetensorsFormatException.class)
+                    .hasMessageContaining("escapes the checkpoint directory");
+            Files.walk(d).sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+        }
+    }
+
+    @Test
+    void indexThatIsNotAnObject() throws IOException {
+        Path d = sharded("[\"s1.safetensors\"]");
+        assertThatThrownBy(() -> SafetensorsCheckpoint.open(d)).hasMessageContaining("not a JSON object");
+        Files.writeString(d.resolve(SafetensorsCheckpoint.INDEX), "{\"metadata\":{}}");
+        assertThatThrownBy(() -> SafetensorsCheckpoint.open(d)).hasMessageContaining("weight_map");
+    }
+
+    @Test
+    void aFileTruncatedAfterOpeningFailsTheLoad() throws IOException {
+        Path p = file("shrinks.safetensors", GOOD, 16);
+        SafetensorsCheckpoint cp = SafetensorsCheckpoint.open(p);
+        byte[] all = Files.readAllBytes(p);
+        Files.write(p, java.util.Arrays.copyOf(all, all.length - 6));
+        try (LocalBackend b = new LocalBackend(cp, 2, 4096, false); HostMemory m = HostMemory.allocate(16)) {
+            assertThatThrownBy(() -> b.load(LoadRequest.of(List.of(
+                    new TensorDestination(TensorSpec.of("a", DType.F32, 2), m.slice(0, 8)),
+                    new TensorDestination(TensorSpec.of("b", DType.BF16, 2, 2), m.slice(8, 8))))))
+                    .hasMessageContaining("shrinks.safetensors").hasMessageContaining("'b'");
+        }
+    }
+
+    @Test
+    void expectationsThatDifferAreAllListed() throws IOException {
+        Path p = file("m.safetensors", GOOD, 16);
+        try (LocalBackend b = new LocalBackend(SafetensorsCheckpoint.open(p), 2, 4096, false);
+             HostMemory m = HostMemory.allocate(64)) {
+            assertThatThrownBy(() -> b.load(LoadRequest.of(List.of(
+                    new TensorDestination(TensorSpec.of("a", DType.F16, 2), m.slice(0, 8)),
+                    new TensorDestination(TensorSpec.of("zzz", DType.F32, 1), m.slice(8, 8))))))
+                    .isInstanceOfSatisfying(TensorMismatchException.class, e -> {
+                        assertThat(e.missing()).containsExactly("zzz F32[1]");
+                        assertThat(e.extra()).containsExactly("b BF16[2, 2]");
+                        assertThat(e.mismatched()).hasSize(1);
+                    })
+                    .hasMessageContaining("m.safetensors");
+        }
+    }
+}
