@@ -1,0 +1,443 @@
+package io.weightloader.backend.te.mooncake;
+
+import com.sun.jna.Native;
+import com.sun.jna.Pointer;
+import com.sun.jna.StringArray;
+import io.weightloader.api.MemoryRegion;
+import io.weightloader.api.WeightLoaderException;
+import io.weightloader.backend.te.engine.OneSidedEngine;
+import java.lang.ref.Reference;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * {@link OneSidedEngine} over Mooncake Transfer Engine (P2P handshake metadata, no metadata server).
+ *
+ * <p>Protocols: {@code tcp}, {@code rdma}, {@code nvlink_intra} (device memory between GPUs of one host), or any
+ * other name Mooncake's {@code installTransport} accepts. NIC selection for {@code rdma} ({@code nics}):
+ * <ul>
+ *   <li>null or blank: Mooncake discovers the RDMA NICs itself; set {@code MC_TE_FILTERS=mlx5_0,mlx5_1} (read
+ *       by Mooncake) to restrict discovery to those devices;</li>
+ *   <li>a JSON object (starts with <code>{</code>): passed as-is as Mooncake's NIC priority matrix,
+ *       <code>{"cpu:0": [["mlx5_0"], []], "cuda:0": [["mlx5_1"], ["mlx5_0"]]}</code>
+ *       (location: [preferred NICs, fallback NICs]);</li>
+ *   <li>a comma-separated list {@code mlx5_0,mlx5_1}: every location ({@code cpu:0..7}, {@code cuda:0..15})
+ *       prefers exactly those NICs.</li>
+ * </ul>
+ *
+ * <p>Security: Mooncake's sockets listen on all interfaces without authentication, and a registration is both
+ * readable and WRITABLE by any peer that reaches the port (Mooncake has no read-only registration). Register
+ * only weights, on trusted networks. For that reason {@link #registerLocal} does nothing on {@code tcp}: the tcp
+ * transport does not need destination registration and would otherwise expose the client's memory too.
+ *
+ * <p>Threading: registration, open and close may be called from any thread; a {@link OneSidedEngine.Batch}
+ * belongs to one thread (Mooncake batches have no lock).
+ */
+public final class MooncakeEngine implements OneSidedEngine {
+    private static final Logger LOG = LoggerFactory.getLogger(MooncakeEngine.class);
+
+    /** Largest number of reads per batch. */
+    public static final int MAX_BATCH_SIZE = 256;
+    /** Metadata mode: peers exchange segment descriptors directly, no metadata server. */
+    static final String METADATA = "P2PHANDSHAKE";
+
+    private final MooncakeLibrary library;
+    private final MooncakeC c;
+    private final String protocol;
+    private final String sessionId;
+    private final Pointer engine;
+    private final AtomicBoolean closed = new AtomicBoolean();
+    /** Registered start address -> region, remote-readable (seed side). */
+    private final Map<Long, MemoryRegion> remoteRegions = new LinkedHashMap<>();
+    /** Registered start address -> region, local destinations (client side). */
+    private final Map<Long, MemoryRegion> localRegions = new LinkedHashMap<>();
+    private final Set<MooncakePeer> peers = ConcurrentHashMap.newKeySet();
+    private final AtomicInteger liveBatches = new AtomicInteger();
+
+    private MooncakeEngine(MooncakeLibrary library, String protocol, Pointer engine, String sessionId) {
+        this.library = library;
+        this.c = library.api();
+        this.protocol = protocol;
+        this.engine = engine;
+        this.sessionId = sessionId;
+    }
+
+    /**
+     * Creates an engine and installs one transport.
+     *
+     * @param library the loaded library
+     * @param hostName what peers dial to reach this engine (a routable IP of this host); Mooncake picks the port
+     * @param protocol {@code tcp}, {@code rdma}, {@code nvlink_intra}, ...
+     * @param nics for {@code rdma}: NIC names or a NIC priority matrix (see the class comment); else ignored;
+     *     may be null
+     */
+    public static MooncakeEngine create(MooncakeLibrary library, String hostName, String protocol, String nics) {
+        Objects.requireNonNull(library, "library is null");
+        Objects.requireNonNull(hostName, "hostName is null");
+        Objects.requireNonNull(protocol, "protocol is null");
+        if (hostName.isBlank() || protocol.isBlank()) {
+            throw new IllegalArgumentException("hostName and protocol must not be blank");
+        }
+        MooncakeC c = library.api();
+        Pointer engine = c.createTransferEngine(METADATA, hostName, hostName, 0, 0);
+        if (engine == null) {
+            throw new WeightLoaderException("Mooncake createTransferEngine failed for host '" + hostName
+                    + "' (metadata " + METADATA + "; see Mooncake's log on stderr, MC_LOG_LEVEL=INFO for more)");
+        }
+        try {
+            Pointer args = null;
+            StringArray argsMemory = null;
+            if ("rdma".equals(protocol)) {
+                String matrix = nicPriorityMatrix(nics);
+                if (matrix == null) {
+                    // auto_discover=0 skipped discovery; rdma needs the NIC list (MC_TE_FILTERS narrows it).
+                    MooncakeLibrary.check(c.discoverTopology(engine), "discoverTopology");
+                } else {
+                    argsMemory = new StringArray(new String[] {matrix});
+                    args = argsMemory;
+                }
+            }
+            Pointer transport = c.installTransport(engine, protocol, args);
+            Reference.reachabilityFence(argsMemory);
+            if (transport == null) {
+                throw new WeightLoaderException("Mooncake installTransport(\"" + protocol + "\") failed"
+                        + ("rdma".equals(protocol) ? " (no usable RDMA NIC? nics='" + nics + "', MC_TE_FILTERS='"
+                                + System.getenv("MC_TE_FILTERS") + "')" : "")
+                        + "; see Mooncake's log on stderr");
+            }
+            byte[] buf = new byte[256];
+            MooncakeLibrary.check(c.getLocalIpAndPort(engine, buf, buf.length), "getLocalIpAndPort");
+            String session = Native.toString(buf);
+            if (session.isEmpty()) {
+                throw new WeightLoaderException("Mooncake getLocalIpAndPort returned an empty session name");
+            }
+            LOG.info("Mooncake engine {} ({}) from {}", session, protocol, library.location());
+            return new MooncakeEngine(library, protocol, engine, session);
+        } catch (RuntimeException e) {
+            c.destroyTransferEngine(engine);
+            throw e;
+        }
+    }
+
+    /** The JSON NIC priority matrix for {@code nics}, or null to let Mooncake discover NICs. */
+    static String nicPriorityMatrix(String nics) {
+        if (nics == null || nics.isBlank()) {
+            return null;
+        }
+        String s = nics.strip();
+        if (s.startsWith("{")) {
+            return s;
+        }
+        List<String> names = new ArrayList<>();
+        for (String n : s.split(",")) {
+            String name = n.strip();
+            if (!name.isEmpty()) {
+                if (!name.matches("[A-Za-z0-9_.:-]+")) {
+                    throw new IllegalArgumentException("bad NIC name '" + name + "' in '" + nics + "'");
+                }
+                names.add("\"" + name + "\"");
+            }
+        }
+        if (names.isEmpty()) {
+            return null;
+        }
+        String entry = "[[" + String.join(", ", names) + "], []]";
+        StringBuilder sb = new StringBuilder("{");
+        for (int i = 0; i < 8; i++) {
+            sb.append(i == 0 ? "" : ", ").append("\"cpu:").append(i).append("\": ").append(entry);
+        }
+        for (int i = 0; i < 16; i++) {
+            sb.append(", \"cuda:").append(i).append("\": ").append(entry);
+        }
+        return sb.append('}').toString();
+    }
+
+    @Override
+    public String name() {
+        return "mooncake-" + protocol;
+    }
+
+    @Override
+    public String sessionId() {
+        return sessionId;
+    }
+
+    /** Mooncake's location string for a region: {@code cpu:0} or {@code cuda:N}. */
+    static String location(MemoryRegion region) {
+        return region.device().isHost() ? "cpu:0" : "cuda:" + region.device().index();
+    }
+
+    @Override
+    public void registerRemoteReadable(List<MemoryRegion> regions) {
+        register(regions, remoteRegions, true, "registerLocalMemory(remote-readable)");
+    }
+
+    @Override
+    public void registerLocal(List<MemoryRegion> regions) {
+        if ("tcp".equals(protocol)) {
+            checkOpen();
+            return; // not needed on tcp, and would make the memory remotely readable and writable
+        }
+        register(regions, localRegions, false, "registerLocalMemory(local)");
+    }
+
+    @Override
+    public void unregisterLocal(List<MemoryRegion> regions) {
+        if ("tcp".equals(protocol)) {
+            return;
+        }
+        synchronized (this) {
+            for (MemoryRegion r : regions) {
+                if (localRegions.remove(r.address()) != null && !closed.get()) {
+                    MooncakeLibrary.check(c.unregisterLocalMemory(engine, new Pointer(r.address())),
+                            "unregisterLocalMemory(0x" + Long.toHexString(r.address()) + ")");
+                }
+            }
+        }
+    }
+
+    private synchronized void register(List<MemoryRegion> regions, Map<Long, MemoryRegion> into,
+            boolean remoteAccessible, String operation) {
+        checkOpen();
+        for (MemoryRegion r : regions) {
+            int rc = c.registerLocalMemory(engine, new Pointer(r.address()), r.length(), location(r),
+                    remoteAccessible ? 1 : 0);
+            MooncakeLibrary.check(rc, operation + " of " + r.length() + " bytes at 0x"
+                    + Long.toHexString(r.address()) + " on " + r.device());
+            into.put(r.address(), r);
+        }
+    }
+
+    @Override
+    public Peer open(String session) {
+        Objects.requireNonNull(session, "session is null");
+        checkOpen();
+        int segment = c.openSegment(engine, session);
+        if (segment < 0) {
+            throw new WeightLoaderException("Mooncake openSegment(\"" + session + "\") from " + sessionId
+                    + " failed: " + MooncakeLibrary.describe(segment) + "; is the seed's engine up and reachable?");
+        }
+        MooncakePeer peer = new MooncakePeer(session, segment);
+        peers.add(peer);
+        return peer;
+    }
+
+    private void checkOpen() {
+        if (closed.get()) {
+            throw new IllegalStateException("Mooncake engine " + sessionId + " is closed");
+        }
+    }
+
+    @Override
+    public void close() {
+        if (!closed.compareAndSet(false, true)) {
+            return;
+        }
+        int live = liveBatches.get();
+        if (live > 0) {
+            LOG.warn("closing Mooncake engine {} with {} unreleased batch(es)", sessionId, live);
+        }
+        for (MooncakePeer p : peers) {
+            p.close();
+        }
+        synchronized (this) {
+            for (Map<Long, MemoryRegion> m : List.of(localRegions, remoteRegions)) {
+                for (Long address : m.keySet()) {
+                    int rc = c.unregisterLocalMemory(engine, new Pointer(address));
+                    if (rc != 0) {
+                        LOG.warn("Mooncake unregisterLocalMemory(0x{}) on close: {}", Long.toHexString(address),
+                                MooncakeLibrary.describe(rc));
+                    }
+                }
+                m.clear();
+            }
+        }
+        c.destroyTransferEngine(engine);
+    }
+
+    @Override
+    public String toString() {
+        return name() + "[" + sessionId + "]";
+    }
+
+    /** A segment opened on a seed. */
+    private final class MooncakePeer implements Peer {
+        private final String session;
+        private final int segment;
+        private final AtomicBoolean peerClosed = new AtomicBoolean();
+
+        MooncakePeer(String session, int segment) {
+            this.session = session;
+            this.segment = segment;
+        }
+
+        @Override
+        public int maxBatchSize() {
+            return MAX_BATCH_SIZE;
+        }
+
+        @Override
+        public Batch submit(List<ReadOp> ops) {
+            Objects.requireNonNull(ops, "ops is null");
+            if (ops.isEmpty() || ops.size() > MAX_BATCH_SIZE) {
+                throw new IllegalArgumentException("a batch holds 1.." + MAX_BATCH_SIZE + " ops, got " + ops.size());
+            }
+            if (peerClosed.get()) {
+                throw new IllegalStateException("peer " + session + " is closed");
+            }
+            checkOpen();
+            int n = ops.size();
+            MooncakeC.TransferRequest[] reqs = (MooncakeC.TransferRequest[]) new MooncakeC.TransferRequest()
+                    .toArray(n);
+            for (int i = 0; i < n; i++) {
+                ReadOp op = ops.get(i);
+                reqs[i].opcode = MooncakeC.OPCODE_READ;
+                reqs[i].source = new Pointer(op.localAddress());
+                reqs[i].target_id = segment;
+                reqs[i].target_offset = op.remoteAddress();
+                reqs[i].length = op.length();
+            }
+            long batch = c.allocateBatchID(engine, n);
+            if (batch == MooncakeC.INVALID_BATCH || batch == 0) {
+                throw new WeightLoaderException("Mooncake allocateBatchID(" + n + ") failed");
+            }
+            liveBatches.incrementAndGet();
+            MooncakeBatch b = new MooncakeBatch(batch, n, session);
+            int rc = c.submitTransfer(engine, batch, reqs, n);
+            if (rc != 0) {
+                b.abandonAfterFailedSubmit();
+                MooncakeLibrary.check(rc, "submitTransfer(" + n + " reads from " + session + ")");
+            }
+            return b;
+        }
+
+        @Override
+        public void close() {
+            if (peerClosed.compareAndSet(false, true)) {
+                peers.remove(this);
+                int rc = c.closeSegment(engine, segment);
+                if (rc != 0) {
+                    LOG.debug("Mooncake closeSegment({}) {}", session, MooncakeLibrary.describe(rc));
+                }
+            }
+        }
+    }
+
+    /** One Mooncake batch; confined to one thread. */
+    private final class MooncakeBatch implements Batch {
+        private final long batch;
+        private final int size;
+        private final String session;
+        private final boolean[] seenFinal;
+        private final MooncakeC.TransferStatus status = new MooncakeC.TransferStatus();
+        private boolean released;
+
+        MooncakeBatch(long batch, int size, String session) {
+            this.batch = batch;
+            this.size = size;
+            this.session = session;
+            this.seenFinal = new boolean[size];
+        }
+
+        @Override
+        public int size() {
+            return size;
+        }
+
+        @Override
+        public OpStatus status(int index) {
+            Objects.checkIndex(index, size);
+            if (released) {
+                throw new IllegalStateException("batch is released");
+            }
+            int rc = c.getTransferStatus(engine, batch, index, status);
+            if (rc != 0) {
+                // Not marked final: Mooncake has not confirmed this task is done, so the batch must not be freed.
+                return OpStatus.failed("Mooncake getTransferStatus(" + index + ") from " + session + ": "
+                        + MooncakeLibrary.describe(rc));
+            }
+            switch (status.status) {
+                case MooncakeC.STATUS_WAITING:
+                case MooncakeC.STATUS_PENDING:
+                    return OpStatus.PENDING;
+                case MooncakeC.STATUS_COMPLETED:
+                    seenFinal[index] = true;
+                    return OpStatus.COMPLETED;
+                default:
+                    seenFinal[index] = true;
+                    return OpStatus.failed("Mooncake read from " + session + " ended " + statusName(status.status)
+                            + " after " + status.transferred_bytes + " bytes");
+            }
+        }
+
+        @Override
+        public boolean release() {
+            if (released) {
+                return true;
+            }
+            for (int i = 0; i < size; i++) {
+                if (!seenFinal[i]) {
+                    LOG.warn("Mooncake batch from {}: op {} of {} not final; leaking the batch (freeing it now "
+                            + "would fail busy, and a freed id must never be touched again)", session, i, size);
+                    return false;
+                }
+            }
+            released = true;
+            liveBatches.decrementAndGet();
+            MooncakeLibrary.check(c.freeBatchID(engine, batch), "freeBatchID");
+            return true;
+        }
+
+        /** After submitTransfer failed: free the batch if Mooncake queued nothing, else wait briefly for it. */
+        void abandonAfterFailedSubmit() {
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+            for (int i = 0; i < size; i++) {
+                while (!seenFinal[i]) {
+                    int rc = c.getTransferStatus(engine, batch, i, status);
+                    if (rc == 1) {
+                        // Invalid argument = task id out of range: Mooncake queued nothing from here on.
+                        Arrays.fill(seenFinal, i, size, true);
+                        break;
+                    }
+                    if (rc != 0) {
+                        break;
+                    }
+                    if (status.status != MooncakeC.STATUS_WAITING && status.status != MooncakeC.STATUS_PENDING) {
+                        seenFinal[i] = true;
+                    } else if (System.nanoTime() > deadline) {
+                        break;
+                    } else {
+                        Thread.onSpinWait();
+                    }
+                }
+            }
+            if (!release()) {
+                LOG.warn("Mooncake batch from {} leaked after a failed submit", session);
+            }
+        }
+    }
+
+    static String statusName(int status) {
+        switch (status) {
+            case MooncakeC.STATUS_WAITING: return "WAITING";
+            case MooncakeC.STATUS_PENDING: return "PENDING";
+            case MooncakeC.STATUS_INVALID: return "INVALID";
+            case MooncakeC.STATUS_CANCELED: return "CANCELED";
+            case MooncakeC.STATUS_COMPLETED: return "COMPLETED";
+            case MooncakeC.STATUS_TIMEOUT: return "TIMEOUT";
+            case MooncakeC.STATUS_FAILED: return "FAILED";
+            default: return "status " + status;
+        }
+    }
+}
