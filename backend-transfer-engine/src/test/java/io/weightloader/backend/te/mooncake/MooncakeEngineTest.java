@@ -21,6 +21,7 @@ import java.util.concurrent.locks.LockSupport;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestInstance;
 import org.junit.jupiter.api.Timeout;
@@ -30,6 +31,7 @@ import org.junit.jupiter.api.Timeout;
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
 class MooncakeEngineTest {
     private static final long SIZE = 64L << 20;
+    private static final String NEEDS = "needs Mooncake: set WEIGHTLOADER_MOONCAKE_LIB=/path/libtransfer_engine.so";
 
     private MooncakeEngine seed;
     private MooncakeEngine client;
@@ -41,9 +43,8 @@ class MooncakeEngineTest {
         if (lib == null || lib.isBlank()) {
             System.err.println("SKIPPED MooncakeEngineTest (needs Mooncake's libtransfer_engine.so): set "
                     + "WEIGHTLOADER_MOONCAKE_LIB=/path/libtransfer_engine.so");
+            return; // each test is then reported as skipped by requireMooncake()
         }
-        Assumptions.assumeTrue(lib != null && !lib.isBlank(),
-                "needs Mooncake: set WEIGHTLOADER_MOONCAKE_LIB=/path/libtransfer_engine.so");
         MooncakeLibrary library = MooncakeLibrary.load(null);
         seed = MooncakeEngine.create(library, "127.0.0.1", "tcp", null);
         client = MooncakeEngine.create(library, "127.0.0.1", "tcp", null);
@@ -53,6 +54,11 @@ class MooncakeEngineTest {
             bb.putLong(i * 8, i * 0x9E3779B97F4A7C15L + 17);
         }
         seed.registerRemoteReadable(List.of(weights));
+    }
+
+    @BeforeEach
+    void requireMooncake() {
+        Assumptions.assumeTrue(seed != null, NEEDS);
     }
 
     @AfterAll
