@@ -198,10 +198,6 @@ public record WeightLoaderSettings(
             throw new WeightLoaderConfigException(r.p("model-path"),
                     "fallback = local needs the checkpoint to fall back to");
         }
-        if (backend.equals("local") && modelPath.isEmpty()) {
-            throw new WeightLoaderConfigException(r.p("model-path"),
-                    "the local backend needs a checkpoint file or directory");
-        }
         return new WeightLoaderSettings(backend, format, modelPath, device, memorySaver, checksum, fallback,
                 ignoreExtra, rank, remote, seed);
     }

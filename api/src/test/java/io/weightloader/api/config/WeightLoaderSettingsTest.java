@@ -112,12 +112,6 @@ class WeightLoaderSettingsTest {
     }
 
     @Test
-    void localBackendNeedsAModelPath() {
-        assertThatThrownBy(() -> settings("weight-loader {}"))
-                .hasMessageContaining("weight-loader.model-path");
-    }
-
-    @Test
     void environmentStyleSubstitutionsOverrideDefaults() {
         // reference.conf uses ${?ENV} overrides; the same mechanism is exercised here with a system-style value
         Config c = ConfigFactory.parseString("X_PORT = \"4242\"\nweight-loader { model-path = /m, seed.service-port = ${X_PORT} }")

@@ -1,0 +1,18 @@
+package io.weightloader.api.seed;
+
+/**
+ * A rank's weights made readable by one engine (registered once, at seed start). Closing unregisters them.
+ */
+public interface SeedPublisher extends AutoCloseable {
+    /** Engine and transport, e.g. {@code builtin-tcp}, {@code mooncake-rdma}. */
+    String engine();
+
+    /** What a client's engine dials, {@code host:port}. */
+    String sessionId();
+
+    /** How long registration took, for logs and benchmarks. */
+    double registrationSeconds();
+
+    @Override
+    void close();
+}

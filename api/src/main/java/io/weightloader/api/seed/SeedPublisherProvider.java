@@ -1,0 +1,13 @@
+package io.weightloader.api.seed;
+
+import io.weightloader.api.config.RankKey;
+import io.weightloader.api.spi.BackendContext;
+import java.util.List;
+
+/**
+ * Implemented by a {@link io.weightloader.api.spi.WeightLoaderBackendProvider} whose backend reads from a seed
+ * without the seed's participation: the seed side registers its weights once with the provider's engine.
+ */
+public interface SeedPublisherProvider {
+    SeedPublisher publish(BackendContext context, RankKey rank, List<HeldTensor> tensors);
+}

@@ -1,0 +1,341 @@
+package io.weightloader.api.seed;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.sun.net.httpserver.HttpExchange;
+import com.sun.net.httpserver.HttpServer;
+import io.weightloader.api.Checksums;
+import io.weightloader.api.WeightLoaderException;
+import io.weightloader.api.config.RankKey;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.api.spi.BackendRegistry;
+import io.weightloader.api.spi.WeightLoaderBackendProvider;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.net.InetSocketAddress;
+import java.net.URI;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.UUID;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The seed's control plane: a small HTTP server (the JDK's) that tells clients what the seed holds and how to
+ * read it. It never serves weight bytes itself; the engine does, and only from registered weight memory.
+ *
+ * <p>Endpoints (GET only; all but {@code /health} need {@code Authorization: Bearer <token>} when a token is
+ * configured):
+ * <ul>
+ *   <li>{@code /health}: {@code {"status":"ok","ranks":[...]}}</li>
+ *   <li>{@code /v1/manifest?tp=N&pp=M}: the rank's {@link Manifest}</li>
+ *   <li>{@code /v1/session?tp=N&pp=M}: {@code {"engine","session","generation"}}</li>
+ *   <li>{@code /get_remote_instance_transfer_engine_info?rank=N} and
+ *       {@code /remote_instance_transfer_engine_info?rank=N} (optional {@code &pp=M}): SGLang's shape,
+ *       {@code {"rank":N,"remote_instance_transfer_engine_info":[session,{name:[ptr,numel,element_size]}]}}</li>
+ * </ul>
+ */
+public final class SeedService implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(SeedService.class);
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final int MAX_QUERY = 256;
+
+    private final HttpServer server;
+    private final ExecutorService executor;
+    private final byte[] token;
+    private final Map<RankKey, Published> ranks = new ConcurrentHashMap<>();
+
+    private record Published(List<HeldTensor> tensors, SeedPublisher publisher, Manifest manifest) {
+    }
+
+    private SeedService(HttpServer server, ExecutorService executor, byte[] token) {
+        this.server = server;
+        this.executor = executor;
+        this.token = token;
+    }
+
+    /**
+     * Registers every rank's tensors with the transfer engine and starts the control plane on
+     * {@code weight-loader.seed.bind-address}:{@code service-port}.
+     */
+    public static SeedService start(BackendContext context, BackendRegistry registry,
+                                    Map<RankKey, List<HeldTensor>> held) {
+        WeightLoaderSettings s = context.settings();
+        if (!s.remote().startSeedViaTransferEngine()) {
+            throw new WeightLoaderConfigException("weight-loader.remote-instance.start-seed-via-transfer-engine",
+                    "must be true for this process to serve as a seed (nothing would be published otherwise)");
+        }
+        if (!s.seed().isLoopback() && s.remote().token().isEmpty()) {
+            throw new WeightLoaderConfigException("weight-loader.remote-instance.token",
+                    "a seed bound to " + s.seed().bindAddress() + " (beyond loopback) needs a token");
+        }
+        WeightLoaderBackendProvider p = registry.provider("transfer_engine");
+        if (!(p instanceof SeedPublisherProvider publisherProvider)) {
+            throw new WeightLoaderException("backend 'transfer_engine' (" + p.getClass().getName()
+                    + ") cannot publish a seed's weights");
+        }
+        byte[] token = s.remote().token().map(t -> t.getBytes(StandardCharsets.UTF_8)).orElse(null);
+        ExecutorService executor = Executors.newFixedThreadPool(8, daemon("weightloader-seed-http"));
+        HttpServer server;
+        try {
+            server = HttpServer.create(new InetSocketAddress(s.seed().bindAddress(), s.seed().servicePort()), 64);
+        } catch (IOException e) {
+            executor.shutdownNow();
+            throw new WeightLoaderException("cannot bind the seed control plane to " + s.seed().bindAddress() + ":"
+                    + s.seed().servicePort() + " (weight-loader.seed.bind-address/service-port): " + e.getMessage(), e);
+        }
+        SeedService svc = new SeedService(server, executor, token);
+        try {
+            for (Map.Entry<RankKey, List<HeldTensor>> e : held.entrySet()) {
+                svc.publish(context, publisherProvider, e.getKey(), e.getValue(), s.seed().publishChecksums());
+            }
+        } catch (RuntimeException e) {
+            svc.close();
+            throw e;
+        }
+        server.createContext("/", svc::handle);
+        server.setExecutor(executor);
+        server.start();
+        LOG.info("seed control plane on http://{}:{} ({} rank(s), token {})", s.seed().bindAddress(), svc.port(),
+                held.size(), token == null ? "off" : "on");
+        return svc;
+    }
+
+    private void publish(BackendContext context, SeedPublisherProvider provider, RankKey rank, List<HeldTensor> tensors,
+                         boolean checksums) {
+        Map<String, String> sums = checksums ? checksums(tensors) : Map.of();
+        SeedPublisher publisher = provider.publish(context, rank, tensors);
+        List<Manifest.Entry> entries = new ArrayList<>();
+        for (HeldTensor t : tensors) {
+            entries.add(new Manifest.Entry(t.spec().name(), t.spec().dtype().safetensorsName(), t.spec().shape(),
+                    t.spec().byteSize(), t.spec().byteSize() == 0 ? 0 : t.region().address(), sums.get(t.spec().name())));
+        }
+        String device = tensors.isEmpty() ? "cpu" : tensors.get(0).region().device().toString();
+        Manifest m = new Manifest(Manifest.VERSION, rank.tp(), rank.pp(), UUID.randomUUID().toString(),
+                publisher.engine(), publisher.sessionId(), device, entries);
+        Published old = ranks.put(rank, new Published(tensors, publisher, m));
+        if (old != null) {
+            old.publisher().close();
+        }
+        LOG.info("seed rank {}: {} tensors published via {} at {} (registration {} s)", rank, tensors.size(),
+                publisher.engine(), publisher.sessionId(), String.format("%.3f", publisher.registrationSeconds()));
+    }
+
+    private static Map<String, String> checksums(List<HeldTensor> tensors) {
+        ExecutorService pool = Executors.newFixedThreadPool(Math.max(1, Runtime.getRuntime().availableProcessors()),
+                daemon("weightloader-seed-sha"));
+        try {
+            Map<String, Future<String>> f = new LinkedHashMap<>();
+            for (HeldTensor t : tensors) {
+                if (!t.region().device().isHost()) {
+                    continue; // device memory: checksums need a copy back (not published)
+                }
+                f.put(t.spec().name(), pool.submit(() -> Checksums.sha256(t.bytes())));
+            }
+            Map<String, String> out = new LinkedHashMap<>();
+            for (Map.Entry<String, Future<String>> e : f.entrySet()) {
+                out.put(e.getKey(), e.getValue().get());
+            }
+            return out;
+        } catch (Exception e) {
+            throw new WeightLoaderException("computing the seed's checksums failed: " + e, e);
+        } finally {
+            pool.shutdownNow();
+        }
+    }
+
+    /** Marks a rank's weights as changed (after an in-place update): clients see a new generation. */
+    public void weightsChanged(RankKey rank) {
+        ranks.computeIfPresent(rank, (k, p) -> {
+            Manifest m = p.manifest();
+            // checksums of changed weights are unknown until recomputed; drop them rather than publish stale ones
+            List<Manifest.Entry> entries = m.tensors().stream().map(e -> new Manifest.Entry(e.name(), e.dtype(),
+                    e.shape(), e.bytes(), e.address(), null)).toList();
+            return new Published(p.tensors(), p.publisher(), new Manifest(m.version(), m.tp(), m.pp(),
+                    UUID.randomUUID().toString(), m.engine(), m.session(), m.device(), entries));
+        });
+    }
+
+    public int port() {
+        return server.getAddress().getPort();
+    }
+
+    public Optional<Manifest> manifest(RankKey rank) {
+        return Optional.ofNullable(ranks.get(rank)).map(Published::manifest);
+    }
+
+    private void handle(HttpExchange ex) throws IOException {
+        try (ex) {
+            String path = ex.getRequestURI().getPath();
+            if (!"GET".equals(ex.getRequestMethod())) {
+                reply(ex, 405, Map.of("error", "only GET is served"));
+                return;
+            }
+            String rawQuery = ex.getRequestURI().getRawQuery();
+            if (rawQuery != null && rawQuery.length() > MAX_QUERY) {
+                reply(ex, 400, Map.of("error", "query too long"));
+                return;
+            }
+            if (path.equals("/health")) {
+                reply(ex, 200, Map.of("status", "ok", "ranks", ranks.keySet().stream().map(RankKey::toString).sorted()
+                        .toList()));
+                return;
+            }
+            if (!authorized(ex)) {
+                LOG.warn("refused {} from {}: missing or wrong token", path, ex.getRemoteAddress());
+                reply(ex, 401, Map.of("error", "missing or wrong token"));
+                return;
+            }
+            Map<String, String> q;
+            try {
+                q = query(ex.getRequestURI());
+            } catch (IllegalArgumentException e) {
+                reply(ex, 400, Map.of("error", e.getMessage()));
+                return;
+            }
+            switch (path) {
+                case "/v1/manifest", "/v1/session" -> {
+                    RankKey rank;
+                    try {
+                        rank = new RankKey(intParam(q, "tp", -1), intParam(q, "pp", 0));
+                    } catch (IllegalArgumentException e) {
+                        reply(ex, 400, Map.of("error", e.getMessage()));
+                        return;
+                    }
+                    Published p = ranks.get(rank);
+                    if (p == null) {
+                        reply(ex, 404, Map.of("error", "this seed holds no weights for rank " + rank
+                                + "; it holds " + ranks.keySet()));
+                    } else if (path.equals("/v1/manifest")) {
+                        reply(ex, 200, p.manifest());
+                    } else {
+                        reply(ex, 200, Map.of("engine", p.manifest().engine(), "session", p.manifest().session(),
+                                "generation", p.manifest().generation()));
+                    }
+                }
+                case "/get_remote_instance_transfer_engine_info", "/remote_instance_transfer_engine_info" ->
+                        sglangInfo(ex, q);
+                default -> reply(ex, 404, Map.of("error", "no such endpoint " + path));
+            }
+        } catch (RuntimeException e) {
+            LOG.warn("control-plane request failed", e);
+        }
+    }
+
+    private void sglangInfo(HttpExchange ex, Map<String, String> q) throws IOException {
+        RankKey rank;
+        try {
+            rank = new RankKey(intParam(q, "rank", -1), intParam(q, "pp", 0));
+        } catch (IllegalArgumentException e) {
+            reply(ex, 400, Map.of("error", e.getMessage()));
+            return;
+        }
+        Published p = ranks.get(rank);
+        if (p == null) {
+            reply(ex, 400, Map.of("error", "Invalid rank " + rank.tp() + " (this seed holds " + ranks.keySet() + ")"));
+            return;
+        }
+        Map<String, List<Long>> info = new LinkedHashMap<>();
+        for (Manifest.Entry e : p.manifest().tensors()) {
+            long elementSize = Math.max(1, p.tensors().stream().filter(t -> t.spec().name().equals(e.name()))
+                    .findFirst().orElseThrow().spec().dtype().bits() / 8);
+            info.put(e.name(), List.of(e.address(), e.bytes() / elementSize, elementSize));
+        }
+        Map<String, Object> body = new LinkedHashMap<>();
+        body.put("rank", rank.tp());
+        body.put("remote_instance_transfer_engine_info", List.of(p.manifest().session(), info));
+        reply(ex, 200, body);
+    }
+
+    private boolean authorized(HttpExchange ex) {
+        if (token == null) {
+            return true;
+        }
+        String h = ex.getRequestHeaders().getFirst("Authorization");
+        if (h == null || !h.startsWith("Bearer ")) {
+            return false;
+        }
+        return MessageDigest.isEqual(token, h.substring(7).getBytes(StandardCharsets.UTF_8));
+    }
+
+    private static Map<String, String> query(URI uri) {
+        Map<String, String> out = new LinkedHashMap<>();
+        String q = uri.getQuery();
+        if (q == null || q.isEmpty()) {
+            return out;
+        }
+        for (String kv : q.split("&")) {
+            int eq = kv.indexOf('=');
+            if (eq <= 0) {
+                throw new IllegalArgumentException("malformed query parameter '" + kv + "'");
+            }
+            if (out.put(kv.substring(0, eq), kv.substring(eq + 1)) != null) {
+                throw new IllegalArgumentException("query parameter '" + kv.substring(0, eq) + "' given twice");
+            }
+        }
+        return out;
+    }
+
+    private static int intParam(Map<String, String> q, String name, int dflt) {
+        String v = q.get(name);
+        if (v == null) {
+            if (dflt < 0) {
+                throw new IllegalArgumentException("query parameter '" + name + "' is required");
+            }
+            return dflt;
+        }
+        try {
+            int i = Integer.parseInt(v);
+            if (i < 0 || i > 1_000_000) {
+                throw new NumberFormatException();
+            }
+            return i;
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("query parameter '" + name + "' must be a rank number, got '" + v + "'");
+        }
+    }
+
+    private static void reply(HttpExchange ex, int code, Object body) throws IOException {
+        byte[] bytes = JSON.writeValueAsBytes(body);
+        ex.getResponseHeaders().set("Content-Type", "application/json");
+        ex.sendResponseHeaders(code, bytes.length);
+        try (OutputStream os = ex.getResponseBody()) {
+            os.write(bytes);
+        }
+    }
+
+    static java.util.concurrent.ThreadFactory daemon(String prefix) {
+        AtomicInteger n = new AtomicInteger();
+        return r -> {
+            Thread t = new Thread(r, prefix + "-" + n.incrementAndGet());
+            t.setDaemon(true);
+            return t;
+        };
+    }
+
+    /** Stops the control plane and unregisters every rank's memory from its engine. */
+    @Override
+    public void close() {
+        server.stop(0);
+        executor.shutdownNow();
+        for (Published p : ranks.values()) {
+            try {
+                p.publisher().close();
+            } catch (RuntimeException e) {
+                LOG.warn("closing the publisher of {} failed", p.manifest().engine(), e);
+            }
+        }
+        ranks.clear();
+    }
+}
