@@ -56,6 +56,12 @@ class BadInputTest {
     }
 
     @Test
+    void theLocalBackendNeedsAModelPath() {
+        assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseString("weight-loader {}")))
+                .hasMessageContaining("weight-loader.model-path");
+    }
+
+    @Test
     void aGoodFileParses() throws IOException {
         Path p = file("good.safetensors", GOOD, 16);
         assertThat(SafetensorsCheckpoint.open(p).specs()).containsExactly(

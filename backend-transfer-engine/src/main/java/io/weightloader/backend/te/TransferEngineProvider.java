@@ -1,0 +1,147 @@
+package io.weightloader.backend.te;
+
+import io.weightloader.api.Device;
+import io.weightloader.api.MemoryRegion;
+import io.weightloader.api.config.RankKey;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.api.seed.HeldTensor;
+import io.weightloader.api.seed.SeedClient;
+import io.weightloader.api.seed.SeedPublisher;
+import io.weightloader.api.seed.SeedPublisherProvider;
+import io.weightloader.api.spi.BackendCapabilities;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.api.spi.WeightLoaderBackend;
+import io.weightloader.api.spi.WeightLoaderBackendProvider;
+import io.weightloader.backend.te.builtin.BuiltinEngine;
+import io.weightloader.backend.te.engine.OneSidedEngine;
+import io.weightloader.backend.te.engine.RegionMerger;
+import io.weightloader.backend.te.mooncake.MooncakeEngine;
+import io.weightloader.backend.te.mooncake.MooncakeLibrary;
+import java.net.InetAddress;
+import java.net.UnknownHostException;
+import java.util.ArrayList;
+import java.util.EnumSet;
+import java.util.List;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * {@code transfer_engine}: the non-disturbing remote path. Client side, a {@link TransferEngineBackend};
+ * seed side, a {@link SeedPublisher} that registers the seed's weights once with the configured engine.
+ * Native code (Mooncake) loads in {@link #create} / {@link #publish} only.
+ */
+public final class TransferEngineProvider implements WeightLoaderBackendProvider, SeedPublisherProvider {
+    private static final Logger LOG = LoggerFactory.getLogger(TransferEngineProvider.class);
+    public static final String NAME = "transfer_engine";
+
+    @Override
+    public String name() {
+        return NAME;
+    }
+
+    @Override
+    public BackendCapabilities capabilities() {
+        return new BackendCapabilities(true, false, EnumSet.of(Device.Kind.CPU));
+    }
+
+    @Override
+    public WeightLoaderBackend create(BackendContext context) {
+        WeightLoaderSettings s = context.settings();
+        TransferEngineSettings te = TransferEngineSettings.from(context);
+        String ip = s.remote().seedIp().orElseThrow(() -> new WeightLoaderConfigException(
+                "weight-loader.remote-instance.seed-instance-ip", "the transfer_engine backend needs the seed's address"));
+        if (s.remote().seedPort() == 0) {
+            throw new WeightLoaderConfigException("weight-loader.remote-instance.seed-instance-service-port",
+                    "the transfer_engine backend needs the seed's control-plane port");
+        }
+        SeedClient seed = new SeedClient(ip, s.remote().seedPort(), s.remote().token(), s.remote().connectTimeout(),
+                s.remote().requestTimeout(), s.remote().retries());
+        OneSidedEngine engine = clientEngine(s, te);
+        return new TransferEngineBackend(seed, s.rank(), engine, te, s.remote().transferTimeout(), s.remote().retries());
+    }
+
+    private static OneSidedEngine clientEngine(WeightLoaderSettings s, TransferEngineSettings te) {
+        if (te.engine().equals("builtin")) {
+            return BuiltinEngine.client(s.remote().token().orElse(null), te.builtinConnections(),
+                    s.remote().connectTimeout());
+        }
+        String host = te.hostname().orElse(localHostFor(s.remote().seedIp().orElse("127.0.0.1")));
+        return MooncakeEngine.create(MooncakeLibrary.load(te.mooncakeLibrary().orElse(null)), host, te.protocol(),
+                te.devices().orElse(null));
+    }
+
+    /** The address this client is reachable at: loopback for a loopback seed, else this host's address. */
+    private static String localHostFor(String seedIp) {
+        try {
+            if (InetAddress.getByName(seedIp).isLoopbackAddress()) {
+                return "127.0.0.1";
+            }
+            return InetAddress.getLocalHost().getHostAddress();
+        } catch (UnknownHostException e) {
+            return "127.0.0.1";
+        }
+    }
+
+    @Override
+    public SeedPublisher publish(BackendContext context, RankKey rank, List<HeldTensor> tensors) {
+        WeightLoaderSettings s = context.settings();
+        TransferEngineSettings te = TransferEngineSettings.from(context);
+        String bind = s.seed().bindAddress();
+        String advertised = te.hostname().orElse(bind);
+        if (advertised.equals("0.0.0.0") || advertised.equals("::")) {
+            throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".hostname",
+                    "the seed binds a wildcard address (" + bind + "); set the host name clients should dial");
+        }
+        long t0 = System.nanoTime();
+        List<MemoryRegion> ranges = new ArrayList<>(tensors.size());
+        for (HeldTensor t : tensors) {
+            if (t.spec().byteSize() > 0) {
+                ranges.add(t.bytes());
+            }
+        }
+        List<MemoryRegion> merged = RegionMerger.merge(ranges);
+        OneSidedEngine engine;
+        if (te.engine().equals("builtin")) {
+            engine = BuiltinEngine.seed(bind, te.builtinPort(), advertised, s.remote().token().orElse(null),
+                    te.builtinMaxConnections());
+        } else {
+            if (s.remote().token().isPresent()) {
+                LOG.warn("weight-loader.remote-instance.token protects the control plane only: Mooncake's own sockets "
+                        + "are unauthenticated, so anyone who can reach its port can read the registered weights");
+            }
+            engine = MooncakeEngine.create(MooncakeLibrary.load(te.mooncakeLibrary().orElse(null)), advertised,
+                    te.protocol(), te.devices().orElse(null));
+        }
+        try {
+            engine.registerRemoteReadable(merged);
+        } catch (RuntimeException e) {
+            engine.close();
+            throw e;
+        }
+        double secs = (System.nanoTime() - t0) / 1e9;
+        LOG.info("rank {}: {} tensors registered as {} region(s) with {} in {} s", rank, tensors.size(), merged.size(),
+                engine.name(), String.format("%.4f", secs));
+        return new SeedPublisher() {
+            @Override
+            public String engine() {
+                return engine.name();
+            }
+
+            @Override
+            public String sessionId() {
+                return engine.sessionId();
+            }
+
+            @Override
+            public double registrationSeconds() {
+                return secs;
+            }
+
+            @Override
+            public void close() {
+                engine.close();
+            }
+        };
+    }
+}

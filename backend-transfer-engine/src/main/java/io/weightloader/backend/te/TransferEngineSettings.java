@@ -1,0 +1,84 @@
+package io.weightloader.backend.te;
+
+import com.typesafe.config.Config;
+import com.typesafe.config.ConfigException;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.spi.BackendContext;
+import java.util.Optional;
+
+/** {@code weight-loader.backends.transfer_engine}, read and validated once. */
+record TransferEngineSettings(
+        String engine,
+        String protocol,
+        Optional<String> hostname,
+        Optional<String> devices,
+        long sliceSize,
+        int batchSize,
+        long bandwidthLimit,
+        int builtinPort,
+        int builtinConnections,
+        int builtinMaxConnections,
+        Optional<String> mooncakeLibrary) {
+
+    static final String PATH = BackendContext.backendPath(TransferEngineProvider.NAME);
+
+    static TransferEngineSettings from(BackendContext context) {
+        Config c = context.backendConfig(TransferEngineProvider.NAME);
+        String engine = c.getString("engine").trim();
+        if (!engine.equals("builtin") && !engine.equals("mooncake")) {
+            throw new WeightLoaderConfigException(PATH + ".engine", "must be builtin or mooncake; got '" + engine + "'");
+        }
+        String protocol = c.getString("protocol").trim();
+        if (protocol.isEmpty() || !protocol.matches("[a-z_0-9]+")) {
+            throw new WeightLoaderConfigException(PATH + ".protocol", "must be a transport name such as tcp or rdma");
+        }
+        if (engine.equals("builtin") && !protocol.equals("tcp")) {
+            throw new WeightLoaderConfigException(PATH + ".protocol", "the builtin engine speaks tcp only; got '"
+                    + protocol + "' (use engine = mooncake for " + protocol + ")");
+        }
+        long slice = bytes(c, "slice-size");
+        if (slice < 4096 || slice > (1L << 30)) {
+            throw new WeightLoaderConfigException(PATH + ".slice-size", "must be between 4 KiB and 1 GiB; got " + slice);
+        }
+        int batch = c.getInt("batch-size");
+        if (batch < 1 || batch > 1024) {
+            throw new WeightLoaderConfigException(PATH + ".batch-size", "must be in 1..1024; got " + batch);
+        }
+        long cap = bytes(c, "bandwidth-limit");
+        if (cap < 0) {
+            throw new WeightLoaderConfigException(PATH + ".bandwidth-limit", "must be >= 0; got " + cap);
+        }
+        int port = c.getInt("builtin.port");
+        if (port < 0 || port > 65535) {
+            throw new WeightLoaderConfigException(PATH + ".builtin.port", "must be in 0..65535; got " + port);
+        }
+        int conns = c.getInt("builtin.connections");
+        if (conns < 1 || conns > 64) {
+            throw new WeightLoaderConfigException(PATH + ".builtin.connections", "must be in 1..64; got " + conns);
+        }
+        int maxConns = c.getInt("builtin.max-connections");
+        if (maxConns < 1 || maxConns > 4096) {
+            throw new WeightLoaderConfigException(PATH + ".builtin.max-connections", "must be in 1..4096; got "
+                    + maxConns);
+        }
+        return new TransferEngineSettings(engine, protocol, opt(c.getString("hostname")), opt(c.getString("devices")),
+                slice, batch, cap, port, conns, maxConns, opt(c.getString("mooncake.library")));
+    }
+
+    private static long bytes(Config c, String key) {
+        try {
+            return c.getBytes(key);
+        } catch (ConfigException e) {
+            throw new WeightLoaderConfigException(PATH + "." + key, "must be a size such as 64 MiB", e);
+        }
+    }
+
+    private static Optional<String> opt(String s) {
+        return s == null || s.isBlank() ? Optional.empty() : Optional.of(s.trim());
+    }
+
+    /** Engine family prefix that the seed's published engine name must start with. */
+    String enginePrefix() {
+        return engine + "-";
+    }
+}

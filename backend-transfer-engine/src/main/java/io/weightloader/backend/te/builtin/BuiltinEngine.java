@@ -1,0 +1,571 @@
+package io.weightloader.backend.te.builtin;
+
+import com.sun.jna.Pointer;
+import io.weightloader.api.MemoryRegion;
+import io.weightloader.api.WeightLoaderException;
+import io.weightloader.backend.te.engine.OneSidedEngine;
+import java.io.DataInputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.net.InetSocketAddress;
+import java.net.SocketTimeoutException;
+import java.nio.ByteBuffer;
+import java.nio.channels.ClosedChannelException;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Semaphore;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReferenceArray;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The built-in one-sided engine: Mooncake's contract (register once, clients read by remote address) over
+ * plain TCP in Java, for hosts without Mooncake or RDMA. The seed side serves reads from registered host
+ * memory only, after a token check; the data goes from the registered memory to the socket and from the
+ * socket into the client's destination with no intermediate Java copy.
+ */
+public final class BuiltinEngine implements OneSidedEngine {
+    private static final Logger LOG = LoggerFactory.getLogger(BuiltinEngine.class);
+    public static final String NAME = "builtin-tcp";
+
+    private final byte[] token;
+    private final int connectionsPerPeer;
+    private final Duration connectTimeout;
+    private final RegisteredRegions regions = new RegisteredRegions();
+    private final ServerSocketChannel server;
+    private final String sessionId;
+    private final Semaphore connectionSlots;
+    private final Set<SocketChannel> serving = ConcurrentHashMap.newKeySet();
+    private final ExecutorService workers;
+    private final AtomicLong bytesServed = new AtomicLong();
+    private final AtomicLong refused = new AtomicLong();
+    private volatile boolean closed;
+
+    private BuiltinEngine(byte[] token, int connectionsPerPeer, Duration connectTimeout, ServerSocketChannel server,
+                          String sessionId, int maxConnections) {
+        this.token = token == null ? new byte[0] : token;
+        this.connectionsPerPeer = connectionsPerPeer;
+        this.connectTimeout = connectTimeout;
+        this.server = server;
+        this.sessionId = sessionId;
+        this.connectionSlots = new Semaphore(maxConnections);
+        AtomicInteger n = new AtomicInteger();
+        this.workers = Executors.newCachedThreadPool(r -> {
+            Thread t = new Thread(r, "weightloader-builtin-" + n.incrementAndGet());
+            t.setDaemon(true);
+            return t;
+        });
+    }
+
+    /**
+     * A seed-side engine listening on {@code bindAddress:port} (0 = any free port); peers dial
+     * {@code advertisedHost}. Serves at most {@code maxConnections} connections at once.
+     */
+    public static BuiltinEngine seed(String bindAddress, int port, String advertisedHost, String token,
+                                     int maxConnections) {
+        ServerSocketChannel ch;
+        try {
+            ch = ServerSocketChannel.open();
+            ch.bind(new InetSocketAddress(bindAddress, port), 128);
+        } catch (IOException e) {
+            throw new WeightLoaderException("built-in engine cannot listen on " + bindAddress + ":" + port + ": "
+                    + e.getMessage(), e);
+        }
+        int bound = ((InetSocketAddress) ch.socket().getLocalSocketAddress()).getPort();
+        String host = advertisedHost.contains(":") ? "[" + advertisedHost + "]" : advertisedHost;
+        BuiltinEngine e = new BuiltinEngine(bytes(token), 1, Duration.ofSeconds(5), ch, host + ":" + bound,
+                maxConnections);
+        e.workers.submit(e::acceptLoop);
+        LOG.info("engine {} listening on {}:{} (token {})", NAME, bindAddress, bound, token == null ? "off" : "on");
+        return e;
+    }
+
+    /** A client-side engine that opens {@code connectionsPerPeer} parallel connections to each seed. */
+    public static BuiltinEngine client(String token, int connectionsPerPeer, Duration connectTimeout) {
+        return new BuiltinEngine(bytes(token), connectionsPerPeer, connectTimeout, null, "", 0);
+    }
+
+    private static byte[] bytes(String token) {
+        return token == null ? null : token.getBytes(StandardCharsets.UTF_8);
+    }
+
+    @Override
+    public String name() {
+        return NAME;
+    }
+
+    @Override
+    public String sessionId() {
+        return sessionId;
+    }
+
+    /** Bytes served to peers so far (seed side). */
+    public long bytesServed() {
+        return bytesServed.get();
+    }
+
+    /** Requests refused so far: outside registered memory, or malformed (seed side). */
+    public long refusedRequests() {
+        return refused.get();
+    }
+
+    @Override
+    public void registerRemoteReadable(List<MemoryRegion> list) {
+        if (server == null) {
+            throw new IllegalStateException("a client-side engine serves nothing");
+        }
+        regions.add(list);
+    }
+
+    @Override
+    public void registerLocal(List<MemoryRegion> list) {
+        // TCP needs no registration of destination memory
+    }
+
+    @Override
+    public void unregisterLocal(List<MemoryRegion> list) {
+    }
+
+    // ---------------------------------------------------------------- seed side
+
+    private void acceptLoop() {
+        while (!closed) {
+            SocketChannel sc;
+            try {
+                sc = server.accept();
+            } catch (ClosedChannelException e) {
+                return;
+            } catch (IOException e) {
+                if (!closed) {
+                    LOG.warn("accept failed", e);
+                }
+                continue;
+            }
+            if (!connectionSlots.tryAcquire()) {
+                workers.submit(() -> refuseBusy(sc));
+                continue;
+            }
+            serving.add(sc);
+            workers.submit(() -> {
+                try {
+                    serve(sc);
+                } finally {
+                    serving.remove(sc);
+                    connectionSlots.release();
+                    closeQuietly(sc);
+                }
+            });
+        }
+    }
+
+    private void refuseBusy(SocketChannel sc) {
+        try (sc) {
+            sc.socket().setSoTimeout(2000);
+            welcome(sc, Wire.BUSY, "seed is serving its maximum number of connections; retry later");
+        } catch (IOException ignored) {
+            // the peer is told when it can be; nothing else to do
+        }
+    }
+
+    private void serve(SocketChannel sc) {
+        String peer = String.valueOf(sc.socket().getRemoteSocketAddress());
+        try {
+            sc.socket().setTcpNoDelay(true);
+            sc.socket().setSoTimeout(10_000); // the hello must come quickly
+            InputStream raw = sc.socket().getInputStream();
+            DataInputStream in = new DataInputStream(raw);
+            if (in.readInt() != Wire.MAGIC) {
+                LOG.warn("built-in engine: {} did not speak the protocol; closed", peer);
+                return;
+            }
+            int version = in.readUnsignedShort();
+            int tokenLength = in.readUnsignedShort();
+            if (tokenLength > Wire.MAX_TOKEN) {
+                welcome(sc, Wire.BAD_TOKEN, "token too long");
+                return;
+            }
+            byte[] theirs = in.readNBytes(tokenLength);
+            if (version != Wire.VERSION) {
+                welcome(sc, Wire.BAD_VERSION, "seed speaks version " + Wire.VERSION + ", not " + version);
+                return;
+            }
+            if (!MessageDigest.isEqual(token, theirs)) {
+                LOG.warn("built-in engine: refused {}: wrong token", peer);
+                welcome(sc, Wire.BAD_TOKEN, "wrong token");
+                return;
+            }
+            welcome(sc, Wire.OK, "");
+            sc.socket().setSoTimeout((int) Duration.ofMinutes(10).toMillis()); // idle limit between requests
+            ByteBuffer header = ByteBuffer.allocate(Wire.RESPONSE_HEADER_BYTES);
+            while (!closed) {
+                long id;
+                try {
+                    id = in.readLong();
+                } catch (EOFException eof) {
+                    return;
+                }
+                long address = in.readLong();
+                long length = in.readLong();
+                if (length <= 0 || length > Wire.MAX_READ || !regions.contains(address, length)) {
+                    refused.incrementAndGet();
+                    byte[] msg = ("read of " + length + " bytes at 0x" + Long.toHexString(address)
+                            + " refused: outside registered weight memory or over " + Wire.MAX_READ + " bytes")
+                            .getBytes(StandardCharsets.UTF_8);
+                    header.clear();
+                    header.put((byte) Wire.REFUSED).putLong(id).putLong(msg.length).flip();
+                    writeFully(sc, header);
+                    writeFully(sc, ByteBuffer.wrap(msg));
+                    continue;
+                }
+                header.clear();
+                header.put((byte) Wire.OK).putLong(id).putLong(length).flip();
+                writeFully(sc, header);
+                for (long off = 0; off < length; off += Integer.MAX_VALUE) {
+                    int n = (int) Math.min(Integer.MAX_VALUE, length - off);
+                    writeFully(sc, new Pointer(address).getByteBuffer(off, n));
+                }
+                bytesServed.addAndGet(length);
+            }
+        } catch (SocketTimeoutException e) {
+            LOG.debug("built-in engine: {} timed out", peer);
+        } catch (IOException e) {
+            if (!closed) {
+                LOG.debug("built-in engine: connection from {} ended: {}", peer, e.toString());
+            }
+        }
+    }
+
+    private static void welcome(SocketChannel sc, int status, String message) throws IOException {
+        byte[] m = message.getBytes(StandardCharsets.UTF_8);
+        ByteBuffer b = ByteBuffer.allocate(3 + m.length);
+        b.put((byte) status).putShort((short) m.length).put(m).flip();
+        writeFully(sc, b);
+    }
+
+    private static void writeFully(SocketChannel sc, ByteBuffer b) throws IOException {
+        while (b.hasRemaining()) {
+            sc.write(b);
+        }
+    }
+
+    private static void readFully(SocketChannel sc, ByteBuffer b) throws IOException {
+        while (b.hasRemaining()) {
+            if (sc.read(b) < 0) {
+                throw new EOFException("seed closed the connection");
+            }
+        }
+    }
+
+    private static void closeQuietly(AutoCloseable c) {
+        try {
+            c.close();
+        } catch (Exception ignored) {
+            // best effort
+        }
+    }
+
+    // ---------------------------------------------------------------- client side
+
+    @Override
+    public Peer open(String session) {
+        InetSocketAddress address = parseSession(session);
+        BuiltinPeer p = new BuiltinPeer(session, address);
+        p.connection(0); // fail fast: reach the seed and pass the token check now
+        return p;
+    }
+
+    static InetSocketAddress parseSession(String session) {
+        int colon = session.lastIndexOf(':');
+        if (colon <= 0 || colon == session.length() - 1) {
+            throw new WeightLoaderException("engine session '" + session + "' is not host:port");
+        }
+        String host = session.substring(0, colon);
+        if (host.startsWith("[") && host.endsWith("]")) {
+            host = host.substring(1, host.length() - 1);
+        }
+        try {
+            int port = Integer.parseInt(session.substring(colon + 1));
+            if (port < 1 || port > 65535) {
+                throw new NumberFormatException();
+            }
+            return new InetSocketAddress(host, port);
+        } catch (NumberFormatException e) {
+            throw new WeightLoaderException("engine session '" + session + "' has no valid port");
+        }
+    }
+
+    private final class BuiltinPeer implements Peer {
+        private final String session;
+        private final InetSocketAddress address;
+        private final SocketChannel[] channels = new SocketChannel[connectionsPerPeer];
+        private final Object[] locks = new Object[connectionsPerPeer];
+
+        BuiltinPeer(String session, InetSocketAddress address) {
+            this.session = session;
+            this.address = address;
+            for (int i = 0; i < locks.length; i++) {
+                locks[i] = new Object();
+            }
+        }
+
+        /** The i-th connection, (re)opened and authenticated when needed. */
+        synchronized SocketChannel connection(int i) {
+            SocketChannel sc = channels[i];
+            if (sc != null && sc.isOpen()) {
+                return sc;
+            }
+            try {
+                sc = SocketChannel.open();
+                sc.socket().setTcpNoDelay(true);
+                sc.socket().setReceiveBufferSize(4 << 20);
+                sc.socket().connect(address, (int) connectTimeout.toMillis());
+                ByteBuffer hello = ByteBuffer.allocate(8 + token.length);
+                hello.putInt(Wire.MAGIC).putShort((short) Wire.VERSION).putShort((short) token.length).put(token).flip();
+                writeFully(sc, hello);
+                ByteBuffer w = ByteBuffer.allocate(3);
+                readFully(sc, w);
+                w.flip();
+                int status = w.get() & 0xff;
+                int len = w.getShort() & 0xffff;
+                ByteBuffer msg = ByteBuffer.allocate(Math.min(len, Wire.MAX_MESSAGE));
+                readFully(sc, msg);
+                if (status != Wire.OK) {
+                    closeQuietly(sc);
+                    String why = new String(msg.array(), 0, msg.position(), StandardCharsets.UTF_8);
+                    throw new WeightLoaderException("seed engine " + session + " refused the connection: " + why
+                            + (status == Wire.BAD_TOKEN ? " (check weight-loader.remote-instance.token)" : ""));
+                }
+                channels[i] = sc;
+                return sc;
+            } catch (IOException e) {
+                closeQuietly(sc);
+                throw new WeightLoaderException("cannot connect to seed engine " + session + ": " + e.getMessage(), e);
+            }
+        }
+
+        @Override
+        public int maxBatchSize() {
+            return 1024;
+        }
+
+        @Override
+        public Batch submit(List<ReadOp> ops) {
+            if (ops.size() > maxBatchSize()) {
+                throw new IllegalArgumentException("batch of " + ops.size() + " ops exceeds " + maxBatchSize());
+            }
+            BuiltinBatch batch = new BuiltinBatch(this, ops);
+            // spread ops over the connections, balancing bytes
+            List<List<Integer>> lanes = new ArrayList<>();
+            long[] load = new long[connectionsPerPeer];
+            for (int i = 0; i < connectionsPerPeer; i++) {
+                lanes.add(new ArrayList<>());
+            }
+            for (int i = 0; i < ops.size(); i++) {
+                int best = 0;
+                for (int c = 1; c < connectionsPerPeer; c++) {
+                    if (load[c] < load[best]) {
+                        best = c;
+                    }
+                }
+                lanes.get(best).add(i);
+                load[best] += ops.get(i).length();
+            }
+            for (int c = 0; c < connectionsPerPeer; c++) {
+                List<Integer> lane = lanes.get(c);
+                if (!lane.isEmpty()) {
+                    int conn = c;
+                    batch.lanes.incrementAndGet();
+                    workers.submit(() -> runLane(batch, conn, lane));
+                }
+            }
+            return batch;
+        }
+
+        private void runLane(BuiltinBatch batch, int conn, List<Integer> lane) {
+            synchronized (locks[conn]) {
+                int next = 0;
+                SocketChannel sc = null;
+                try {
+                    if (batch.abandoned) {
+                        throw new IOException("batch abandoned");
+                    }
+                    sc = connection(conn);
+                    batch.register(sc);
+                    if (batch.abandoned) {
+                        throw new IOException("batch abandoned");
+                    }
+                    ByteBuffer req = ByteBuffer.allocate(Wire.REQUEST_BYTES * lane.size());
+                    for (int idx : lane) {
+                        ReadOp op = batch.ops.get(idx);
+                        req.putLong(idx).putLong(op.remoteAddress()).putLong(op.length());
+                    }
+                    req.flip();
+                    writeFully(sc, req);
+                    ByteBuffer h = ByteBuffer.allocate(Wire.RESPONSE_HEADER_BYTES);
+                    for (; next < lane.size(); next++) {
+                        int idx = lane.get(next);
+                        ReadOp op = batch.ops.get(idx);
+                        h.clear();
+                        readFully(sc, h);
+                        h.flip();
+                        int status = h.get() & 0xff;
+                        long id = h.getLong();
+                        long len = h.getLong();
+                        if (id != idx) {
+                            throw new IOException("protocol error: answer for op " + id + " when " + idx + " was due");
+                        }
+                        if (status == Wire.OK) {
+                            if (len != op.length()) {
+                                throw new IOException("protocol error: " + len + " bytes for a read of " + op.length());
+                            }
+                            for (long off = 0; off < len; off += Integer.MAX_VALUE) {
+                                int n = (int) Math.min(Integer.MAX_VALUE, len - off);
+                                readFully(sc, new Pointer(op.localAddress()).getByteBuffer(off, n));
+                            }
+                            batch.statuses.set(idx, OpStatus.COMPLETED);
+                        } else {
+                            if (len > Wire.MAX_MESSAGE) {
+                                throw new IOException("protocol error: refusal message of " + len + " bytes");
+                            }
+                            ByteBuffer m = ByteBuffer.allocate((int) len);
+                            readFully(sc, m);
+                            batch.statuses.set(idx, OpStatus.failed("seed " + session + " refused: "
+                                    + new String(m.array(), StandardCharsets.UTF_8)));
+                        }
+                    }
+                } catch (IOException | WeightLoaderException e) {
+                    if (sc != null) {
+                        closeQuietly(sc);
+                    }
+                    String why = e instanceof WeightLoaderException ? e.getMessage()
+                            : "connection to seed engine " + session + " lost: " + e.getMessage();
+                    for (int k = next; k < lane.size(); k++) {
+                        batch.statuses.compareAndSet(lane.get(k), OpStatus.PENDING, OpStatus.failed(why));
+                    }
+                } finally {
+                    if (sc != null) {
+                        batch.unregister(sc);
+                    }
+                    synchronized (batch) {
+                        batch.lanes.decrementAndGet();
+                        batch.notifyAll();
+                    }
+                }
+            }
+        }
+
+        synchronized void abandon() {
+            for (int i = 0; i < channels.length; i++) {
+                if (channels[i] != null) {
+                    closeQuietly(channels[i]);
+                    channels[i] = null;
+                }
+            }
+        }
+
+        @Override
+        public void close() {
+            abandon();
+        }
+    }
+
+    private static final class BuiltinBatch implements Batch {
+        final BuiltinPeer peer;
+        final List<ReadOp> ops;
+        final AtomicReferenceArray<OpStatus> statuses;
+        final Set<SocketChannel> active = ConcurrentHashMap.newKeySet();
+        final AtomicInteger lanes = new AtomicInteger();
+        volatile boolean abandoned;
+
+        BuiltinBatch(BuiltinPeer peer, List<ReadOp> ops) {
+            this.peer = peer;
+            this.ops = List.copyOf(ops);
+            this.statuses = new AtomicReferenceArray<>(ops.size());
+            for (int i = 0; i < ops.size(); i++) {
+                statuses.set(i, OpStatus.PENDING);
+            }
+        }
+
+        void register(SocketChannel sc) {
+            active.add(sc);
+        }
+
+        void unregister(SocketChannel sc) {
+            active.remove(sc);
+        }
+
+        @Override
+        public int size() {
+            return ops.size();
+        }
+
+        @Override
+        public OpStatus status(int index) {
+            return statuses.get(index);
+        }
+
+        @Override
+        public boolean release() {
+            boolean pending = false;
+            for (int i = 0; i < ops.size(); i++) {
+                if (!statuses.get(i).isFinal()) {
+                    pending = true;
+                    break;
+                }
+            }
+            if (!pending) {
+                return true;
+            }
+            // abandon: closing the sockets stops the lanes; wait until none can still write into the
+            // destination, so the caller may free it once this returns true
+            abandoned = true;
+            active.forEach(BuiltinEngine::closeQuietly);
+            long until = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+            synchronized (this) {
+                while (lanes.get() > 0 && System.nanoTime() < until) {
+                    try {
+                        wait(100);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                        break;
+                    }
+                    active.forEach(BuiltinEngine::closeQuietly);
+                }
+            }
+            for (int i = 0; i < ops.size(); i++) {
+                statuses.compareAndSet(i, OpStatus.PENDING, OpStatus.failed("abandoned"));
+            }
+            if (lanes.get() > 0) {
+                LOG.warn("built-in engine: {} reader(s) still running after abandoning a batch", lanes.get());
+                return false;
+            }
+            return true;
+        }
+    }
+
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        if (server != null) {
+            closeQuietly(server);
+        }
+        serving.forEach(BuiltinEngine::closeQuietly);
+        regions.clear();
+        workers.shutdownNow();
+    }
+}

@@ -1,0 +1,131 @@
+package io.weightloader.backend.te;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import com.typesafe.config.Config;
+import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.DType;
+import io.weightloader.api.HostMemory;
+import io.weightloader.api.LoadReport;
+import io.weightloader.api.LoadRequest;
+import io.weightloader.api.MemoryRegion;
+import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorSpec;
+import io.weightloader.api.WeightLoader;
+import io.weightloader.api.WeightLoaderException;
+import io.weightloader.api.config.RankKey;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.api.seed.SeedService;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.api.spi.BackendRegistry;
+import io.weightloader.backend.te.engine.RegionMerger;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import org.junit.jupiter.api.Test;
+
+/** The seed service in this JVM: start-up checks, pipeline-stage keys, generation changes. */
+class SeedServiceTest {
+
+    static BackendContext seedContext(String extra) {
+        Config c = ConfigFactory.parseString("""
+                weight-loader.remote-instance.start-seed-via-transfer-engine = true
+                weight-loader.seed.bind-address = "127.0.0.1"
+                """ + extra).withFallback(ConfigFactory.defaultReference()).resolve();
+        return new BackendContext(WeightLoaderSettings.from(c), c);
+    }
+
+    @Test
+    void aSeedBeyondLoopbackNeedsAToken() {
+        BackendContext ctx = seedContext("weight-loader.seed.bind-address = \"0.0.0.0\"");
+        assertThatThrownBy(() -> SeedService.start(ctx, BackendRegistry.discover(), Map.of()))
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageContaining("weight-loader.remote-instance.token");
+    }
+
+    @Test
+    void aSeedMustBeAskedToPublish() {
+        Config c = ConfigFactory.parseString("weight-loader.seed.bind-address = \"127.0.0.1\"")
+                .withFallback(ConfigFactory.defaultReference()).resolve();
+        BackendContext ctx = new BackendContext(WeightLoaderSettings.from(c), c);
+        assertThatThrownBy(() -> SeedService.start(ctx, BackendRegistry.discover(), Map.of()))
+                .hasMessageContaining("weight-loader.remote-instance.start-seed-via-transfer-engine");
+    }
+
+    @Test
+    void pipelineStagesWithTheSameTpRankDoNotCollide() {
+        List<TensorSpec> a = List.of(TensorSpec.of("stage0.w", DType.F32, 256));
+        List<TensorSpec> b = List.of(TensorSpec.of("stage1.w", DType.F32, 512));
+        try (HostMemory ma = TestWeights.arena(a); HostMemory mb = TestWeights.arena(b);
+             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(), Map.of(
+                     new RankKey(0, 0), TestWeights.held(ma, a, 1), new RankKey(0, 1), TestWeights.held(mb, b, 2)))) {
+            for (int pp = 0; pp < 2; pp++) {
+                List<TensorSpec> want = pp == 0 ? a : b;
+                try (WeightLoader loader = WeightLoader.open(client(svc.port(), "weight-loader.rank.pp = " + pp));
+                     HostMemory dst = TestWeights.arena(want)) {
+                    assertThat(loader.available()).containsExactlyElementsOf(want);
+                    LoadReport r = load(loader, want, dst);
+                    assertThat(r.tensors().get(0).sha256()).isEqualTo(TestWeights.sha256(want.get(0), pp + 1));
+                }
+            }
+            assertThatThrownBy(() -> {
+                try (WeightLoader loader = WeightLoader.open(client(svc.port(), "weight-loader.rank.pp = 5"))) {
+                    loader.available();
+                }
+            }).hasMessageContaining("404").hasMessageContaining("tp0-pp5");
+        }
+    }
+
+    @Test
+    void weightsChangingDuringALoadFailTheLoad() throws Exception {
+        List<TensorSpec> specs = TestWeights.specs(2, 8 << 20);
+        try (HostMemory m = TestWeights.arena(specs);
+             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
+                     Map.of(new RankKey(0, 0), TestWeights.held(m, specs, 3)));
+             WeightLoader loader = WeightLoader.open(client(svc.port(),
+                     "weight-loader.backends.transfer_engine.bandwidth-limit = 16 MiB"));
+             HostMemory dst = TestWeights.arena(specs)) {
+            CompletableFuture<LoadReport> f = CompletableFuture.supplyAsync(() -> load(loader, specs, dst));
+            Thread.sleep(300);
+            svc.weightsChanged(new RankKey(0, 0));
+            assertThatThrownBy(f::join).hasCauseInstanceOf(WeightLoaderException.class)
+                    .hasMessageContaining("changed its weights during the load");
+        }
+    }
+
+    @Test
+    void tenThousandAdjacentTensorsRegisterAsOneRegion() {
+        List<MemoryRegion> ranges = new ArrayList<>();
+        for (int i = 0; i < 10_000; i++) {
+            ranges.add(MemoryRegion.of(1_000_000 + i * 128L, 128, io.weightloader.api.Device.CPU));
+        }
+        ranges.add(MemoryRegion.of(1_000_000 + 64, 64, io.weightloader.api.Device.CPU)); // a view inside another
+        ranges.add(MemoryRegion.of(50_000_000, 10, io.weightloader.api.Device.CPU));
+        ranges.add(MemoryRegion.of(1_000_000, 10, io.weightloader.api.Device.cuda(0)));
+        List<MemoryRegion> merged = RegionMerger.merge(ranges);
+        assertThat(merged).containsExactlyInAnyOrder(
+                MemoryRegion.of(1_000_000, 10_000 * 128L, io.weightloader.api.Device.CPU),
+                MemoryRegion.of(50_000_000, 10, io.weightloader.api.Device.CPU),
+                MemoryRegion.of(1_000_000, 10, io.weightloader.api.Device.cuda(0)));
+    }
+
+    static Config client(int port, String extra) {
+        return ConfigFactory.parseString("""
+                weight-loader { load-format = remote_instance, checksum = sha256
+                  remote-instance { seed-instance-ip = "127.0.0.1", request-timeout = 5s, transfer-timeout = 30s } }
+                weight-loader.remote-instance.seed-instance-service-port = %d
+                %s""".formatted(port, extra));
+    }
+
+    static LoadReport load(WeightLoader loader, List<TensorSpec> specs, HostMemory arena) {
+        List<TensorDestination> d = new ArrayList<>();
+        List<MemoryRegion> r = TestWeights.slices(arena, specs);
+        for (int i = 0; i < specs.size(); i++) {
+            d.add(new TensorDestination(specs.get(i), r.get(i)));
+        }
+        return loader.load(LoadRequest.of(d));
+    }
+}
