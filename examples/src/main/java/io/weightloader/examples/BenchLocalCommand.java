@@ -1,5 +1,6 @@
 package io.weightloader.examples;
 
+import com.fasterxml.jackson.annotation.JsonProperty;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.HostMemory;
@@ -68,6 +69,7 @@ final class BenchLocalCommand implements Callable<Integer> {
 
     /** One measurement: the best time of the repeats, and the bytes it moved. */
     record Timing(double seconds, long bytes) {
+        @JsonProperty("gigabytesPerSecond")
         public double gigabytesPerSecond() {
             return seconds <= 0 ? 0 : bytes / seconds / 1e9;
         }

@@ -156,7 +156,7 @@ class SafetensorsWriterTest {
             }
         }
         Map<String, String> actualMap = new LinkedHashMap<>();
-        index.get("weight_map").fields().forEachRemaining(e -> actualMap.put(e.getKey(), e.getValue().asText()));
+        index.get("weight_map").properties().forEach(e -> actualMap.put(e.getKey(), e.getValue().asText()));
         assertThat(actualMap).containsExactlyEntriesOf(expectedMap);
 
         SafetensorsCheckpoint cp = SafetensorsCheckpoint.open(out);
