@@ -1,0 +1,137 @@
+package io.weightloader.examples;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.json.JsonMapper;
+import com.typesafe.config.ConfigException;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import java.io.PrintWriter;
+import java.nio.file.AccessDeniedException;
+import java.nio.file.FileSystemException;
+import java.nio.file.NoSuchFileException;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.ParameterException;
+import picocli.CommandLine.ParseResult;
+import picocli.CommandLine.ScopeType;
+import picocli.CommandLine.Spec;
+
+/**
+ * The {@code weightloader} command line: {@code inspect}, {@code load}, {@code generate} and
+ * {@code bench-local}.
+ *
+ * <p>Every failure prints one line, {@code weightloader: error: <message>}, on stderr (with the stack trace
+ * only under {@code --verbose}) and gives exit code 2 for usage errors (bad flags, bad settings) or 1 for
+ * failures to load. {@link #commandLine()} builds the command for in-process use (tests, embedding); only
+ * {@link #main} ever exits the JVM.
+ */
+@Command(name = "weightloader", mixinStandardHelpOptions = true,
+        versionProvider = WeightLoaderCli.Version.class,
+        description = "Inspect, load, generate and benchmark safetensors checkpoints with weightloader.",
+        subcommands = {InspectCommand.class, LoadCommand.class, GenerateCommand.class, BenchLocalCommand.class,
+                CommandLine.HelpCommand.class})
+public final class WeightLoaderCli implements Runnable {
+    /** Exit code of a failed load (any error that is not a usage error). */
+    public static final int EXIT_FAILURE = 1;
+    /** Exit code of a usage error: unknown flag, bad value, bad setting. */
+    public static final int EXIT_USAGE = 2;
+
+    static final ObjectMapper JSON = JsonMapper.builder().enable(SerializationFeature.INDENT_OUTPUT).build();
+
+    @Spec
+    CommandSpec spec;
+
+    @Option(names = "--verbose", scope = ScopeType.INHERIT,
+            description = "More output: INFO logs, every tensor, and stack traces with errors.")
+    boolean verbose;
+
+    @Override
+    public void run() {
+        throw new ParameterException(spec.commandLine(), "a command is required: inspect, load, generate or "
+                + "bench-local");
+    }
+
+    /** The command with its error handling, writing to {@link CommandLine#getOut()} / {@code getErr()}. */
+    public static CommandLine commandLine() {
+        CommandLine cli = new CommandLine(new WeightLoaderCli());
+        cli.setParameterExceptionHandler(WeightLoaderCli::usageError);
+        cli.setExecutionExceptionHandler((ex, cmd, parseResult) -> {
+            PrintWriter err = cmd.getErr();
+            err.println("weightloader: error: " + describe(ex));
+            if (verbose(parseResult)) {
+                ex.printStackTrace(err);
+            }
+            err.flush();
+            return isUsage(ex) ? EXIT_USAGE : EXIT_FAILURE;
+        });
+        return cli;
+    }
+
+    public static void main(String[] args) {
+        boolean verbose = java.util.Arrays.asList(args).contains("--verbose");
+        if (System.getProperty("org.slf4j.simpleLogger.defaultLogLevel") == null) {
+            System.setProperty("org.slf4j.simpleLogger.defaultLogLevel", verbose ? "info" : "warn");
+        }
+        System.exit(commandLine().execute(args));
+    }
+
+    private static int usageError(ParameterException ex, String[] args) {
+        CommandLine cmd = ex.getCommandLine();
+        PrintWriter err = cmd.getErr();
+        String help = cmd.getCommandSpec().qualifiedName() + " --help";
+        err.println("weightloader: error: " + ex.getMessage() + " (see '" + help + "')");
+        if (verbose(cmd.getParseResult())) {
+            ex.printStackTrace(err);
+        }
+        err.flush();
+        return EXIT_USAGE;
+    }
+
+    private static boolean isUsage(Throwable ex) {
+        return ex instanceof WeightLoaderConfigException || ex instanceof ConfigException;
+    }
+
+    /** True when {@code --verbose} was given to the command or any subcommand on the line. */
+    static boolean verbose(ParseResult parseResult) {
+        for (ParseResult p = parseResult; p != null; p = p.subcommand()) {
+            if (p.hasMatchedOption("--verbose")) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Whether {@code --verbose} was given, as seen from any command of the line. */
+    static boolean verbose(CommandSpec spec) {
+        return verbose(spec.root().commandLine().getParseResult());
+    }
+
+    /** One line saying what went wrong, naming the file where there is one. */
+    static String describe(Throwable e) {
+        if (e instanceof NoSuchFileException n) {
+            return "no such file or directory: " + n.getFile();
+        }
+        if (e instanceof AccessDeniedException a) {
+            return "permission denied: " + a.getFile();
+        }
+        if (e instanceof FileSystemException f) {
+            return f.getMessage();
+        }
+        String m = e.getMessage();
+        if (m == null || m.isBlank()) {
+            return e.getClass().getSimpleName() + (e.getCause() != null ? ": " + describe(e.getCause()) : "");
+        }
+        return m.replace('\n', ' ');
+    }
+
+    /** Version from the jar manifest, when there is one. */
+    static final class Version implements CommandLine.IVersionProvider {
+        @Override
+        public String[] getVersion() {
+            String v = WeightLoaderCli.class.getPackage().getImplementationVersion();
+            return new String[] {"weightloader " + (v != null ? v : "(development build)")};
+        }
+    }
+}
