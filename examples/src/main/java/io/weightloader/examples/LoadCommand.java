@@ -97,6 +97,18 @@ final class LoadCommand implements Callable<Integer> {
     @Option(names = "--token", paramLabel = "TOKEN", description = "weight-loader.remote-instance.token.")
     String token;
 
+    @Option(names = "--engine", paramLabel = "NAME", description = "transfer_engine's engine: builtin | mooncake "
+            + "(weight-loader.backends.transfer_engine.engine).")
+    String engine;
+
+    @Option(names = "--mooncake-library", paramLabel = "PATH",
+            description = "libtransfer_engine.so (weight-loader.backends.transfer_engine.mooncake.library).")
+    String mooncakeLibrary;
+
+    @Option(names = "--bandwidth-limit", paramLabel = "SIZE", description = "Cap on the remote read rate per "
+            + "second, e.g. 2GiB (weight-loader.backends.transfer_engine.bandwidth-limit).")
+    String bandwidthLimit;
+
     @Option(names = "--fallback", paramLabel = "MODE", description = "none | local (weight-loader.fallback).")
     String fallback;
 
@@ -134,6 +146,9 @@ final class LoadCommand implements Callable<Integer> {
         put(m, root + "rank.pp", ppRank);
         put(m, root + "fallback", fallback);
         put(m, root + "checksum", checksum);
+        put(m, root + "backends.transfer_engine.engine", engine);
+        put(m, root + "backends.transfer_engine.mooncake.library", mooncakeLibrary);
+        put(m, root + "backends.transfer_engine.bandwidth-limit", bandwidthLimit);
         if (zeroCopy) {
             put(m, root + "backends.local.zero-copy", true);
         }
@@ -148,6 +163,11 @@ final class LoadCommand implements Callable<Integer> {
 
     /** flags over {@code --config FILE} over application.conf / system properties / reference.conf. */
     Config config() {
+        return layered(spec, flagsConfig(), configFile);
+    }
+
+    /** {@code flags} over the HOCON file (when given) over {@link ConfigFactory#load()}. */
+    static Config layered(CommandSpec spec, Config flags, Path configFile) {
         Config file = ConfigFactory.empty();
         if (configFile != null) {
             if (!Files.isRegularFile(configFile)) {
@@ -155,7 +175,7 @@ final class LoadCommand implements Callable<Integer> {
             }
             file = ConfigFactory.parseFile(configFile.toFile(), ConfigParseOptions.defaults().setAllowMissing(false));
         }
-        return flagsConfig().withFallback(file).withFallback(ConfigFactory.load());
+        return flags.withFallback(file).withFallback(ConfigFactory.load()).resolve();
     }
 
     /** Offsets of each tensor in one arena, aligned to {@link #ALIGNMENT}; the last element is the arena size. */

@@ -29,8 +29,9 @@ import picocli.CommandLine.Spec;
  */
 @Command(name = "weightloader", mixinStandardHelpOptions = true,
         versionProvider = WeightLoaderCli.Version.class,
-        description = "Inspect, load, generate and benchmark safetensors checkpoints with weightloader.",
-        subcommands = {InspectCommand.class, LoadCommand.class, GenerateCommand.class, BenchLocalCommand.class,
+        description = "Load model weights from a safetensors checkpoint or from a running seed instance.",
+        subcommands = {DemoCommand.class, InspectCommand.class, LoadCommand.class, SeedCommand.class,
+                GenerateCommand.class, BenchLocalCommand.class, BenchRemoteCommand.class,
                 CommandLine.HelpCommand.class})
 public final class WeightLoaderCli implements Runnable {
     /** Exit code of a failed load (any error that is not a usage error). */
@@ -49,8 +50,8 @@ public final class WeightLoaderCli implements Runnable {
 
     @Override
     public void run() {
-        throw new ParameterException(spec.commandLine(), "a command is required: inspect, load, generate or "
-                + "bench-local");
+        throw new ParameterException(spec.commandLine(), "a command is required: demo, inspect, load, seed, "
+                + "generate, bench-local or bench-remote");
     }
 
     /** The command with its error handling, writing to {@link CommandLine#getOut()} / {@code getErr()}. */

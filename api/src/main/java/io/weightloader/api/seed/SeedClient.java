@@ -26,6 +26,9 @@ public final class SeedClient {
             .configure(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES, true);
     /** Largest manifest accepted (about 200,000 tensors). */
     public static final int MAX_MANIFEST_BYTES = 64 << 20;
+    /** HTTP clients are costly to start (a selector thread each) and safe to share: one per connect timeout. */
+    private static final java.util.concurrent.ConcurrentHashMap<Duration, HttpClient> CLIENTS =
+            new java.util.concurrent.ConcurrentHashMap<>();
 
     private final String host;
     private final int port;
@@ -41,7 +44,8 @@ public final class SeedClient {
         this.token = token;
         this.requestTimeout = requestTimeout;
         this.retries = retries;
-        this.http = HttpClient.newBuilder().connectTimeout(connectTimeout).version(HttpClient.Version.HTTP_1_1).build();
+        this.http = CLIENTS.computeIfAbsent(connectTimeout, t -> HttpClient.newBuilder().connectTimeout(t)
+                .version(HttpClient.Version.HTTP_1_1).build());
     }
 
     /** {@code host:port} of the control plane, for messages. */
@@ -65,6 +69,22 @@ public final class SeedClient {
                     + " when asked for " + rank);
         }
         return m;
+    }
+
+    /** The rank's current generation id (a small request, for checking that weights did not change). */
+    public String generation(RankKey rank) {
+        byte[] body = get("/v1/session?tp=" + rank.tp() + "&pp=" + rank.pp());
+        try {
+            com.fasterxml.jackson.databind.JsonNode n = JSON.readTree(body);
+            com.fasterxml.jackson.databind.JsonNode g = n == null ? null : n.get("generation");
+            if (g == null || !g.isTextual() || g.textValue().isBlank()) {
+                throw new WeightLoaderException("seed " + peer() + " sent a session without a generation");
+            }
+            return g.textValue();
+        } catch (IOException e) {
+            throw new WeightLoaderException("seed " + peer() + " sent a session that is not valid JSON: "
+                    + e.getMessage(), e);
+        }
     }
 
     /** GET with retries; returns the body of a 200 answer. */

@@ -200,10 +200,10 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         }
         request.progress().onProgress(done, total, tensorsDone, tensorsTotal);
         // the seed's weights must not have changed under us
-        Manifest after = seed.manifest(rank);
-        if (!after.generation().equals(m.generation())) {
+        String after = seed.generation(rank);
+        if (!after.equals(m.generation())) {
             throw new WeightLoaderException(source() + " changed its weights during the load (generation "
-                    + m.generation() + " -> " + after.generation() + "); nothing was loaded, load again");
+                    + m.generation() + " -> " + after + "); nothing was loaded, load again");
         }
         List<TensorReport> reports = new ArrayList<>();
         for (TensorDestination d : request.tensors()) {
@@ -223,33 +223,30 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return new LoadReport(name(), engine.name(), source(), device, reports, total, secs, null);
     }
 
+    /** Polls every read to a final state, in order (reads finish roughly in order), until the deadline. */
     private void awaitFinal(Batch batch, long deadline, List<Slice> slices, long done, long total) {
         long pause = 20_000;
-        while (true) {
-            int pending = 0;
-            for (int i = 0; i < batch.size(); i++) {
-                if (!batch.status(i).isFinal()) {
-                    pending++;
-                }
-            }
-            if (pending == 0) {
-                return;
+        int next = 0;
+        while (next < batch.size()) {
+            if (batch.status(next).isFinal()) {
+                next++;
+                pause = 20_000;
+                continue;
             }
             if (System.nanoTime() > deadline) {
-                String first = "";
-                for (int i = 0; i < batch.size(); i++) {
+                int pending = 0;
+                for (int i = next; i < batch.size(); i++) {
                     if (!batch.status(i).isFinal()) {
-                        first = slices.get(i).describe();
-                        break;
+                        pending++;
                     }
                 }
                 throw new WeightLoaderException("transfer from " + source() + " via " + engine.name()
                         + " did not finish within " + transferTimeout
                         + " (weight-loader.remote-instance.transfer-timeout): " + done + " of " + total
-                        + " bytes done, " + pending + " read(s) pending, e.g. " + first);
+                        + " bytes done, " + pending + " read(s) pending, e.g. " + slices.get(next).describe());
             }
             LockSupport.parkNanos(pause);
-            pause = Math.min(pause * 2, 2_000_000);
+            pause = Math.min(pause * 2, 200_000);
         }
     }
 
