@@ -12,8 +12,11 @@ public final class Checksums {
     private Checksums() {
     }
 
-    /** Lower-case hex SHA-256 of the first {@code length} bytes of a host region. */
+    /** Lower-case hex SHA-256 of the first {@code length} bytes of a region (device memory is copied back). */
     public static String sha256(MemoryRegion region, long length) {
+        if (!region.device().isHost()) {
+            return io.weightloader.api.cuda.DeviceCopies.sha256(region, length);
+        }
         MessageDigest md = newSha256();
         for (long off = 0; off < length; off += PIECE) {
             int n = (int) Math.min(PIECE, length - off);

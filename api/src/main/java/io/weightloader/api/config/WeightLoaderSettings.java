@@ -43,6 +43,7 @@ public record WeightLoaderSettings(
             Optional<String> seedIp,
             int seedPort,
             List<Integer> groupPorts,
+            String groupName,
             String backend,
             boolean startSeedViaTransferEngine,
             Optional<String> token,
@@ -53,7 +54,7 @@ public record WeightLoaderSettings(
     }
 
     /** {@code weight-loader.seed}: where this process's control plane listens when it serves as a seed. */
-    public record Seed(String bindAddress, int servicePort, boolean publishChecksums) {
+    public record Seed(String bindAddress, int servicePort, boolean publishChecksums, boolean serveNccl) {
         /** True when the bind address is only reachable from this machine. */
         public boolean isLoopback() {
             try {
@@ -154,6 +155,7 @@ public record WeightLoaderSettings(
                 r.optionalString(ri + "seed-instance-ip"),
                 seedPort,
                 List.copyOf(groupPorts),
+                r.string(ri + "send-weights-group-name"),
                 remoteBackend,
                 r.bool(ri + "start-seed-via-transfer-engine"),
                 r.optionalString(ri + "token"),
@@ -171,7 +173,7 @@ public record WeightLoaderSettings(
         if (bind.isBlank()) {
             throw new WeightLoaderConfigException(r.p("seed.bind-address"), "must not be empty");
         }
-        Seed seed = new Seed(bind, servicePort, r.bool("seed.publish-checksums"));
+        Seed seed = new Seed(bind, servicePort, r.bool("seed.publish-checksums"), r.bool("seed.serve-nccl"));
 
         String backend = r.string("backend");
         if (backend.isEmpty()) {

@@ -12,6 +12,7 @@ import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.time.Duration;
 import java.util.Optional;
+import java.util.Set;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -89,13 +90,30 @@ public final class SeedClient {
 
     /** GET with retries; returns the body of a 200 answer. */
     public byte[] get(String pathAndQuery) {
+        return send(pathAndQuery, null, Set.of());
+    }
+
+    /**
+     * POST of a JSON body with retries; an answer whose status is in {@code retryOn} (e.g. 409 busy) is retried
+     * like a transient failure. Returns the body of a 200 answer.
+     */
+    public byte[] post(String pathAndQuery, byte[] json, Set<Integer> retryOn) {
+        return send(pathAndQuery, json, retryOn);
+    }
+
+    private byte[] send(String pathAndQuery, byte[] postBody, Set<Integer> retryOn) {
         URI uri = URI.create("http://" + peer() + pathAndQuery);
         WeightLoaderException last = null;
         for (int attempt = 0; attempt <= retries; attempt++) {
             if (attempt > 0) {
                 sleep(Math.min(2000, 100L << Math.min(attempt, 5)));
             }
-            HttpRequest.Builder b = HttpRequest.newBuilder(uri).timeout(requestTimeout).GET();
+            HttpRequest.Builder b = HttpRequest.newBuilder(uri).timeout(requestTimeout);
+            if (postBody == null) {
+                b.GET();
+            } else {
+                b.header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofByteArray(postBody));
+            }
             token.ifPresent(t -> b.header("Authorization", "Bearer " + t));
             try {
                 HttpResponse<InputStream> r = http.send(b.build(), HttpResponse.BodyHandlers.ofInputStream());
@@ -115,7 +133,7 @@ public final class SeedClient {
                 if (r.statusCode() == 401) {
                     throw new WeightLoaderException(msg + " (check weight-loader.remote-instance.token)");
                 }
-                if (r.statusCode() < 500) {
+                if (r.statusCode() < 500 && !retryOn.contains(r.statusCode())) {
                     throw new WeightLoaderException(msg);
                 }
                 last = new WeightLoaderException(msg);

@@ -13,6 +13,11 @@ public interface SeedPublisher extends AutoCloseable {
     /** How long registration took, for logs and benchmarks. */
     double registrationSeconds();
 
+    /** Extra POST endpoints this publisher serves for its rank, by path (e.g. {@code /v1/nccl/send}). */
+    default java.util.Map<String, SeedEndpoint> endpoints() {
+        return java.util.Map.of();
+    }
+
     @Override
     void close();
 }

@@ -35,7 +35,7 @@ import org.slf4j.LoggerFactory;
  * The seed's control plane: a small HTTP server (the JDK's) that tells clients what the seed holds and how to
  * read it. It never serves weight bytes itself; the engine does, and only from registered weight memory.
  *
- * <p>Endpoints (GET only; all but {@code /health} need {@code Authorization: Bearer <token>} when a token is
+ * <p>Endpoints (GET, plus the POST endpoints publishers add; all but {@code /health} need {@code Authorization: Bearer <token>} when a token is
  * configured):
  * <ul>
  *   <li>{@code /health}: {@code {"status":"ok","ranks":[...]}}</li>
@@ -50,6 +50,7 @@ public final class SeedService implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(SeedService.class);
     private static final ObjectMapper JSON = new ObjectMapper();
     private static final int MAX_QUERY = 256;
+    private static final int MAX_BODY = 1 << 20;
 
     static {
         // The JDK server writes headers and body separately; without TCP_NODELAY, Nagle's algorithm and the
@@ -64,7 +65,16 @@ public final class SeedService implements AutoCloseable {
     private final byte[] token;
     private final Map<RankKey, Published> ranks = new ConcurrentHashMap<>();
 
-    private record Published(List<HeldTensor> tensors, SeedPublisher publisher, Manifest manifest) {
+    private record Published(List<HeldTensor> tensors, List<SeedPublisher> publishers, Manifest manifest) {
+        SeedEndpoint endpoint(String path) {
+            for (SeedPublisher p : publishers) {
+                SeedEndpoint e = p.endpoints().get(path);
+                if (e != null) {
+                    return e;
+                }
+            }
+            return null;
+        }
     }
 
     private SeedService(HttpServer server, ExecutorService executor, byte[] token) {
@@ -74,24 +84,28 @@ public final class SeedService implements AutoCloseable {
     }
 
     /**
-     * Registers every rank's tensors with the transfer engine and starts the control plane on
-     * {@code weight-loader.seed.bind-address}:{@code service-port}.
+     * Publishes every rank's tensors (with the transfer engine when
+     * {@code remote-instance.start-seed-via-transfer-engine}, for nccl clients when {@code seed.serve-nccl}) and
+     * starts the control plane on {@code weight-loader.seed.bind-address}:{@code service-port}.
      */
     public static SeedService start(BackendContext context, BackendRegistry registry,
                                     Map<RankKey, List<HeldTensor>> held) {
         WeightLoaderSettings s = context.settings();
-        if (!s.remote().startSeedViaTransferEngine()) {
+        List<SeedPublisherProvider> providers = new ArrayList<>();
+        if (s.remote().startSeedViaTransferEngine()) {
+            providers.add(publisherProvider(registry, "transfer_engine"));
+        }
+        if (s.seed().serveNccl()) {
+            providers.add(publisherProvider(registry, "nccl"));
+        }
+        if (providers.isEmpty()) {
             throw new WeightLoaderConfigException("weight-loader.remote-instance.start-seed-via-transfer-engine",
-                    "must be true for this process to serve as a seed (nothing would be published otherwise)");
+                    "a seed must publish its weights somehow: set it to true, and/or weight-loader.seed.serve-nccl = true"
+                    + " (nothing would be served otherwise)");
         }
         if (!s.seed().isLoopback() && s.remote().token().isEmpty()) {
             throw new WeightLoaderConfigException("weight-loader.remote-instance.token",
                     "a seed bound to " + s.seed().bindAddress() + " (beyond loopback) needs a token");
-        }
-        WeightLoaderBackendProvider p = registry.provider("transfer_engine");
-        if (!(p instanceof SeedPublisherProvider publisherProvider)) {
-            throw new WeightLoaderException("backend 'transfer_engine' (" + p.getClass().getName()
-                    + ") cannot publish a seed's weights");
         }
         byte[] token = s.remote().token().map(t -> t.getBytes(StandardCharsets.UTF_8)).orElse(null);
         ExecutorService executor = Executors.newFixedThreadPool(8, daemon("weightloader-seed-http"));
@@ -106,7 +120,7 @@ public final class SeedService implements AutoCloseable {
         SeedService svc = new SeedService(server, executor, token);
         try {
             for (Map.Entry<RankKey, List<HeldTensor>> e : held.entrySet()) {
-                svc.publish(context, publisherProvider, e.getKey(), e.getValue(), s.seed().publishChecksums());
+                svc.publish(context, providers, e.getKey(), e.getValue(), s.seed().publishChecksums());
             }
         } catch (RuntimeException e) {
             svc.close();
@@ -120,24 +134,44 @@ public final class SeedService implements AutoCloseable {
         return svc;
     }
 
-    private void publish(BackendContext context, SeedPublisherProvider provider, RankKey rank, List<HeldTensor> tensors,
-                         boolean checksums) {
+    private static SeedPublisherProvider publisherProvider(BackendRegistry registry, String name) {
+        WeightLoaderBackendProvider p = registry.provider(name);
+        if (!(p instanceof SeedPublisherProvider publisherProvider)) {
+            throw new WeightLoaderException("backend '" + name + "' (" + p.getClass().getName()
+                    + ") cannot publish a seed's weights");
+        }
+        return publisherProvider;
+    }
+
+    private void publish(BackendContext context, List<SeedPublisherProvider> providers, RankKey rank,
+                         List<HeldTensor> tensors, boolean checksums) {
         Map<String, String> sums = checksums ? checksums(tensors) : Map.of();
-        SeedPublisher publisher = provider.publish(context, rank, tensors);
+        List<SeedPublisher> publishers = new ArrayList<>();
+        try {
+            for (SeedPublisherProvider provider : providers) {
+                publishers.add(provider.publish(context, rank, tensors));
+            }
+        } catch (RuntimeException e) {
+            publishers.forEach(SeedPublisher::close);
+            throw e;
+        }
         List<Manifest.Entry> entries = new ArrayList<>();
         for (HeldTensor t : tensors) {
             entries.add(new Manifest.Entry(t.spec().name(), t.spec().dtype().safetensorsName(), t.spec().shape(),
                     t.spec().byteSize(), t.spec().byteSize() == 0 ? 0 : t.region().address(), sums.get(t.spec().name())));
         }
         String device = tensors.isEmpty() ? "cpu" : tensors.get(0).region().device().toString();
+        SeedPublisher first = publishers.get(0); // the transfer engine when there is one: it serves one-sided reads
         Manifest m = new Manifest(Manifest.VERSION, rank.tp(), rank.pp(), UUID.randomUUID().toString(),
-                publisher.engine(), publisher.sessionId(), device, entries);
-        Published old = ranks.put(rank, new Published(tensors, publisher, m));
+                first.engine(), first.sessionId(), device, entries);
+        Published old = ranks.put(rank, new Published(tensors, List.copyOf(publishers), m));
         if (old != null) {
-            old.publisher().close();
+            old.publishers().forEach(SeedPublisher::close);
         }
-        LOG.info("seed rank {}: {} tensors published via {} at {} (registration {} s)", rank, tensors.size(),
-                publisher.engine(), publisher.sessionId(), String.format("%.3f", publisher.registrationSeconds()));
+        for (SeedPublisher p : publishers) {
+            LOG.info("seed rank {}: {} tensors published via {} at {} (registration {} s)", rank, tensors.size(),
+                    p.engine(), p.sessionId(), String.format("%.3f", p.registrationSeconds()));
+        }
     }
 
     private static Map<String, String> checksums(List<HeldTensor> tensors) {
@@ -146,9 +180,6 @@ public final class SeedService implements AutoCloseable {
         try {
             Map<String, Future<String>> f = new LinkedHashMap<>();
             for (HeldTensor t : tensors) {
-                if (!t.region().device().isHost()) {
-                    continue; // device memory: checksums need a copy back (not published)
-                }
                 f.put(t.spec().name(), pool.submit(() -> Checksums.sha256(t.bytes())));
             }
             Map<String, String> out = new LinkedHashMap<>();
@@ -170,7 +201,7 @@ public final class SeedService implements AutoCloseable {
             // checksums of changed weights are unknown until recomputed; drop them rather than publish stale ones
             List<Manifest.Entry> entries = m.tensors().stream().map(e -> new Manifest.Entry(e.name(), e.dtype(),
                     e.shape(), e.bytes(), e.address(), null)).toList();
-            return new Published(p.tensors(), p.publisher(), new Manifest(m.version(), m.tp(), m.pp(),
+            return new Published(p.tensors(), p.publishers(), new Manifest(m.version(), m.tp(), m.pp(),
                     UUID.randomUUID().toString(), m.engine(), m.session(), m.device(), entries));
         });
     }
@@ -186,8 +217,9 @@ public final class SeedService implements AutoCloseable {
     private void handle(HttpExchange ex) throws IOException {
         try (ex) {
             String path = ex.getRequestURI().getPath();
-            if (!"GET".equals(ex.getRequestMethod())) {
-                reply(ex, 405, Map.of("error", "only GET is served"));
+            boolean post = "POST".equals(ex.getRequestMethod());
+            if (!"GET".equals(ex.getRequestMethod()) && !post) {
+                reply(ex, 405, Map.of("error", "only GET and POST are served"));
                 return;
             }
             String rawQuery = ex.getRequestURI().getRawQuery();
@@ -210,6 +242,10 @@ public final class SeedService implements AutoCloseable {
                 q = query(ex.getRequestURI());
             } catch (IllegalArgumentException e) {
                 reply(ex, 400, Map.of("error", e.getMessage()));
+                return;
+            }
+            if (post) {
+                handlePost(ex, path, q);
                 return;
             }
             switch (path) {
@@ -239,6 +275,36 @@ public final class SeedService implements AutoCloseable {
         } catch (RuntimeException e) {
             LOG.warn("control-plane request failed", e);
         }
+    }
+
+    private void handlePost(HttpExchange ex, String path, Map<String, String> q) throws IOException {
+        RankKey rank;
+        try {
+            rank = new RankKey(intParam(q, "tp", -1), intParam(q, "pp", 0));
+        } catch (IllegalArgumentException e) {
+            reply(ex, 400, Map.of("error", e.getMessage()));
+            return;
+        }
+        Published p = ranks.get(rank);
+        SeedEndpoint endpoint = p == null ? null : p.endpoint(path);
+        if (endpoint == null) {
+            reply(ex, 404, Map.of("error", p == null ? "this seed holds no weights for rank " + rank
+                    : "no such endpoint " + path + " (is the seed serving it? e.g. weight-loader.seed.serve-nccl)"));
+            return;
+        }
+        byte[] body = ex.getRequestBody().readNBytes(MAX_BODY + 1);
+        if (body.length > MAX_BODY) {
+            reply(ex, 413, Map.of("error", "request body over " + MAX_BODY + " bytes"));
+            return;
+        }
+        SeedEndpoint.Reply r;
+        try {
+            r = endpoint.handle(q, body);
+        } catch (RuntimeException e) {
+            LOG.warn("{} failed", path, e);
+            r = SeedEndpoint.Reply.error(500, e.getMessage() == null ? e.toString() : e.getMessage());
+        }
+        reply(ex, r.status(), r.body());
     }
 
     private void sglangInfo(HttpExchange ex, Map<String, String> q) throws IOException {
@@ -338,10 +404,12 @@ public final class SeedService implements AutoCloseable {
         server.stop(0);
         executor.shutdownNow();
         for (Published p : ranks.values()) {
-            try {
-                p.publisher().close();
-            } catch (RuntimeException e) {
-                LOG.warn("closing the publisher of {} failed", p.manifest().engine(), e);
+            for (SeedPublisher publisher : p.publishers()) {
+                try {
+                    publisher.close();
+                } catch (RuntimeException e) {
+                    LOG.warn("closing the publisher of {} failed", publisher.engine(), e);
+                }
             }
         }
         ranks.clear();

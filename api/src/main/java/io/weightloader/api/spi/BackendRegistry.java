@@ -73,6 +73,23 @@ public final class BackendRegistry {
         return new BackendRegistry(found, failures);
     }
 
+    /**
+     * A registry of the given providers, without discovery (for hosts that wire providers themselves, and tests).
+     *
+     * @throws WeightLoaderException when two providers share a name
+     */
+    public static BackendRegistry of(List<? extends WeightLoaderBackendProvider> providers) {
+        Map<String, WeightLoaderBackendProvider> found = new TreeMap<>();
+        for (WeightLoaderBackendProvider p : providers) {
+            WeightLoaderBackendProvider previous = found.putIfAbsent(p.name(), p);
+            if (previous != null) {
+                throw new WeightLoaderException("Two weight-loader backend providers are named '" + p.name() + "': "
+                        + where(previous) + " and " + where(p));
+            }
+        }
+        return new BackendRegistry(found, List.of());
+    }
+
     private static String where(WeightLoaderBackendProvider p) {
         var cs = p.getClass().getProtectionDomain().getCodeSource();
         return p.getClass().getName() + " (" + (cs != null && cs.getLocation() != null ? cs.getLocation() : "unknown jar")

@@ -24,6 +24,8 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -34,7 +36,8 @@ import java.util.concurrent.atomic.AtomicLong;
 /**
  * Loads safetensors tensors from local files straight into the host's memory: each tensor is read with
  * positional reads ({@code pread}) directly into its destination, in pieces spread over a thread pool, with
- * no per-element Java work and no intermediate buffer. Zero-copy mode maps the files instead.
+ * no per-element Java work and no intermediate buffer. GPU destinations go through pinned staging buffers with
+ * asynchronous copies overlapped with the reads ({@link GpuStager}). Zero-copy mode maps the files instead.
  */
 public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     private final SafetensorsCheckpoint checkpoint;
@@ -93,12 +96,6 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         long t0 = System.nanoTime();
         TensorMatcher.check("checkpoint " + checkpoint.root(), available(), request.specs(),
                 request.ignoreExtraTensors());
-        for (TensorDestination d : request.tensors()) {
-            if (!d.region().device().isHost()) {
-                throw new WeightLoaderException("the local backend fills host memory; tensor '" + d.spec().name()
-                        + "' has a " + d.region().device() + " destination (weight-loader.device)");
-            }
-        }
         Map<Path, FileChannel> channels = new HashMap<>();
         try {
             for (SafetensorsFile f : checkpoint.files()) {
@@ -123,8 +120,9 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
             reports.add(TensorReport.of(d.spec(), sums.get(d.spec().name())));
         }
         double secs = (System.nanoTime() - t0) / 1e9;
-        return new LoadReport(name(), engine(), source(), Device.CPU.toString(), reports, request.totalBytes(),
-                secs, null);
+        String device = request.tensors().isEmpty() ? Device.CPU.toString()
+                : request.tensors().get(0).region().device().toString();
+        return new LoadReport(name(), engine(), source(), device, reports, request.totalBytes(), secs, null);
     }
 
     private void copyAll(LoadRequest request, Map<Path, FileChannel> channels) {
@@ -146,10 +144,23 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         AtomicLong done = new AtomicLong();
         AtomicInteger tensorsDone = new AtomicInteger(
                 (int) request.tensors().stream().filter(d -> d.spec().byteSize() == 0).count());
+        Map<Device, BlockingQueue<GpuStager>> stagers = stagers(request);
         List<Future<?>> futures = new ArrayList<>(pieces.size());
         for (Piece p : pieces) {
             futures.add(pool.submit(() -> {
-                readPiece(p, channels.get(p.src().file().path()));
+                Device dev = p.dest().region().device();
+                if (dev.isHost()) {
+                    readPiece(p, channels.get(p.src().file().path()));
+                } else {
+                    GpuStager g = stagers.get(dev).take();
+                    try {
+                        g.copy(channels.get(p.src().file().path()), p.src().file().path(), p.dest().spec().name(),
+                                p.src().fileOffset() + p.offset(), p.dest().region().address() + p.offset(),
+                                p.length());
+                    } finally {
+                        stagers.get(dev).add(g);
+                    }
+                }
                 long d = done.addAndGet(p.length());
                 int t = remaining.get(p.dest().spec().name()).addAndGet(-p.length()) == 0
                         ? tensorsDone.incrementAndGet() : tensorsDone.get();
@@ -158,7 +169,33 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
             }));
         }
         request.progress().onProgress(done.get(), total, tensorsDone.get(), tensorCount);
-        awaitAll(futures);
+        try {
+            awaitAll(futures);
+            stagers.values().forEach(q -> q.forEach(GpuStager::finish));
+        } finally {
+            stagers.values().forEach(q -> q.forEach(GpuStager::close));
+        }
+    }
+
+    /** Per destination GPU, one stager per reader thread (two pinned buffers each). */
+    private Map<Device, BlockingQueue<GpuStager>> stagers(LoadRequest request) {
+        Map<Device, BlockingQueue<GpuStager>> out = new HashMap<>();
+        try {
+            for (TensorDestination d : request.tensors()) {
+                Device dev = d.region().device();
+                if (!dev.isHost() && !out.containsKey(dev)) {
+                    BlockingQueue<GpuStager> q = new ArrayBlockingQueue<>(threads);
+                    out.put(dev, q);
+                    for (int i = 0; i < threads; i++) {
+                        q.add(new GpuStager(dev, pieceSize));
+                    }
+                }
+            }
+        } catch (RuntimeException e) {
+            out.values().forEach(q -> q.forEach(GpuStager::close));
+            throw e;
+        }
+        return out;
     }
 
     private static void readPiece(Piece p, FileChannel ch) throws IOException {

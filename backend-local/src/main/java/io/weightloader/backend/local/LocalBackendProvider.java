@@ -21,7 +21,7 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
 
     @Override
     public BackendCapabilities capabilities() {
-        return new BackendCapabilities(false, false, EnumSet.of(Device.Kind.CPU));
+        return new BackendCapabilities(false, false, EnumSet.of(Device.Kind.CPU, Device.Kind.CUDA));
     }
 
     @Override

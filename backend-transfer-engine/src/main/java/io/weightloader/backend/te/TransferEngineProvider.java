@@ -42,7 +42,7 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
 
     @Override
     public BackendCapabilities capabilities() {
-        return new BackendCapabilities(true, false, EnumSet.of(Device.Kind.CPU));
+        return new BackendCapabilities(true, false, EnumSet.of(Device.Kind.CPU, Device.Kind.CUDA));
     }
 
     @Override

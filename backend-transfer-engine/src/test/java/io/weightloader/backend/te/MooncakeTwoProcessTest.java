@@ -1,5 +1,8 @@
 package io.weightloader.backend.te;
 
+import io.weightloader.api.testing.SeedProcess;
+import io.weightloader.api.testing.TestWeights;
+
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -19,6 +22,8 @@ import org.junit.jupiter.api.Test;
  */
 class MooncakeTwoProcessTest {
     static final String LIB = System.getenv("WEIGHTLOADER_MOONCAKE_LIB");
+    static final String SEED_MOONCAKE = "weight-loader.remote-instance.start-seed-via-transfer-engine = true\n"
+            + "weight-loader.backends.transfer_engine.engine = mooncake";
 
     @BeforeEach
     void needsMooncake() {
@@ -33,7 +38,7 @@ class MooncakeTwoProcessTest {
     @Test
     void aClientReadsTheSeedsBytesThroughMooncake() throws Exception {
         List<TensorSpec> specs = TestWeights.specs(6, 8 << 20);
-        try (SeedProcess seed = new SeedProcess(6, 8 << 20, 11, "tok", "mooncake");
+        try (SeedProcess seed = new SeedProcess(6, 8 << 20, 11, "tok", "cpu", SEED_MOONCAKE);
              WeightLoader loader = WeightLoader.open(TwoProcessTransferTest.client(seed.port, "tok",
                      "weight-loader.backends.transfer_engine.engine = mooncake"));
              HostMemory arena = TestWeights.arena(specs)) {
@@ -48,7 +53,7 @@ class MooncakeTwoProcessTest {
 
     @Test
     void aClientOnTheOtherEngineIsToldSoInsteadOfSwitching() throws Exception {
-        try (SeedProcess seed = new SeedProcess(1, 1 << 20, 11, "tok", "mooncake");
+        try (SeedProcess seed = new SeedProcess(1, 1 << 20, 11, "tok", "cpu", SEED_MOONCAKE);
              WeightLoader loader = WeightLoader.open(TwoProcessTransferTest.client(seed.port, "tok"))) {
             org.assertj.core.api.Assertions.assertThatThrownBy(loader::available)
                     .hasMessageContaining("mooncake-tcp").hasMessageContaining("builtin-tcp")

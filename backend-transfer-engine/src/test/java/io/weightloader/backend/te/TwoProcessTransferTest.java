@@ -1,5 +1,8 @@
 package io.weightloader.backend.te;
 
+import io.weightloader.api.testing.SeedProcess;
+import io.weightloader.api.testing.TestWeights;
+
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 

@@ -1,4 +1,4 @@
-package io.weightloader.backend.te;
+package io.weightloader.api.testing;
 
 import io.weightloader.api.Checksums;
 import io.weightloader.api.DType;
@@ -13,12 +13,12 @@ import java.util.List;
 import java.util.SplittableRandom;
 
 /** Deterministic test weights: seed and client JVMs derive the same bytes from the same numbers. */
-final class TestWeights {
+public final class TestWeights {
     private TestWeights() {
     }
 
     /** {@code n} BF16 tensors of {@code bytesEach} bytes, plus a scalar and an empty tensor. */
-    static List<TensorSpec> specs(int n, long bytesEach) {
+    public static List<TensorSpec> specs(int n, long bytesEach) {
         List<TensorSpec> out = new ArrayList<>();
         for (int i = 0; i < n; i++) {
             out.add(TensorSpec.of("model.layers." + i + ".weight", DType.BF16, bytesEach / 2 / 64, 64));
@@ -28,7 +28,7 @@ final class TestWeights {
         return out;
     }
 
-    static void fill(TensorSpec spec, MemoryRegion region, long seed) {
+    public static void fill(TensorSpec spec, MemoryRegion region, long seed) {
         long bytes = spec.byteSize();
         SplittableRandom r = new SplittableRandom(seed ^ spec.name().hashCode());
         for (long off = 0; off < bytes; off += 1 << 20) {
@@ -43,7 +43,7 @@ final class TestWeights {
         }
     }
 
-    static String sha256(TensorSpec spec, long seed) {
+    public static String sha256(TensorSpec spec, long seed) {
         try (HostMemory m = HostMemory.allocate(spec.byteSize())) {
             fill(spec, m, seed);
             return Checksums.sha256(m, spec.byteSize());
@@ -51,7 +51,7 @@ final class TestWeights {
     }
 
     /** One arena holding every tensor (64-byte aligned), filled; the caller closes the arena. */
-    static HostMemory arena(List<TensorSpec> specs) {
+    public static HostMemory arena(List<TensorSpec> specs) {
         long total = 0;
         for (TensorSpec s : specs) {
             total += align(s.byteSize());
@@ -59,7 +59,7 @@ final class TestWeights {
         return HostMemory.allocate(Math.max(total, 64));
     }
 
-    static List<MemoryRegion> slices(HostMemory arena, List<TensorSpec> specs) {
+    public static List<MemoryRegion> slices(HostMemory arena, List<TensorSpec> specs) {
         List<MemoryRegion> out = new ArrayList<>();
         long off = 0;
         for (TensorSpec s : specs) {
@@ -69,7 +69,7 @@ final class TestWeights {
         return out;
     }
 
-    static List<HeldTensor> held(HostMemory arena, List<TensorSpec> specs, long seed) {
+    public static List<HeldTensor> held(HostMemory arena, List<TensorSpec> specs, long seed) {
         List<HeldTensor> out = new ArrayList<>();
         List<MemoryRegion> regions = slices(arena, specs);
         for (int i = 0; i < specs.size(); i++) {
@@ -79,7 +79,7 @@ final class TestWeights {
         return out;
     }
 
-    static long align(long n) {
+    public static long align(long n) {
         return (n + 63) & ~63L;
     }
 }

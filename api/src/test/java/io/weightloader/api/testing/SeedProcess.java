@@ -1,4 +1,4 @@
-package io.weightloader.backend.te;
+package io.weightloader.api.testing;
 
 import java.io.BufferedReader;
 import java.io.IOException;
@@ -8,20 +8,22 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 
-/** A {@link TestSeedMain} in a separate JVM. */
-final class SeedProcess implements AutoCloseable {
-    final Process process;
-    final int port;
+/** A {@link TestSeedMain} in a separate JVM, on this JVM's class path. */
+public final class SeedProcess implements AutoCloseable {
+    public final Process process;
+    public final int port;
 
-    SeedProcess(int tensors, long bytesEach, long seed, String token) throws IOException {
-        this(tensors, bytesEach, seed, token, "builtin");
+    public SeedProcess(int tensors, long bytesEach, long seed, String token) throws IOException {
+        this(tensors, bytesEach, seed, token, "cpu", "weight-loader.remote-instance.start-seed-via-transfer-engine = true");
     }
 
-    SeedProcess(int tensors, long bytesEach, long seed, String token, String engine) throws IOException {
+    /** A seed holding its tensors on {@code device}, with extra settings in HOCON. */
+    public SeedProcess(int tensors, long bytesEach, long seed, String token, String device, String hocon)
+            throws IOException {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        process = new ProcessBuilder(List.of(java, "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+        process = new ProcessBuilder(List.of(java, "-Xmx512m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
                 "-cp", System.getProperty("java.class.path"), TestSeedMain.class.getName(),
-                String.valueOf(tensors), String.valueOf(bytesEach), String.valueOf(seed), token, engine))
+                String.valueOf(tensors), String.valueOf(bytesEach), String.valueOf(seed), token, device, hocon))
                 .redirectError(ProcessBuilder.Redirect.INHERIT).start();
         BufferedReader out = new BufferedReader(new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8));
         String line = out.readLine();
@@ -33,7 +35,7 @@ final class SeedProcess implements AutoCloseable {
     }
 
     /** Kills the seed like a crash would (SIGKILL). */
-    void kill() throws InterruptedException {
+    public void kill() throws InterruptedException {
         process.destroyForcibly();
         process.waitFor(10, TimeUnit.SECONDS);
     }
@@ -41,7 +43,7 @@ final class SeedProcess implements AutoCloseable {
     @Override
     public void close() throws Exception {
         process.getOutputStream().close();
-        if (!process.waitFor(5, TimeUnit.SECONDS)) {
+        if (!process.waitFor(10, TimeUnit.SECONDS)) {
             kill();
         }
     }

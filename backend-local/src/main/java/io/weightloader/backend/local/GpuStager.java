@@ -1,0 +1,100 @@
+package io.weightloader.backend.local;
+
+import io.weightloader.api.Device;
+import io.weightloader.api.WeightLoaderException;
+import io.weightloader.api.cuda.Cuda;
+import io.weightloader.api.cuda.PinnedMemory;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Path;
+import org.bytedeco.cuda.cudart.CUevent_st;
+import org.bytedeco.cuda.cudart.CUstream_st;
+import org.bytedeco.cuda.global.cudart;
+
+/**
+ * Moves file bytes to one GPU through two pinned staging buffers: while the GPU copies one buffer
+ * ({@code cudaMemcpyAsync} on the stager's own stream), the next piece is read from disk into the other, so
+ * disk and PCIe work at once. One stager is used by one thread at a time.
+ */
+final class GpuStager implements AutoCloseable {
+    private final Device device;
+    private final PinnedMemory[] buffers = new PinnedMemory[2];
+    private final CUevent_st[] copied = {new CUevent_st(), new CUevent_st()};
+    private final boolean[] inFlight = new boolean[2];
+    private final CUstream_st stream = new CUstream_st();
+    private int next;
+
+    GpuStager(Device device, int pieceSize) {
+        this.device = device;
+        Cuda.use(device);
+        try {
+            for (int i = 0; i < 2; i++) {
+                buffers[i] = PinnedMemory.allocate(pieceSize);
+                Cuda.check(cudart.cudaEventCreateWithFlags(copied[i], cudart.cudaEventDisableTiming), "cudaEventCreate");
+            }
+            Cuda.check(cudart.cudaStreamCreateWithFlags(stream, cudart.cudaStreamNonBlocking), "cudaStreamCreate");
+        } catch (RuntimeException e) {
+            close();
+            throw e;
+        }
+    }
+
+    Device device() {
+        return device;
+    }
+
+    /** Reads {@code length} bytes at {@code position} of the file and queues their copy to {@code deviceAddress}. */
+    void copy(FileChannel ch, Path file, String tensor, long position, long deviceAddress, int length) throws IOException {
+        Cuda.use(device);
+        int b = next;
+        next ^= 1;
+        if (inFlight[b]) {
+            Cuda.check(cudart.cudaEventSynchronize(copied[b]), "waiting for a staging copy to " + device);
+            inFlight[b] = false;
+        }
+        ByteBuffer view = buffers[b].byteBuffer(0, length);
+        long pos = position;
+        while (view.hasRemaining()) {
+            int r = ch.read(view, pos);
+            if (r < 0) {
+                throw new WeightLoaderException(file + ": tensor '" + tensor + "': file ended at byte " + pos
+                        + " (truncated after its header was read?)");
+            }
+            pos += r;
+        }
+        Cuda.check(cudart.cudaMemcpyAsync(Cuda.pointer(deviceAddress), Cuda.pointer(buffers[b].address()), length,
+                cudart.cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync to " + device);
+        Cuda.check(cudart.cudaEventRecord(copied[b], stream), "cudaEventRecord");
+        inFlight[b] = true;
+    }
+
+    /** Waits until every queued copy reached the GPU. */
+    void finish() {
+        Cuda.use(device);
+        Cuda.check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize on " + device);
+        inFlight[0] = false;
+        inFlight[1] = false;
+    }
+
+    @Override
+    public void close() {
+        try {
+            if (stream.address() != 0) {
+                cudart.cudaStreamSynchronize(stream);
+                cudart.cudaStreamDestroy(stream);
+            }
+            for (CUevent_st e : copied) {
+                if (e.address() != 0) {
+                    cudart.cudaEventDestroy(e);
+                }
+            }
+        } finally {
+            for (PinnedMemory p : buffers) {
+                if (p != null) {
+                    p.close();
+                }
+            }
+        }
+    }
+}

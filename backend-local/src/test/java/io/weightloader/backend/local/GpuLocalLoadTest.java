@@ -1,0 +1,38 @@
+package io.weightloader.backend.local;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.Device;
+import io.weightloader.api.LoadReport;
+import io.weightloader.api.LoadRequest;
+import io.weightloader.api.TensorArena;
+import io.weightloader.api.TensorReport;
+import io.weightloader.api.WeightLoader;
+import io.weightloader.api.testing.Gpus;
+import java.util.Map;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/** The reference fixtures loaded into GPU memory (pinned staging, async copies) keep their checksums. */
+class GpuLocalLoadTest {
+    @ParameterizedTest
+    @ValueSource(strings = {"all_dtypes.safetensors", "sharded"})
+    void fixturesLoadIntoGpuMemoryWithTheReferenceChecksums(String name) throws Exception {
+        Gpus.require("GpuLocalLoadTest", 1);
+        Map<String, JsonNode> exp = ReferenceFixturesTest.expected(name);
+        try (WeightLoader loader = WeightLoader.open(ConfigFactory.parseMap(Map.of(
+                "weight-loader.model-path", ReferenceFixturesTest.FIXTURES.resolve(name).toString(),
+                "weight-loader.device", "cuda:0",
+                "weight-loader.checksum", "sha256",
+                "weight-loader.backends.local.piece-size", "4096")));
+             TensorArena arena = TensorArena.allocate(Device.cuda(0), loader.available())) {
+            LoadReport report = loader.load(LoadRequest.of(arena.destinations()));
+            assertThat(report.device()).isEqualTo("cuda:0");
+            for (TensorReport t : report.tensors()) {
+                assertThat(t.sha256()).as(t.name()).isEqualTo(exp.get(t.name()).get("sha256").textValue());
+            }
+        }
+    }
+}

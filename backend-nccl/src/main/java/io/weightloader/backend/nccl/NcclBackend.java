@@ -1,0 +1,177 @@
+package io.weightloader.backend.nccl;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.weightloader.api.Checksums;
+import io.weightloader.api.Device;
+import io.weightloader.api.LoadReport;
+import io.weightloader.api.LoadRequest;
+import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorMatcher;
+import io.weightloader.api.TensorReport;
+import io.weightloader.api.TensorSpec;
+import io.weightloader.api.WeightLoaderException;
+import io.weightloader.api.config.RankKey;
+import io.weightloader.api.seed.Manifest;
+import io.weightloader.api.seed.SeedClient;
+import io.weightloader.api.spi.WeightLoaderBackend;
+import java.io.IOException;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Base64;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * Client of the nccl backend: fetches the seed's manifest, matches it by name/dtype/shape, asks the seed to send
+ * exactly the tensors the host wants ({@code POST /v1/nccl/send}), then joins the 2-rank group as rank 1 and
+ * receives each tensor into its destination in the order the seed announced: by name, never by position.
+ */
+final class NcclBackend implements WeightLoaderBackend {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private final SeedClient seed;
+    private final RankKey rank;
+    private final NcclRuntime runtime;
+    private final Duration initTimeout;
+    private final Duration transferTimeout;
+
+    NcclBackend(SeedClient seed, RankKey rank, NcclRuntime runtime, Duration initTimeout, Duration transferTimeout) {
+        this.seed = seed;
+        this.rank = rank;
+        this.runtime = runtime;
+        this.initTimeout = initTimeout;
+        this.transferTimeout = transferTimeout;
+    }
+
+    @Override
+    public String name() {
+        return NcclProvider.NAME;
+    }
+
+    @Override
+    public String source() {
+        return "seed " + seed.peer() + " rank " + rank;
+    }
+
+    @Override
+    public String engine() {
+        return "nccl";
+    }
+
+    @Override
+    public List<TensorSpec> available() {
+        return seed.manifest(rank).specs();
+    }
+
+    /** What the seed answered to a send request. */
+    record Session(byte[] uniqueId, List<String> order, String group) {
+    }
+
+    /** Asks the seed to send {@code names}; a busy seed is retried, then reported as busy. */
+    Session requestSession(List<String> names) {
+        byte[] body;
+        try {
+            body = JSON.writeValueAsBytes(Map.of("tensors", names));
+        } catch (IOException e) {
+            throw new IllegalStateException(e);
+        }
+        byte[] reply;
+        try {
+            reply = seed.post(NcclSeedPublisher.PATH + "?tp=" + rank.tp() + "&pp=" + rank.pp(), body, Set.of(409));
+        } catch (WeightLoaderException e) {
+            if (e.getMessage().contains(" 409 ")) {
+                throw new WeightLoaderException(source() + " is busy sending to another client over nccl and stayed "
+                        + "busy through every retry (weight-loader.remote-instance.retries); try again later", e);
+            }
+            throw e;
+        }
+        try {
+            JsonNode n = JSON.readTree(reply);
+            byte[] id = Base64.getDecoder().decode(n.get("uniqueId").textValue());
+            if (id.length != JavaCppNccl.UNIQUE_ID_BYTES) {
+                throw new WeightLoaderException(source() + " sent an NCCL unique id of " + id.length + " bytes");
+            }
+            List<String> order = new ArrayList<>();
+            for (JsonNode x : n.get("tensors")) {
+                order.add(x.textValue());
+            }
+            if (order.size() != names.size() || !new HashSet<>(order).equals(new HashSet<>(names))) {
+                throw new WeightLoaderException(source() + " announced tensors " + order + " for a request of " + names);
+            }
+            JsonNode g = n.get("group");
+            return new Session(id, order, g == null ? "" : g.asText());
+        } catch (IOException | RuntimeException e) {
+            if (e instanceof WeightLoaderException w) {
+                throw w;
+            }
+            throw new WeightLoaderException(source() + " sent a malformed nccl session: " + e, e);
+        }
+    }
+
+    @Override
+    public LoadReport load(LoadRequest request) {
+        long t0 = System.nanoTime();
+        Manifest m = seed.manifest(rank);
+        TensorMatcher.check(source(), m.specs(), request.specs(), request.ignoreExtraTensors());
+        Device device = null;
+        Map<String, TensorDestination> byName = new HashMap<>();
+        for (TensorDestination d : request.tensors()) {
+            Device dev = d.region().device();
+            if (dev.isHost()) {
+                throw new WeightLoaderException("the nccl backend fills GPU memory; tensor '" + d.spec().name()
+                        + "' has a cpu destination (weight-loader.device)");
+            }
+            if (device != null && !device.equals(dev)) {
+                throw new WeightLoaderException("the nccl backend fills one GPU per rank; destinations are on " + device
+                        + " and " + dev);
+            }
+            device = dev;
+            byName.put(d.spec().name(), d);
+        }
+        List<String> names = request.tensors().stream().map(d -> d.spec().name()).toList();
+        List<TensorReport> reports = new ArrayList<>();
+        if (!names.isEmpty()) {
+            Session session = requestSession(names);
+            List<NcclOp> ops = new ArrayList<>();
+            for (String name : session.order()) {
+                TensorDestination d = byName.get(name);
+                ops.add(new NcclOp(name, d.region().address(), d.spec().byteSize()));
+            }
+            long start = System.nanoTime();
+            try {
+                runtime.transfer(device, session.uniqueId(), 1, ops, start + initTimeout.toNanos(),
+                        start + initTimeout.toNanos() + transferTimeout.toNanos());
+            } catch (WeightLoaderException e) {
+                throw new WeightLoaderException("receiving from " + source() + " over nccl failed: " + e.getMessage(), e);
+            }
+        }
+        String after = seed.generation(rank);
+        if (!after.equals(m.generation())) {
+            throw new WeightLoaderException(source() + " changed its weights during the load (generation "
+                    + m.generation() + " -> " + after + "); nothing was loaded, load again");
+        }
+        for (TensorDestination d : request.tensors()) {
+            String sha = null;
+            if (request.checksum()) {
+                sha = Checksums.sha256(d.region(), d.spec().byteSize());
+                String theirs = m.entry(d.spec().name()).sha256();
+                if (theirs != null && !theirs.equals(sha)) {
+                    throw new WeightLoaderException("tensor '" + d.spec().name() + "' received from " + source()
+                            + " has SHA-256 " + sha + " but the seed published " + theirs);
+                }
+            }
+            reports.add(TensorReport.of(d.spec(), sha));
+        }
+        request.progress().onProgress(request.totalBytes(), request.totalBytes(), names.size(), names.size());
+        return new LoadReport(name(), engine(), source(), device == null ? "cuda" : device.toString(), reports,
+                request.totalBytes(), (System.nanoTime() - t0) / 1e9, null);
+    }
+
+    @Override
+    public void close() {
+    }
+}

@@ -1,0 +1,45 @@
+package io.weightloader.backend.nccl;
+
+import io.weightloader.api.Device;
+import java.util.List;
+import java.util.Optional;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+
+/** Records what each side asked NCCL to do; optionally holds the seed's transfer until released. */
+final class FakeNccl implements NcclRuntime {
+    record Call(Device device, byte[] id, int rank, List<NcclOp> ops) {
+    }
+
+    final List<Call> calls = new CopyOnWriteArrayList<>();
+    final List<Optional<String>> bootstraps = new CopyOnWriteArrayList<>();
+    volatile CountDownLatch hold;
+    private int ids;
+
+    @Override
+    public void require() {
+    }
+
+    @Override
+    public synchronized byte[] newUniqueId(Optional<String> bootstrap) {
+        bootstraps.add(bootstrap);
+        byte[] id = new byte[JavaCppNccl.UNIQUE_ID_BYTES];
+        id[0] = (byte) ++ids;
+        return id;
+    }
+
+    @Override
+    public void transfer(Device device, byte[] uniqueId, int rank, List<NcclOp> ops, long initDeadline,
+                         long transferDeadline) {
+        calls.add(new Call(device, uniqueId, rank, List.copyOf(ops)));
+        CountDownLatch h = hold;
+        if (rank == 0 && h != null) {
+            try {
+                h.await(30, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+}
