@@ -10,13 +10,26 @@ import java.util.Objects;
  * totals, time and throughput. Serialises to JSON with Jackson as it stands.
  *
  * @param fallbackReason why the configured backend was abandoned for the local fallback, or null
+ * @param phases         seconds per phase of the load when the backend measures them, or null
  */
 @JsonInclude(JsonInclude.Include.NON_NULL)
 public record LoadReport(String backend, String engine, String source, String device, List<TensorReport> tensors,
-                         long totalBytes, double seconds, String fallbackReason) {
+                         long totalBytes, double seconds, String fallbackReason, java.util.Map<String, Double> phases) {
     public LoadReport {
         Objects.requireNonNull(backend, "backend is null");
         tensors = List.copyOf(tensors);
+        phases = phases == null ? null : java.util.Collections.unmodifiableMap(new java.util.LinkedHashMap<>(phases));
+    }
+
+    public LoadReport(String backend, String engine, String source, String device, List<TensorReport> tensors,
+                      long totalBytes, double seconds, String fallbackReason) {
+        this(backend, engine, source, device, tensors, totalBytes, seconds, fallbackReason, null);
+    }
+
+    /** The same report with seconds spent per phase (e.g. {@code group-init}, {@code transfer}). */
+    public LoadReport withPhases(java.util.Map<String, Double> phaseSeconds) {
+        return new LoadReport(backend, engine, source, device, tensors, totalBytes, seconds, fallbackReason,
+                phaseSeconds);
     }
 
     @JsonProperty("tensorCount")
@@ -31,7 +44,7 @@ public record LoadReport(String backend, String engine, String source, String de
     }
 
     public LoadReport withFallbackReason(String reason) {
-        return new LoadReport(backend, engine, source, device, tensors, totalBytes, seconds, reason);
+        return new LoadReport(backend, engine, source, device, tensors, totalBytes, seconds, reason, phases);
     }
 
     public String summary() {

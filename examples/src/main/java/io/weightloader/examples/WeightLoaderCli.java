@@ -31,7 +31,7 @@ import picocli.CommandLine.Spec;
         versionProvider = WeightLoaderCli.Version.class,
         description = "Load model weights from a safetensors checkpoint or from a running seed instance.",
         subcommands = {DemoCommand.class, InspectCommand.class, LoadCommand.class, SeedCommand.class,
-                GenerateCommand.class, BenchLocalCommand.class, BenchRemoteCommand.class,
+                GenerateCommand.class, BenchLocalCommand.class, BenchRemoteCommand.class, GpuBenchCommand.class,
                 CommandLine.HelpCommand.class})
 public final class WeightLoaderCli implements Runnable {
     /** Exit code of a failed load (any error that is not a usage error). */

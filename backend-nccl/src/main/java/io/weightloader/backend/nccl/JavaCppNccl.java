@@ -16,7 +16,9 @@ import org.bytedeco.cuda.nccl.ncclComm;
 import org.bytedeco.cuda.nccl.ncclUniqueId;
 
 /**
- * NCCL through JavaCPP ({@code org.bytedeco.cuda.global.nccl}). Communicators are non-blocking
+ * NCCL through JavaCPP ({@code org.bytedeco.cuda.global.nccl}). The seed (rank 0) sends each tensor to the client
+ * (rank 1) in one NCCL group, with ncclSend/ncclRecv or (same bytes, a collective) ncclBroadcast. Communicators
+ * are non-blocking
  * ({@code NCCL_COMM_BLOCKING=0} is set in the process environment unless the user set it), so that every step
  * can be given a deadline and aborted with {@code ncclCommAbort} when it passes.
  */
@@ -82,8 +84,9 @@ final class JavaCppNccl implements NcclRuntime {
     }
 
     @Override
-    public void transfer(Device device, byte[] uniqueId, int rank, List<NcclOp> ops, long initDeadline,
-                         long transferDeadline) {
+    public Timings transfer(Device device, byte[] uniqueId, int rank, List<NcclOp> ops, Primitive primitive,
+                            long initDeadline, long transferDeadline) {
+        long t0 = System.nanoTime();
         init();
         Cuda.use(device);
         ncclUniqueId id = new ncclUniqueId();
@@ -97,57 +100,135 @@ final class JavaCppNccl implements NcclRuntime {
             await(comm, initDeadline, "init (forming the 2-rank NCCL group)");
             Cuda.check(cudart.cudaStreamCreateWithFlags(stream, cudart.cudaStreamNonBlocking), "cudaStreamCreate");
             Cuda.check(cudart.cudaEventCreateWithFlags(done, cudart.cudaEventDisableTiming), "cudaEventCreate");
+            // NCCL connects its channels on first use: a one-byte exchange of the same kind does it as part of
+            // forming the group, so the transfer phase measures the transfer
+            try (PinnedScratch scratch = new PinnedScratch()) {
+                int rc;
+                if (primitive == Primitive.BROADCAST) {
+                    rc = nccl.ncclBroadcast(scratch.pointer(), scratch.pointer(), 1, nccl.ncclUint8, 0, comm, stream);
+                } else {
+                    check(nccl.ncclGroupStart(), "ncclGroupStart");
+                    rc = rank == 0 ? nccl.ncclSend(scratch.pointer(), 1, nccl.ncclUint8, 1, comm, stream)
+                            : nccl.ncclRecv(scratch.pointer(), 1, nccl.ncclUint8, 0, comm, stream);
+                    check(rc, "connect");
+                    rc = nccl.ncclGroupEnd();
+                }
+                check(rc, "connect (" + primitive.text + ")");
+                await(comm, initDeadline, "connect");
+                waitFor(done, stream, comm, initDeadline, "connect");
+            }
+            long t1 = System.nanoTime();
+            // rank 0 sends each tensor to rank 1, all in one group
             int peer = 1 - rank;
             check(nccl.ncclGroupStart(), "ncclGroupStart");
             for (NcclOp op : ops) {
                 if (op.bytes() == 0) {
                     continue;
                 }
-                int rc = rank == 0
-                        ? nccl.ncclSend(Cuda.pointer(op.address()), op.bytes(), nccl.ncclUint8, peer, comm, stream)
-                        : nccl.ncclRecv(Cuda.pointer(op.address()), op.bytes(), nccl.ncclUint8, peer, comm, stream);
-                check(rc, (rank == 0 ? "ncclSend" : "ncclRecv") + " of tensor '" + op.tensor() + "'");
+                int rc;
+                if (primitive == Primitive.BROADCAST) {
+                    rc = nccl.ncclBroadcast(Cuda.pointer(op.address()), Cuda.pointer(op.address()), op.bytes(),
+                            nccl.ncclUint8, 0, comm, stream);
+                } else if (rank == 0) {
+                    rc = nccl.ncclSend(Cuda.pointer(op.address()), op.bytes(), nccl.ncclUint8, peer, comm, stream);
+                } else {
+                    rc = nccl.ncclRecv(Cuda.pointer(op.address()), op.bytes(), nccl.ncclUint8, peer, comm, stream);
+                }
+                check(rc, primitive.text + " of tensor '" + op.tensor() + "'");
             }
             check(nccl.ncclGroupEnd(), "ncclGroupEnd");
             await(comm, transferDeadline, "enqueue (ncclGroupEnd)");
-            Cuda.check(cudart.cudaEventRecord(done, stream), "cudaEventRecord");
-            long pause = 20_000;
-            while (true) {
-                int q = cudart.cudaEventQuery(done);
-                if (q == cudart.cudaSuccess) {
-                    break;
-                }
-                if (q != cudart.cudaErrorNotReady) {
-                    Cuda.check(q, "waiting for the NCCL transfer");
-                }
-                int[] st = new int[1];
-                check(nccl.ncclCommGetAsyncError(comm, st), "ncclCommGetAsyncError");
-                if (st[0] != nccl.ncclSuccess && st[0] != nccl.ncclInProgress) {
-                    throw new WeightLoaderException("NCCL transfer failed (" + st[0] + ", "
-                            + nccl.ncclGetErrorString(st[0]).getString() + ")");
-                }
-                if (System.nanoTime() > transferDeadline) {
-                    throw new WeightLoaderException("NCCL step 'transfer' did not finish before the deadline "
-                            + "(weight-loader.remote-instance.transfer-timeout); communicator aborted");
-                }
-                LockSupport.parkNanos(pause);
-                pause = Math.min(pause * 2, 1_000_000);
-            }
-            check(nccl.ncclCommFinalize(comm), "ncclCommFinalize");
-            await(comm, transferDeadline, "finalize");
+            waitFor(done, stream, comm, transferDeadline, "transfer");
+            long t2 = System.nanoTime();
             ok = true;
+            {
+                // the bytes are in place: neither side waits for the communicator's teardown (~0.5 s), so the
+                // client can use its weights and the seed can serve the next client at once
+                Thread t = new Thread(() -> {
+                    try {
+                        Cuda.use(device);
+                        teardown(comm, stream, done, System.nanoTime() + 60_000_000_000L);
+                    } catch (RuntimeException e) {
+                        org.slf4j.LoggerFactory.getLogger(JavaCppNccl.class).warn("NCCL teardown failed: {}",
+                                e.getMessage());
+                    }
+                }, "weightloader-nccl-teardown");
+                t.setDaemon(true);
+                t.start();
+            }
+            return new Timings((t1 - t0) / 1e9, (t2 - t1) / 1e9);
         } finally {
-            if (ok) {
-                nccl.ncclCommDestroy(comm);
-            } else {
+            if (!ok) {
                 nccl.ncclCommAbort(comm);
+                if (done.address() != 0) {
+                    cudart.cudaEventDestroy(done);
+                }
+                if (stream.address() != 0) {
+                    cudart.cudaStreamDestroy(stream);
+                }
             }
-            if (done.address() != 0) {
-                cudart.cudaEventDestroy(done);
+        }
+    }
+
+    private static void teardown(ncclComm comm, CUstream_st stream, CUevent_st done, long deadline) {
+        try {
+            check(nccl.ncclCommFinalize(comm), "ncclCommFinalize");
+            await(comm, deadline, "finalize");
+            nccl.ncclCommDestroy(comm);
+        } catch (RuntimeException e) {
+            nccl.ncclCommAbort(comm);
+            throw e;
+        } finally {
+            cudart.cudaEventDestroy(done);
+            cudart.cudaStreamDestroy(stream);
+        }
+    }
+
+    /** Waits until the stream's work so far is done, watching the communicator for errors, until the deadline. */
+    private static void waitFor(CUevent_st done, CUstream_st stream, ncclComm comm, long deadline, String step) {
+        Cuda.check(cudart.cudaEventRecord(done, stream), "cudaEventRecord");
+        long pause = 20_000;
+        while (true) {
+            int q = cudart.cudaEventQuery(done);
+            if (q == cudart.cudaSuccess) {
+                return;
             }
-            if (stream.address() != 0) {
-                cudart.cudaStreamDestroy(stream);
+            if (q != cudart.cudaErrorNotReady) {
+                Cuda.check(q, "waiting for NCCL step '" + step + "'");
             }
+            int[] st = new int[1];
+            check(nccl.ncclCommGetAsyncError(comm, st), "ncclCommGetAsyncError");
+            if (st[0] != nccl.ncclSuccess && st[0] != nccl.ncclInProgress) {
+                throw new WeightLoaderException("NCCL step '" + step + "' failed (" + st[0] + ", "
+                        + nccl.ncclGetErrorString(st[0]).getString() + ")");
+            }
+            if (System.nanoTime() > deadline) {
+                throw new WeightLoaderException("NCCL step '" + step + "' did not finish before its deadline; "
+                        + "communicator aborted (is the peer alive and reachable?)");
+            }
+            LockSupport.parkNanos(pause);
+            pause = Math.min(pause * 2, 1_000_000);
+        }
+    }
+
+    /** One byte of device memory for the connecting broadcast. */
+    private static final class PinnedScratch implements AutoCloseable {
+        private final long address;
+
+        PinnedScratch() {
+            try (org.bytedeco.javacpp.PointerPointer<?> out = new org.bytedeco.javacpp.PointerPointer<>(1)) {
+                Cuda.check(cudart.cudaMalloc(out, 256), "cudaMalloc(256)");
+                address = out.get(0).address();
+            }
+        }
+
+        org.bytedeco.javacpp.Pointer pointer() {
+            return Cuda.pointer(address);
+        }
+
+        @Override
+        public void close() {
+            cudart.cudaFree(Cuda.pointer(address));
         }
     }
 

@@ -38,8 +38,11 @@ final class NcclBackend implements WeightLoaderBackend {
     private final NcclRuntime runtime;
     private final Duration initTimeout;
     private final Duration transferTimeout;
+    private final NcclRuntime.Primitive primitive;
 
-    NcclBackend(SeedClient seed, RankKey rank, NcclRuntime runtime, Duration initTimeout, Duration transferTimeout) {
+    NcclBackend(SeedClient seed, RankKey rank, NcclRuntime runtime, Duration initTimeout, Duration transferTimeout,
+                NcclRuntime.Primitive primitive) {
+        this.primitive = primitive;
         this.seed = seed;
         this.rank = rank;
         this.runtime = runtime;
@@ -59,7 +62,7 @@ final class NcclBackend implements WeightLoaderBackend {
 
     @Override
     public String engine() {
-        return "nccl";
+        return "nccl-" + primitive.text;
     }
 
     @Override
@@ -75,7 +78,7 @@ final class NcclBackend implements WeightLoaderBackend {
     Session requestSession(List<String> names) {
         byte[] body;
         try {
-            body = JSON.writeValueAsBytes(Map.of("tensors", names));
+            body = JSON.writeValueAsBytes(Map.of("tensors", names, "primitive", primitive.text));
         } catch (IOException e) {
             throw new IllegalStateException(e);
         }
@@ -134,8 +137,12 @@ final class NcclBackend implements WeightLoaderBackend {
         }
         List<String> names = request.tensors().stream().map(d -> d.spec().name()).toList();
         List<TensorReport> reports = new ArrayList<>();
+        Map<String, Double> phases = new java.util.LinkedHashMap<>();
+        phases.put("manifest", (System.nanoTime() - t0) / 1e9);
         if (!names.isEmpty()) {
+            long ts = System.nanoTime();
             Session session = requestSession(names);
+            phases.put("session", (System.nanoTime() - ts) / 1e9);
             List<NcclOp> ops = new ArrayList<>();
             for (String name : session.order()) {
                 TensorDestination d = byName.get(name);
@@ -143,8 +150,10 @@ final class NcclBackend implements WeightLoaderBackend {
             }
             long start = System.nanoTime();
             try {
-                runtime.transfer(device, session.uniqueId(), 1, ops, start + initTimeout.toNanos(),
-                        start + initTimeout.toNanos() + transferTimeout.toNanos());
+                NcclRuntime.Timings t = runtime.transfer(device, session.uniqueId(), 1, ops, primitive,
+                        start + initTimeout.toNanos(), start + initTimeout.toNanos() + transferTimeout.toNanos());
+                phases.put("group-init", t.groupInitSeconds());
+                phases.put("transfer", t.transferSeconds());
             } catch (WeightLoaderException e) {
                 throw new WeightLoaderException("receiving from " + source() + " over nccl failed: " + e.getMessage(), e);
             }
@@ -168,7 +177,7 @@ final class NcclBackend implements WeightLoaderBackend {
         }
         request.progress().onProgress(request.totalBytes(), request.totalBytes(), names.size(), names.size());
         return new LoadReport(name(), engine(), source(), device == null ? "cuda" : device.toString(), reports,
-                request.totalBytes(), (System.nanoTime() - t0) / 1e9, null);
+                request.totalBytes(), (System.nanoTime() - t0) / 1e9, null, phases);
     }
 
     @Override

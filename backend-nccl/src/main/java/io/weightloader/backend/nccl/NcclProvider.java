@@ -74,7 +74,13 @@ public final class NcclProvider implements WeightLoaderBackendProvider, SeedPubl
         runtime.require();
         SeedClient seed = new SeedClient(ip, s.remote().seedPort(), s.remote().token(), s.remote().connectTimeout(),
                 s.remote().requestTimeout(), s.remote().retries());
-        return new NcclBackend(seed, s.rank(), runtime, init, s.remote().transferTimeout());
+        NcclRuntime.Primitive primitive;
+        try {
+            primitive = NcclRuntime.Primitive.parse(context.backendConfig(NAME).getString("primitive"));
+        } catch (IllegalArgumentException e) {
+            throw new WeightLoaderConfigException(PATH + ".primitive", e.getMessage());
+        }
+        return new NcclBackend(seed, s.rank(), runtime, init, s.remote().transferTimeout(), primitive);
     }
 
     @Override

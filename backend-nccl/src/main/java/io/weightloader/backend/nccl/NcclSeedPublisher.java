@@ -24,7 +24,8 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Seed side of the nccl backend: {@code POST /v1/nccl/send?tp=N&pp=M} with {@code {"tensors":[names]}} makes
+ * Seed side of the nccl backend: {@code POST /v1/nccl/send?tp=N&pp=M} with
+ * {@code {"tensors":[names], "primitive":"send-recv"|"broadcast"}} makes
  * the seed create an NCCL unique id, answer it at once with the order it will send in (the seed's manifest
  * order, restricted to the names asked for), then form the group as rank 0 and send. One client at a time per
  * rank: another one meanwhile is answered 409 (busy) and may retry; clients are served one after another, each
@@ -110,8 +111,15 @@ final class NcclSeedPublisher implements SeedPublisher {
 
     private SeedEndpoint.Reply send(Map<String, String> query, byte[] body) {
         List<String> wanted;
+        NcclRuntime.Primitive primitive;
         try {
             JsonNode n = JSON.readTree(body);
+            JsonNode prim = n == null ? null : n.get("primitive");
+            try {
+                primitive = prim == null ? NcclRuntime.Primitive.SEND_RECV : NcclRuntime.Primitive.parse(prim.asText());
+            } catch (IllegalArgumentException e) {
+                return SeedEndpoint.Reply.error(400, "primitive " + e.getMessage());
+            }
             JsonNode list = n == null ? null : n.get("tensors");
             if (list == null || !list.isArray() || list.size() > MAX_NAMES) {
                 return SeedEndpoint.Reply.error(400, "body must be {\"tensors\": [names]}");
@@ -147,12 +155,13 @@ final class NcclSeedPublisher implements SeedPublisher {
             }
             byte[] id = runtime.newUniqueId(bootstrap);
             long start = System.nanoTime();
-            sender.submit(() -> serve(ops, id, start));
+            sender.submit(() -> serve(ops, id, primitive, start));
             Map<String, Object> reply = new LinkedHashMap<>();
             reply.put("uniqueId", Base64.getEncoder().encodeToString(id));
             reply.put("tensors", order);
             reply.put("group", groupName);
             reply.put("device", device.toString());
+            reply.put("primitive", primitive.text);
             return SeedEndpoint.Reply.ok(reply);
         } catch (RuntimeException e) {
             busy.set(false);
@@ -160,9 +169,9 @@ final class NcclSeedPublisher implements SeedPublisher {
         }
     }
 
-    private void serve(List<NcclOp> ops, byte[] id, long start) {
+    private void serve(List<NcclOp> ops, byte[] id, NcclRuntime.Primitive primitive, long start) {
         try {
-            runtime.transfer(device, id, 0, ops, start + initTimeout.toNanos(),
+            runtime.transfer(device, id, 0, ops, primitive, start + initTimeout.toNanos(),
                     start + initTimeout.toNanos() + transferTimeout.toNanos());
             lastOutcome = "sent " + ops.size() + " tensors";
             LOG.info("nccl group {} rank {}: sent {} tensors in {} s", groupName, rank, ops.size(),

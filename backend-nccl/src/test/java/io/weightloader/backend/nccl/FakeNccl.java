@@ -9,7 +9,7 @@ import java.util.concurrent.TimeUnit;
 
 /** Records what each side asked NCCL to do; optionally holds the seed's transfer until released. */
 final class FakeNccl implements NcclRuntime {
-    record Call(Device device, byte[] id, int rank, List<NcclOp> ops) {
+    record Call(Device device, byte[] id, int rank, List<NcclOp> ops, Primitive primitive) {
     }
 
     final List<Call> calls = new CopyOnWriteArrayList<>();
@@ -30,9 +30,9 @@ final class FakeNccl implements NcclRuntime {
     }
 
     @Override
-    public void transfer(Device device, byte[] uniqueId, int rank, List<NcclOp> ops, long initDeadline,
-                         long transferDeadline) {
-        calls.add(new Call(device, uniqueId, rank, List.copyOf(ops)));
+    public Timings transfer(Device device, byte[] uniqueId, int rank, List<NcclOp> ops, Primitive primitive,
+                            long initDeadline, long transferDeadline) {
+        calls.add(new Call(device, uniqueId, rank, List.copyOf(ops), primitive));
         CountDownLatch h = hold;
         if (rank == 0 && h != null) {
             try {
@@ -41,5 +41,6 @@ final class FakeNccl implements NcclRuntime {
                 Thread.currentThread().interrupt();
             }
         }
+        return new Timings(0, 0);
     }
 }

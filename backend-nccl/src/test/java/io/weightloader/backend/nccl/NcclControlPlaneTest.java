@@ -89,7 +89,7 @@ class NcclControlPlaneTest {
             }
             var report = loader.load(LoadRequest.of(dest).withIgnoreExtraTensors(true));
             assertThat(report.backend()).isEqualTo("nccl");
-            assertThat(report.engine()).isEqualTo("nccl");
+            assertThat(report.engine()).isEqualTo("nccl-send-recv");
             long until = System.nanoTime() + 5_000_000_000L;
             while (seedNccl.calls.isEmpty() && System.nanoTime() < until) {
                 Thread.onSpinWait();
@@ -100,6 +100,7 @@ class NcclControlPlaneTest {
             assertThat(received.rank()).isEqualTo(1);
             assertThat(received.id()).isEqualTo(sent.id());
             assertThat(sent.device()).isEqualTo(Device.cuda(0));
+            assertThat(sent.primitive()).isEqualTo(received.primitive()).isEqualTo(NcclRuntime.Primitive.SEND_RECV);
             assertThat(received.device()).isEqualTo(Device.cuda(1));
             // seed order = manifest order, restricted to the request; the client receives the same names in it
             assertThat(sent.ops().stream().map(NcclOp::tensor)).containsExactly("embed", "layer.1.w", "empty");

@@ -32,7 +32,7 @@ class NcclGpuTwoProcessTest {
                         weight-loader.remote-instance.seed-instance-service-port = """ + seed.port));
                      TensorArena arena = TensorArena.allocate(Device.cuda(1), specs)) {
                     LoadReport report = loader.load(LoadRequest.of(arena.destinations()));
-                    assertThat(report.engine()).isEqualTo("nccl");
+                    assertThat(report.engine()).isEqualTo("nccl-send-recv");
                     assertThat(report.device()).isEqualTo("cuda:1");
                     for (TensorReport t : report.tensors()) {
                         TensorSpec s = specs.stream().filter(x -> x.name().equals(t.name())).findFirst().orElseThrow();

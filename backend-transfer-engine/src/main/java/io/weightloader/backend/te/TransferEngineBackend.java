@@ -90,14 +90,78 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return m;
     }
 
-    private record Slice(TensorDestination dest, long offset, long length, long remote, int attempt) {
+    /** Part of one tensor covered by a read. */
+    private record Part(TensorDestination dest, long offset, long length) {
+    }
+
+    /**
+     * One read: a range contiguous on both sides, covering parts of one or more tensors (adjacent tensors of the
+     * seed's and the host's arenas are read together, up to the slice size).
+     */
+    private record Read(long local, long remote, long length, List<Part> parts, int attempt) {
         ReadOp op() {
-            return new ReadOp(dest.region().address() + offset, remote + offset, length);
+            return new ReadOp(local, remote, length);
+        }
+
+        Read retry() {
+            return new Read(local, remote, length, parts, attempt + 1);
         }
 
         String describe() {
-            return "tensor '" + dest.spec().name() + "' bytes [" + offset + ", " + (offset + length) + ")";
+            Part p = parts.get(0);
+            return "tensor '" + p.dest().spec().name() + "' bytes [" + p.offset() + ", " + (p.offset() + p.length())
+                    + ")" + (parts.size() > 1 ? " and " + (parts.size() - 1) + " more tensor(s)" : "");
         }
+    }
+
+    /** Cuts the request into reads of at most {@code sliceSize}, joining tensors adjacent on both sides. */
+    static List<Read> plan(List<TensorDestination> tensors, Manifest m, long sliceSize) {
+        List<TensorDestination> order = new ArrayList<>();
+        for (TensorDestination d : tensors) {
+            if (d.spec().byteSize() > 0) {
+                order.add(d);
+            }
+        }
+        order.sort(java.util.Comparator.comparingLong(d -> m.entry(d.spec().name()).address()));
+        List<Read> reads = new ArrayList<>();
+        int i = 0;
+        while (i < order.size()) {
+            // a run of tensors contiguous in the seed's memory and in the host's
+            int j = i + 1;
+            long localEnd = order.get(i).region().address() + order.get(i).spec().byteSize();
+            long remoteEnd = m.entry(order.get(i).spec().name()).address() + order.get(i).spec().byteSize();
+            while (j < order.size() && order.get(j).region().address() == localEnd
+                    && m.entry(order.get(j).spec().name()).address() == remoteEnd
+                    && order.get(j).region().device().equals(order.get(i).region().device())) {
+                localEnd += order.get(j).spec().byteSize();
+                remoteEnd += order.get(j).spec().byteSize();
+                j++;
+            }
+            long runLocal = order.get(i).region().address();
+            long runRemote = m.entry(order.get(i).spec().name()).address();
+            long runLength = localEnd - runLocal;
+            int t = i;
+            long tStart = 0; // offset of tensor t within the run
+            for (long off = 0; off < runLength; off += sliceSize) {
+                long len = Math.min(sliceSize, runLength - off);
+                List<Part> parts = new ArrayList<>();
+                long at = off;
+                while (at < off + len) {
+                    TensorDestination d = order.get(t);
+                    long inTensor = at - tStart;
+                    long partLen = Math.min(d.spec().byteSize() - inTensor, off + len - at);
+                    parts.add(new Part(d, inTensor, partLen));
+                    at += partLen;
+                    if (inTensor + partLen == d.spec().byteSize()) {
+                        tStart += d.spec().byteSize();
+                        t++;
+                    }
+                }
+                reads.add(new Read(runLocal + off, runRemote + off, len, List.copyOf(parts), 0));
+            }
+            i = j;
+        }
+        return reads;
     }
 
     @Override
@@ -108,6 +172,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
             manifest = m;
         }
         TensorMatcher.check(source(), m.specs(), request.specs(), request.ignoreExtraTensors());
+        double manifestSeconds = (System.nanoTime() - t0) / 1e9;
         for (TensorDestination d : request.tensors()) {
             if (!d.region().device().isHost() && engine.name().startsWith("builtin")) {
                 throw new WeightLoaderException("engine " + engine.name() + " fills host memory only; tensor '"
@@ -119,15 +184,10 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         if (cap > 0) {
             sliceSize = Math.max(1 << 20, Math.min(sliceSize, cap / 20));
         }
-        Deque<Slice> queue = new ArrayDeque<>();
+        Deque<Read> queue = new ArrayDeque<>(plan(request.tensors(), m, sliceSize));
         Map<String, Long> remaining = new HashMap<>();
         for (TensorDestination d : request.tensors()) {
-            long bytes = d.spec().byteSize();
-            remaining.put(d.spec().name(), bytes);
-            long remote = m.entry(d.spec().name()).address();
-            for (long off = 0; off < bytes; off += sliceSize) {
-                queue.add(new Slice(d, off, Math.min(sliceSize, bytes - off), remote, 0));
-            }
+            remaining.put(d.spec().name(), d.spec().byteSize());
         }
         List<MemoryRegion> local = RegionMerger.merge(request.tensors().stream()
                 .map(d -> d.region().slice(0, d.spec().byteSize())).toList());
@@ -137,29 +197,31 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         int tensorsDone = (int) remaining.values().stream().filter(b -> b == 0).count();
         long done = 0;
         long deadline = t0 + transferTimeout.toNanos();
-        try (OneSidedEngine.Peer peer = engine.open(m.session())) {
+        long tTransfer = System.nanoTime();
+        try {
+            OneSidedEngine.Peer peer = peer(m.session());
             int maxBatch = Math.min(settings.batchSize(), peer.maxBatchSize());
             long maxBatchBytes = cap > 0 ? Math.max(sliceSize, cap / 10) : Long.MAX_VALUE;
             long submitted = 0;
             long tStart = System.nanoTime();
             while (!queue.isEmpty()) {
-                List<Slice> slices = new ArrayList<>();
+                List<Read> reads = new ArrayList<>();
                 long batchBytes = 0;
-                while (!queue.isEmpty() && slices.size() < maxBatch
-                        && (slices.isEmpty() || batchBytes + queue.peek().length() <= maxBatchBytes)) {
-                    Slice s = queue.poll();
-                    slices.add(s);
-                    batchBytes += s.length();
+                while (!queue.isEmpty() && reads.size() < maxBatch
+                        && (reads.isEmpty() || batchBytes + queue.peek().length() <= maxBatchBytes)) {
+                    Read r = queue.poll();
+                    reads.add(r);
+                    batchBytes += r.length();
                 }
                 if (cap > 0) {
                     throttle(tStart, submitted, cap, deadline);
                 }
                 submitted += batchBytes;
-                Batch batch = peer.submit(slices.stream().map(Slice::op).toList());
-                List<OpStatus> statuses = new ArrayList<>(slices.size());
+                Batch batch = peer.submit(reads.stream().map(Read::op).toList());
+                List<OpStatus> statuses = new ArrayList<>(reads.size());
                 try {
-                    awaitFinal(batch, deadline, slices, done, total);
-                    for (int i = 0; i < slices.size(); i++) {
+                    awaitFinal(batch, deadline, reads, done, total);
+                    for (int i = 0; i < reads.size(); i++) {
                         statuses.add(batch.status(i));
                     }
                 } finally {
@@ -169,24 +231,25 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                 }
                 int retried = 0;
                 String firstRetry = null;
-                for (int i = 0; i < slices.size(); i++) {
-                    Slice s = slices.get(i);
+                for (int i = 0; i < reads.size(); i++) {
+                    Read r = reads.get(i);
                     OpStatus st = statuses.get(i);
                     if (st.state() == OpState.COMPLETED) {
-                        done += s.length();
-                        long left = remaining.merge(s.dest().spec().name(), -s.length(), Long::sum);
-                        if (left == 0) {
-                            tensorsDone++;
+                        done += r.length();
+                        for (Part p : r.parts()) {
+                            if (remaining.merge(p.dest().spec().name(), -p.length(), Long::sum) == 0) {
+                                tensorsDone++;
+                            }
                         }
-                    } else if (s.attempt() >= retries) {
-                        throw new WeightLoaderException("reading " + s.describe() + " from " + source() + " via "
-                                + engine.name() + " failed after " + (s.attempt() + 1) + " attempt(s): " + st.detail());
+                    } else if (r.attempt() >= retries) {
+                        throw new WeightLoaderException("reading " + r.describe() + " from " + source() + " via "
+                                + engine.name() + " failed after " + (r.attempt() + 1) + " attempt(s): " + st.detail());
                     } else {
                         if (retried++ == 0) {
-                            firstRetry = s.describe() + ": " + st.detail();
+                            firstRetry = r.describe() + ": " + st.detail();
                         }
                         // retry first, so a persistent failure exhausts its attempts quickly
-                        queue.addFirst(new Slice(s.dest(), s.offset(), s.length(), s.remote(), s.attempt() + 1));
+                        queue.addFirst(r.retry());
                     }
                 }
                 if (retried > 0) {
@@ -195,10 +258,14 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                 }
                 request.progress().onProgress(done, total, tensorsDone, tensorsTotal);
             }
+        } catch (RuntimeException e) {
+            dropPeer(m.session());
+            throw e;
         } finally {
             engine.unregisterLocal(local);
         }
         request.progress().onProgress(done, total, tensorsDone, tensorsTotal);
+        double transferSeconds = (System.nanoTime() - tTransfer) / 1e9;
         // the seed's weights must not have changed under us
         String after = seed.generation(rank);
         if (!after.equals(m.generation())) {
@@ -220,11 +287,12 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         }
         double secs = (System.nanoTime() - t0) / 1e9;
         String device = request.tensors().isEmpty() ? "cpu" : request.tensors().get(0).region().device().toString();
-        return new LoadReport(name(), engine.name(), source(), device, reports, total, secs, null);
+        return new LoadReport(name(), engine.name(), source(), device, reports, total, secs, null,
+                phases(manifestSeconds, transferSeconds));
     }
 
     /** Polls every read to a final state, in order (reads finish roughly in order), until the deadline. */
-    private void awaitFinal(Batch batch, long deadline, List<Slice> slices, long done, long total) {
+    private void awaitFinal(Batch batch, long deadline, List<Read> slices, long done, long total) {
         long pause = 20_000;
         int next = 0;
         while (next < batch.size()) {
@@ -258,8 +326,37 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         }
     }
 
+    private static Map<String, Double> phases(double manifest, double transfer) {
+        Map<String, Double> m = new java.util.LinkedHashMap<>();
+        m.put("manifest", manifest);
+        m.put("transfer", transfer);
+        return m;
+    }
+
+    /** Connections to seeds, kept for the backend's life (a host may load more than once). */
+    private final Map<String, OneSidedEngine.Peer> peers = new HashMap<>();
+
+    private synchronized OneSidedEngine.Peer peer(String session) {
+        return peers.computeIfAbsent(session, engine::open);
+    }
+
+    private synchronized void dropPeer(String session) {
+        OneSidedEngine.Peer p = peers.remove(session);
+        if (p != null) {
+            try {
+                p.close();
+            } catch (RuntimeException e) {
+                LOG.debug("closing the connection to {} failed", session, e);
+            }
+        }
+    }
+
     @Override
     public void close() {
+        synchronized (this) {
+            peers.values().forEach(OneSidedEngine.Peer::close);
+            peers.clear();
+        }
         engine.close();
     }
 }

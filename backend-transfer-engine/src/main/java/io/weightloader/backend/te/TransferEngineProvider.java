@@ -34,6 +34,8 @@ import org.slf4j.LoggerFactory;
 public final class TransferEngineProvider implements WeightLoaderBackendProvider, SeedPublisherProvider {
     private static final Logger LOG = LoggerFactory.getLogger(TransferEngineProvider.class);
     public static final String NAME = "transfer_engine";
+    /** Largest gap between two GPU tensors that registration bridges (an arena's alignment padding). */
+    static final long GPU_PADDING_BRIDGE = 255;
 
     @Override
     public String name() {
@@ -100,7 +102,12 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
                 ranges.add(t.bytes());
             }
         }
-        List<MemoryRegion> merged = RegionMerger.merge(ranges);
+        // GPU arenas pad tensors to 256 bytes: bridge that padding so an arena registers as one region (the padding
+        // is the arena's own memory). Host ranges are merged exactly: their gaps may hold anything.
+        List<MemoryRegion> merged = new ArrayList<>(RegionMerger.merge(
+                ranges.stream().filter(r -> r.device().isHost()).toList(), 0));
+        merged.addAll(RegionMerger.merge(ranges.stream().filter(r -> !r.device().isHost()).toList(),
+                GPU_PADDING_BRIDGE));
         OneSidedEngine engine;
         if (te.engine().equals("builtin")) {
             engine = BuiltinEngine.seed(bind, te.builtinPort(), advertised, s.remote().token().orElse(null),

@@ -16,6 +16,15 @@ public final class RegionMerger {
     }
 
     public static List<MemoryRegion> merge(List<? extends MemoryRegion> ranges) {
+        return merge(ranges, 0);
+    }
+
+    /**
+     * As {@link #merge(List)}, also bridging gaps of at most {@code maxGap} bytes between ranges of one device,
+     * such as the alignment padding between tensors of one GPU arena. Use 0 for host memory, whose gaps may hold
+     * other data.
+     */
+    public static List<MemoryRegion> merge(List<? extends MemoryRegion> ranges, long maxGap) {
         List<MemoryRegion> sorted = new ArrayList<>();
         for (MemoryRegion r : ranges) {
             if (r.length() > 0) {
@@ -30,7 +39,7 @@ public final class RegionMerger {
         Device dev = null;
         for (MemoryRegion r : sorted) {
             long rEnd = r.address() + r.length();
-            if (dev != null && dev.equals(r.device()) && Long.compareUnsigned(r.address(), end) <= 0) {
+            if (dev != null && dev.equals(r.device()) && Long.compareUnsigned(r.address(), end + maxGap) <= 0) {
                 if (Long.compareUnsigned(rEnd, end) > 0) {
                     end = rEnd;
                 }

@@ -183,18 +183,27 @@ public final class MooncakeEngine implements OneSidedEngine {
         register(regions, remoteRegions, true, "registerLocalMemory(remote-readable)");
     }
 
+    /**
+     * Whether destination memory must be registered before reading into it: not for tcp (plain socket reads) nor
+     * nvlink_intra (cudaMemcpy from the peer's IPC-mapped memory; registering a sub-range of a cudaMalloc block
+     * there maps the whole block and cannot be undone by the sub-range's address).
+     */
+    private boolean needsLocalRegistration() {
+        return !"tcp".equals(protocol) && !"nvlink_intra".equals(protocol);
+    }
+
     @Override
     public void registerLocal(List<MemoryRegion> regions) {
-        if ("tcp".equals(protocol)) {
+        if (!needsLocalRegistration()) {
             checkOpen();
-            return; // not needed on tcp, and would make the memory remotely readable and writable
+            return; // not needed, and on tcp it would make the memory remotely readable and writable
         }
         register(regions, localRegions, false, "registerLocalMemory(local)");
     }
 
     @Override
     public void unregisterLocal(List<MemoryRegion> regions) {
-        if ("tcp".equals(protocol)) {
+        if (!needsLocalRegistration()) {
             return;
         }
         synchronized (this) {

@@ -1,0 +1,365 @@
+package io.weightloader.examples;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.typesafe.config.Config;
+import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.Checksums;
+import io.weightloader.api.Device;
+import io.weightloader.api.HostMemory;
+import io.weightloader.api.LoadReport;
+import io.weightloader.api.LoadRequest;
+import io.weightloader.api.MemoryRegion;
+import io.weightloader.api.TensorArena;
+import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorSpec;
+import io.weightloader.api.WeightLoader;
+import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.api.cuda.DeviceCopies;
+import io.weightloader.api.seed.HeldTensor;
+import io.weightloader.api.seed.SeedService;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.api.spi.BackendRegistry;
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.io.PrintWriter;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import java.util.concurrent.CopyOnWriteArrayList;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+/**
+ * {@code weightloader bench-gpu}: the benchmark that shows why the non-disturbing path matters. A seed JVM holds
+ * a Llama-shaped bf16 checkpoint on GPU 0 and runs a stand-in inference load (cuBLAS bf16 GEMMs, throughput every
+ * half second); this JVM loads the checkpoint into GPU 1 with each remote backend in turn, repeating loads for
+ * a few seconds, and reports load time and GB/s, and the seed's GEMM throughput during the loads as a fraction of
+ * its idle throughput; then transfer_engine again, capped at the nccl backend's rate.
+ */
+@Command(name = "bench-gpu", mixinStandardHelpOptions = true, sortOptions = false,
+        description = "Seed on one GPU under a GEMM load, client on another: nccl vs transfer_engine (two GPUs).")
+final class GpuBenchCommand implements Callable<Integer> {
+    private static final String TOKEN = "bench";
+    private static final int PATTERN = 64 << 20;
+
+    @Spec
+    CommandSpec spec;
+
+    @Option(names = "--role", defaultValue = "driver", description = "driver | seed (internal).")
+    String role;
+
+    @Option(names = "--size", paramLabel = "SIZE", converter = Sizes.Converter.class, defaultValue = "8GB",
+            description = "Checkpoint size (default: ${DEFAULT-VALUE}).")
+    long size;
+
+    @Option(names = "--gemm", paramLabel = "N", defaultValue = "8192", description = "GEMM size n (n x n x n).")
+    int gemm;
+
+    @Option(names = "--window", paramLabel = "SECONDS", defaultValue = "4",
+            description = "Seconds of repeated loads per backend (default: ${DEFAULT-VALUE}).")
+    double window;
+
+    @Option(names = "--mooncake-library", paramLabel = "PATH", description = "CUDA build of libtransfer_engine.so "
+            + "(default: WEIGHTLOADER_MOONCAKE_LIB).")
+    String mooncakeLibrary;
+
+    @Option(names = "--json", paramLabel = "FILE", description = "Write the results as JSON.")
+    Path json;
+
+    @Option(names = "--write-specs", paramLabel = "FILE", description = "Only write the checkpoint's tensor names and "
+            + "shapes as JSON (for the PyTorch baselines) and exit.")
+    Path writeSpecs;
+
+    @Override
+    public Integer call() throws Exception {
+        if (mooncakeLibrary == null) {
+            mooncakeLibrary = System.getenv("WEIGHTLOADER_MOONCAKE_LIB");
+        }
+        if (writeSpecs != null) {
+            List<List<Object>> out = new ArrayList<>();
+            for (TensorSpec t : SyntheticLlama.forSize(size).specs()) {
+                out.add(List.of(t.name(), t.shape()));
+            }
+            new ObjectMapper().writeValue(writeSpecs.toFile(), out);
+            return 0;
+        }
+        return role.equals("seed") ? seed() : driver();
+    }
+
+    // ------------------------------------------------------------------ seed (GPU 0)
+
+    private int seed() throws Exception {
+        Device dev = Device.cuda(0);
+        List<TensorSpec> specs = SyntheticLlama.forSize(size).specs();
+        StringBuilder hocon = new StringBuilder("""
+                weight-loader.seed { bind-address = "127.0.0.1", serve-nccl = true, publish-checksums = false }
+                weight-loader.remote-instance.token = bench
+                """);
+        if (mooncakeLibrary != null) {
+            hocon.append("weight-loader.remote-instance.start-seed-via-transfer-engine = true\n")
+                    .append("weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra, ")
+                    .append("mooncake.library = \"").append(mooncakeLibrary).append("\" }\n");
+        }
+        Config config = ConfigFactory.parseString(hocon.toString()).withFallback(ConfigFactory.load()).resolve();
+        WeightLoaderSettings settings = WeightLoaderSettings.from(config);
+        try (TensorArena arena = TensorArena.allocate(dev, specs); HostMemory pattern = pattern()) {
+            for (int i = 0; i < specs.size(); i++) {
+                fill(arena.destinations().get(i).region(), i, pattern);
+            }
+            List<HeldTensor> held = arena.destinations().stream().map(d -> new HeldTensor(d.spec(), d.region())).toList();
+            try (SeedService svc = SeedService.start(new BackendContext(settings, config), BackendRegistry.discover(),
+                    Map.of(settings.rank(), held));
+                 GemmLoad load = new GemmLoad(dev, gemm, System.out).start()) {
+                System.out.println("READY " + svc.port());
+                System.out.flush();
+                while (System.in.read() >= 0) {
+                    // serve until the driver closes our stdin
+                }
+            }
+        }
+        return 0;
+    }
+
+    /** 64 MiB of deterministic pseudo-random bytes; tensor i starts at a different place in it. */
+    private static HostMemory pattern() {
+        HostMemory p = HostMemory.allocate(PATTERN);
+        SyntheticLlama.fill(12345, 0, p.byteBuffer(0, PATTERN));
+        return p;
+    }
+
+    private static void fill(MemoryRegion dst, int index, HostMemory pattern) {
+        long n = dst.length();
+        long shift = (index * 4_194_301L) % PATTERN;
+        for (long off = 0; off < n; ) {
+            long src = (shift + off) % PATTERN;
+            long len = Math.min(PATTERN - src, n - off);
+            DeviceCopies.copy(dst, off, pattern, src, len);
+            off += len;
+        }
+    }
+
+    // ------------------------------------------------------------------ driver (GPU 1)
+
+    record Sample(long epochMillis, double tflops) {
+    }
+
+    /** GEMM completion times (System.nanoTime of the seed; CLOCK_MONOTONIC, comparable on one host). */
+    private final List<Long> completions = java.util.Collections.synchronizedList(new ArrayList<>());
+
+    private int completionsIn(long from, long to) {
+        synchronized (completions) {
+            int n = 0;
+            for (long t : completions) {
+                if (t > from && t <= to) {
+                    n++;
+                }
+            }
+            return n;
+        }
+    }
+
+    private int driver() throws Exception {
+        PrintWriter out = spec.commandLine().getOut();
+        List<Sample> samples = new CopyOnWriteArrayList<>();
+        Process seed = startSeed(samples);
+        Map<String, Object> results = new LinkedHashMap<>();
+        try {
+            int port = awaitReady(seed, samples);
+            Thread.sleep(1500); // GEMM warm-up
+            long idleFrom = System.currentTimeMillis();
+            long idleFromNanos = System.nanoTime();
+            Thread.sleep(3000);
+            double idle = mean(samples, idleFrom, System.currentTimeMillis());
+            idleRate = completionsIn(idleFromNanos, System.nanoTime()) / ((System.nanoTime() - idleFromNanos) / 1e9);
+            out.printf("seed GEMM (bf16, n=%d) idle: %.1f TFLOP/s (%.1f GEMMs/s)%n", gemm, idle, idleRate);
+            results.put("gemmIdleTflops", idle);
+            results.put("gemmIdlePerSecond", idleRate);
+            Map<String, Object> nccl = run(out, "nccl (send-recv)", port, samples, idle,
+                    "weight-loader.remote-instance.backend = nccl\n");
+            results.put("nccl", nccl);
+            results.put("nccl_broadcast", run(out, "nccl (broadcast)", port, samples, idle,
+                    "weight-loader.remote-instance.backend = nccl\nweight-loader.backends.nccl.primitive = broadcast\n"));
+            if (mooncakeLibrary != null) {
+                String te = "weight-loader.remote-instance.backend = transfer_engine\n"
+                        + "weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra, "
+                        + "mooncake.library = \"" + mooncakeLibrary + "\" }\n";
+                results.put("transfer_engine", run(out, "transfer_engine", port, samples, idle, te));
+                long cap = (long) ((double) nccl.get("bytesPerSecond"));
+                results.put("transfer_engine_capped", run(out, "transfer_engine capped at nccl's rate", port, samples,
+                        idle, te + "weight-loader.backends.transfer_engine.bandwidth-limit = " + cap + "\n"));
+            } else {
+                out.println("transfer_engine: skipped (no CUDA build of Mooncake: set WEIGHTLOADER_MOONCAKE_LIB)");
+            }
+        } finally {
+            seed.getOutputStream().close();
+            seed.waitFor();
+        }
+        if (json != null) {
+            new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT).writeValue(json.toFile(), results);
+        }
+        out.flush();
+        return 0;
+    }
+
+    private Process startSeed(List<Sample> samples) throws Exception {
+        List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "-cp", System.getProperty("java.class.path"), WeightLoaderCli.class.getName(), "bench-gpu",
+                "--role", "seed", "--size", Long.toString(size), "--gemm", Integer.toString(gemm)));
+        if (mooncakeLibrary != null) {
+            cmd.add("--mooncake-library");
+            cmd.add(mooncakeLibrary);
+        }
+        return new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.INHERIT).start();
+    }
+
+    private int awaitReady(Process seed, List<Sample> samples) throws Exception {
+        BufferedReader r = new BufferedReader(new InputStreamReader(seed.getInputStream(), StandardCharsets.UTF_8));
+        int[] port = {-1};
+        Object lock = new Object();
+        Thread reader = new Thread(() -> {
+            try {
+                for (String line; (line = r.readLine()) != null; ) {
+                    if (line.startsWith("g ")) {
+                        completions.add(Long.parseLong(line.substring(2).trim()));
+                    } else if (line.startsWith("GEMM ")) {
+                        String[] f = line.split(" ");
+                        samples.add(new Sample(Long.parseLong(f[1]), Double.parseDouble(f[2])));
+                    } else if (line.startsWith("READY ")) {
+                        synchronized (lock) {
+                            port[0] = Integer.parseInt(line.substring(6).trim());
+                            lock.notifyAll();
+                        }
+                    } else {
+                        System.err.println("[seed] " + line);
+                    }
+                }
+            } catch (Exception ignored) {
+                // the seed ended
+            }
+            synchronized (lock) {
+                lock.notifyAll();
+            }
+        }, "seed-output");
+        reader.setDaemon(true);
+        reader.start();
+        synchronized (lock) {
+            long until = System.currentTimeMillis() + 300_000;
+            while (port[0] < 0 && seed.isAlive() && System.currentTimeMillis() < until) {
+                lock.wait(1000);
+            }
+        }
+        if (port[0] < 0) {
+            throw new IllegalStateException("the seed JVM did not start");
+        }
+        return port[0];
+    }
+
+    /** Mean TFLOP/s of the half-second samples that ended inside (from + 500 ms, to]. */
+    private static double mean(List<Sample> samples, long from, long to) {
+        return samples.stream().filter(s -> s.epochMillis() > from + 500 && s.epochMillis() <= to)
+                .mapToDouble(Sample::tflops).average().orElse(Double.NaN);
+    }
+
+    private double idleRate;
+
+    private Map<String, Object> run(PrintWriter out, String label, int port, List<Sample> samples, double idle,
+                                    String hocon) throws Exception {
+        Config c = ConfigFactory.parseString(hocon + """
+                weight-loader { load-format = remote_instance, device = "cuda:1"
+                  remote-instance { seed-instance-ip = "127.0.0.1", token = bench, transfer-timeout = 120s } }
+                weight-loader.remote-instance.seed-instance-service-port = """ + port).withFallback(ConfigFactory.load());
+        Map<String, Object> r = new LinkedHashMap<>();
+        try (WeightLoader loader = WeightLoader.open(c);
+             TensorArena arena = TensorArena.allocate(Device.cuda(1), loader.available())) {
+            LoadRequest request = LoadRequest.of(arena.destinations());
+            LoadReport first = loader.load(request);
+            List<LoadReport> reports = new ArrayList<>();
+            long from = System.currentTimeMillis();
+            long transferNanos = 0;
+            int transferGemms = 0;
+            List<long[]> windows = new ArrayList<>();
+            while (reports.size() < 3 || System.currentTimeMillis() - from < window * 1000) {
+                long start = System.nanoTime();
+                LoadReport rep = loader.load(request);
+                reports.add(rep);
+                // the transfer phase's window: phases are consecutive from the load's start
+                long at = start;
+                for (Map.Entry<String, Double> ph : rep.phases().entrySet()) {
+                    long len = (long) (ph.getValue() * 1e9);
+                    if (ph.getKey().equals("transfer")) {
+                        transferNanos += len;
+                        windows.add(new long[] {at, at + len});
+                    }
+                    at += len;
+                }
+            }
+            long to = System.currentTimeMillis();
+            Thread.sleep(100); // let the seed's last completions arrive
+            for (long[] w : windows) {
+                transferGemms += completionsIn(w[0], w[1]);
+            }
+            double during = mean(samples, from, to);
+            double duringTransfer = transferGemms / (transferNanos / 1e9) / idleRate;
+            double[] secs = reports.stream().mapToDouble(LoadReport::seconds).sorted().toArray();
+            double median = secs[secs.length / 2];
+            long bytes = first.totalBytes();
+            double[] transfer = reports.stream().mapToDouble(x -> x.phases() == null ? x.seconds()
+                    : x.phases().getOrDefault("transfer", x.seconds())).sorted().toArray();
+            String verified = verify(arena.destinations());
+            r.put("engine", first.engine());
+            r.put("bytes", bytes);
+            r.put("loads", reports.size());
+            r.put("firstLoadSeconds", first.seconds());
+            r.put("medianLoadSeconds", median);
+            r.put("bestLoadSeconds", secs[0]);
+            r.put("bytesPerSecond", bytes / median);
+            r.put("medianTransferSeconds", transfer[transfer.length / 2]);
+            r.put("transferBytesPerSecond", bytes / transfer[transfer.length / 2]);
+            r.put("phasesOfLastLoad", reports.get(reports.size() - 1).phases());
+            r.put("gemmDuringTflops", during);
+            r.put("gemmFractionOfIdle", during / idle);
+            r.put("gemmFractionOfIdleDuringTransfers", duringTransfer);
+            r.put("transferWindowSeconds", transferNanos / 1e9);
+            r.put("verified", verified);
+            out.printf("%-40s %s: %d loads of %.2f GB; first %.3f s; median %.3f s = %.1f GB/s (transfer phase %.3f s = "
+                            + "%.1f GB/s); seed GEMM over the window %.2f%% of idle, during transfers %.2f%% of idle "
+                            + "(%.3f s of transfers); %s%n", label, first.engine(),
+                    reports.size(), bytes / 1e9, first.seconds(), median, bytes / median / 1e9, transfer[transfer.length / 2],
+                    bytes / transfer[transfer.length / 2] / 1e9, 100 * during / idle, 100 * duringTransfer,
+                    transferNanos / 1e9, verified);
+            out.flush();
+        }
+        return r;
+    }
+
+    /** SHA-256 of three tensors (first, largest, last) against the bytes the seed's generator makes. */
+    private static String verify(List<TensorDestination> dest) {
+        List<Integer> pick = new ArrayList<>(List.of(0, dest.size() - 1));
+        int largest = 0;
+        for (int i = 1; i < dest.size(); i++) {
+            if (dest.get(i).spec().byteSize() > dest.get(largest).spec().byteSize()) {
+                largest = i;
+            }
+        }
+        pick.add(largest);
+        try (HostMemory pattern = pattern()) {
+            for (int i : pick) {
+                TensorDestination d = dest.get(i);
+                try (HostMemory expect = HostMemory.allocate(d.spec().byteSize())) {
+                    fill(expect, i, pattern);
+                    if (!Checksums.sha256(expect).equals(Checksums.sha256(d.region(), d.spec().byteSize()))) {
+                        return "MISMATCH in tensor '" + d.spec().name() + "'";
+                    }
+                }
+            }
+        }
+        return "verified (SHA-256 of 3 tensors)";
+    }
+}
