@@ -3,7 +3,9 @@ package io.weightloader.examples;
 import com.fasterxml.jackson.annotation.JsonProperty;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.Device;
 import io.weightloader.api.HostMemory;
+import io.weightloader.api.TensorArena;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.MappedWeights;
 import io.weightloader.api.MemoryRegion;
@@ -113,10 +115,9 @@ final class BenchLocalCommand implements Callable<Integer> {
             engine = loader.backend().engine();
             specs = loader.available();
             tensorBytes = specs.stream().mapToLong(TensorSpec::byteSize).sum();
-            long[] offsets = LoadCommand.layout(specs);
-            try (HostMemory arena = HostMemory.allocate(offsets[specs.size()])) {
-                arena.zero(); // fault the pages in now, not inside the timing
-                LoadRequest request = LoadRequest.of(LoadCommand.destinations(specs, offsets, arena));
+            try (TensorArena arena = TensorArena.allocate(Device.CPU, specs)) {
+                ((HostMemory) arena.region()).zero(); // fault the pages in now, not inside the timing
+                LoadRequest request = LoadRequest.of(arena.destinations());
                 ZeroCopyLoader zeroCopy = loader.backend() instanceof ZeroCopyLoader z ? z : null;
                 for (int r = 0; r < repeat; r++) {
                     long t0 = System.nanoTime();

@@ -3,6 +3,8 @@ package io.weightloader.examples;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.DType;
+import io.weightloader.api.Device;
+import io.weightloader.api.TensorArena;
 import io.weightloader.api.HostMemory;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
@@ -77,19 +79,18 @@ final class BenchRemoteCommand implements Callable<Integer> {
         SyntheticLlama model = SyntheticLlama.forSize(size);
         List<SafetensorsWriter.Tensor> tensors = model.tensors(3);
         List<TensorSpec> specs = tensors.stream().map(SafetensorsWriter.Tensor::spec).toList();
-        long[] offsets = LoadCommand.layout(specs);
         long total = specs.stream().mapToLong(TensorSpec::byteSize).sum();
         out.printf("bench-remote: %d tensors, %s, loopback, %d cores, best of %d%n", specs.size(), Sizes.human(total),
                 Runtime.getRuntime().availableProcessors(), repeat);
         Map<String, double[]> results = new LinkedHashMap<>();
-        try (HostMemory seedMemory = HostMemory.allocate(offsets[specs.size()]);
-             HostMemory clientMemory = HostMemory.allocate(offsets[specs.size()])) {
-            List<TensorDestination> seedDest = LoadCommand.destinations(specs, offsets, seedMemory);
+        try (TensorArena seedMemory = TensorArena.allocate(Device.CPU, specs);
+             TensorArena clientMemory = TensorArena.allocate(Device.CPU, specs)) {
+            List<TensorDestination> seedDest = seedMemory.destinations();
             for (int i = 0; i < tensors.size(); i++) {
                 fill(tensors.get(i), seedDest.get(i).region());
             }
-            clientMemory.zero(); // fault the pages in before timing
-            List<TensorDestination> clientDest = LoadCommand.destinations(specs, offsets, clientMemory);
+            ((HostMemory) clientMemory.region()).zero(); // fault the pages in before timing
+            List<TensorDestination> clientDest = clientMemory.destinations();
             List<HeldTensor> held = seedDest.stream().map(d -> new HeldTensor(d.spec(), d.region())).toList();
             for (String engine : engines) {
                 Config config = config(engine, 0);
@@ -214,9 +215,8 @@ final class BenchRemoteCommand implements Callable<Integer> {
         for (int i = 0; i < n; i++) {
             specs.add(TensorSpec.of("t" + i, DType.BF16, 4096));
         }
-        long[] offsets = LoadCommand.layout(specs);
-        try (HostMemory mem = HostMemory.allocate(offsets[n])) {
-            List<TensorDestination> d = LoadCommand.destinations(specs, offsets, mem);
+        try (TensorArena mem = TensorArena.allocate(Device.CPU, specs)) {
+            List<TensorDestination> d = mem.destinations();
             List<HeldTensor> held = d.stream().map(x -> new HeldTensor(x.spec(), x.region())).toList();
             Config config = config(engine, 0);
             BackendContext ctx = new BackendContext(WeightLoaderSettings.from(config), config);

@@ -2,7 +2,8 @@ package io.weightloader.examples;
 
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
-import io.weightloader.api.HostMemory;
+import io.weightloader.api.Device;
+import io.weightloader.api.TensorArena;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.TensorDestination;
@@ -75,9 +76,8 @@ final class DemoCommand implements Callable<Integer> {
                     "weight-loader.seed.bind-address", "127.0.0.1")).withFallback(ConfigFactory.load()).resolve();
             try (WeightLoader local = WeightLoader.open(seedConfig)) {
                 List<TensorSpec> specs = local.available();
-                long[] offsets = LoadCommand.layout(specs);
-                try (HostMemory seedMemory = HostMemory.allocate(offsets[specs.size()])) {
-                    List<TensorDestination> dests = LoadCommand.destinations(specs, offsets, seedMemory);
+                try (TensorArena seedMemory = TensorArena.allocate(Device.CPU, specs)) {
+                    List<TensorDestination> dests = seedMemory.destinations();
                     LoadReport fromDisk = local.load(LoadRequest.of(dests));
                     out.println("2. seed start-up, " + fromDisk.summary());
                     List<HeldTensor> held = dests.stream().map(d -> new HeldTensor(d.spec(), d.region())).toList();
@@ -109,10 +109,9 @@ final class DemoCommand implements Callable<Integer> {
                 "weight-loader.remote-instance.backend", "transfer_engine",
                 "weight-loader.remote-instance.token", seedConfig.getString("weight-loader.remote-instance.token")))
                 .withFallback(ConfigFactory.load()).resolve();
-        long[] offsets = LoadCommand.layout(specs);
         try (WeightLoader remote = WeightLoader.open(client);
-             HostMemory memory = HostMemory.allocate(offsets[specs.size()])) {
-            return remote.load(LoadRequest.of(LoadCommand.destinations(specs, offsets, memory)));
+             TensorArena memory = TensorArena.allocate(Device.CPU, specs)) {
+            return remote.load(LoadRequest.of(memory.destinations()));
         }
     }
 

@@ -3,7 +3,7 @@ package io.weightloader.examples;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import com.typesafe.config.ConfigParseOptions;
-import io.weightloader.api.HostMemory;
+import io.weightloader.api.TensorArena;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.MappedWeights;
@@ -29,7 +29,7 @@ import picocli.CommandLine.Spec;
 
 /**
  * {@code weightloader load}: opens the backend the settings select and loads every tensor it offers into one
- * host memory arena (or maps them, with {@code --zero-copy}), then prints the report.
+ * arena on {@code weight-loader.device} (host or GPU) (or maps them, with {@code --zero-copy}), then prints the report.
  *
  * <p>Settings come from, highest first: the flags (named like SGLang's, each mapped to one
  * {@code weight-loader.*} key), {@code --config FILE}, then {@code application.conf}, system properties and
@@ -38,8 +38,6 @@ import picocli.CommandLine.Spec;
 @Command(name = "load", mixinStandardHelpOptions = true, sortOptions = false,
         description = "Load every tensor of a checkpoint or seed into host memory and report what was loaded.")
 final class LoadCommand implements Callable<Integer> {
-    /** Tensors are placed in the arena at multiples of this. */
-    static final long ALIGNMENT = 64;
     private static final int SHORT_TABLE_ROWS = 20;
 
     @Spec
@@ -178,27 +176,6 @@ final class LoadCommand implements Callable<Integer> {
         return flags.withFallback(file).withFallback(ConfigFactory.load()).resolve();
     }
 
-    /** Offsets of each tensor in one arena, aligned to {@link #ALIGNMENT}; the last element is the arena size. */
-    static long[] layout(List<TensorSpec> specs) {
-        long[] offsets = new long[specs.size() + 1];
-        long at = 0;
-        for (int i = 0; i < specs.size(); i++) {
-            offsets[i] = at;
-            at = Math.addExact(at, (specs.get(i).byteSize() + ALIGNMENT - 1) & -ALIGNMENT);
-        }
-        offsets[specs.size()] = at;
-        return offsets;
-    }
-
-    /** One destination per tensor, sub-allocated from {@code arena} as {@link #layout} placed them. */
-    static List<TensorDestination> destinations(List<TensorSpec> specs, long[] offsets, HostMemory arena) {
-        List<TensorDestination> out = new ArrayList<>(specs.size());
-        for (int i = 0; i < specs.size(); i++) {
-            out.add(new TensorDestination(specs.get(i), arena.slice(offsets[i], specs.get(i).byteSize())));
-        }
-        return out;
-    }
-
     @Override
     public Integer call() throws IOException {
         PrintWriter out = spec.commandLine().getOut();
@@ -232,10 +209,9 @@ final class LoadCommand implements Callable<Integer> {
     }
 
     private LoadReport copy(WeightLoader loader, List<TensorSpec> specs, PrintWriter err) {
-        long[] offsets = layout(specs);
         boolean showProgress = progress != null ? progress : System.console() != null;
-        try (HostMemory arena = HostMemory.allocate(offsets[specs.size()])) {
-            LoadRequest request = LoadRequest.of(destinations(specs, offsets, arena));
+        try (TensorArena arena = TensorArena.allocate(loader.settings().device(), specs)) {
+            LoadRequest request = LoadRequest.of(arena.destinations());
             if (!showProgress) {
                 return loader.load(request);
             }

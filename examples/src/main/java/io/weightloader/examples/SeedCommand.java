@@ -2,7 +2,7 @@ package io.weightloader.examples;
 
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
-import io.weightloader.api.HostMemory;
+import io.weightloader.api.TensorArena;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.TensorDestination;
@@ -73,6 +73,13 @@ final class SeedCommand implements Callable<Integer> {
             description = "libtransfer_engine.so (weight-loader.backends.transfer_engine.mooncake.library).")
     String mooncakeLibrary;
 
+    @Option(names = "--device", paramLabel = "DEVICE", description = "Where the seed holds its weights: cpu | cuda:N "
+            + "(weight-loader.device).")
+    String device;
+
+    @Option(names = "--serve-nccl", description = "Also serve nccl clients (weight-loader.seed.serve-nccl; GPU memory).")
+    Boolean serveNccl;
+
     @Option(names = "--tp-rank", paramLabel = "N", description = "weight-loader.rank.tp.")
     Integer tpRank;
 
@@ -97,6 +104,8 @@ final class SeedCommand implements Callable<Integer> {
         put(m, te + "hostname", hostname);
         put(m, te + "builtin.port", enginePort);
         put(m, te + "mooncake.library", mooncakeLibrary);
+        put(m, root + "device", device);
+        put(m, root + "seed.serve-nccl", serveNccl);
         put(m, root + "rank.tp", tpRank);
         put(m, root + "rank.pp", ppRank);
         return LoadCommand.layered(spec, ConfigFactory.parseMap(m, "command-line flags"), configFile);
@@ -113,16 +122,14 @@ final class SeedCommand implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         Config config = config();
         WeightLoaderSettings settings = WeightLoaderSettings.from(config);
-        HostMemory arena;
+        TensorArena arena;
         List<HeldTensor> held = new ArrayList<>();
         LoadReport report;
         try (WeightLoader loader = WeightLoader.open(config)) {
             List<TensorSpec> specs = loader.available();
-            long[] offsets = LoadCommand.layout(specs);
-            arena = HostMemory.allocate(Math.max(1, offsets[specs.size()]));
-            List<TensorDestination> dests = LoadCommand.destinations(specs, offsets, arena);
-            report = loader.load(LoadRequest.of(dests));
-            for (TensorDestination d : dests) {
+            arena = TensorArena.allocate(settings.device(), specs);
+            report = loader.load(LoadRequest.of(arena.destinations()));
+            for (TensorDestination d : arena.destinations()) {
                 held.add(new HeldTensor(d.spec(), d.region()));
             }
         }
