@@ -250,11 +250,8 @@ public final class SeedService implements AutoCloseable {
             }
             switch (path) {
                 case "/v1/manifest", "/v1/session" -> {
-                    RankKey rank;
-                    try {
-                        rank = new RankKey(intParam(q, "tp", -1), intParam(q, "pp", 0));
-                    } catch (IllegalArgumentException e) {
-                        reply(ex, 400, Map.of("error", e.getMessage()));
+                    RankKey rank = rank(ex, q, "tp");
+                    if (rank == null) {
                         return;
                     }
                     Published p = ranks.get(rank);
@@ -278,11 +275,8 @@ public final class SeedService implements AutoCloseable {
     }
 
     private void handlePost(HttpExchange ex, String path, Map<String, String> q) throws IOException {
-        RankKey rank;
-        try {
-            rank = new RankKey(intParam(q, "tp", -1), intParam(q, "pp", 0));
-        } catch (IllegalArgumentException e) {
-            reply(ex, 400, Map.of("error", e.getMessage()));
+        RankKey rank = rank(ex, q, "tp");
+        if (rank == null) {
             return;
         }
         Published p = ranks.get(rank);
@@ -308,11 +302,8 @@ public final class SeedService implements AutoCloseable {
     }
 
     private void sglangInfo(HttpExchange ex, Map<String, String> q) throws IOException {
-        RankKey rank;
-        try {
-            rank = new RankKey(intParam(q, "rank", -1), intParam(q, "pp", 0));
-        } catch (IllegalArgumentException e) {
-            reply(ex, 400, Map.of("error", e.getMessage()));
+        RankKey rank = rank(ex, q, "rank");
+        if (rank == null) {
             return;
         }
         Published p = ranks.get(rank);
@@ -359,6 +350,16 @@ public final class SeedService implements AutoCloseable {
             }
         }
         return out;
+    }
+
+    /** The rank named by the query ({@code tpParam}, plus optional {@code pp}); null after answering 400. */
+    private static RankKey rank(HttpExchange ex, Map<String, String> q, String tpParam) throws IOException {
+        try {
+            return new RankKey(intParam(q, tpParam, -1), intParam(q, "pp", 0));
+        } catch (IllegalArgumentException e) {
+            reply(ex, 400, Map.of("error", e.getMessage()));
+            return null;
+        }
     }
 
     private static int intParam(Map<String, String> q, String name, int dflt) {

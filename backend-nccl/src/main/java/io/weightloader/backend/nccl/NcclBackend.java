@@ -2,7 +2,6 @@ package io.weightloader.backend.nccl;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import io.weightloader.api.Checksums;
 import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
@@ -13,6 +12,7 @@ import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.seed.Manifest;
+import io.weightloader.api.seed.RemoteLoads;
 import io.weightloader.api.seed.SeedClient;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import java.io.IOException;
@@ -136,7 +136,6 @@ final class NcclBackend implements WeightLoaderBackend {
             byName.put(d.spec().name(), d);
         }
         List<String> names = request.tensors().stream().map(d -> d.spec().name()).toList();
-        List<TensorReport> reports = new ArrayList<>();
         Map<String, Double> phases = new java.util.LinkedHashMap<>();
         phases.put("manifest", (System.nanoTime() - t0) / 1e9);
         if (!names.isEmpty()) {
@@ -158,23 +157,7 @@ final class NcclBackend implements WeightLoaderBackend {
                 throw new WeightLoaderException("receiving from " + source() + " over nccl failed: " + e.getMessage(), e);
             }
         }
-        String after = seed.generation(rank);
-        if (!after.equals(m.generation())) {
-            throw new WeightLoaderException(source() + " changed its weights during the load (generation "
-                    + m.generation() + " -> " + after + "); nothing was loaded, load again");
-        }
-        for (TensorDestination d : request.tensors()) {
-            String sha = null;
-            if (request.checksum()) {
-                sha = Checksums.sha256(d.region(), d.spec().byteSize());
-                String theirs = m.entry(d.spec().name()).sha256();
-                if (theirs != null && !theirs.equals(sha)) {
-                    throw new WeightLoaderException("tensor '" + d.spec().name() + "' received from " + source()
-                            + " has SHA-256 " + sha + " but the seed published " + theirs);
-                }
-            }
-            reports.add(TensorReport.of(d.spec(), sha));
-        }
+        List<TensorReport> reports = RemoteLoads.verify(seed, rank, m, request, source());
         request.progress().onProgress(request.totalBytes(), request.totalBytes(), names.size(), names.size());
         return new LoadReport(name(), engine(), source(), device == null ? "cuda" : device.toString(), reports,
                 request.totalBytes(), (System.nanoTime() - t0) / 1e9, null, phases);

@@ -1,6 +1,5 @@
 package io.weightloader.backend.te;
 
-import io.weightloader.api.Checksums;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.MemoryRegion;
@@ -11,6 +10,7 @@ import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.seed.Manifest;
+import io.weightloader.api.seed.RemoteLoads;
 import io.weightloader.api.seed.SeedClient;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import io.weightloader.backend.te.engine.OneSidedEngine;
@@ -266,25 +266,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         }
         request.progress().onProgress(done, total, tensorsDone, tensorsTotal);
         double transferSeconds = (System.nanoTime() - tTransfer) / 1e9;
-        // the seed's weights must not have changed under us
-        String after = seed.generation(rank);
-        if (!after.equals(m.generation())) {
-            throw new WeightLoaderException(source() + " changed its weights during the load (generation "
-                    + m.generation() + " -> " + after + "); nothing was loaded, load again");
-        }
-        List<TensorReport> reports = new ArrayList<>();
-        for (TensorDestination d : request.tensors()) {
-            String sha = null;
-            if (request.checksum()) {
-                sha = Checksums.sha256(d.region(), d.spec().byteSize());
-                String theirs = m.entry(d.spec().name()).sha256();
-                if (theirs != null && !theirs.equals(sha)) {
-                    throw new WeightLoaderException("tensor '" + d.spec().name() + "' read from " + source()
-                            + " has SHA-256 " + sha + " but the seed published " + theirs);
-                }
-            }
-            reports.add(TensorReport.of(d.spec(), sha));
-        }
+        // the seed's weights must not have changed under us; checksums against the seed's
+        List<TensorReport> reports = RemoteLoads.verify(seed, rank, m, request, source());
         double secs = (System.nanoTime() - t0) / 1e9;
         String device = request.tensors().isEmpty() ? "cpu" : request.tensors().get(0).region().device().toString();
         return new LoadReport(name(), engine.name(), source(), device, reports, total, secs, null,

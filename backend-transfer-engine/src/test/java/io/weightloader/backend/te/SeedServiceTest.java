@@ -1,6 +1,5 @@
 package io.weightloader.backend.te;
 
-import io.weightloader.api.testing.SeedProcess;
 import io.weightloader.api.testing.TestWeights;
 
 import static org.assertj.core.api.Assertions.assertThat;
