@@ -17,6 +17,19 @@ import org.junit.jupiter.params.provider.ValueSource;
 
 /** The reference fixtures loaded into GPU memory (pinned staging, async copies) keep their checksums. */
 class GpuLocalLoadTest {
+    @org.junit.jupiter.api.Test
+    void withoutAGpuAGpuDestinationFailsNamingWhatIsMissing() {
+        if (io.weightloader.api.cuda.Cuda.available()) {
+            System.err.println("SKIPPED withoutAGpuAGpuDestinationFailsNamingWhatIsMissing: this machine has CUDA");
+            org.junit.jupiter.api.Assumptions.abort("this machine has CUDA");
+        }
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> TensorArena.allocate(Device.cuda(0),
+                        java.util.List.of(io.weightloader.api.TensorSpec.of("w", io.weightloader.api.DType.BF16, 4))))
+                .isInstanceOf(io.weightloader.api.WeightLoaderException.class)
+                .hasMessageContaining("libcuda.so.1").hasMessageContaining("libcudart.so.13")
+                .hasMessageContaining("weight-loader.device = cpu");
+    }
+
     @ParameterizedTest
     @ValueSource(strings = {"all_dtypes.safetensors", "sharded"})
     void fixturesLoadIntoGpuMemoryWithTheReferenceChecksums(String name) throws Exception {
