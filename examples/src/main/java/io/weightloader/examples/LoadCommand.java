@@ -1,8 +1,6 @@
 package io.weightloader.examples;
 
 import com.typesafe.config.Config;
-import com.typesafe.config.ConfigFactory;
-import com.typesafe.config.ConfigParseOptions;
 import io.weightloader.api.TensorArena;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
@@ -14,7 +12,6 @@ import io.weightloader.api.WeightLoader;
 import io.weightloader.api.spi.ZeroCopyLoader;
 import java.io.IOException;
 import java.io.PrintWriter;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -22,9 +19,9 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
-import picocli.CommandLine.ParameterException;
 import picocli.CommandLine.Spec;
 
 /**
@@ -43,16 +40,12 @@ final class LoadCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Option(names = "--config", paramLabel = "FILE", description = "HOCON file of weight-loader settings.")
-    Path configFile;
+    @Mixin
+    SharedOptions shared;
 
     @Option(names = "--load-format", paramLabel = "FORMAT",
             description = "auto | safetensors | remote_instance (weight-loader.load-format).")
     String loadFormat;
-
-    @Option(names = "--model-path", paramLabel = "PATH",
-            description = "Checkpoint file or directory (weight-loader.model-path).")
-    String modelPath;
 
     @Option(names = "--remote-instance-weight-loader-seed-instance-ip", paramLabel = "HOST",
             description = "The seed's address (weight-loader.remote-instance.seed-instance-ip).")
@@ -83,26 +76,6 @@ final class LoadCommand implements Callable<Integer> {
     @Option(names = "--backend", paramLabel = "NAME", description = "Backend by provider name (weight-loader.backend).")
     String backend;
 
-    @Option(names = "--device", paramLabel = "DEVICE", description = "cpu | cuda:N (weight-loader.device).")
-    String device;
-
-    @Option(names = "--tp-rank", paramLabel = "N", description = "weight-loader.rank.tp.")
-    Integer tpRank;
-
-    @Option(names = "--pp-rank", paramLabel = "N", description = "weight-loader.rank.pp.")
-    Integer ppRank;
-
-    @Option(names = "--token", paramLabel = "TOKEN", description = "weight-loader.remote-instance.token.")
-    String token;
-
-    @Option(names = "--engine", paramLabel = "NAME", description = "transfer_engine's engine: builtin | mooncake "
-            + "(weight-loader.backends.transfer_engine.engine).")
-    String engine;
-
-    @Option(names = "--mooncake-library", paramLabel = "PATH",
-            description = "libtransfer_engine.so (weight-loader.backends.transfer_engine.mooncake.library).")
-    String mooncakeLibrary;
-
     @Option(names = "--bandwidth-limit", paramLabel = "SIZE", description = "Cap on the remote read rate per "
             + "second, e.g. 2GiB (weight-loader.backends.transfer_engine.bandwidth-limit).")
     String bandwidthLimit;
@@ -124,56 +97,36 @@ final class LoadCommand implements Callable<Integer> {
             + "(default: on when the console is interactive).")
     Boolean progress;
 
-    /** The flags as config keys: only those given, so that everything else comes from the lower layers. */
-    Config flagsConfig() {
+    /** This command's own flags that were given, as config keys (the shared ones come from {@link SharedOptions}). */
+    Map<String, Object> flags() {
         Map<String, Object> m = new LinkedHashMap<>();
         String root = "weight-loader.";
         String ri = root + "remote-instance.";
-        put(m, root + "load-format", loadFormat);
-        put(m, root + "model-path", modelPath);
-        put(m, ri + "seed-instance-ip", seedIp);
-        put(m, ri + "seed-instance-service-port", seedPort);
-        put(m, ri + "send-weights-group-ports", groupPorts);
-        put(m, ri + "backend", remoteBackend);
-        put(m, ri + "start-seed-via-transfer-engine", startSeedViaTransferEngine);
-        put(m, ri + "token", token);
-        put(m, root + "enable-memory-saver", enableMemorySaver);
-        put(m, root + "backend", backend);
-        put(m, root + "device", device);
-        put(m, root + "rank.tp", tpRank);
-        put(m, root + "rank.pp", ppRank);
-        put(m, root + "fallback", fallback);
-        put(m, root + "checksum", checksum);
-        put(m, root + "backends.transfer_engine.engine", engine);
-        put(m, root + "backends.transfer_engine.mooncake.library", mooncakeLibrary);
-        put(m, root + "backends.transfer_engine.bandwidth-limit", bandwidthLimit);
+        SharedOptions.put(m, root + "load-format", loadFormat);
+        SharedOptions.put(m, ri + "seed-instance-ip", seedIp);
+        SharedOptions.put(m, ri + "seed-instance-service-port", seedPort);
+        SharedOptions.put(m, ri + "send-weights-group-ports", groupPorts);
+        SharedOptions.put(m, ri + "backend", remoteBackend);
+        SharedOptions.put(m, ri + "start-seed-via-transfer-engine", startSeedViaTransferEngine);
+        SharedOptions.put(m, root + "enable-memory-saver", enableMemorySaver);
+        SharedOptions.put(m, root + "backend", backend);
+        SharedOptions.put(m, root + "fallback", fallback);
+        SharedOptions.put(m, root + "checksum", checksum);
+        SharedOptions.put(m, root + "backends.transfer_engine.bandwidth-limit", bandwidthLimit);
         if (zeroCopy) {
-            put(m, root + "backends.local.zero-copy", true);
+            m.put(root + "backends.local.zero-copy", true);
         }
-        return ConfigFactory.parseMap(m, "command-line flags");
+        return m;
     }
 
-    private static void put(Map<String, Object> m, String key, Object value) {
-        if (value != null) {
-            m.put(key, value);
-        }
+    /** Every flag given (this command's and the shared ones), and nothing else. */
+    Config flagsConfig() {
+        return shared.flagsConfig(flags());
     }
 
     /** flags over {@code --config FILE} over application.conf / system properties / reference.conf. */
     Config config() {
-        return layered(spec, flagsConfig(), configFile);
-    }
-
-    /** {@code flags} over the HOCON file (when given) over {@link ConfigFactory#load()}. */
-    static Config layered(CommandSpec spec, Config flags, Path configFile) {
-        Config file = ConfigFactory.empty();
-        if (configFile != null) {
-            if (!Files.isRegularFile(configFile)) {
-                throw new ParameterException(spec.commandLine(), "--config: no such file: " + configFile);
-            }
-            file = ConfigFactory.parseFile(configFile.toFile(), ConfigParseOptions.defaults().setAllowMissing(false));
-        }
-        return flags.withFallback(file).withFallback(ConfigFactory.load()).resolve();
+        return shared.layered(spec, flags());
     }
 
     @Override

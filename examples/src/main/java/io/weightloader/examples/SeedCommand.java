@@ -1,7 +1,6 @@
 package io.weightloader.examples;
 
 import com.typesafe.config.Config;
-import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.TensorArena;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
@@ -23,6 +22,7 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
@@ -37,11 +37,8 @@ final class SeedCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Option(names = "--config", paramLabel = "FILE", description = "HOCON file of weight-loader settings.")
-    Path configFile;
-
-    @Option(names = "--model-path", paramLabel = "PATH", description = "Checkpoint to serve (weight-loader.model-path).")
-    String modelPath;
+    @Mixin
+    SharedOptions shared;
 
     @Option(names = "--bind", paramLabel = "ADDR", description = "Control-plane address (weight-loader.seed.bind-address).")
     String bind;
@@ -49,13 +46,6 @@ final class SeedCommand implements Callable<Integer> {
     @Option(names = "--port", paramLabel = "PORT", description = "Control-plane port, 0 = any "
             + "(weight-loader.seed.service-port).")
     Integer port;
-
-    @Option(names = "--token", paramLabel = "TOKEN", description = "weight-loader.remote-instance.token.")
-    String token;
-
-    @Option(names = "--engine", paramLabel = "NAME", description = "builtin | mooncake "
-            + "(weight-loader.backends.transfer_engine.engine).")
-    String engine;
 
     @Option(names = "--protocol", paramLabel = "PROTO", description = "Mooncake transport: tcp | rdma | nvlink_intra "
             + "(weight-loader.backends.transfer_engine.protocol).")
@@ -69,22 +59,8 @@ final class SeedCommand implements Callable<Integer> {
             + "(weight-loader.backends.transfer_engine.builtin.port).")
     Integer enginePort;
 
-    @Option(names = "--mooncake-library", paramLabel = "PATH",
-            description = "libtransfer_engine.so (weight-loader.backends.transfer_engine.mooncake.library).")
-    String mooncakeLibrary;
-
-    @Option(names = "--device", paramLabel = "DEVICE", description = "Where the seed holds its weights: cpu | cuda:N "
-            + "(weight-loader.device).")
-    String device;
-
     @Option(names = "--serve-nccl", description = "Also serve nccl clients (weight-loader.seed.serve-nccl; GPU memory).")
     Boolean serveNccl;
-
-    @Option(names = "--tp-rank", paramLabel = "N", description = "weight-loader.rank.tp.")
-    Integer tpRank;
-
-    @Option(names = "--pp-rank", paramLabel = "N", description = "weight-loader.rank.pp.")
-    Integer ppRank;
 
     @Option(names = "--ready-file", paramLabel = "FILE",
             description = "Write the control-plane port to FILE once serving (for scripts).")
@@ -95,26 +71,13 @@ final class SeedCommand implements Callable<Integer> {
         String root = "weight-loader.";
         String te = root + "backends.transfer_engine.";
         m.put(root + "remote-instance.start-seed-via-transfer-engine", true);
-        put(m, root + "model-path", modelPath);
-        put(m, root + "seed.bind-address", bind);
-        put(m, root + "seed.service-port", port);
-        put(m, root + "remote-instance.token", token);
-        put(m, te + "engine", engine);
-        put(m, te + "protocol", protocol);
-        put(m, te + "hostname", hostname);
-        put(m, te + "builtin.port", enginePort);
-        put(m, te + "mooncake.library", mooncakeLibrary);
-        put(m, root + "device", device);
-        put(m, root + "seed.serve-nccl", serveNccl);
-        put(m, root + "rank.tp", tpRank);
-        put(m, root + "rank.pp", ppRank);
-        return LoadCommand.layered(spec, ConfigFactory.parseMap(m, "command-line flags"), configFile);
-    }
-
-    private static void put(Map<String, Object> m, String key, Object value) {
-        if (value != null) {
-            m.put(key, value);
-        }
+        SharedOptions.put(m, root + "seed.bind-address", bind);
+        SharedOptions.put(m, root + "seed.service-port", port);
+        SharedOptions.put(m, root + "seed.serve-nccl", serveNccl);
+        SharedOptions.put(m, te + "protocol", protocol);
+        SharedOptions.put(m, te + "hostname", hostname);
+        SharedOptions.put(m, te + "builtin.port", enginePort);
+        return shared.layered(spec, m);
     }
 
     @Override

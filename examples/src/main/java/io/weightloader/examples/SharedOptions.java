@@ -1,0 +1,84 @@
+package io.weightloader.examples;
+
+import com.typesafe.config.Config;
+import com.typesafe.config.ConfigFactory;
+import com.typesafe.config.ConfigParseOptions;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.ParameterException;
+
+/**
+ * Options that {@code load} and {@code seed} share, each mapped to one {@code weight-loader.*} key, and the
+ * layering of settings: flags over {@code --config FILE} over application.conf, system properties and every
+ * module's reference.conf.
+ */
+final class SharedOptions {
+    @Option(names = "--config", paramLabel = "FILE", description = "HOCON file of weight-loader settings.")
+    Path configFile;
+
+    @Option(names = "--model-path", paramLabel = "PATH",
+            description = "Checkpoint file or directory (weight-loader.model-path).")
+    String modelPath;
+
+    @Option(names = "--device", paramLabel = "DEVICE", description = "cpu | cuda:N (weight-loader.device).")
+    String device;
+
+    @Option(names = "--tp-rank", paramLabel = "N", description = "weight-loader.rank.tp.")
+    Integer tpRank;
+
+    @Option(names = "--pp-rank", paramLabel = "N", description = "weight-loader.rank.pp.")
+    Integer ppRank;
+
+    @Option(names = "--token", paramLabel = "TOKEN", description = "weight-loader.remote-instance.token.")
+    String token;
+
+    @Option(names = "--engine", paramLabel = "NAME", description = "transfer_engine's engine: builtin | mooncake "
+            + "(weight-loader.backends.transfer_engine.engine).")
+    String engine;
+
+    @Option(names = "--mooncake-library", paramLabel = "PATH",
+            description = "libtransfer_engine.so (weight-loader.backends.transfer_engine.mooncake.library).")
+    String mooncakeLibrary;
+
+    /** The shared flags that were given, as config keys. */
+    Map<String, Object> flags() {
+        Map<String, Object> m = new LinkedHashMap<>();
+        put(m, "weight-loader.model-path", modelPath);
+        put(m, "weight-loader.device", device);
+        put(m, "weight-loader.rank.tp", tpRank);
+        put(m, "weight-loader.rank.pp", ppRank);
+        put(m, "weight-loader.remote-instance.token", token);
+        put(m, "weight-loader.backends.transfer_engine.engine", engine);
+        put(m, "weight-loader.backends.transfer_engine.mooncake.library", mooncakeLibrary);
+        return m;
+    }
+
+    static void put(Map<String, Object> m, String key, Object value) {
+        if (value != null) {
+            m.put(key, value);
+        }
+    }
+
+    /** The command's own flags and the shared ones that were given, as one config (nothing else). */
+    Config flagsConfig(Map<String, Object> commandFlags) {
+        Map<String, Object> all = new LinkedHashMap<>(flags());
+        all.putAll(commandFlags);
+        return ConfigFactory.parseMap(all, "command-line flags");
+    }
+
+    /** The command's own flags and the shared ones over the file over {@link ConfigFactory#load()}. */
+    Config layered(CommandSpec spec, Map<String, Object> commandFlags) {
+        Config file = ConfigFactory.empty();
+        if (configFile != null) {
+            if (!Files.isRegularFile(configFile)) {
+                throw new ParameterException(spec.commandLine(), "--config: no such file: " + configFile);
+            }
+            file = ConfigFactory.parseFile(configFile.toFile(), ConfigParseOptions.defaults().setAllowMissing(false));
+        }
+        return flagsConfig(commandFlags).withFallback(file).withFallback(ConfigFactory.load()).resolve();
+    }
+}
