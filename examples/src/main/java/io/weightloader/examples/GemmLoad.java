@@ -51,18 +51,25 @@ final class GemmLoad implements AutoCloseable {
                 CUstream_st stream = new CUstream_st();
                 Cuda.check(cudart.cudaStreamCreateWithFlags(stream, cudart.cudaStreamNonBlocking), "cudaStreamCreate");
                 check(cublas.cublasSetStream_v2(h, stream), "cublasSetStream");
-                CUevent_st ev = new CUevent_st();
-                Cuda.check(cudart.cudaEventCreate(ev), "cudaEventCreate");
+                // two GEMMs in flight: the next is queued before waiting for the previous, as a serving loop keeps
+                // its GPU fed, so host-side jitter (GC, the control plane) does not leave the GPU idle
+                CUevent_st[] ev = {new CUevent_st(), new CUevent_st()};
+                for (CUevent_st e : ev) {
+                    Cuda.check(cudart.cudaEventCreateWithFlags(e, cudart.cudaEventDisableTiming), "cudaEventCreate");
+                }
+                Runnable launch = () -> check(cublas.cublasGemmEx(h, cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_N, n, n, n,
+                        alpha, Cuda.pointer(a.address()), cudart.CUDA_R_16BF, n, Cuda.pointer(b.address()),
+                        cudart.CUDA_R_16BF, n, beta, Cuda.pointer(c.address()), cudart.CUDA_R_16BF, n,
+                        cublas.CUBLAS_COMPUTE_32F, cublas.CUBLAS_GEMM_DEFAULT), "cublasGemmEx");
                 double flopsPerGemm = 2.0 * n * n * n;
                 long count = 0;
                 long t0 = System.nanoTime();
-                while (!stop) {
-                    check(cublas.cublasGemmEx(h, cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_N, n, n, n, alpha,
-                            Cuda.pointer(a.address()), cudart.CUDA_R_16BF, n, Cuda.pointer(b.address()),
-                            cudart.CUDA_R_16BF, n, beta, Cuda.pointer(c.address()), cudart.CUDA_R_16BF, n,
-                            cublas.CUBLAS_COMPUTE_32F, cublas.CUBLAS_GEMM_DEFAULT), "cublasGemmEx");
-                    Cuda.check(cudart.cudaEventRecord(ev, stream), "cudaEventRecord");
-                    Cuda.check(cudart.cudaEventSynchronize(ev), "cudaEventSynchronize");
+                launch.run();
+                Cuda.check(cudart.cudaEventRecord(ev[0], stream), "cudaEventRecord");
+                for (long i = 0; !stop; i++) {
+                    launch.run();
+                    Cuda.check(cudart.cudaEventRecord(ev[(int) ((i + 1) & 1)], stream), "cudaEventRecord");
+                    Cuda.check(cudart.cudaEventSynchronize(ev[(int) (i & 1)]), "cudaEventSynchronize");
                     count++;
                     long now = System.nanoTime();
                     // every completion, on the machine's monotonic clock (shared by processes on one host), so a
@@ -76,9 +83,12 @@ final class GemmLoad implements AutoCloseable {
                         t0 = now;
                     }
                 }
+                Cuda.check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+                for (CUevent_st e : ev) {
+                    cudart.cudaEventDestroy(e);
+                }
                 cublas.cublasDestroy_v2(h);
                 cudart.cudaStreamDestroy(stream);
-                cudart.cudaEventDestroy(ev);
             }
         } catch (Throwable t) {
             failure = t;
