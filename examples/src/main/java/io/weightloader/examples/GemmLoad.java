@@ -22,6 +22,7 @@ final class GemmLoad implements AutoCloseable {
     private final PrintStream out;
     private final Thread thread;
     private volatile boolean stop;
+    private volatile boolean paused;
     private volatile Throwable failure;
 
     GemmLoad(Device device, int n, PrintStream out) {
@@ -67,6 +68,14 @@ final class GemmLoad implements AutoCloseable {
                 launch.run();
                 Cuda.check(cudart.cudaEventRecord(ev[0], stream), "cudaEventRecord");
                 for (long i = 0; !stop; i++) {
+                    if (paused) {
+                        Cuda.check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+                        while (paused && !stop) {
+                            Thread.sleep(5);
+                        }
+                        count = 0;
+                        t0 = System.nanoTime();
+                    }
                     launch.run();
                     Cuda.check(cudart.cudaEventRecord(ev[(int) ((i + 1) & 1)], stream), "cudaEventRecord");
                     Cuda.check(cudart.cudaEventSynchronize(ev[(int) (i & 1)]), "cudaEventSynchronize");
@@ -101,6 +110,15 @@ final class GemmLoad implements AutoCloseable {
         if (rc != cublas.CUBLAS_STATUS_SUCCESS) {
             throw new IllegalStateException(op + " failed with cuBLAS status " + rc);
         }
+    }
+
+    /** Stops issuing GEMMs (after the ones in flight) until {@link #resume()}. */
+    void pause() {
+        paused = true;
+    }
+
+    void resume() {
+        paused = false;
     }
 
     Throwable failure() {

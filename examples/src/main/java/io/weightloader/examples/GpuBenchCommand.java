@@ -119,8 +119,14 @@ final class GpuBenchCommand implements Callable<Integer> {
                  GemmLoad load = new GemmLoad(dev, gemm, System.out).start()) {
                 System.out.println("READY " + svc.port());
                 System.out.flush();
-                while (System.in.read() >= 0) {
-                    // serve until the driver closes our stdin
+                // serve until the driver closes our stdin; it may pause and resume the GEMM load
+                BufferedReader commands = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+                for (String line; (line = commands.readLine()) != null; ) {
+                    if (line.equals("pause")) {
+                        load.pause();
+                    } else if (line.equals("resume")) {
+                        load.resume();
+                    }
                 }
             }
         }
@@ -172,6 +178,24 @@ final class GpuBenchCommand implements Callable<Integer> {
         Map<String, Object> results = new LinkedHashMap<>();
         try {
             int port = awaitReady(seed, samples);
+            PrintWriter toSeed = new PrintWriter(seed.getOutputStream(), true, StandardCharsets.UTF_8);
+            // 1. the seed otherwise idle: transfer speeds alone, comparable with the baselines (run without a load)
+            toSeed.println("pause");
+            Thread.sleep(500);
+            Map<String, Object> quiet = new LinkedHashMap<>();
+            quiet.put("nccl", run(out, "quiet seed: nccl (send-recv)", port, samples, Double.NaN,
+                    "weight-loader.remote-instance.backend = nccl\n"));
+            quiet.put("nccl_broadcast", run(out, "quiet seed: nccl (broadcast)", port, samples, Double.NaN,
+                    "weight-loader.remote-instance.backend = nccl\nweight-loader.backends.nccl.primitive = broadcast\n"));
+            if (mooncakeLibrary != null) {
+                quiet.put("transfer_engine", run(out, "quiet seed: transfer_engine", port, samples, Double.NaN,
+                        "weight-loader.remote-instance.backend = transfer_engine\n"
+                        + "weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra, "
+                        + "mooncake.library = \"" + mooncakeLibrary + "\" }\n"));
+            }
+            results.put("quietSeed", quiet);
+            // 2. the seed under its GEMM load
+            toSeed.println("resume");
             Thread.sleep(1500); // GEMM warm-up
             long idleFrom = System.currentTimeMillis();
             long idleFromNanos = System.nanoTime();
@@ -305,8 +329,9 @@ final class GpuBenchCommand implements Callable<Integer> {
             for (long[] w : windows) {
                 transferGemms += completionsIn(w[0], w[1]);
             }
-            double during = mean(samples, from, to);
-            double duringTransfer = transferGemms / (transferNanos / 1e9) / idleRate;
+            boolean gemm = !Double.isNaN(idle);
+            double during = gemm ? mean(samples, from, to) : Double.NaN;
+            double duringTransfer = gemm ? transferGemms / (transferNanos / 1e9) / idleRate : Double.NaN;
             double[] secs = reports.stream().mapToDouble(LoadReport::seconds).sorted().toArray();
             double median = secs[secs.length / 2];
             long bytes = first.totalBytes();
@@ -328,6 +353,14 @@ final class GpuBenchCommand implements Callable<Integer> {
             r.put("gemmFractionOfIdleDuringTransfers", duringTransfer);
             r.put("transferWindowSeconds", transferNanos / 1e9);
             r.put("verified", verified);
+            if (!gemm) {
+                out.printf("%-40s %s: %d loads of %.2f GB; first %.3f s; median %.3f s = %.1f GB/s (transfer phase %.3f s = "
+                                + "%.1f GB/s); %s%n", label, first.engine(), reports.size(), bytes / 1e9, first.seconds(), median,
+                        bytes / median / 1e9, transfer[transfer.length / 2], bytes / transfer[transfer.length / 2] / 1e9,
+                        verified);
+                out.flush();
+                return r;
+            }
             out.printf("%-40s %s: %d loads of %.2f GB; first %.3f s; median %.3f s = %.1f GB/s (transfer phase %.3f s = "
                             + "%.1f GB/s); seed GEMM over the window %.2f%% of idle, during transfers %.2f%% of idle "
                             + "(%.3f s of transfers); %s%n", label, first.engine(),
