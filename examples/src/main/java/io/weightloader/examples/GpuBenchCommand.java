@@ -304,6 +304,10 @@ final class GpuBenchCommand implements Callable<Integer> {
              TensorArena arena = TensorArena.allocate(Device.cuda(1), loader.available())) {
             LoadRequest request = LoadRequest.of(arena.destinations());
             LoadReport first = loader.load(request);
+            boolean gemm = !Double.isNaN(idle);
+            // the seed's idle throughput right before (and, below, right after) this backend's loads: the GPU's
+            // clocks drift as it warms, so each backend is compared with its own neighbouring idle windows
+            double[] idleBefore = gemm ? idleWindow(samples) : null;
             List<LoadReport> reports = new ArrayList<>();
             long from = System.currentTimeMillis();
             long transferNanos = 0;
@@ -329,7 +333,12 @@ final class GpuBenchCommand implements Callable<Integer> {
             for (long[] w : windows) {
                 transferGemms += completionsIn(w[0], w[1]);
             }
-            boolean gemm = !Double.isNaN(idle);
+            double[] idleAfter = gemm ? idleWindow(samples) : null;
+            if (gemm) {
+                idle = (idleBefore[0] + idleAfter[0]) / 2;
+                idleRate = (idleBefore[1] + idleAfter[1]) / 2;
+                r.put("gemmIdleBeforeAfterTflops", List.of(idleBefore[0], idleAfter[0]));
+            }
             double during = gemm ? mean(samples, from, to) : Double.NaN;
             double duringTransfer = gemm ? transferGemms / (transferNanos / 1e9) / idleRate : Double.NaN;
             double[] secs = reports.stream().mapToDouble(LoadReport::seconds).sorted().toArray();
@@ -348,6 +357,7 @@ final class GpuBenchCommand implements Callable<Integer> {
             r.put("medianTransferSeconds", transfer[transfer.length / 2]);
             r.put("transferBytesPerSecond", bytes / transfer[transfer.length / 2]);
             r.put("phasesOfLastLoad", reports.get(reports.size() - 1).phases());
+            r.put("gemmIdleTflops", idle);
             r.put("gemmDuringTflops", during);
             r.put("gemmFractionOfIdle", during / idle);
             r.put("gemmFractionOfIdleDuringTransfers", duringTransfer);
@@ -370,6 +380,18 @@ final class GpuBenchCommand implements Callable<Integer> {
             out.flush();
         }
         return r;
+    }
+
+    /** Two seconds of the seed's GEMMs with nothing else going on: {TFLOP/s, GEMMs per second}. */
+    private double[] idleWindow(List<Sample> samples) throws InterruptedException {
+        long fromMillis = System.currentTimeMillis();
+        long fromNanos = System.nanoTime();
+        Thread.sleep(2100);
+        Thread.sleep(100); // let the last completions arrive
+        long toNanos = System.nanoTime() - 100_000_000L;
+        double tflops = mean(samples, fromMillis, System.currentTimeMillis() - 100);
+        double rate = completionsIn(fromNanos, toNanos) / ((toNanos - fromNanos) / 1e9);
+        return new double[] {tflops, rate};
     }
 
     /** SHA-256 of three tensors (first, largest, last) against the bytes the seed's generator makes. */
