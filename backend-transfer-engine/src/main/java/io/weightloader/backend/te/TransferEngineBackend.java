@@ -258,6 +258,10 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                 }
                 request.progress().onProgress(done, total, tensorsDone, tensorsTotal);
             }
+            if (cap > 0) {
+                // the last batch went at full speed: wait so that the whole load averages no more than the cap
+                throttle(tStart, submitted, cap, deadline);
+            }
         } catch (RuntimeException e) {
             dropPeer(m.session());
             throw e;

@@ -99,6 +99,22 @@ class SeedServiceTest {
     }
 
     @Test
+    void theBandwidthCapBoundsTheAverageRate() {
+        List<TensorSpec> specs = TestWeights.specs(4, 8 << 20); // 32 MiB
+        try (HostMemory m = TestWeights.arena(specs);
+             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
+                     Map.of(new RankKey(0, 0), TestWeights.held(m, specs, 4)));
+             WeightLoader loader = WeightLoader.open(client(svc.port(),
+                     "weight-loader.backends.transfer_engine.bandwidth-limit = 64 MiB"));
+             HostMemory dst = TestWeights.arena(specs)) {
+            LoadReport r = load(loader, specs, dst);
+            // a lower bound only: 32 MiB at 64 MiB/s cannot take less than half a second
+            assertThat(r.seconds()).isGreaterThanOrEqualTo(0.49);
+            assertThat(r.tensors().get(0).sha256()).isEqualTo(TestWeights.sha256(specs.get(0), 4));
+        }
+    }
+
+    @Test
     void tenThousandAdjacentTensorsRegisterAsOneRegion() {
         List<MemoryRegion> ranges = new ArrayList<>();
         for (int i = 0; i < 10_000; i++) {
