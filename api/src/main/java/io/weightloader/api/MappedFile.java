@@ -5,22 +5,17 @@ import io.weightloader.api.internal.LibC;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.concurrent.atomic.AtomicBoolean;
 
 /**
  * A whole file memory-mapped read-only into host memory (any size), unmapped by {@link #close()}.
  * Regions sliced from it are zero-copy views of the file's page cache.
  */
-public final class MappedFile implements MemoryRegion, AutoCloseable {
+public final class MappedFile extends OwnedRegion {
     private final Path path;
-    private final long address;
-    private final long length;
-    private final AtomicBoolean closed = new AtomicBoolean();
 
     private MappedFile(Path path, long address, long length) {
+        super(address, length, Device.CPU);
         this.path = path;
-        this.address = address;
-        this.length = length;
     }
 
     public static MappedFile map(Path path) {
@@ -56,26 +51,13 @@ public final class MappedFile implements MemoryRegion, AutoCloseable {
     }
 
     @Override
-    public long address() {
-        if (closed.get()) {
-            throw new IllegalStateException("mapping of " + path + " is closed");
-        }
-        return address;
+    protected String describe() {
+        return "mapping of " + path;
     }
 
     @Override
-    public long length() {
-        return length;
-    }
-
-    @Override
-    public Device device() {
-        return Device.CPU;
-    }
-
-    @Override
-    public void close() {
-        if (closed.compareAndSet(false, true) && length > 0) {
+    protected void free(long address, long length) {
+        if (length > 0) {
             LibC.munmap(new Pointer(address), length);
         }
     }

@@ -2,8 +2,8 @@ package io.weightloader.api.cuda;
 
 import io.weightloader.api.Device;
 import io.weightloader.api.MemoryRegion;
+import io.weightloader.api.OwnedRegion;
 import io.weightloader.api.WeightLoaderException;
-import java.util.concurrent.atomic.AtomicBoolean;
 import org.bytedeco.cuda.global.cudart;
 import org.bytedeco.javacpp.PointerPointer;
 
@@ -11,19 +11,13 @@ import org.bytedeco.javacpp.PointerPointer;
  * One {@code cudaMalloc} block per device with tensors sub-allocated inside it (256-byte aligned), so a seed
  * registers a single region with its engine. Freed by {@link #close()} (safe twice).
  */
-public final class DeviceArena implements MemoryRegion, AutoCloseable {
+public final class DeviceArena extends OwnedRegion {
     public static final long ALIGNMENT = 256;
 
-    private final Device device;
-    private final long address;
-    private final long length;
-    private final AtomicBoolean closed = new AtomicBoolean();
     private long used;
 
     private DeviceArena(Device device, long address, long length) {
-        this.device = device;
-        this.address = address;
-        this.length = length;
+        super(address, length, device);
     }
 
     public static DeviceArena allocate(Device device, long bytes) {
@@ -37,44 +31,29 @@ public final class DeviceArena implements MemoryRegion, AutoCloseable {
     /** The next {@code bytes} of the arena, aligned to {@link #ALIGNMENT}. */
     public synchronized MemoryRegion take(long bytes) {
         long start = (used + ALIGNMENT - 1) & -ALIGNMENT;
-        if (start + bytes > length) {
-            throw new WeightLoaderException("device arena on " + device + " of " + length + " bytes is full: "
+        if (start + bytes > length()) {
+            throw new WeightLoaderException("device arena on " + device() + " of " + length() + " bytes is full: "
                     + bytes + " more bytes requested at offset " + start);
         }
         used = start + bytes;
         return slice(start, bytes);
     }
 
-    @Override
-    public long address() {
-        if (closed.get()) {
-            throw new IllegalStateException("device arena on " + device + " is closed");
-        }
-        return address;
-    }
-
-    @Override
-    public long length() {
-        return length;
-    }
-
-    @Override
-    public Device device() {
-        return device;
-    }
-
     /** Fills the arena with zeros. */
     public DeviceArena zero() {
-        Cuda.use(device);
-        Cuda.check(cudart.cudaMemset(Cuda.pointer(address), 0, length), "cudaMemset on " + device);
+        Cuda.use(device());
+        Cuda.check(cudart.cudaMemset(Cuda.pointer(address()), 0, length()), "cudaMemset on " + device());
         return this;
     }
 
     @Override
-    public void close() {
-        if (closed.compareAndSet(false, true)) {
-            Cuda.use(device);
-            Cuda.check(cudart.cudaFree(Cuda.pointer(address)), "cudaFree on " + device);
-        }
+    protected String describe() {
+        return "device arena on " + device();
+    }
+
+    @Override
+    protected void free(long address, long length) {
+        Cuda.use(device());
+        Cuda.check(cudart.cudaFree(Cuda.pointer(address)), "cudaFree on " + device());
     }
 }

@@ -1,20 +1,14 @@
 package io.weightloader.api.cuda;
 
 import io.weightloader.api.Device;
-import io.weightloader.api.MemoryRegion;
-import java.util.concurrent.atomic.AtomicBoolean;
+import io.weightloader.api.OwnedRegion;
 import org.bytedeco.cuda.global.cudart;
 import org.bytedeco.javacpp.PointerPointer;
 
 /** Page-locked host memory ({@code cudaMallocHost}) for fast, asynchronous copies to and from GPUs. */
-public final class PinnedMemory implements MemoryRegion, AutoCloseable {
-    private final long address;
-    private final long length;
-    private final AtomicBoolean closed = new AtomicBoolean();
-
+public final class PinnedMemory extends OwnedRegion {
     private PinnedMemory(long address, long length) {
-        this.address = address;
-        this.length = length;
+        super(address, length, Device.CPU);
     }
 
     public static PinnedMemory allocate(long bytes) {
@@ -26,27 +20,12 @@ public final class PinnedMemory implements MemoryRegion, AutoCloseable {
     }
 
     @Override
-    public long address() {
-        if (closed.get()) {
-            throw new IllegalStateException("pinned memory is closed");
-        }
-        return address;
+    protected String describe() {
+        return "pinned memory";
     }
 
     @Override
-    public long length() {
-        return length;
-    }
-
-    @Override
-    public Device device() {
-        return Device.CPU;
-    }
-
-    @Override
-    public void close() {
-        if (closed.compareAndSet(false, true)) {
-            Cuda.check(cudart.cudaFreeHost(Cuda.pointer(address)), "cudaFreeHost");
-        }
+    protected void free(long address, long length) {
+        Cuda.check(cudart.cudaFreeHost(Cuda.pointer(address)), "cudaFreeHost");
     }
 }
