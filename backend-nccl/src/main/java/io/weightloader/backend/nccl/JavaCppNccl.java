@@ -5,15 +5,18 @@ import com.sun.jna.Platform;
 import io.weightloader.api.Device;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.cuda.Cuda;
+import io.weightloader.api.cuda.DeviceArena;
 import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.locks.LockSupport;
+import java.util.function.IntPredicate;
 import org.bytedeco.cuda.cudart.CUevent_st;
 import org.bytedeco.cuda.cudart.CUstream_st;
 import org.bytedeco.cuda.global.cudart;
 import org.bytedeco.cuda.global.nccl;
 import org.bytedeco.cuda.nccl.ncclComm;
 import org.bytedeco.cuda.nccl.ncclUniqueId;
+import org.bytedeco.javacpp.Pointer;
 
 /**
  * NCCL through JavaCPP ({@code org.bytedeco.cuda.global.nccl}). The seed (rank 0) sends each tensor to the client
@@ -102,14 +105,15 @@ final class JavaCppNccl implements NcclRuntime {
             Cuda.check(cudart.cudaEventCreateWithFlags(done, cudart.cudaEventDisableTiming), "cudaEventCreate");
             // NCCL connects its channels on first use: a one-byte exchange of the same kind does it as part of
             // forming the group, so the transfer phase measures the transfer
-            try (PinnedScratch scratch = new PinnedScratch()) {
+            try (DeviceArena scratch = DeviceArena.allocate(device, 256)) {
+                Pointer one = Cuda.pointer(scratch.address());
                 int rc;
                 if (primitive == Primitive.BROADCAST) {
-                    rc = nccl.ncclBroadcast(scratch.pointer(), scratch.pointer(), 1, nccl.ncclUint8, 0, comm, stream);
+                    rc = nccl.ncclBroadcast(one, one, 1, nccl.ncclUint8, 0, comm, stream);
                 } else {
                     check(nccl.ncclGroupStart(), "ncclGroupStart");
-                    rc = rank == 0 ? nccl.ncclSend(scratch.pointer(), 1, nccl.ncclUint8, 1, comm, stream)
-                            : nccl.ncclRecv(scratch.pointer(), 1, nccl.ncclUint8, 0, comm, stream);
+                    rc = rank == 0 ? nccl.ncclSend(one, 1, nccl.ncclUint8, 1, comm, stream)
+                            : nccl.ncclRecv(one, 1, nccl.ncclUint8, 0, comm, stream);
                     check(rc, "connect");
                     rc = nccl.ncclGroupEnd();
                 }
@@ -187,20 +191,35 @@ final class JavaCppNccl implements NcclRuntime {
     /** Waits until the stream's work so far is done, watching the communicator for errors, until the deadline. */
     private static void waitFor(CUevent_st done, CUstream_st stream, ncclComm comm, long deadline, String step) {
         Cuda.check(cudart.cudaEventRecord(done, stream), "cudaEventRecord");
-        long pause = 20_000;
-        while (true) {
+        poll(comm, deadline, step, status -> {
             int q = cudart.cudaEventQuery(done);
-            if (q == cudart.cudaSuccess) {
-                return;
-            }
-            if (q != cudart.cudaErrorNotReady) {
+            if (q != cudart.cudaSuccess && q != cudart.cudaErrorNotReady) {
                 Cuda.check(q, "waiting for NCCL step '" + step + "'");
             }
-            int[] st = new int[1];
-            check(nccl.ncclCommGetAsyncError(comm, st), "ncclCommGetAsyncError");
+            return q == cudart.cudaSuccess;
+        });
+    }
+
+    /** Polls a non-blocking communicator until its pending operation finished, or the deadline. */
+    private static void await(ncclComm comm, long deadline, String step) {
+        poll(comm, deadline, step, status -> status == nccl.ncclSuccess);
+    }
+
+    /**
+     * Polls until {@code finished} (given the communicator's asynchronous status) says so, failing on an NCCL
+     * error or when the deadline passes.
+     */
+    private static void poll(ncclComm comm, long deadline, String step, IntPredicate finished) {
+        int[] st = new int[1];
+        long pause = 20_000;
+        while (true) {
+            check(nccl.ncclCommGetAsyncError(comm, st), "ncclCommGetAsyncError during " + step);
             if (st[0] != nccl.ncclSuccess && st[0] != nccl.ncclInProgress) {
                 throw new WeightLoaderException("NCCL step '" + step + "' failed (" + st[0] + ", "
                         + nccl.ncclGetErrorString(st[0]).getString() + ")");
+            }
+            if (finished.test(st[0])) {
+                return;
             }
             if (System.nanoTime() > deadline) {
                 throw new WeightLoaderException("NCCL step '" + step + "' did not finish before its deadline; "
@@ -208,49 +227,6 @@ final class JavaCppNccl implements NcclRuntime {
             }
             LockSupport.parkNanos(pause);
             pause = Math.min(pause * 2, 1_000_000);
-        }
-    }
-
-    /** One byte of device memory for the connecting broadcast. */
-    private static final class PinnedScratch implements AutoCloseable {
-        private final long address;
-
-        PinnedScratch() {
-            try (org.bytedeco.javacpp.PointerPointer<?> out = new org.bytedeco.javacpp.PointerPointer<>(1)) {
-                Cuda.check(cudart.cudaMalloc(out, 256), "cudaMalloc(256)");
-                address = out.get(0).address();
-            }
-        }
-
-        org.bytedeco.javacpp.Pointer pointer() {
-            return Cuda.pointer(address);
-        }
-
-        @Override
-        public void close() {
-            cudart.cudaFree(Cuda.pointer(address));
-        }
-    }
-
-    /** Polls a non-blocking communicator until its pending operation finished, or the deadline. */
-    private static void await(ncclComm comm, long deadline, String step) {
-        int[] st = new int[1];
-        long pause = 20_000;
-        while (true) {
-            check(nccl.ncclCommGetAsyncError(comm, st), "ncclCommGetAsyncError during " + step);
-            if (st[0] == nccl.ncclSuccess) {
-                return;
-            }
-            if (st[0] != nccl.ncclInProgress) {
-                throw new WeightLoaderException("NCCL step '" + step + "' failed (" + st[0] + ", "
-                        + nccl.ncclGetErrorString(st[0]).getString() + ")");
-            }
-            if (System.nanoTime() > deadline) {
-                throw new WeightLoaderException("NCCL step '" + step + "' did not finish before its deadline; "
-                        + "communicator aborted (is the peer alive and reachable?)");
-            }
-            LockSupport.parkNanos(pause);
-            pause = Math.min(pause * 2, 5_000_000);
         }
     }
 }
