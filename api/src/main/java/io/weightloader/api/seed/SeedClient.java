@@ -131,12 +131,12 @@ public final class SeedClient {
                 String msg = "seed " + peer() + " answered " + r.statusCode() + " to " + pathAndQuery + ": "
                         + new String(body, 0, Math.min(body.length, 500), java.nio.charset.StandardCharsets.UTF_8);
                 if (r.statusCode() == 401) {
-                    throw new WeightLoaderException(msg + " (check weight-loader.remote-instance.token)");
+                    throw new SeedRefusedException(msg + " (check weight-loader.remote-instance.token)", 401);
                 }
                 if (r.statusCode() < 500 && !retryOn.contains(r.statusCode())) {
-                    throw new WeightLoaderException(msg);
+                    throw new SeedRefusedException(msg, r.statusCode());
                 }
-                last = new WeightLoaderException(msg);
+                last = new SeedRefusedException(msg, r.statusCode());
             } catch (IOException e) {
                 last = new WeightLoaderException("cannot reach seed " + peer() + " for " + pathAndQuery + ": " + e, e);
                 LOG.debug("attempt {} of {} failed", attempt + 1, retries + 1, e);
@@ -145,7 +145,9 @@ public final class SeedClient {
                 throw new WeightLoaderException("interrupted while asking seed " + peer(), e);
             }
         }
-        throw new WeightLoaderException(last.getMessage() + " (after " + (retries + 1) + " attempts)", last);
+        String message = last.getMessage() + " (after " + (retries + 1) + " attempts)";
+        throw last instanceof SeedRefusedException refused
+                ? new SeedRefusedException(message, refused.status(), last) : new WeightLoaderException(message, last);
     }
 
     private static void sleep(long ms) {

@@ -14,6 +14,7 @@ import io.weightloader.api.config.RankKey;
 import io.weightloader.api.seed.Manifest;
 import io.weightloader.api.seed.RemoteLoads;
 import io.weightloader.api.seed.SeedClient;
+import io.weightloader.api.seed.SeedRefusedException;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import java.io.IOException;
 import java.time.Duration;
@@ -85,8 +86,8 @@ final class NcclBackend implements WeightLoaderBackend {
         byte[] reply;
         try {
             reply = seed.post(NcclSeedPublisher.PATH + "?tp=" + rank.tp() + "&pp=" + rank.pp(), body, Set.of(409));
-        } catch (WeightLoaderException e) {
-            if (e.getMessage().contains(" 409 ")) {
+        } catch (SeedRefusedException e) {
+            if (e.status() == 409) {
                 throw new WeightLoaderException(source() + " is busy sending to another client over nccl and stayed "
                         + "busy through every retry (weight-loader.remote-instance.retries); try again later", e);
             }
