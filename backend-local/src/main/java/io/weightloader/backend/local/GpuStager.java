@@ -1,11 +1,9 @@
 package io.weightloader.backend.local;
 
 import io.weightloader.api.Device;
-import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.cuda.Cuda;
 import io.weightloader.api.cuda.PinnedMemory;
 import java.io.IOException;
-import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import org.bytedeco.cuda.cudart.CUevent_st;
@@ -53,16 +51,7 @@ final class GpuStager implements AutoCloseable {
             Cuda.check(cudart.cudaEventSynchronize(copied[b]), "waiting for a staging copy to " + device);
             inFlight[b] = false;
         }
-        ByteBuffer view = buffers[b].byteBuffer(0, length);
-        long pos = position;
-        while (view.hasRemaining()) {
-            int r = ch.read(view, pos);
-            if (r < 0) {
-                throw new WeightLoaderException(file + ": tensor '" + tensor + "': file ended at byte " + pos
-                        + " (truncated after its header was read?)");
-            }
-            pos += r;
-        }
+        SafetensorsFile.readFully(ch, buffers[b].byteBuffer(0, length), position, file, tensor);
         Cuda.check(cudart.cudaMemcpyAsync(Cuda.pointer(deviceAddress), Cuda.pointer(buffers[b].address()), length,
                 cudart.cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync to " + device);
         Cuda.check(cudart.cudaEventRecord(copied[b], stream), "cudaEventRecord");

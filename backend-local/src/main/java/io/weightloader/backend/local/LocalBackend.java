@@ -15,7 +15,6 @@ import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import io.weightloader.api.spi.ZeroCopyLoader;
 import java.io.IOException;
-import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
@@ -199,16 +198,8 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     }
 
     private static void readPiece(Piece p, FileChannel ch) throws IOException {
-        ByteBuffer view = p.dest().region().byteBuffer(p.offset(), p.length());
-        long pos = p.src().fileOffset() + p.offset();
-        while (view.hasRemaining()) {
-            int r = ch.read(view, pos);
-            if (r < 0) {
-                throw new WeightLoaderException(p.src().file().path() + ": tensor '" + p.dest().spec().name()
-                        + "': file ended at byte " + pos + " (truncated after its header was read?)");
-            }
-            pos += r;
-        }
+        SafetensorsFile.readFully(ch, p.dest().region().byteBuffer(p.offset(), p.length()),
+                p.src().fileOffset() + p.offset(), p.src().file().path(), p.dest().spec().name());
     }
 
     private static void awaitAll(List<Future<?>> futures) {

@@ -260,11 +260,22 @@ public final class SafetensorsFile {
     }
 
     static void readFully(FileChannel ch, ByteBuffer buf, long position, Path path) throws IOException {
+        readFully(ch, buf, position, path, null);
+    }
+
+    /**
+     * Fills {@code buf} from {@code position}; an early end of file is an error naming the file and, when reading a
+     * tensor's bytes, the tensor (the file shrank after its header was read).
+     */
+    static void readFully(FileChannel ch, ByteBuffer buf, long position, Path path, String tensor) throws IOException {
         long pos = position;
         while (buf.hasRemaining()) {
             int r = ch.read(buf, pos);
             if (r < 0) {
-                throw new SafetensorsFormatException(path, "truncated: unexpected end of file at byte " + pos);
+                throw tensor == null
+                        ? new SafetensorsFormatException(path, "truncated: unexpected end of file at byte " + pos)
+                        : new SafetensorsFormatException(path, tensor, "file ended at byte " + pos
+                                + " (truncated after its header was read?)");
             }
             pos += r;
         }
