@@ -93,7 +93,7 @@ final class BenchRemoteCommand implements Callable<Integer> {
             List<TensorDestination> clientDest = clientMemory.destinations();
             List<HeldTensor> held = seedDest.stream().map(d -> new HeldTensor(d.spec(), d.region())).toList();
             for (String engine : engines) {
-                Config config = config(engine, 0);
+                Config config = config(engine);
                 WeightLoaderSettings settings = WeightLoaderSettings.from(config);
                 try (SeedService seed = SeedService.start(new BackendContext(settings, config), BackendRegistry.discover(),
                         Map.of(settings.rank(), held))) {
@@ -122,7 +122,7 @@ final class BenchRemoteCommand implements Callable<Integer> {
         return 0;
     }
 
-    private Config config(String engine, int unused) {
+    private Config config(String engine) {
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("weight-loader.remote-instance.start-seed-via-transfer-engine", true);
         m.put("weight-loader.remote-instance.token", TOKEN);
@@ -218,7 +218,7 @@ final class BenchRemoteCommand implements Callable<Integer> {
         try (TensorArena mem = TensorArena.allocate(Device.CPU, specs)) {
             List<TensorDestination> d = mem.destinations();
             List<HeldTensor> held = d.stream().map(x -> new HeldTensor(x.spec(), x.region())).toList();
-            Config config = config(engine, 0);
+            Config config = config(engine);
             BackendContext ctx = new BackendContext(WeightLoaderSettings.from(config), config);
             try (SeedPublisher p = new TransferEngineProvider().publish(ctx, new RankKey(0, 0), held)) {
                 out.printf("  %-12s registration of %d tensors (merged): %.2f ms%n", p.engine(), n,

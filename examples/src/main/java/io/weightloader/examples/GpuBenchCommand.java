@@ -183,12 +183,12 @@ final class GpuBenchCommand implements Callable<Integer> {
             toSeed.println("pause");
             Thread.sleep(500);
             Map<String, Object> quiet = new LinkedHashMap<>();
-            quiet.put("nccl", run(out, "quiet seed: nccl (send-recv)", port, samples, Double.NaN,
+            quiet.put("nccl", run(out, "quiet seed: nccl (send-recv)", port, samples, false,
                     "weight-loader.remote-instance.backend = nccl\n"));
-            quiet.put("nccl_broadcast", run(out, "quiet seed: nccl (broadcast)", port, samples, Double.NaN,
+            quiet.put("nccl_broadcast", run(out, "quiet seed: nccl (broadcast)", port, samples, false,
                     "weight-loader.remote-instance.backend = nccl\nweight-loader.backends.nccl.primitive = broadcast\n"));
             if (mooncakeLibrary != null) {
-                quiet.put("transfer_engine", run(out, "quiet seed: transfer_engine", port, samples, Double.NaN,
+                quiet.put("transfer_engine", run(out, "quiet seed: transfer_engine", port, samples, false,
                         "weight-loader.remote-instance.backend = transfer_engine\n"
                         + "weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra, "
                         + "mooncake.library = \"" + mooncakeLibrary + "\" }\n"));
@@ -197,27 +197,23 @@ final class GpuBenchCommand implements Callable<Integer> {
             // 2. the seed under its GEMM load
             toSeed.println("resume");
             Thread.sleep(1500); // GEMM warm-up
-            long idleFrom = System.currentTimeMillis();
-            long idleFromNanos = System.nanoTime();
-            Thread.sleep(3000);
-            double idle = mean(samples, idleFrom, System.currentTimeMillis());
-            idleRate = completionsIn(idleFromNanos, System.nanoTime()) / ((System.nanoTime() - idleFromNanos) / 1e9);
-            out.printf("seed GEMM (bf16, n=%d) idle: %.1f TFLOP/s (%.1f GEMMs/s)%n", gemm, idle, idleRate);
-            results.put("gemmIdleTflops", idle);
-            results.put("gemmIdlePerSecond", idleRate);
-            Map<String, Object> nccl = run(out, "nccl (send-recv)", port, samples, idle,
+            double[] idle = idleWindow(samples);
+            out.printf("seed GEMM (bf16, n=%d) idle: %.1f TFLOP/s (%.1f GEMMs/s)%n", gemm, idle[0], idle[1]);
+            results.put("gemmIdleTflops", idle[0]);
+            results.put("gemmIdlePerSecond", idle[1]);
+            Map<String, Object> nccl = run(out, "nccl (send-recv)", port, samples, true,
                     "weight-loader.remote-instance.backend = nccl\n");
             results.put("nccl", nccl);
-            results.put("nccl_broadcast", run(out, "nccl (broadcast)", port, samples, idle,
+            results.put("nccl_broadcast", run(out, "nccl (broadcast)", port, samples, true,
                     "weight-loader.remote-instance.backend = nccl\nweight-loader.backends.nccl.primitive = broadcast\n"));
             if (mooncakeLibrary != null) {
                 String te = "weight-loader.remote-instance.backend = transfer_engine\n"
                         + "weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra, "
                         + "mooncake.library = \"" + mooncakeLibrary + "\" }\n";
-                results.put("transfer_engine", run(out, "transfer_engine", port, samples, idle, te));
+                results.put("transfer_engine", run(out, "transfer_engine", port, samples, true, te));
                 long cap = (long) ((double) nccl.get("bytesPerSecond"));
                 results.put("transfer_engine_capped", run(out, "transfer_engine capped at nccl's rate", port, samples,
-                        idle, te + "weight-loader.backends.transfer_engine.bandwidth-limit = " + cap + "\n"));
+                        true, te + "weight-loader.backends.transfer_engine.bandwidth-limit = " + cap + "\n"));
             } else {
                 out.println("transfer_engine: skipped (no CUDA build of Mooncake: set WEIGHTLOADER_MOONCAKE_LIB)");
             }
@@ -291,9 +287,11 @@ final class GpuBenchCommand implements Callable<Integer> {
                 .mapToDouble(Sample::tflops).average().orElse(Double.NaN);
     }
 
-    private double idleRate;
-
-    private Map<String, Object> run(PrintWriter out, String label, int port, List<Sample> samples, double idle,
+    /**
+     * Loads the checkpoint with the backend {@code hocon} selects, repeatedly for the window; with {@code gemm},
+     * also the seed's GEMM throughput during the loads against idle windows just before and after them.
+     */
+    private Map<String, Object> run(PrintWriter out, String label, int port, List<Sample> samples, boolean gemm,
                                     String hocon) throws Exception {
         Config c = ConfigFactory.parseString(hocon + """
                 weight-loader { load-format = remote_instance, device = "cuda:1"
@@ -304,7 +302,6 @@ final class GpuBenchCommand implements Callable<Integer> {
              TensorArena arena = TensorArena.allocate(Device.cuda(1), loader.available())) {
             LoadRequest request = LoadRequest.of(arena.destinations());
             LoadReport first = loader.load(request);
-            boolean gemm = !Double.isNaN(idle);
             // the seed's idle throughput right before (and, below, right after) this backend's loads: the GPU's
             // clocks drift as it warms, so each backend is compared with its own neighbouring idle windows
             double[] idleBefore = gemm ? idleWindow(samples) : null;
@@ -334,6 +331,8 @@ final class GpuBenchCommand implements Callable<Integer> {
                 transferGemms += completionsIn(w[0], w[1]);
             }
             double[] idleAfter = gemm ? idleWindow(samples) : null;
+            double idle = Double.NaN;
+            double idleRate = Double.NaN;
             if (gemm) {
                 idle = (idleBefore[0] + idleAfter[0]) / 2;
                 idleRate = (idleBefore[1] + idleAfter[1]) / 2;

@@ -6,7 +6,6 @@ import io.weightloader.api.testing.TestWeights;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.HostMemory;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.TensorReport;
