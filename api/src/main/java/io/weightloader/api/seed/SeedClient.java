@@ -6,10 +6,11 @@ import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.HttpURLConnection;
+import java.net.Proxy;
 import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
+import java.net.URL;
 import java.time.Duration;
 import java.util.Optional;
 import java.util.Set;
@@ -27,16 +28,13 @@ public final class SeedClient {
             .configure(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES, true);
     /** Largest manifest accepted (about 200,000 tensors). */
     public static final int MAX_MANIFEST_BYTES = 64 << 20;
-    /** HTTP clients are costly to start (a selector thread each) and safe to share: one per connect timeout. */
-    private static final java.util.concurrent.ConcurrentHashMap<Duration, HttpClient> CLIENTS =
-            new java.util.concurrent.ConcurrentHashMap<>();
 
     private final String host;
     private final int port;
     private final Optional<String> token;
     private final Duration requestTimeout;
     private final int retries;
-    private final HttpClient http;
+    private final Duration connectTimeout;
 
     public SeedClient(String host, int port, Optional<String> token, Duration connectTimeout, Duration requestTimeout,
                       int retries) {
@@ -45,8 +43,7 @@ public final class SeedClient {
         this.token = token;
         this.requestTimeout = requestTimeout;
         this.retries = retries;
-        this.http = CLIENTS.computeIfAbsent(connectTimeout, t -> HttpClient.newBuilder().connectTimeout(t)
-                .version(HttpClient.Version.HTTP_1_1).build());
+        this.connectTimeout = connectTimeout;
     }
 
     /** {@code host:port} of the control plane, for messages. */
@@ -102,52 +99,81 @@ public final class SeedClient {
     }
 
     private byte[] send(String pathAndQuery, byte[] postBody, Set<Integer> retryOn) {
-        URI uri = URI.create("http://" + peer() + pathAndQuery);
+        URL url;
+        try {
+            url = URI.create("http://" + peer() + pathAndQuery).toURL();
+        } catch (IOException | IllegalArgumentException e) {
+            throw new WeightLoaderException("bad seed address " + peer() + pathAndQuery + ": " + e.getMessage(), e);
+        }
         WeightLoaderException last = null;
         for (int attempt = 0; attempt <= retries; attempt++) {
             if (attempt > 0) {
                 sleep(Math.min(2000, 100L << Math.min(attempt, 5)));
             }
-            HttpRequest.Builder b = HttpRequest.newBuilder(uri).timeout(requestTimeout);
-            if (postBody == null) {
-                b.GET();
-            } else {
-                b.header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofByteArray(postBody));
-            }
-            token.ifPresent(t -> b.header("Authorization", "Bearer " + t));
+            HttpURLConnection c = null;
             try {
-                HttpResponse<InputStream> r = http.send(b.build(), HttpResponse.BodyHandlers.ofInputStream());
+                // the caller's thread does the I/O (no hand-off to a selector thread: a small request takes a
+                // fraction of a millisecond); connections are kept alive between requests; never through a
+                // proxy, never following a redirect
+                c = (HttpURLConnection) url.openConnection(Proxy.NO_PROXY);
+                c.setConnectTimeout(timeoutMillis(connectTimeout));
+                c.setReadTimeout(timeoutMillis(requestTimeout));
+                c.setInstanceFollowRedirects(false);
+                c.setUseCaches(false);
+                if (token.isPresent()) {
+                    c.setRequestProperty("Authorization", "Bearer " + token.get());
+                }
+                if (postBody != null) {
+                    c.setRequestMethod("POST");
+                    c.setRequestProperty("Content-Type", "application/json");
+                    c.setDoOutput(true);
+                    // streaming mode: a POST is never re-sent behind our back on a stale connection
+                    c.setFixedLengthStreamingMode(postBody.length);
+                    try (OutputStream out = c.getOutputStream()) {
+                        out.write(postBody);
+                    }
+                }
+                int status = c.getResponseCode();
                 byte[] body;
-                try (InputStream in = r.body()) {
-                    body = in.readNBytes(MAX_MANIFEST_BYTES + 1);
+                try (InputStream in = status >= 400 ? c.getErrorStream() : c.getInputStream()) {
+                    body = in == null ? new byte[0] : in.readNBytes(MAX_MANIFEST_BYTES + 1);
                 }
                 if (body.length > MAX_MANIFEST_BYTES) {
+                    c.disconnect();
                     throw new WeightLoaderException("seed " + peer() + " sent more than " + MAX_MANIFEST_BYTES
                             + " bytes for " + pathAndQuery);
                 }
-                if (r.statusCode() == 200) {
+                if (status == 200) {
                     return body;
                 }
-                String msg = "seed " + peer() + " answered " + r.statusCode() + " to " + pathAndQuery + ": "
+                String msg = "seed " + peer() + " answered " + status + " to " + pathAndQuery + ": "
                         + new String(body, 0, Math.min(body.length, 500), java.nio.charset.StandardCharsets.UTF_8);
-                if (r.statusCode() == 401) {
+                if (status == 401) {
                     throw new SeedRefusedException(msg + " (check weight-loader.remote-instance.token)", 401);
                 }
-                if (r.statusCode() < 500 && !retryOn.contains(r.statusCode())) {
-                    throw new SeedRefusedException(msg, r.statusCode());
+                if (status < 500 && !retryOn.contains(status)) {
+                    throw new SeedRefusedException(msg, status);
                 }
-                last = new SeedRefusedException(msg, r.statusCode());
+                last = new SeedRefusedException(msg, status);
             } catch (IOException e) {
+                if (c != null) {
+                    c.disconnect();
+                }
                 last = new WeightLoaderException("cannot reach seed " + peer() + " for " + pathAndQuery + ": " + e, e);
                 LOG.debug("attempt {} of {} failed", attempt + 1, retries + 1, e);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new WeightLoaderException("interrupted while asking seed " + peer(), e);
+            }
+            if (Thread.currentThread().isInterrupted()) {
+                throw new WeightLoaderException("interrupted while asking seed " + peer(), last);
             }
         }
         String message = last.getMessage() + " (after " + (retries + 1) + " attempts)";
         throw last instanceof SeedRefusedException refused
                 ? new SeedRefusedException(message, refused.status(), last) : new WeightLoaderException(message, last);
+    }
+
+    /** A timeout in whole milliseconds for URLConnection, where 0 would mean "none": at least 1 ms. */
+    private static int timeoutMillis(Duration d) {
+        return (int) Math.max(1, Math.min(Integer.MAX_VALUE, d.toMillis()));
     }
 
     private static void sleep(long ms) {
