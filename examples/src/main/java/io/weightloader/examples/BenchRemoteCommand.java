@@ -154,8 +154,9 @@ final class BenchRemoteCommand implements Callable<Integer> {
     private double rawRead(String engine, Manifest m, List<TensorDestination> dest) {
         List<OneSidedEngine.ReadOp> ops = new ArrayList<>();
         long bytes = 0;
+        Map<String, Manifest.Entry> published = m.entriesByName();
         for (TensorDestination d : dest) {
-            long remote = m.entry(d.spec().name()).address();
+            long remote = published.get(d.spec().name()).address();
             long n = d.spec().byteSize();
             for (long off = 0; off < n; off += SLICE) {
                 long len = Math.min(SLICE, n - off);

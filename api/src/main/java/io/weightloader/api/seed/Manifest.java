@@ -5,7 +5,9 @@ import io.weightloader.api.DType;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoaderException;
 import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
 import java.util.Set;
 import java.util.regex.Pattern;
@@ -91,6 +93,16 @@ public record Manifest(int version, int tp, int pp, String generation, String en
         return new WeightLoaderException("seed " + peer + " sent an invalid manifest: " + why);
     }
 
+    /** The entries by name, in manifest order: build it once where many tensors are looked up. */
+    public Map<String, Entry> entriesByName() {
+        Map<String, Entry> m = new LinkedHashMap<>(tensors.size() * 2);
+        for (Entry e : tensors) {
+            m.put(e.name(), e);
+        }
+        return m;
+    }
+
+    /** One entry by name, or null; a linear search (see {@link #entriesByName()} for many lookups). */
     public Entry entry(String name) {
         Objects.requireNonNull(name, "name is null");
         for (Entry e : tensors) {
