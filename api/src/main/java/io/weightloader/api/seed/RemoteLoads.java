@@ -15,7 +15,7 @@ public final class RemoteLoads {
     }
 
     /**
-     * Fails unless the seed's generation is still the one the load started from; then, when the request asks for
+     * Fails ({@link SeedChangedException}) unless the seed's generation is still the one the load started from; then, when the request asks for
      * checksums, hashes every destination and fails on any that differs from the seed's published SHA-256.
      *
      * @param source the seed, as named in messages ({@code seed host:port rank tp0-pp0})
@@ -25,15 +25,17 @@ public final class RemoteLoads {
                                             String source) {
         String after = seed.generation(rank);
         if (!after.equals(before.generation())) {
-            throw new WeightLoaderException(source + " changed its weights during the load (generation "
-                    + before.generation() + " -> " + after + "); nothing was loaded, load again");
+            throw new SeedChangedException(source + " changed its weights during the load (generation "
+                    + before.generation() + " -> " + after + "); nothing was loaded, load again",
+                    before.generation(), after);
         }
         List<TensorReport> reports = new ArrayList<>();
+        java.util.Map<String, Manifest.Entry> published = request.checksum() ? before.entriesByName() : null;
         for (TensorDestination d : request.tensors()) {
             String sha = null;
             if (request.checksum()) {
                 sha = Checksums.sha256(d.region(), d.spec().byteSize());
-                String theirs = before.entry(d.spec().name()).sha256();
+                String theirs = published.get(d.spec().name()).sha256();
                 if (theirs != null && !theirs.equals(sha)) {
                     throw new WeightLoaderException("tensor '" + d.spec().name() + "' loaded from " + source
                             + " has SHA-256 " + sha + " but the seed published " + theirs);

@@ -24,6 +24,8 @@ import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Deque;
 import java.util.HashMap;
+import java.util.IdentityHashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.locks.LockSupport;
@@ -122,23 +124,28 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                 order.add(d);
             }
         }
-        order.sort(java.util.Comparator.comparingLong(d -> m.entry(d.spec().name()).address()));
+        Map<String, Manifest.Entry> published = m.entriesByName();
+        Map<TensorDestination, Long> remote = new IdentityHashMap<>(order.size() * 2);
+        for (TensorDestination d : order) {
+            remote.put(d, published.get(d.spec().name()).address());
+        }
+        order.sort(java.util.Comparator.comparingLong(remote::get));
         List<Read> reads = new ArrayList<>();
         int i = 0;
         while (i < order.size()) {
             // a run of tensors contiguous in the seed's memory and in the host's
             int j = i + 1;
             long localEnd = order.get(i).region().address() + order.get(i).spec().byteSize();
-            long remoteEnd = m.entry(order.get(i).spec().name()).address() + order.get(i).spec().byteSize();
+            long remoteEnd = remote.get(order.get(i)) + order.get(i).spec().byteSize();
             while (j < order.size() && order.get(j).region().address() == localEnd
-                    && m.entry(order.get(j).spec().name()).address() == remoteEnd
+                    && remote.get(order.get(j)) == remoteEnd
                     && order.get(j).region().device().equals(order.get(i).region().device())) {
                 localEnd += order.get(j).spec().byteSize();
                 remoteEnd += order.get(j).spec().byteSize();
                 j++;
             }
             long runLocal = order.get(i).region().address();
-            long runRemote = m.entry(order.get(i).spec().name()).address();
+            long runRemote = remote.get(order.get(i));
             long runLength = localEnd - runLocal;
             int t = i;
             long tStart = 0; // offset of tensor t within the run
@@ -164,15 +171,57 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return reads;
     }
 
+    /**
+     * Loads with the manifest this backend already holds (from {@link #available()} or the last load) when it has
+     * one, so a load costs no manifest round trip: the generation check at the end proves the seed did not change
+     * between that manifest and the last byte. Should it have changed (or the reads fail and it has changed), the
+     * manifest is fetched again and the load done once more, with a warning. With no manifest held, it is fetched
+     * first.
+     */
     @Override
     public LoadReport load(LoadRequest request) {
         long t0 = System.nanoTime();
+        Manifest held;
+        synchronized (this) {
+            held = manifest;
+        }
+        Map<String, Double> phases = new LinkedHashMap<>();
+        if (held != null) {
+            try {
+                return loadWith(held, request, t0, phases);
+            } catch (WeightLoaderException e) {
+                String now = currentGeneration(e);
+                if (now.equals(held.generation())) {
+                    throw e;
+                }
+                LOG.warn("{} changed its weights since this client fetched its manifest (generation {} -> {}); "
+                        + "fetching the manifest again and loading again", source(), held.generation(), now);
+                phases.clear();
+                phases.put("stale-manifest", (System.nanoTime() - t0) / 1e9);
+            }
+        }
+        long tManifest = System.nanoTime();
         Manifest m = checkedManifest();
         synchronized (this) {
             manifest = m;
         }
+        phases.put("manifest", (System.nanoTime() - tManifest) / 1e9);
+        return loadWith(m, request, t0, phases);
+    }
+
+    /** The seed's generation now; a failure to ask is added to {@code failure}, which is then thrown. */
+    private String currentGeneration(WeightLoaderException failure) {
+        try {
+            return seed.generation(rank);
+        } catch (RuntimeException e) {
+            failure.addSuppressed(e);
+            throw failure;
+        }
+    }
+
+    private LoadReport loadWith(Manifest m, LoadRequest request, long t0, Map<String, Double> phases) {
+        long tPrepare = System.nanoTime();
         TensorMatcher.check(source(), m.specs(), request.specs(), request.ignoreExtraTensors());
-        double manifestSeconds = (System.nanoTime() - t0) / 1e9;
         for (TensorDestination d : request.tensors()) {
             if (!d.region().device().isHost() && engine.name().startsWith("builtin")) {
                 throw new WeightLoaderException("engine " + engine.name() + " fills host memory only; tensor '"
@@ -185,62 +234,115 @@ final class TransferEngineBackend implements WeightLoaderBackend {
             sliceSize = Math.max(1 << 20, Math.min(sliceSize, cap / 20));
         }
         Deque<Read> queue = new ArrayDeque<>(plan(request.tensors(), m, sliceSize));
-        Map<String, Long> remaining = new HashMap<>();
-        for (TensorDestination d : request.tensors()) {
-            remaining.put(d.spec().name(), d.spec().byteSize());
-        }
+        Progress progress = new Progress(request);
         List<MemoryRegion> local = RegionMerger.merge(request.tensors().stream()
                 .map(d -> d.region().slice(0, d.spec().byteSize())).toList());
         engine.registerLocal(local);
-        long total = request.totalBytes();
-        int tensorsTotal = request.tensors().size();
-        int tensorsDone = (int) remaining.values().stream().filter(b -> b == 0).count();
-        long done = 0;
         long deadline = t0 + transferTimeout.toNanos();
         long tTransfer = System.nanoTime();
+        phases.put("prepare", (tTransfer - tPrepare) / 1e9);
         try {
-            OneSidedEngine.Peer peer = peer(m.session());
-            int maxBatch = Math.min(settings.batchSize(), peer.maxBatchSize());
-            long maxBatchBytes = cap > 0 ? Math.max(sliceSize, cap / 10) : Long.MAX_VALUE;
-            long submitted = 0;
-            long tStart = System.nanoTime();
-            while (!queue.isEmpty()) {
-                List<Read> reads = new ArrayList<>();
-                long batchBytes = 0;
-                while (!queue.isEmpty() && reads.size() < maxBatch
-                        && (reads.isEmpty() || batchBytes + queue.peek().length() <= maxBatchBytes)) {
-                    Read r = queue.poll();
-                    reads.add(r);
-                    batchBytes += r.length();
+            transfer(peer(m.session()), queue, progress, sliceSize, cap, deadline);
+        } catch (RuntimeException e) {
+            dropPeer(m.session());
+            throw e;
+        } finally {
+            engine.unregisterLocal(local);
+        }
+        progress.report();
+        long tVerify = System.nanoTime();
+        phases.put("transfer", (tVerify - tTransfer) / 1e9);
+        // the seed's weights must not have changed under us; checksums against the seed's
+        List<TensorReport> reports = RemoteLoads.verify(seed, rank, m, request, source());
+        long end = System.nanoTime();
+        phases.put("verify", (end - tVerify) / 1e9);
+        String device = request.tensors().isEmpty() ? "cpu" : request.tensors().get(0).region().device().toString();
+        return new LoadReport(name(), engine.name(), source(), device, reports, request.totalBytes(),
+                (end - t0) / 1e9, null, phases);
+    }
+
+    /** Bytes and whole tensors done, reported to the request's listener. */
+    private static final class Progress {
+        private final LoadRequest request;
+        private final Map<String, Long> remaining = new HashMap<>();
+        private final long total;
+        private long done;
+        private int tensorsDone;
+
+        Progress(LoadRequest request) {
+            this.request = request;
+            this.total = request.totalBytes();
+            for (TensorDestination d : request.tensors()) {
+                remaining.put(d.spec().name(), d.spec().byteSize());
+                if (d.spec().byteSize() == 0) {
+                    tensorsDone++;
                 }
-                if (cap > 0) {
-                    throttle(tStart, submitted, cap, deadline);
+            }
+        }
+
+        void completed(Read r) {
+            done += r.length();
+            for (Part p : r.parts()) {
+                if (remaining.merge(p.dest().spec().name(), -p.length(), Long::sum) == 0) {
+                    tensorsDone++;
                 }
-                submitted += batchBytes;
-                Batch batch = peer.submit(reads.stream().map(Read::op).toList());
-                List<OpStatus> statuses = new ArrayList<>(reads.size());
-                try {
-                    awaitFinal(batch, deadline, reads, done, total);
-                    for (int i = 0; i < reads.size(); i++) {
-                        statuses.add(batch.status(i));
+            }
+        }
+
+        void report() {
+            request.progress().onProgress(done, total, tensorsDone, request.tensors().size());
+        }
+    }
+
+    /** A submitted batch and the reads it holds. */
+    private record InFlight(Batch batch, List<Read> reads) {
+    }
+
+    /**
+     * Runs the reads: up to {@code batches-in-flight} batches at once, so the engine never waits for this thread
+     * between batches; each batch is polled to a final state under the deadline, failed reads are retried (first)
+     * until their attempts run out, and the submissions are paced to the bandwidth cap.
+     */
+    private void transfer(OneSidedEngine.Peer peer, Deque<Read> queue, Progress progress, long sliceSize, long cap,
+                          long deadline) {
+        int maxBatch = Math.min(settings.batchSize(), peer.maxBatchSize());
+        long maxBatchBytes = cap > 0 ? Math.max(sliceSize, cap / 10) : Long.MAX_VALUE;
+        int depth = cap > 0 ? 1 : settings.batchesInFlight();
+        Deque<InFlight> inFlight = new ArrayDeque<>();
+        long submitted = 0;
+        long tStart = System.nanoTime();
+        try {
+            while (!queue.isEmpty() || !inFlight.isEmpty()) {
+                while (!queue.isEmpty() && inFlight.size() < depth) {
+                    List<Read> reads = new ArrayList<>();
+                    long batchBytes = 0;
+                    while (!queue.isEmpty() && reads.size() < maxBatch
+                            && (reads.isEmpty() || batchBytes + queue.peek().length() <= maxBatchBytes)) {
+                        Read r = queue.poll();
+                        reads.add(r);
+                        batchBytes += r.length();
                     }
-                } finally {
-                    if (!batch.release()) {
-                        LOG.warn("engine {} could not release a batch with reads in flight", engine.name());
+                    if (cap > 0) {
+                        throttle(tStart, submitted, cap, deadline);
                     }
+                    submitted += batchBytes;
+                    inFlight.add(new InFlight(peer.submit(reads.stream().map(Read::op).toList()), reads));
                 }
+                InFlight f = inFlight.peek();
+                List<OpStatus> statuses = new ArrayList<>(f.reads().size());
+                awaitFinal(f.batch(), deadline, f.reads(), progress);
+                for (int i = 0; i < f.reads().size(); i++) {
+                    statuses.add(f.batch().status(i));
+                }
+                inFlight.poll();
+                release(f);
                 int retried = 0;
                 String firstRetry = null;
-                for (int i = 0; i < reads.size(); i++) {
-                    Read r = reads.get(i);
+                for (int i = 0; i < f.reads().size(); i++) {
+                    Read r = f.reads().get(i);
                     OpStatus st = statuses.get(i);
                     if (st.state() == OpState.COMPLETED) {
-                        done += r.length();
-                        for (Part p : r.parts()) {
-                            if (remaining.merge(p.dest().spec().name(), -p.length(), Long::sum) == 0) {
-                                tensorsDone++;
-                            }
-                        }
+                        progress.completed(r);
                     } else if (r.attempt() >= retries) {
                         throw new WeightLoaderException("reading " + r.describe() + " from " + source() + " via "
                                 + engine.name() + " failed after " + (r.attempt() + 1) + " attempt(s): " + st.detail());
@@ -256,30 +358,28 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                     LOG.warn("retrying {} failed read(s) from {}; first: {}", retried, source(), firstRetry);
                     LockSupport.parkNanos(Math.min(deadline - System.nanoTime(), 200_000_000L));
                 }
-                request.progress().onProgress(done, total, tensorsDone, tensorsTotal);
+                progress.report();
             }
             if (cap > 0) {
                 // the last batch went at full speed: wait so that the whole load averages no more than the cap
                 throttle(tStart, submitted, cap, deadline);
             }
-        } catch (RuntimeException e) {
-            dropPeer(m.session());
-            throw e;
         } finally {
-            engine.unregisterLocal(local);
+            // after a failure: batches still in flight are abandoned as safely as the engine can
+            for (InFlight f : inFlight) {
+                release(f);
+            }
         }
-        request.progress().onProgress(done, total, tensorsDone, tensorsTotal);
-        double transferSeconds = (System.nanoTime() - tTransfer) / 1e9;
-        // the seed's weights must not have changed under us; checksums against the seed's
-        List<TensorReport> reports = RemoteLoads.verify(seed, rank, m, request, source());
-        double secs = (System.nanoTime() - t0) / 1e9;
-        String device = request.tensors().isEmpty() ? "cpu" : request.tensors().get(0).region().device().toString();
-        return new LoadReport(name(), engine.name(), source(), device, reports, total, secs, null,
-                phases(manifestSeconds, transferSeconds));
+    }
+
+    private void release(InFlight f) {
+        if (!f.batch().release()) {
+            LOG.warn("engine {} could not release a batch with reads in flight", engine.name());
+        }
     }
 
     /** Polls every read to a final state, in order (reads finish roughly in order), until the deadline. */
-    private void awaitFinal(Batch batch, long deadline, List<Read> slices, long done, long total) {
+    private void awaitFinal(Batch batch, long deadline, List<Read> slices, Progress progress) {
         long pause = 20_000;
         int next = 0;
         while (next < batch.size()) {
@@ -297,7 +397,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                 }
                 throw new WeightLoaderException("transfer from " + source() + " via " + engine.name()
                         + " did not finish within " + transferTimeout
-                        + " (weight-loader.remote-instance.transfer-timeout): " + done + " of " + total
+                        + " (weight-loader.remote-instance.transfer-timeout): " + progress.done + " of " + progress.total
                         + " bytes done, " + pending + " read(s) pending, e.g. " + slices.get(next).describe());
             }
             LockSupport.parkNanos(pause);
@@ -311,13 +411,6 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         if (due > now) {
             LockSupport.parkNanos(Math.min(due, deadline) - now);
         }
-    }
-
-    private static Map<String, Double> phases(double manifest, double transfer) {
-        Map<String, Double> m = new java.util.LinkedHashMap<>();
-        m.put("manifest", manifest);
-        m.put("transfer", transfer);
-        return m;
     }
 
     /** Connections to seeds, kept for the backend's life (a host may load more than once). */

@@ -14,6 +14,7 @@ record TransferEngineSettings(
         Optional<String> devices,
         long sliceSize,
         int batchSize,
+        int batchesInFlight,
         long bandwidthLimit,
         int builtinPort,
         int builtinConnections,
@@ -44,6 +45,10 @@ record TransferEngineSettings(
         if (batch < 1 || batch > 1024) {
             throw new WeightLoaderConfigException(PATH + ".batch-size", "must be in 1..1024; got " + batch);
         }
+        int inFlight = c.getInt("batches-in-flight");
+        if (inFlight < 1 || inFlight > 16) {
+            throw new WeightLoaderConfigException(PATH + ".batches-in-flight", "must be in 1..16; got " + inFlight);
+        }
         long cap = bytes(c, "bandwidth-limit");
         if (cap < 0) {
             throw new WeightLoaderConfigException(PATH + ".bandwidth-limit", "must be >= 0; got " + cap);
@@ -62,7 +67,7 @@ record TransferEngineSettings(
                     + maxConns);
         }
         return new TransferEngineSettings(engine, protocol, opt(c.getString("hostname")), opt(c.getString("devices")),
-                slice, batch, cap, port, conns, maxConns, opt(c.getString("mooncake.library")));
+                slice, batch, inFlight, cap, port, conns, maxConns, opt(c.getString("mooncake.library")));
     }
 
     private static long bytes(Config c, String key) {

@@ -99,6 +99,49 @@ class SeedServiceTest {
     }
 
     @Test
+    void aReloadUsesTheHeldManifestAndRecoversWhenTheSeedChanged() {
+        List<TensorSpec> specs = TestWeights.specs(3, 64 << 10);
+        try (HostMemory m = TestWeights.arena(specs);
+             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
+                     Map.of(new RankKey(0, 0), TestWeights.held(m, specs, 5)));
+             WeightLoader loader = WeightLoader.open(client(svc.port(), ""));
+             HostMemory dst = TestWeights.arena(specs)) {
+            LoadReport first = load(loader, specs, dst);
+            assertThat(first.phases()).containsKeys("manifest", "prepare", "transfer", "verify");
+            // the manifest is held: the next load goes straight to the reads and checks the generation after
+            LoadReport second = load(loader, specs, dst);
+            assertThat(second.phases()).doesNotContainKey("manifest").containsKeys("transfer", "verify");
+            assertThat(second.tensors().get(2).sha256()).isEqualTo(TestWeights.sha256(specs.get(2), 5));
+            // the seed changes after the manifest was fetched: that load is thrown away and done again
+            svc.weightsChanged(new RankKey(0, 0));
+            dst.zero();
+            LoadReport third = load(loader, specs, dst);
+            assertThat(third.phases()).containsKeys("stale-manifest", "manifest", "transfer", "verify");
+            for (int i = 0; i < specs.size(); i++) {
+                assertThat(third.tensors().get(i).sha256()).isEqualTo(TestWeights.sha256(specs.get(i), 5));
+            }
+        }
+    }
+
+    @Test
+    void manyBatchesInFlightStillDeliverEveryByte() {
+        List<TensorSpec> specs = TestWeights.specs(24, (64 << 10) + 8); // sizes that do not fill whole slices
+        try (HostMemory m = TestWeights.arena(specs);
+             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
+                     Map.of(new RankKey(0, 0), TestWeights.held(m, specs, 6)));
+             WeightLoader loader = WeightLoader.open(client(svc.port(), """
+                     weight-loader.backends.transfer_engine { slice-size = 16 KiB, batch-size = 3,
+                       batches-in-flight = 5 }"""));
+             HostMemory dst = TestWeights.arena(specs)) {
+            LoadReport r = load(loader, specs, dst);
+            for (int i = 0; i < specs.size(); i++) {
+                assertThat(r.tensors().get(i).sha256()).as(specs.get(i).name())
+                        .isEqualTo(TestWeights.sha256(specs.get(i), 6));
+            }
+        }
+    }
+
+    @Test
     void theBandwidthCapBoundsTheAverageRate() {
         List<TensorSpec> specs = TestWeights.specs(4, 8 << 20); // 32 MiB
         try (HostMemory m = TestWeights.arena(specs);

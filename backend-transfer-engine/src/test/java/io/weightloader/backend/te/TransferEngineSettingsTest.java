@@ -1,0 +1,45 @@
+package io.weightloader.backend.te;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import com.typesafe.config.Config;
+import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.api.spi.BackendContext;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+import org.junit.jupiter.api.Test;
+
+/** Every bad transfer_engine setting is refused up front, naming its config path. */
+class TransferEngineSettingsTest {
+
+    private static TransferEngineSettings settings(String extra) {
+        Config c = ConfigFactory.parseString(extra).withFallback(ConfigFactory.defaultReference()).resolve();
+        return TransferEngineSettings.from(new BackendContext(WeightLoaderSettings.from(c), c));
+    }
+
+    @Test
+    void defaultsKeepTwoFullBatchesInFlight() {
+        TransferEngineSettings s = settings("");
+        assertThat(s.batchSize()).isEqualTo(256);
+        assertThat(s.batchesInFlight()).isEqualTo(2);
+    }
+
+    @ParameterizedTest
+    @CsvSource(delimiter = '|', value = {
+        "batches-in-flight = 0      | batches-in-flight | 1..16",
+        "batches-in-flight = 17     | batches-in-flight | 1..16",
+        "batch-size = 0             | batch-size        | 1..1024",
+        "slice-size = 1             | slice-size        | 4 KiB",
+        "bandwidth-limit = fast     | bandwidth-limit   | size",
+        "engine = rdma              | engine            | builtin or mooncake",
+    })
+    void badValuesNameTheirPath(String setting, String key, String expected) {
+        assertThatThrownBy(() -> settings("weight-loader.backends.transfer_engine." + setting))
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageContaining("weight-loader.backends.transfer_engine." + key)
+                .hasMessageContaining(expected);
+    }
+}
