@@ -14,21 +14,30 @@ import io.weightloader.api.TensorArena;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoader;
+import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.api.cuda.DeviceArena;
 import io.weightloader.api.cuda.DeviceCopies;
 import io.weightloader.api.seed.HeldTensor;
+import io.weightloader.api.seed.Manifest;
+import io.weightloader.api.seed.SeedClient;
 import io.weightloader.api.seed.SeedService;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
+import io.weightloader.backend.te.engine.OneSidedEngine;
+import io.weightloader.backend.te.mooncake.MooncakeEngine;
+import io.weightloader.backend.te.mooncake.MooncakeLibrary;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.io.PrintWriter;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CopyOnWriteArrayList;
 import picocli.CommandLine.Command;
@@ -188,10 +197,15 @@ final class GpuBenchCommand implements Callable<Integer> {
             quiet.put("nccl_broadcast", run(out, "quiet seed: nccl (broadcast)", port, samples, false,
                     "weight-loader.remote-instance.backend = nccl\nweight-loader.backends.nccl.primitive = broadcast\n"));
             if (mooncakeLibrary != null) {
-                quiet.put("transfer_engine", run(out, "quiet seed: transfer_engine", port, samples, false,
-                        "weight-loader.remote-instance.backend = transfer_engine\n"
+                String te = "weight-loader.remote-instance.backend = transfer_engine\n"
                         + "weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra, "
-                        + "mooncake.library = \"" + mooncakeLibrary + "\" }\n"));
+                        + "mooncake.library = \"" + mooncakeLibrary + "\" }\n";
+                quiet.put("mooncake_from_java", rawEngineRead(out, port));
+                quiet.put("transfer_engine", run(out, "quiet seed: transfer_engine", port, samples, false, te));
+                quiet.put("transfer_engine_64MiB_slices", run(out, "quiet seed: transfer_engine, 64 MiB slices",
+                        port, samples, false, te + "weight-loader.backends.transfer_engine.slice-size = 64 MiB\n"));
+                quiet.put("transfer_engine_1GiB_slices", run(out, "quiet seed: transfer_engine, 1 GiB slices",
+                        port, samples, false, te + "weight-loader.backends.transfer_engine.slice-size = 1 GiB\n"));
             }
             results.put("quietSeed", quiet);
             // 2. the seed under its GEMM load
@@ -356,12 +370,18 @@ final class GpuBenchCommand implements Callable<Integer> {
             r.put("medianTransferSeconds", transfer[transfer.length / 2]);
             r.put("transferBytesPerSecond", bytes / transfer[transfer.length / 2]);
             r.put("phasesOfLastLoad", reports.get(reports.size() - 1).phases());
+            Map<String, Double> medianPhases = medianPhases(reports);
+            r.put("medianPhaseSeconds", medianPhases);
             r.put("gemmIdleTflops", idle);
             r.put("gemmDuringTflops", during);
             r.put("gemmFractionOfIdle", during / idle);
             r.put("gemmFractionOfIdleDuringTransfers", duringTransfer);
             r.put("transferWindowSeconds", transferNanos / 1e9);
             r.put("verified", verified);
+            StringBuilder ph = new StringBuilder();
+            medianPhases.forEach((k, v) -> ph.append(ph.length() == 0 ? "" : ", ").append(k).append(' ')
+                    .append(String.format(java.util.Locale.ROOT, "%.2f ms", v * 1e3)));
+            out.printf("%-40s median phases: %s%n", label, ph);
             if (!gemm) {
                 out.printf("%-40s %s: %d loads of %.2f GB; first %.3f s; median %.3f s = %.1f GB/s (transfer phase %.3f s = "
                                 + "%.1f GB/s); %s%n", label, first.engine(), reports.size(), bytes / 1e9, first.seconds(), median,
@@ -376,6 +396,82 @@ final class GpuBenchCommand implements Callable<Integer> {
                     reports.size(), bytes / 1e9, first.seconds(), median, bytes / median / 1e9, transfer[transfer.length / 2],
                     bytes / transfer[transfer.length / 2] / 1e9, 100 * during / idle, 100 * duringTransfer,
                     transferNanos / 1e9, verified);
+            out.flush();
+        }
+        return r;
+    }
+
+    /** Median of each phase over the loads that had it. */
+    private static Map<String, Double> medianPhases(List<LoadReport> reports) {
+        Map<String, List<Double>> all = new LinkedHashMap<>();
+        for (LoadReport rep : reports) {
+            if (rep.phases() != null) {
+                rep.phases().forEach((k, v) -> all.computeIfAbsent(k, x -> new ArrayList<>()).add(v));
+            }
+        }
+        Map<String, Double> med = new LinkedHashMap<>();
+        all.forEach((k, v) -> med.put(k, v.stream().sorted().toList().get(v.size() / 2)));
+        return med;
+    }
+
+    /**
+     * Mooncake's raw read driven from Java, as the C baseline does it: the seed's whole weight span (padding
+     * included) in 64 MiB reads, one batch, into one buffer on GPU 1. It separates the cost of the binding from
+     * that of the backend (plan, per-tensor reads, control plane).
+     */
+    private Map<String, Object> rawEngineRead(PrintWriter out, int port) throws Exception {
+        SeedClient sc = new SeedClient("127.0.0.1", port, Optional.of("bench"), Duration.ofSeconds(5),
+                Duration.ofSeconds(30), 0);
+        Manifest m = sc.manifest(new RankKey(0, 0));
+        long lo = Long.MAX_VALUE;
+        long hi = 0;
+        for (Manifest.Entry e : m.tensors()) {
+            lo = Math.min(lo, e.address());
+            hi = Math.max(hi, e.address() + e.bytes());
+        }
+        long span = hi - lo;
+        long request = 64L << 20;
+        List<OneSidedEngine.ReadOp> ops = new ArrayList<>();
+        Map<String, Object> r = new LinkedHashMap<>();
+        try (MooncakeEngine engine = MooncakeEngine.create(MooncakeLibrary.load(mooncakeLibrary), "127.0.0.1",
+                "nvlink_intra", null);
+             DeviceArena dst = DeviceArena.allocate(Device.cuda(1), span);
+             OneSidedEngine.Peer peer = engine.open(m.session())) {
+            MemoryRegion into = dst.take(span);
+            for (long off = 0; off < span; off += request) {
+                ops.add(new OneSidedEngine.ReadOp(into.address() + off, lo + off, Math.min(request, span - off)));
+            }
+            List<Double> secs = new ArrayList<>();
+            long from = System.currentTimeMillis();
+            while (secs.size() < 6 || System.currentTimeMillis() - from < window * 1000L / 2) {
+                long t0 = System.nanoTime();
+                for (int at = 0; at < ops.size(); at += MooncakeEngine.MAX_BATCH_SIZE) {
+                    try (OneSidedEngine.Batch b = peer.submit(ops.subList(at,
+                            Math.min(ops.size(), at + MooncakeEngine.MAX_BATCH_SIZE)))) {
+                        for (int i = 0; i < b.size(); i++) {
+                            OneSidedEngine.OpStatus st;
+                            while (!(st = b.status(i)).isFinal()) {
+                                java.util.concurrent.locks.LockSupport.parkNanos(20_000);
+                            }
+                            if (st.state() != OneSidedEngine.OpState.COMPLETED) {
+                                throw new IllegalStateException("raw read " + i + ": " + st.detail());
+                            }
+                        }
+                    }
+                }
+                secs.add((System.nanoTime() - t0) / 1e9);
+            }
+            double first = secs.remove(0); // includes cudaIpcOpenMemHandle
+            double median = secs.stream().sorted().toList().get(secs.size() / 2);
+            r.put("engine", engine.name());
+            r.put("bytes", span);
+            r.put("reads", ops.size());
+            r.put("firstSeconds", first);
+            r.put("medianSeconds", median);
+            r.put("bytesPerSecond", span / median);
+            out.printf("%-40s %s: %d rounds of %.2f GB in %d reads; first %.4f s; median %.4f s = %.1f GB/s%n",
+                    "quiet seed: Mooncake raw read from Java", engine.name(), secs.size(), span / 1e9, ops.size(),
+                    first, median, span / median / 1e9);
             out.flush();
         }
         return r;
