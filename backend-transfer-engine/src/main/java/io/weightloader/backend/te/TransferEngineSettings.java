@@ -37,7 +37,7 @@ record TransferEngineSettings(
             throw new WeightLoaderConfigException(PATH + ".protocol", "the builtin engine speaks tcp only; got '"
                     + protocol + "' (use engine = mooncake for " + protocol + ")");
         }
-        long slice = bytes(c, "slice-size");
+        long slice = c.getString("slice-size").trim().equals("auto") ? autoSliceSize(protocol) : bytes(c, "slice-size");
         if (slice < 4096 || slice > (1L << 30)) {
             throw new WeightLoaderConfigException(PATH + ".slice-size", "must be between 4 KiB and 1 GiB; got " + slice);
         }
@@ -70,11 +70,21 @@ record TransferEngineSettings(
                 slice, batch, inFlight, cap, port, conns, maxConns, opt(c.getString("mooncake.library")));
     }
 
+    /**
+     * {@code slice-size = auto}: 1 GiB over nvlink_intra, where each read is one GPU copy with a fixed setup cost
+     * and fewer reads are faster (8 GB on two H200s: 1 GiB reads 379 GB/s, 256 MiB 373, 64 MiB 361); 256 MiB
+     * elsewhere, where reads are spread over connections and must outnumber them.
+     */
+    static long autoSliceSize(String protocol) {
+        return "nvlink_intra".equals(protocol) ? 1L << 30 : 256L << 20;
+    }
+
     private static long bytes(Config c, String key) {
         try {
             return c.getBytes(key);
         } catch (ConfigException e) {
-            throw new WeightLoaderConfigException(PATH + "." + key, "must be a size such as 64 MiB", e);
+            throw new WeightLoaderConfigException(PATH + "." + key, "must be a size such as 64 MiB"
+                    + (key.equals("slice-size") ? " or auto" : ""), e);
         }
     }
 

@@ -27,12 +27,24 @@ class TransferEngineSettingsTest {
         assertThat(s.batchesInFlight()).isEqualTo(2);
     }
 
+    @Test
+    void autoSlicesAreLargestOverNvlink() {
+        assertThat(settings("").sliceSize()).isEqualTo(256L << 20);
+        assertThat(settings("""
+                weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra }""")
+                .sliceSize()).isEqualTo(1L << 30);
+        assertThat(settings("""
+                weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra,
+                  slice-size = 64 MiB }""").sliceSize()).isEqualTo(64L << 20);
+    }
+
     @ParameterizedTest
     @CsvSource(delimiter = '|', value = {
         "batches-in-flight = 0      | batches-in-flight | 1..16",
         "batches-in-flight = 17     | batches-in-flight | 1..16",
         "batch-size = 0             | batch-size        | 1..1024",
         "slice-size = 1             | slice-size        | 4 KiB",
+        "slice-size = big           | slice-size        | or auto",
         "bandwidth-limit = fast     | bandwidth-limit   | size",
         "engine = rdma              | engine            | builtin or mooncake",
     })
