@@ -65,7 +65,31 @@ public final class SeedService implements AutoCloseable {
     private final byte[] token;
     private final Map<RankKey, Published> ranks = new ConcurrentHashMap<>();
 
-    private record Published(List<HeldTensor> tensors, List<SeedPublisher> publishers, Manifest manifest) {
+    /**
+     * A rank's published weights, with its answers serialised once per generation (clients scaling out at once
+     * cost the seed a copy each, not a serialisation each). {@code updating}: between {@link #weightsChanging}
+     * and {@link #weightsChanged}, when the manifest and session are refused.
+     */
+    private record Published(List<HeldTensor> tensors, List<SeedPublisher> publishers, Manifest manifest,
+                             byte[] manifestJson, byte[] sessionJson, boolean updating) {
+        static Published of(List<HeldTensor> tensors, List<SeedPublisher> publishers, Manifest m, boolean updating) {
+            try {
+                return new Published(tensors, publishers, m, JSON.writeValueAsBytes(m), JSON.writeValueAsBytes(
+                        Map.of("engine", m.engine(), "session", m.session(), "generation", m.generation())), updating);
+            } catch (IOException e) {
+                throw new WeightLoaderException("serialising the manifest of rank tp" + m.tp() + "-pp" + m.pp()
+                        + " failed: " + e, e);
+            }
+        }
+
+        /** The same weights under a new generation; checksums dropped (unknown until recomputed). */
+        Published regenerated(boolean nowUpdating) {
+            List<Manifest.Entry> entries = manifest.tensors().stream().map(e -> new Manifest.Entry(e.name(),
+                    e.dtype(), e.shape(), e.bytes(), e.address(), null)).toList();
+            return of(tensors, publishers, new Manifest(manifest.version(), manifest.tp(), manifest.pp(),
+                    UUID.randomUUID().toString(), manifest.engine(), manifest.session(), manifest.device(), entries),
+                    nowUpdating);
+        }
         SeedEndpoint endpoint(String path) {
             for (SeedPublisher p : publishers) {
                 SeedEndpoint e = p.endpoints().get(path);
@@ -164,7 +188,7 @@ public final class SeedService implements AutoCloseable {
         SeedPublisher first = publishers.get(0); // the transfer engine when there is one: it serves one-sided reads
         Manifest m = new Manifest(Manifest.VERSION, rank.tp(), rank.pp(), UUID.randomUUID().toString(),
                 first.engine(), first.sessionId(), device, entries);
-        Published old = ranks.put(rank, new Published(tensors, List.copyOf(publishers), m));
+        Published old = ranks.put(rank, Published.of(tensors, List.copyOf(publishers), m, false));
         if (old != null) {
             old.publishers().forEach(SeedPublisher::close);
         }
@@ -194,16 +218,23 @@ public final class SeedService implements AutoCloseable {
         }
     }
 
-    /** Marks a rank's weights as changed (after an in-place update): clients see a new generation. */
+    /**
+     * Call before changing a rank's weights in place: the rank gets a new generation, so every load in flight
+     * fails its final check, and until {@link #weightsChanged} its manifest, session and send endpoints answer
+     * 503 (clients retry), so no load can start and end inside the update and pass with half-updated bytes.
+     */
+    public void weightsChanging(RankKey rank) {
+        ranks.computeIfPresent(rank, (k, p) -> p.regenerated(true));
+    }
+
+    /**
+     * Call after changing a rank's weights in place: the rank gets a new generation (loads that overlapped the
+     * update fail their final check and load again) and is served again. Called without {@link #weightsChanging}
+     * first, a load that read during the update and checked before this call would not notice: bracket every
+     * update with both.
+     */
     public void weightsChanged(RankKey rank) {
-        ranks.computeIfPresent(rank, (k, p) -> {
-            Manifest m = p.manifest();
-            // checksums of changed weights are unknown until recomputed; drop them rather than publish stale ones
-            List<Manifest.Entry> entries = m.tensors().stream().map(e -> new Manifest.Entry(e.name(), e.dtype(),
-                    e.shape(), e.bytes(), e.address(), null)).toList();
-            return new Published(p.tensors(), p.publishers(), new Manifest(m.version(), m.tp(), m.pp(),
-                    UUID.randomUUID().toString(), m.engine(), m.session(), m.device(), entries));
-        });
+        ranks.computeIfPresent(rank, (k, p) -> p.regenerated(false));
     }
 
     public int port() {
@@ -258,11 +289,10 @@ public final class SeedService implements AutoCloseable {
                     if (p == null) {
                         reply(ex, 404, Map.of("error", "this seed holds no weights for rank " + rank
                                 + "; it holds " + ranks.keySet()));
-                    } else if (path.equals("/v1/manifest")) {
-                        reply(ex, 200, p.manifest());
+                    } else if (p.updating()) {
+                        updating(ex, rank);
                     } else {
-                        reply(ex, 200, Map.of("engine", p.manifest().engine(), "session", p.manifest().session(),
-                                "generation", p.manifest().generation()));
+                        replyJson(ex, 200, path.equals("/v1/manifest") ? p.manifestJson() : p.sessionJson());
                     }
                 }
                 case "/get_remote_instance_transfer_engine_info", "/remote_instance_transfer_engine_info" ->
@@ -284,6 +314,10 @@ public final class SeedService implements AutoCloseable {
         if (endpoint == null) {
             reply(ex, 404, Map.of("error", p == null ? "this seed holds no weights for rank " + rank
                     : "no such endpoint " + path + " (is the seed serving it? e.g. weight-loader.seed.serve-nccl)"));
+            return;
+        }
+        if (p.updating()) {
+            updating(ex, rank);
             return;
         }
         byte[] body = ex.getRequestBody().readNBytes(MAX_BODY + 1);
@@ -311,10 +345,17 @@ public final class SeedService implements AutoCloseable {
             reply(ex, 400, Map.of("error", "Invalid rank " + rank.tp() + " (this seed holds " + ranks.keySet() + ")"));
             return;
         }
+        if (p.updating()) {
+            updating(ex, rank);
+            return;
+        }
+        Map<String, HeldTensor> held = new java.util.HashMap<>();
+        for (HeldTensor t : p.tensors()) {
+            held.put(t.spec().name(), t);
+        }
         Map<String, List<Long>> info = new LinkedHashMap<>();
         for (Manifest.Entry e : p.manifest().tensors()) {
-            long elementSize = Math.max(1, p.tensors().stream().filter(t -> t.spec().name().equals(e.name()))
-                    .findFirst().orElseThrow().spec().dtype().bits() / 8);
+            long elementSize = Math.max(1, held.get(e.name()).spec().dtype().bits() / 8);
             info.put(e.name(), List.of(e.address(), e.bytes() / elementSize, elementSize));
         }
         Map<String, Object> body = new LinkedHashMap<>();
@@ -381,8 +422,16 @@ public final class SeedService implements AutoCloseable {
         }
     }
 
+    private static void updating(HttpExchange ex, RankKey rank) throws IOException {
+        ex.getResponseHeaders().set("Retry-After", "1");
+        reply(ex, 503, Map.of("error", "the weights of rank " + rank + " are being updated; try again"));
+    }
+
     private static void reply(HttpExchange ex, int code, Object body) throws IOException {
-        byte[] bytes = JSON.writeValueAsBytes(body);
+        replyJson(ex, code, JSON.writeValueAsBytes(body));
+    }
+
+    private static void replyJson(HttpExchange ex, int code, byte[] bytes) throws IOException {
         ex.getResponseHeaders().set("Content-Type", "application/json");
         ex.sendResponseHeaders(code, bytes.length);
         try (OutputStream os = ex.getResponseBody()) {

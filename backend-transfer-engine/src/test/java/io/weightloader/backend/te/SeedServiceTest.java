@@ -142,6 +142,31 @@ class SeedServiceTest {
     }
 
     @Test
+    void duringAnUpdateNoLoadStartsAndAfterItLoadsSeeTheNewGeneration() {
+        List<TensorSpec> specs = TestWeights.specs(2, 64 << 10);
+        RankKey rank = new RankKey(0, 0);
+        try (HostMemory m = TestWeights.arena(specs);
+             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
+                     Map.of(rank, TestWeights.held(m, specs, 7)));
+             WeightLoader loader = WeightLoader.open(client(svc.port(), "weight-loader.remote-instance.retries = 1"));
+             HostMemory dst = TestWeights.arena(specs)) {
+            load(loader, specs, dst);
+            String before = svc.manifest(rank).orElseThrow().generation();
+            svc.weightsChanging(rank);
+            // the held manifest's reads succeed, but the final check is refused while the update runs
+            assertThatThrownBy(() -> load(loader, specs, dst))
+                    .hasMessageContaining("503")
+                    .hasMessageContaining("the weights of rank tp0-pp0 are being updated");
+            TestWeights.fill(specs.get(1), TestWeights.slices(m, specs).get(1), 8); // the update itself
+            svc.weightsChanged(rank);
+            assertThat(svc.manifest(rank).orElseThrow().generation()).isNotEqualTo(before);
+            LoadReport r = load(loader, specs, dst);
+            assertThat(r.tensors().get(0).sha256()).isEqualTo(TestWeights.sha256(specs.get(0), 7));
+            assertThat(r.tensors().get(1).sha256()).isEqualTo(TestWeights.sha256(specs.get(1), 8));
+        }
+    }
+
+    @Test
     void theBandwidthCapBoundsTheAverageRate() {
         List<TensorSpec> specs = TestWeights.specs(4, 8 << 20); // 32 MiB
         try (HostMemory m = TestWeights.arena(specs);
