@@ -19,6 +19,7 @@ run() { # module dir, test classes...
       --disable-banner "${sel[@]}") || rc=1
 }
 run backend-local io.weightloader.backend.local.GpuLocalLoadTest io.weightloader.backend.local.ReferenceFixturesTest
-run backend-nccl io.weightloader.backend.nccl.NcclGpuTwoProcessTest io.weightloader.backend.nccl.NcclControlPlaneTest
+run backend-nccl io.weightloader.backend.nccl.NcclGpuTwoProcessTest io.weightloader.backend.nccl.NcclControlPlaneTest \
+    io.weightloader.backend.nccl.NcclDeadlineGpuTest
 run backend-transfer-engine io.weightloader.backend.te.MooncakeGpuTwoProcessTest
 exit $rc

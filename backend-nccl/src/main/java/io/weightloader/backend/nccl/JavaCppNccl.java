@@ -23,7 +23,8 @@ import org.bytedeco.javacpp.Pointer;
  * (rank 1) in one NCCL group, with ncclSend/ncclRecv or (same bytes, a collective) ncclBroadcast. Communicators
  * are non-blocking
  * ({@code NCCL_COMM_BLOCKING=0} is set in the process environment unless the user set it), so that every step
- * can be given a deadline and aborted with {@code ncclCommAbort} when it passes.
+ * can be given a deadline and aborted with {@code ncclCommAbort} when it passes (on its own thread: see
+ * {@link #abort}).
  */
 final class JavaCppNccl implements NcclRuntime {
     static final int UNIQUE_ID_BYTES = 128;
@@ -98,29 +99,29 @@ final class JavaCppNccl implements NcclRuntime {
         check(nccl.ncclCommInitRank(comm, 2, id, rank), "ncclCommInitRank(rank " + rank + ")");
         CUstream_st stream = new CUstream_st();
         CUevent_st done = new CUevent_st();
-        boolean ok = false;
+        DeviceArena scratch = null;
         try {
             await(comm, initDeadline, "init (forming the 2-rank NCCL group)");
             Cuda.check(cudart.cudaStreamCreateWithFlags(stream, cudart.cudaStreamNonBlocking), "cudaStreamCreate");
             Cuda.check(cudart.cudaEventCreateWithFlags(done, cudart.cudaEventDisableTiming), "cudaEventCreate");
             // NCCL connects its channels on first use: a one-byte exchange of the same kind does it as part of
-            // forming the group, so the transfer phase measures the transfer
-            try (DeviceArena scratch = DeviceArena.allocate(device, 256)) {
-                Pointer one = Cuda.pointer(scratch.address());
-                int rc;
-                if (primitive == Primitive.BROADCAST) {
-                    rc = nccl.ncclBroadcast(one, one, 1, nccl.ncclUint8, 0, comm, stream);
-                } else {
-                    check(nccl.ncclGroupStart(), "ncclGroupStart");
-                    rc = rank == 0 ? nccl.ncclSend(one, 1, nccl.ncclUint8, 1, comm, stream)
-                            : nccl.ncclRecv(one, 1, nccl.ncclUint8, 0, comm, stream);
-                    check(rc, "connect");
-                    rc = nccl.ncclGroupEnd();
-                }
-                check(rc, "connect (" + primitive.text + ")");
-                await(comm, initDeadline, "connect");
-                waitFor(done, stream, comm, initDeadline, "connect");
+            // forming the group, so the transfer phase measures the transfer. The byte's buffer is freed only once
+            // nothing can use it any more (after a failure: once the communicator is aborted).
+            scratch = DeviceArena.allocate(device, 256);
+            Pointer one = Cuda.pointer(scratch.address());
+            int rc;
+            if (primitive == Primitive.BROADCAST) {
+                rc = nccl.ncclBroadcast(one, one, 1, nccl.ncclUint8, 0, comm, stream);
+            } else {
+                check(nccl.ncclGroupStart(), "ncclGroupStart");
+                rc = rank == 0 ? nccl.ncclSend(one, 1, nccl.ncclUint8, 1, comm, stream)
+                        : nccl.ncclRecv(one, 1, nccl.ncclUint8, 0, comm, stream);
+                check(rc, "connect");
+                rc = nccl.ncclGroupEnd();
             }
+            check(rc, "connect (" + primitive.text + ")");
+            await(comm, initDeadline, "connect");
+            waitFor(done, stream, comm, initDeadline, "connect");
             long t1 = System.nanoTime();
             // rank 0 sends each tensor to rank 1, all in one group
             int peer = 1 - rank;
@@ -129,7 +130,6 @@ final class JavaCppNccl implements NcclRuntime {
                 if (op.bytes() == 0) {
                     continue;
                 }
-                int rc;
                 if (primitive == Primitive.BROADCAST) {
                     rc = nccl.ncclBroadcast(Cuda.pointer(op.address()), Cuda.pointer(op.address()), op.bytes(),
                             nccl.ncclUint8, 0, comm, stream);
@@ -144,25 +144,35 @@ final class JavaCppNccl implements NcclRuntime {
             await(comm, transferDeadline, "enqueue (ncclGroupEnd)");
             waitFor(done, stream, comm, transferDeadline, "transfer");
             long t2 = System.nanoTime();
-            ok = true;
-            {
-                // the bytes are in place: neither side waits for the communicator's teardown (~0.5 s), so the
-                // client can use its weights and the seed can serve the next client at once
-                Thread t = new Thread(() -> {
-                    try {
-                        Cuda.use(device);
-                        teardown(comm, stream, done, System.nanoTime() + 60_000_000_000L);
-                    } catch (RuntimeException e) {
-                        org.slf4j.LoggerFactory.getLogger(JavaCppNccl.class).warn("NCCL teardown failed: {}",
-                                e.getMessage());
-                    }
-                }, "weightloader-nccl-teardown");
-                t.setDaemon(true);
-                t.start();
-            }
+            scratch.close();
+            // the bytes are in place: neither side waits for the communicator's teardown (~0.5 s), so the client
+            // can use its weights and the seed can serve the next client at once
+            background("weightloader-nccl-teardown", () -> {
+                Cuda.use(device);
+                teardown(comm, stream, done, System.nanoTime() + 60_000_000_000L);
+            });
             return new Timings((t1 - t0) / 1e9, (t2 - t1) / 1e9);
-        } finally {
-            if (!ok) {
+        } catch (RuntimeException e) {
+            throw abort(device, comm, stream, done, scratch, e);
+        }
+    }
+
+    /** How long a failed step waits for ncclCommAbort before reporting anyway. */
+    static final long ABORT_WAIT_NANOS = 10_000_000_000L;
+
+    /**
+     * Aborts the communicator after a failed step. ncclCommAbort can block for as long as a thread of NCCL's is
+     * stuck (an init whose peer never joined waits on a socket with no timeout), so it runs on its own thread and
+     * the step's error is reported after at most {@link #ABORT_WAIT_NANOS}, saying when the abort had not
+     * finished. The stream, event and scratch byte are released only once the abort returned: freeing memory a
+     * stuck kernel may still use would block, or worse.
+     */
+    private static RuntimeException abort(Device device, ncclComm comm, CUstream_st stream, CUevent_st done,
+                                          DeviceArena scratch, RuntimeException cause) {
+        java.util.concurrent.CountDownLatch aborted = new java.util.concurrent.CountDownLatch(1);
+        background("weightloader-nccl-abort", () -> {
+            try {
+                Cuda.use(device);
                 nccl.ncclCommAbort(comm);
                 if (done.address() != 0) {
                     cudart.cudaEventDestroy(done);
@@ -170,8 +180,36 @@ final class JavaCppNccl implements NcclRuntime {
                 if (stream.address() != 0) {
                     cudart.cudaStreamDestroy(stream);
                 }
+                if (scratch != null) {
+                    scratch.close();
+                }
+            } finally {
+                aborted.countDown();
             }
+        });
+        try {
+            if (!aborted.await(ABORT_WAIT_NANOS, java.util.concurrent.TimeUnit.NANOSECONDS)) {
+                return new WeightLoaderException(cause.getMessage() + "; the communicator is being aborted, but "
+                        + "ncclCommAbort had not returned after "
+                        + ABORT_WAIT_NANOS / 1_000_000_000L + " s and goes on in the background (NCCL may still use "
+                        + "the destination memory until it does)", cause);
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
         }
+        return new WeightLoaderException(cause.getMessage() + "; communicator aborted", cause);
+    }
+
+    private static void background(String name, Runnable r) {
+        Thread t = new Thread(() -> {
+            try {
+                r.run();
+            } catch (RuntimeException e) {
+                org.slf4j.LoggerFactory.getLogger(JavaCppNccl.class).warn("{} failed: {}", name, e.getMessage());
+            }
+        }, name);
+        t.setDaemon(true);
+        t.start();
     }
 
     private static void teardown(ncclComm comm, CUstream_st stream, CUevent_st done, long deadline) {
@@ -222,8 +260,8 @@ final class JavaCppNccl implements NcclRuntime {
                 return;
             }
             if (System.nanoTime() > deadline) {
-                throw new WeightLoaderException("NCCL step '" + step + "' did not finish before its deadline; "
-                        + "communicator aborted (is the peer alive and reachable?)");
+                throw new WeightLoaderException("NCCL step '" + step + "' did not finish before its deadline "
+                        + "(is the peer alive and reachable?)");
             }
             LockSupport.parkNanos(pause);
             pause = Math.min(pause * 2, 1_000_000);
