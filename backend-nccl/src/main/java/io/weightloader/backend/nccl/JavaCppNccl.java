@@ -154,6 +154,9 @@ final class JavaCppNccl implements NcclRuntime {
             return new Timings((t1 - t0) / 1e9, (t2 - t1) / 1e9);
         } catch (RuntimeException e) {
             throw abort(device, comm, stream, done, scratch, e);
+        } catch (Error e) {
+            abort(device, comm, stream, done, scratch, new WeightLoaderException(String.valueOf(e)));
+            throw e;
         }
     }
 
