@@ -24,6 +24,7 @@ import io.weightloader.backend.local.SafetensorsWriter;
 import io.weightloader.backend.te.TransferEngineProvider;
 import io.weightloader.backend.te.builtin.BuiltinEngine;
 import io.weightloader.backend.te.engine.OneSidedEngine;
+import io.weightloader.backend.te.engine.RawReads;
 import io.weightloader.backend.te.mooncake.MooncakeEngine;
 import io.weightloader.backend.te.mooncake.MooncakeLibrary;
 import java.io.PrintWriter;
@@ -33,7 +34,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import java.util.concurrent.locks.LockSupport;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -171,19 +171,7 @@ final class BenchRemoteCommand implements Callable<Integer> {
             e.registerLocal(local);
             try (OneSidedEngine.Peer peer = e.open(m.session())) {
                 long t0 = System.nanoTime();
-                for (int from = 0; from < ops.size(); from += 64) {
-                    List<OneSidedEngine.ReadOp> batchOps = ops.subList(from, Math.min(ops.size(), from + 64));
-                    OneSidedEngine.Batch b = peer.submit(batchOps);
-                    for (int i = 0; i < b.size(); i++) {
-                        while (!b.status(i).isFinal()) {
-                            LockSupport.parkNanos(20_000);
-                        }
-                        if (b.status(i).state() != OneSidedEngine.OpState.COMPLETED) {
-                            throw new IllegalStateException("raw read failed: " + b.status(i).detail());
-                        }
-                    }
-                    b.release();
-                }
+                RawReads.readAll(peer, ops, 64);
                 double secs = (System.nanoTime() - t0) / 1e9;
                 return bytes / secs;
             } finally {

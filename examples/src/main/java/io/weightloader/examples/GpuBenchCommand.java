@@ -25,6 +25,7 @@ import io.weightloader.api.seed.SeedService;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
 import io.weightloader.backend.te.engine.OneSidedEngine;
+import io.weightloader.backend.te.engine.RawReads;
 import io.weightloader.backend.te.mooncake.MooncakeEngine;
 import io.weightloader.backend.te.mooncake.MooncakeLibrary;
 import java.io.BufferedReader;
@@ -192,14 +193,16 @@ final class GpuBenchCommand implements Callable<Integer> {
             toSeed.println("pause");
             Thread.sleep(500);
             Map<String, Object> quiet = new LinkedHashMap<>();
+            String ncclSendRecv = "weight-loader.remote-instance.backend = nccl\n";
+            String ncclBroadcast = ncclSendRecv + "weight-loader.backends.nccl.primitive = broadcast\n";
+            String te = "weight-loader.remote-instance.backend = transfer_engine\n"
+                    + "weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra, "
+                    + "mooncake.library = \"" + mooncakeLibrary + "\" }\n";
             quiet.put("nccl", run(out, "quiet seed: nccl (send-recv)", port, samples, false,
-                    "weight-loader.remote-instance.backend = nccl\n"));
+                    ncclSendRecv));
             quiet.put("nccl_broadcast", run(out, "quiet seed: nccl (broadcast)", port, samples, false,
-                    "weight-loader.remote-instance.backend = nccl\nweight-loader.backends.nccl.primitive = broadcast\n"));
+                    ncclBroadcast));
             if (mooncakeLibrary != null) {
-                String te = "weight-loader.remote-instance.backend = transfer_engine\n"
-                        + "weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra, "
-                        + "mooncake.library = \"" + mooncakeLibrary + "\" }\n";
                 quiet.put("mooncake_from_java", rawEngineRead(out, port));
                 quiet.put("transfer_engine", run(out, "quiet seed: transfer_engine", port, samples, false, te));
                 quiet.put("transfer_engine_64MiB_slices", run(out, "quiet seed: transfer_engine, 64 MiB slices",
@@ -216,14 +219,11 @@ final class GpuBenchCommand implements Callable<Integer> {
             results.put("gemmIdleTflops", idle[0]);
             results.put("gemmIdlePerSecond", idle[1]);
             Map<String, Object> nccl = run(out, "nccl (send-recv)", port, samples, true,
-                    "weight-loader.remote-instance.backend = nccl\n");
+                    ncclSendRecv);
             results.put("nccl", nccl);
             results.put("nccl_broadcast", run(out, "nccl (broadcast)", port, samples, true,
-                    "weight-loader.remote-instance.backend = nccl\nweight-loader.backends.nccl.primitive = broadcast\n"));
+                    ncclBroadcast));
             if (mooncakeLibrary != null) {
-                String te = "weight-loader.remote-instance.backend = transfer_engine\n"
-                        + "weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra, "
-                        + "mooncake.library = \"" + mooncakeLibrary + "\" }\n";
                 results.put("transfer_engine", run(out, "transfer_engine", port, samples, true, te));
                 long cap = (long) ((double) nccl.get("bytesPerSecond"));
                 results.put("transfer_engine_capped", run(out, "transfer_engine capped at nccl's rate", port, samples,
@@ -451,20 +451,7 @@ final class GpuBenchCommand implements Callable<Integer> {
             long from = System.currentTimeMillis();
             while (secs.size() < 6 || System.currentTimeMillis() - from < window * 1000L / 2) {
                 long t0 = System.nanoTime();
-                for (int at = 0; at < ops.size(); at += MooncakeEngine.MAX_BATCH_SIZE) {
-                    try (OneSidedEngine.Batch b = peer.submit(ops.subList(at,
-                            Math.min(ops.size(), at + MooncakeEngine.MAX_BATCH_SIZE)))) {
-                        for (int i = 0; i < b.size(); i++) {
-                            OneSidedEngine.OpStatus st;
-                            while (!(st = b.status(i)).isFinal()) {
-                                java.util.concurrent.locks.LockSupport.parkNanos(20_000);
-                            }
-                            if (st.state() != OneSidedEngine.OpState.COMPLETED) {
-                                throw new IllegalStateException("raw read " + i + ": " + st.detail());
-                            }
-                        }
-                    }
-                }
+                RawReads.readAll(peer, ops, MooncakeEngine.MAX_BATCH_SIZE);
                 secs.add((System.nanoTime() - t0) / 1e9);
             }
             double first = secs.remove(0); // includes cudaIpcOpenMemHandle

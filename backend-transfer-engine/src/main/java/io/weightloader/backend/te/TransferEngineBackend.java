@@ -11,6 +11,7 @@ import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.seed.Manifest;
 import io.weightloader.api.seed.RemoteLoads;
+import io.weightloader.api.seed.SeedChangedException;
 import io.weightloader.api.seed.SeedClient;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import io.weightloader.backend.te.engine.OneSidedEngine;
@@ -190,7 +191,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
             try {
                 return loadWith(held, request, t0, phases);
             } catch (WeightLoaderException e) {
-                String now = currentGeneration(e);
+                // the final check already knows the seed's generation; other failures ask for it
+                String now = e instanceof SeedChangedException changed ? changed.after() : currentGeneration(e);
                 if (now.equals(held.generation())) {
                     throw e;
                 }

@@ -3,10 +3,10 @@ package io.weightloader.backend.te.mooncake;
 import io.weightloader.api.HostMemory;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.backend.te.engine.OneSidedEngine;
+import io.weightloader.backend.te.engine.RawReads;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
-import java.util.concurrent.locks.LockSupport;
 
 /**
  * Raw batched READ throughput of Mooncake's tcp transport on loopback: two engines in one JVM, the client reads
@@ -48,7 +48,7 @@ public final class MooncakeRawReadBench {
                 double best = 0;
                 for (int round = 0; round < 4; round++) {
                     long t0 = System.nanoTime();
-                    readAll(peer, list);
+                    RawReads.readAll(peer, list, MooncakeEngine.MAX_BATCH_SIZE);
                     double secs = (System.nanoTime() - t0) / 1e9;
                     double gbps = total / secs / 1e9;
                     System.out.printf(Locale.ROOT, "%s %d x %d bytes: %.3f s, %.2f GB/s%n", round == 0
@@ -61,20 +61,6 @@ public final class MooncakeRawReadBench {
                         best * 1e9 / (1L << 30));
             }
             client.unregisterLocal(List.<MemoryRegion>of(dst));
-        }
-    }
-
-    private static void readAll(OneSidedEngine.Peer peer, List<OneSidedEngine.ReadOp> ops) {
-        try (OneSidedEngine.Batch batch = peer.submit(ops)) {
-            for (int i = 0; i < batch.size(); i++) {
-                OneSidedEngine.OpStatus s;
-                while (!(s = batch.status(i)).isFinal()) {
-                    LockSupport.parkNanos(20_000); // leave the cores to Mooncake's I/O threads
-                }
-                if (s.state() != OneSidedEngine.OpState.COMPLETED) {
-                    throw new IllegalStateException("read " + i + " " + s.detail());
-                }
-            }
         }
     }
 }
