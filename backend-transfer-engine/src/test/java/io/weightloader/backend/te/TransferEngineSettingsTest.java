@@ -29,13 +29,13 @@ class TransferEngineSettingsTest {
 
     @Test
     void autoSlicesAreLargestOverNvlink() {
-        assertThat(settings("").sliceSize()).isEqualTo(256L << 20);
+        assertThat(settings("").sliceSize()).isEqualTo(64L << 20);
         assertThat(settings("""
                 weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra }""")
                 .sliceSize()).isEqualTo(1L << 30);
         assertThat(settings("""
                 weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra,
-                  slice-size = 64 MiB }""").sliceSize()).isEqualTo(64L << 20);
+                  slice-size = 256 MiB }""").sliceSize()).isEqualTo(256L << 20);
     }
 
     @ParameterizedTest
