@@ -15,7 +15,7 @@ run() { # module dir, test classes...
   local dir=$1; shift
   local sel=()
   for c in "$@"; do sel+=(--select-class "$c"); done
-  (cd "$root/$dir" && "$java" -cp "$cp" org.junit.platform.console.ConsoleLauncher execute --details=tree \
+  (cd "$root/$dir" && "$java" -cp "$cp" org.junit.platform.console.ConsoleLauncher execute --details=testfeed \
       --disable-banner "${sel[@]}") || rc=1
 }
 run backend-local io.weightloader.backend.local.GpuLocalLoadTest io.weightloader.backend.local.ReferenceFixturesTest

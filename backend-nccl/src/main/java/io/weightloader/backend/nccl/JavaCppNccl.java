@@ -96,11 +96,19 @@ final class JavaCppNccl implements NcclRuntime {
         ncclUniqueId id = new ncclUniqueId();
         id.internal().put(uniqueId);
         ncclComm comm = new ncclComm();
-        check(nccl.ncclCommInitRank(comm, 2, id, rank), "ncclCommInitRank(rank " + rank + ")");
         CUstream_st stream = new CUstream_st();
         CUevent_st done = new CUevent_st();
         DeviceArena scratch = null;
         try {
+            // Outside a group NCCL runs the init on the calling thread, non-blocking mode or not, and the init
+            // waits with no timeout for a peer that never joins (seen on GPUs: the caller spun in
+            // ncclCommInitRank long past its deadline). Inside a group of a non-blocking communicator it runs
+            // on NCCL's own thread and ncclGroupEnd returns ncclInProgress, so the deadline below can fire.
+            check(nccl.ncclGroupStart(), "ncclGroupStart (init)");
+            int rc = nccl.ncclCommInitRank(comm, 2, id, rank);
+            int end = nccl.ncclGroupEnd();
+            check(rc, "ncclCommInitRank(rank " + rank + ")");
+            check(end, "ncclGroupEnd (init, rank " + rank + ")");
             await(comm, initDeadline, "init (forming the 2-rank NCCL group)");
             Cuda.check(cudart.cudaStreamCreateWithFlags(stream, cudart.cudaStreamNonBlocking), "cudaStreamCreate");
             Cuda.check(cudart.cudaEventCreateWithFlags(done, cudart.cudaEventDisableTiming), "cudaEventCreate");
@@ -109,7 +117,6 @@ final class JavaCppNccl implements NcclRuntime {
             // nothing can use it any more (after a failure: once the communicator is aborted).
             scratch = DeviceArena.allocate(device, 256);
             Pointer one = Cuda.pointer(scratch.address());
-            int rc;
             if (primitive == Primitive.BROADCAST) {
                 rc = nccl.ncclBroadcast(one, one, 1, nccl.ncclUint8, 0, comm, stream);
             } else {
@@ -164,9 +171,9 @@ final class JavaCppNccl implements NcclRuntime {
     static final long ABORT_WAIT_NANOS = 10_000_000_000L;
 
     /**
-     * Aborts the communicator after a failed step. ncclCommAbort can block for as long as a thread of NCCL's is
-     * stuck (an init whose peer never joined waits on a socket with no timeout), so it runs on its own thread and
-     * the step's error is reported after at most {@link #ABORT_WAIT_NANOS}, saying when the abort had not
+     * Aborts the communicator after a failed step. ncclCommAbort waits for NCCL's threads of that communicator
+     * to notice the abort, which a thread stuck in a system call may not do soon, so it runs on its own thread
+     * and the step's error is reported after at most {@link #ABORT_WAIT_NANOS}, saying when the abort had not
      * finished. The stream, event and scratch byte are released only once the abort returned: freeing memory a
      * stuck kernel may still use would block, or worse.
      */
@@ -176,7 +183,9 @@ final class JavaCppNccl implements NcclRuntime {
         background("weightloader-nccl-abort", () -> {
             try {
                 Cuda.use(device);
-                nccl.ncclCommAbort(comm);
+                if (comm.address() != 0) { // null when ncclCommInitRank failed before creating it
+                    nccl.ncclCommAbort(comm);
+                }
                 if (done.address() != 0) {
                     cudart.cudaEventDestroy(done);
                 }

@@ -15,6 +15,13 @@ import io.weightloader.api.seed.SeedService;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
 import io.weightloader.api.testing.Gpus;
+import io.weightloader.api.LoadReport;
+import io.weightloader.api.seed.HeldTensor;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -23,10 +30,10 @@ import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 
 /**
- * Real NCCL against a seed that misbehaves: the client's deadlines fire, the communicator is aborted and the
- * error names the step that hung, well before anything else would time out. (A first GPU run of the first test,
- * before ncclCommAbort moved to its own thread, hung: the abort waited for NCCL's init thread, stuck on the
- * bootstrap socket of a peer that never joined.)
+ * Real NCCL against a peer that misbehaves: the deadlines fire, the communicator is aborted and the error names
+ * the step that hung, well before anything else would time out; a seed whose client vanished serves the next
+ * one. (The first GPU runs of the first test hung: outside an NCCL group, ncclCommInitRank ran the init on the
+ * calling thread, which spun there waiting for the peer, non-blocking mode or not.)
  */
 class NcclDeadlineGpuTest {
 
@@ -125,6 +132,45 @@ class NcclDeadlineGpuTest {
             assertThat(secs).isLessThan(20.0);
         } finally {
             nccl.release.countDown();
+        }
+    }
+
+    @Test
+    void aClientThatNeverJoinsHoldsTheSeedOnlyUntilTheSeedsInitDeadline() throws Exception {
+        Gpus.require("NcclDeadlineGpuTest", 2);
+        Config c = NcclControlPlaneTest.seedConfig("weight-loader.backends.nccl.init-timeout = 3s");
+        try (TensorArena held = TensorArena.allocate(Device.cuda(0), NcclControlPlaneTest.SPECS)) {
+            List<HeldTensor> tensors = new ArrayList<>();
+            held.destinations().forEach(d -> tensors.add(new HeldTensor(d.spec(), d.region())));
+            try (SeedService svc = SeedService.start(new BackendContext(WeightLoaderSettings.from(c), c),
+                    BackendRegistry.of(List.of(new NcclProvider())), Map.of(new RankKey(0, 0), tensors));
+                 WeightLoader loader = client(svc.port(), "cuda:1");
+                 TensorArena arena = TensorArena.allocate(Device.cuda(1), NcclControlPlaneTest.SPECS)) {
+                // a client takes the seed's group, then vanishes without joining it
+                HttpResponse<String> taken = HttpClient.newHttpClient().send(HttpRequest.newBuilder(
+                                URI.create("http://127.0.0.1:" + svc.port() + "/v1/nccl/send?tp=0&pp=0"))
+                        .header("Authorization", "Bearer tok")
+                        .POST(HttpRequest.BodyPublishers.ofString("{\"tensors\":[\"embed\"]}")).build(),
+                        HttpResponse.BodyHandlers.ofString());
+                assertThat(taken.statusCode()).as(taken.body()).isEqualTo(200);
+                long t0 = System.nanoTime();
+                assertThatThrownBy(() -> loader.load(LoadRequest.of(arena.destinations()))).hasMessageContaining("busy");
+                // once the seed's init deadline (3 s) has passed, it aborts that group and serves the next client
+                LoadReport report = null;
+                RuntimeException last = null;
+                while (report == null && System.nanoTime() - t0 < 30_000_000_000L) {
+                    try {
+                        report = loader.load(LoadRequest.of(arena.destinations()));
+                    } catch (RuntimeException e) {
+                        last = e;
+                        Thread.sleep(500);
+                    }
+                }
+                assertThat(report).as("a load after the vanished client's deadline; last error: %s", last).isNotNull();
+                assertThat(report.tensors()).hasSize(NcclControlPlaneTest.SPECS.size());
+                System.err.printf("seed freed from a vanished client after %.2f s (init deadline 3 s)%n",
+                        (System.nanoTime() - t0) / 1e9);
+            }
         }
     }
 }
