@@ -11,6 +11,8 @@ import io.weightloader.api.MappedWeights;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoader;
+import io.weightloader.api.cuda.DeviceCopies;
+import io.weightloader.api.cuda.PinnedMemory;
 import io.weightloader.api.spi.ZeroCopyLoader;
 import io.weightloader.backend.local.SafetensorsCheckpoint;
 import io.weightloader.backend.local.SafetensorsFile;
@@ -41,6 +43,12 @@ import picocli.CommandLine.Spec;
  * loading every tensor into one host arena (allocated and pre-faulted once, outside the timing, as the raw
  * buffer is); (c) zero-copy, mapping the files ({@code map}) and then reading one byte per 4 KiB page of every
  * tensor ({@code map + touch}). The best of the repeats is reported.
+ *
+ * <p>With {@code --device cuda:N} the loader loads into an arena on that GPU (through its pinned staging
+ * buffers), zero-copy is not measured, and a second baseline is: (d) a raw host-to-device copy of as many bytes
+ * as the tensors hold, {@code cudaMemcpy} of one pinned 64 MiB buffer piece after piece. Reading and copying
+ * overlap in the loader, so its ideal is the slower of (a) and (d); done one after the other they would take the
+ * sum, which is printed too.
  */
 @Command(name = "bench-local", mixinStandardHelpOptions = true,
         description = "Benchmark the local backend against a raw FileChannel read of the same files "
@@ -66,6 +74,11 @@ final class BenchLocalCommand implements Callable<Integer> {
                     + "default: its setting).")
     Integer threads;
 
+    @Option(names = "--device", paramLabel = "DEVICE", defaultValue = "cpu",
+            description = "Where the loader loads: cpu, or cuda:N (adds a raw pinned host-to-device copy as a "
+                    + "second baseline; default: ${DEFAULT-VALUE}).")
+    String deviceText;
+
     @Option(names = "--json", description = "Print the result as JSON.")
     boolean json;
 
@@ -81,15 +94,28 @@ final class BenchLocalCommand implements Callable<Integer> {
     record ZeroCopy(double mapSeconds, double mapAndTouchSeconds) {
     }
 
+    /**
+     * GPU destinations only: the raw host-to-device copy, reading and copying one after the other (the sum of the
+     * two baselines' times), and the loader against the slower of the two baselines (its ideal when they overlap).
+     */
+    record GpuBaselines(Timing hostToDevice, Timing serial, double ratioToSlowerBaseline) {
+    }
+
     /** The {@code --json} document. */
-    record Result(String path, int files, long fileBytes, long tensorBytes, int tensors, int repeat,
-                  String engine, Timing raw, Timing loader, double ratio, ZeroCopy zeroCopy) {
+    record Result(String path, String device, int files, long fileBytes, long tensorBytes, int tensors, int repeat,
+                  String engine, Timing raw, Timing loader, double ratio, ZeroCopy zeroCopy, GpuBaselines gpu) {
     }
 
     @Override
     public Integer call() throws IOException {
         if (repeat < 1) {
             throw new ParameterException(spec.commandLine(), "--repeat must be at least 1, got " + repeat);
+        }
+        Device device;
+        try {
+            device = Device.parse(deviceText);
+        } catch (IllegalArgumentException e) {
+            throw new ParameterException(spec.commandLine(), "--device: " + e.getMessage());
         }
         SafetensorsCheckpoint cp = SafetensorsCheckpoint.open(path);
         List<Path> files = cp.files().stream().map(SafetensorsFile::path).toList();
@@ -99,6 +125,7 @@ final class BenchLocalCommand implements Callable<Integer> {
         Map<String, Object> flags = new LinkedHashMap<>();
         flags.put("weight-loader.backend", "local");
         flags.put("weight-loader.model-path", path.toString());
+        flags.put("weight-loader.device", device.toString());
         if (threads != null) {
             flags.put("weight-loader.backends.local.threads", threads);
         }
@@ -108,6 +135,7 @@ final class BenchLocalCommand implements Callable<Integer> {
         double loadBest = Double.MAX_VALUE;
         double mapBest = Double.MAX_VALUE;
         double touchBest = Double.MAX_VALUE;
+        double copyBest = Double.MAX_VALUE;
         String engine;
         List<TensorSpec> specs;
         long tensorBytes;
@@ -115,14 +143,23 @@ final class BenchLocalCommand implements Callable<Integer> {
             engine = loader.backend().engine();
             specs = loader.available();
             tensorBytes = specs.stream().mapToLong(TensorSpec::byteSize).sum();
-            try (TensorArena arena = TensorArena.allocate(Device.CPU, specs)) {
-                ((HostMemory) arena.region()).zero(); // fault the pages in now, not inside the timing
+            try (TensorArena arena = TensorArena.allocate(device, specs);
+                 PinnedMemory staging = device.isHost() ? null : PinnedMemory.allocate(RAW_BUFFER)) {
+                if (device.isHost()) {
+                    ((HostMemory) arena.region()).zero(); // fault the pages in now, not inside the timing
+                }
                 LoadRequest request = LoadRequest.of(arena.destinations());
-                ZeroCopyLoader zeroCopy = loader.backend() instanceof ZeroCopyLoader z ? z : null;
+                ZeroCopyLoader zeroCopy = device.isHost() && loader.backend() instanceof ZeroCopyLoader z ? z : null;
                 for (int r = 0; r < repeat; r++) {
                     long t0 = System.nanoTime();
                     rawRead(files, buffer);
                     rawBest = Math.min(rawBest, (System.nanoTime() - t0) / 1e9);
+
+                    if (staging != null) {
+                        t0 = System.nanoTime();
+                        rawHostToDevice(staging, arena.region(), tensorBytes);
+                        copyBest = Math.min(copyBest, (System.nanoTime() - t0) / 1e9);
+                    }
 
                     t0 = System.nanoTime();
                     loader.load(request);
@@ -145,8 +182,15 @@ final class BenchLocalCommand implements Callable<Integer> {
         Timing load = new Timing(loadBest, tensorBytes);
         double ratio = raw.gigabytesPerSecond() <= 0 ? 0 : load.gigabytesPerSecond() / raw.gigabytesPerSecond();
         ZeroCopy zc = mapBest == Double.MAX_VALUE ? null : new ZeroCopy(mapBest, touchBest);
-        Result result = new Result(path.toString(), files.size(), fileBytes, tensorBytes, specs.size(), repeat,
-                engine, raw, load, ratio, zc);
+        GpuBaselines gpu = null;
+        if (copyBest != Double.MAX_VALUE) {
+            Timing copy = new Timing(copyBest, tensorBytes);
+            Timing serial = new Timing(rawBest * tensorBytes / Math.max(1, fileBytes) + copyBest, tensorBytes);
+            double slower = Math.min(raw.gigabytesPerSecond(), copy.gigabytesPerSecond());
+            gpu = new GpuBaselines(copy, serial, slower <= 0 ? 0 : load.gigabytesPerSecond() / slower);
+        }
+        Result result = new Result(path.toString(), device.toString(), files.size(), fileBytes, tensorBytes,
+                specs.size(), repeat, engine, raw, load, ratio, zc, gpu);
         print(result);
         return 0;
     }
@@ -161,17 +205,39 @@ final class BenchLocalCommand implements Callable<Integer> {
                     r.repeat());
             out.printf(Locale.ROOT, "raw read   (FileChannel.read, 64 MiB buffer): %7.3f s  %6.2f GB/s  (%s)%n",
                     r.raw().seconds(), r.raw().gigabytesPerSecond(), Sizes.human(r.raw().bytes()));
-            out.printf(Locale.ROOT, "loader     (local, %s, into host arena): %7.3f s  %6.2f GB/s  (%s)%n",
-                    r.engine(), r.loader().seconds(), r.loader().gigabytesPerSecond(), Sizes.human(r.loader().bytes()));
+            if (r.gpu() != null) {
+                out.printf(Locale.ROOT, "raw copy   (cudaMemcpy, pinned 64 MiB -> %s): %7.3f s  %6.2f GB/s  (%s)%n",
+                        r.device(), r.gpu().hostToDevice().seconds(), r.gpu().hostToDevice().gigabytesPerSecond(),
+                        Sizes.human(r.gpu().hostToDevice().bytes()));
+                out.printf(Locale.ROOT, "read, then copy (sum of the two):           %7.3f s  %6.2f GB/s%n",
+                        r.gpu().serial().seconds(), r.gpu().serial().gigabytesPerSecond());
+            }
+            out.printf(Locale.ROOT, "loader     (local, %s, into %s arena): %7.3f s  %6.2f GB/s  (%s)%n",
+                    r.engine(), r.device().equals("cpu") ? "host" : r.device(), r.loader().seconds(),
+                    r.loader().gigabytesPerSecond(), Sizes.human(r.loader().bytes()));
             out.printf(Locale.ROOT, "ratio loader/raw: %.3f (target >= 0.90)%n", r.ratio());
+            if (r.gpu() != null) {
+                out.printf(Locale.ROOT, "ratio loader/slower of raw read and raw copy: %.3f (1.0 = fully overlapped)%n",
+                        r.gpu().ratioToSlowerBaseline());
+            }
             if (r.zeroCopy() != null) {
                 out.printf(Locale.ROOT, "zero-copy: map %.2f ms, map + touch every page %.2f ms%n",
                         r.zeroCopy().mapSeconds() * 1e3, r.zeroCopy().mapAndTouchSeconds() * 1e3);
+            } else if (r.gpu() != null) {
+                out.println("zero-copy: not measured (it maps host memory; the destination is a GPU)");
             } else {
                 out.println("zero-copy: not offered by the backend");
             }
         }
         out.flush();
+    }
+
+    /** Copies {@code bytes} to the device region, one pinned piece after another (each copy synchronous). */
+    static void rawHostToDevice(PinnedMemory staging, MemoryRegion device, long bytes) {
+        long piece = staging.length();
+        for (long off = 0; off < bytes; off += piece) {
+            DeviceCopies.copy(device, off, staging, 0, Math.min(piece, bytes - off));
+        }
     }
 
     /** Reads every file front to back into {@code buffer}; returns the bytes read. */

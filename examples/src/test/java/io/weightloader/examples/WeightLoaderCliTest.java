@@ -246,6 +246,21 @@ class WeightLoaderCliTest {
         assertThat(doc.get("files").asInt()).isEqualTo(2);
     }
 
+    @Test
+    void benchLocalOnAGpuWithoutCudaNamesWhatIsMissing() throws IOException {
+        if (io.weightloader.api.cuda.Cuda.available()) {
+            System.err.println("SKIPPED benchLocalOnAGpuWithoutCudaNamesWhatIsMissing: this machine has CUDA");
+            org.junit.jupiter.api.Assumptions.abort("this machine has CUDA");
+        }
+        Path dir = tmp.resolve("bench-gpu-less");
+        assertThat(run("generate", "--out", dir.toString(), "--size", "1MiB").exitCode()).isZero();
+        Run r = run("bench-local", dir.toString(), "--repeat", "1", "--device", "cuda:0");
+
+        assertThat(r.exitCode()).isNotZero();
+        assertThat(r.err()).startsWith("weightloader: error: ").contains("libcudart.so.13").doesNotContain("\tat ");
+        assertThat(run("bench-local", dir.toString(), "--device", "gpu0").err()).contains("--device", "gpu0");
+    }
+
     @ParameterizedTest
     @ValueSource(strings = {"inspect", "load", "bench-local"})
     void aBadPathIsOneLineNamingItWithoutAStackTrace(String command) {
