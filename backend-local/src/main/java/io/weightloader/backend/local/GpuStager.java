@@ -12,8 +12,12 @@ import org.bytedeco.cuda.global.cudart;
 
 /**
  * Moves file bytes to one GPU through two pinned staging buffers: while the GPU copies one buffer
- * ({@code cudaMemcpyAsync} on the stager's own stream), the next piece is read from disk into the other, so
+ * ({@code cudaMemcpyAsync} on the stager's own stream), the next chunk is read from disk into the other, so
  * disk and PCIe work at once. One stager is used by one thread at a time.
+ *
+ * <p>The buffers are small ({@code staging-size}, 1 MiB by default) because pinning host memory is slow: on an
+ * H100 host it ran at about 1.4 GB/s, so 16 MiB buffers for 8 threads cost more than half of a 4 GiB load
+ * (docs/PERFORMANCE.md), while 1 MiB chunks still keep the copy engine busy.
  */
 final class GpuStager implements AutoCloseable {
     private final Device device;
@@ -23,12 +27,15 @@ final class GpuStager implements AutoCloseable {
     private final CUstream_st stream = new CUstream_st();
     private int next;
 
-    GpuStager(Device device, int pieceSize) {
+    private final int chunk;
+
+    GpuStager(Device device, int stagingSize) {
         this.device = device;
+        this.chunk = stagingSize;
         Cuda.use(device);
         try {
             for (int i = 0; i < 2; i++) {
-                buffers[i] = PinnedMemory.allocate(pieceSize);
+                buffers[i] = PinnedMemory.allocate(stagingSize);
                 Cuda.check(cudart.cudaEventCreateWithFlags(copied[i], cudart.cudaEventDisableTiming), "cudaEventCreate");
             }
             Cuda.check(cudart.cudaStreamCreateWithFlags(stream, cudart.cudaStreamNonBlocking), "cudaStreamCreate");
@@ -42,20 +49,26 @@ final class GpuStager implements AutoCloseable {
         return device;
     }
 
-    /** Reads {@code length} bytes at {@code position} of the file and queues their copy to {@code deviceAddress}. */
+    /**
+     * Reads {@code length} bytes at {@code position} of the file and queues their copy to {@code deviceAddress},
+     * chunk by chunk through the two buffers.
+     */
     void copy(FileChannel ch, Path file, String tensor, long position, long deviceAddress, int length) throws IOException {
         Cuda.use(device);
-        int b = next;
-        next ^= 1;
-        if (inFlight[b]) {
-            Cuda.check(cudart.cudaEventSynchronize(copied[b]), "waiting for a staging copy to " + device);
-            inFlight[b] = false;
+        for (int off = 0; off < length; off += chunk) {
+            int n = Math.min(chunk, length - off);
+            int b = next;
+            next ^= 1;
+            if (inFlight[b]) {
+                Cuda.check(cudart.cudaEventSynchronize(copied[b]), "waiting for a staging copy to " + device);
+                inFlight[b] = false;
+            }
+            SafetensorsFile.readFully(ch, buffers[b].byteBuffer(0, n), position + off, file, tensor);
+            Cuda.check(cudart.cudaMemcpyAsync(Cuda.pointer(deviceAddress + off), Cuda.pointer(buffers[b].address()), n,
+                    cudart.cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync to " + device);
+            Cuda.check(cudart.cudaEventRecord(copied[b], stream), "cudaEventRecord");
+            inFlight[b] = true;
         }
-        SafetensorsFile.readFully(ch, buffers[b].byteBuffer(0, length), position, file, tensor);
-        Cuda.check(cudart.cudaMemcpyAsync(Cuda.pointer(deviceAddress), Cuda.pointer(buffers[b].address()), length,
-                cudart.cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync to " + device);
-        Cuda.check(cudart.cudaEventRecord(copied[b], stream), "cudaEventRecord");
-        inFlight[b] = true;
     }
 
     /** Waits until every queued copy reached the GPU. */

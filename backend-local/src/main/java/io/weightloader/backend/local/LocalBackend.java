@@ -42,13 +42,23 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     private final SafetensorsCheckpoint checkpoint;
     private final int threads;
     private final int pieceSize;
+    private final int stagingSize;
     private final boolean zeroCopyPreferred;
     private final ExecutorService pool;
 
+    /** Pinned staging buffer size for GPU destinations when none is given ({@code staging-size}). */
+    public static final int DEFAULT_STAGING_SIZE = 1 << 20;
+
     public LocalBackend(SafetensorsCheckpoint checkpoint, int threads, int pieceSize, boolean zeroCopyPreferred) {
+        this(checkpoint, threads, pieceSize, DEFAULT_STAGING_SIZE, zeroCopyPreferred);
+    }
+
+    public LocalBackend(SafetensorsCheckpoint checkpoint, int threads, int pieceSize, int stagingSize,
+                        boolean zeroCopyPreferred) {
         this.checkpoint = checkpoint;
         this.threads = threads;
         this.pieceSize = pieceSize;
+        this.stagingSize = Math.min(stagingSize, pieceSize);
         this.zeroCopyPreferred = zeroCopyPreferred;
         AtomicInteger n = new AtomicInteger();
         this.pool = Executors.newFixedThreadPool(threads, r -> {
@@ -176,7 +186,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         }
     }
 
-    /** Per destination GPU, one stager per reader thread (two pinned buffers each). */
+    /** Per destination GPU, one stager per reader thread (two pinned buffers of {@code staging-size} each). */
     private Map<Device, BlockingQueue<GpuStager>> stagers(LoadRequest request) {
         Map<Device, BlockingQueue<GpuStager>> out = new HashMap<>();
         try {
@@ -186,7 +196,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
                     BlockingQueue<GpuStager> q = new ArrayBlockingQueue<>(threads);
                     out.put(dev, q);
                     for (int i = 0; i < threads; i++) {
-                        q.add(new GpuStager(dev, pieceSize));
+                        q.add(new GpuStager(dev, stagingSize));
                     }
                 }
             }

@@ -40,10 +40,15 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
             throw new WeightLoaderConfigException(base + ".piece-size", "must be between 4 KiB and 1 GiB; got "
                     + piece);
         }
+        long staging = c.getBytes("staging-size");
+        if (staging < 4096 || staging > (1L << 30)) {
+            throw new WeightLoaderConfigException(base + ".staging-size", "must be between 4 KiB and 1 GiB; got "
+                    + staging);
+        }
         boolean zeroCopy = c.getBoolean("zero-copy");
         Path path = Path.of(context.settings().modelPath().orElseThrow(() ->
                 new WeightLoaderConfigException("weight-loader.model-path",
                         "the local backend needs a checkpoint file or directory")));
-        return new LocalBackend(SafetensorsCheckpoint.open(path), threads, (int) piece, zeroCopy);
+        return new LocalBackend(SafetensorsCheckpoint.open(path), threads, (int) piece, (int) staging, zeroCopy);
     }
 }

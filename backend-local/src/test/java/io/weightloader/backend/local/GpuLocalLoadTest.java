@@ -10,13 +10,56 @@ import io.weightloader.api.LoadRequest;
 import io.weightloader.api.TensorArena;
 import io.weightloader.api.TensorReport;
 import io.weightloader.api.WeightLoader;
+import io.weightloader.api.DType;
+import io.weightloader.api.HostMemory;
+import io.weightloader.api.TensorSpec;
 import io.weightloader.api.testing.Gpus;
+import io.weightloader.api.testing.TestWeights;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
-/** The reference fixtures loaded into GPU memory (pinned staging, async copies) keep their checksums. */
+/** Checkpoints loaded into GPU memory (pinned staging, async copies) keep their checksums. */
 class GpuLocalLoadTest {
+    @org.junit.jupiter.api.io.TempDir
+    Path tmp;
+
+    /** Pieces of several staging chunks, tensors that end mid-chunk, and both buffers reused many times. */
+    @org.junit.jupiter.api.Test
+    void piecesLargerThanTheStagingBuffersArriveWhole() throws Exception {
+        Gpus.require("GpuLocalLoadTest", 1);
+        List<TensorSpec> specs = List.of(TensorSpec.of("a", DType.U8, (3 << 20) + 5), TensorSpec.of("b", DType.F32, 1 << 18),
+                TensorSpec.of("c", DType.U8, 17), TensorSpec.of("d", DType.BF16, 40_000));
+        List<SafetensorsWriter.Tensor> tensors = new ArrayList<>();
+        try (HostMemory src = TestWeights.arena(specs)) {
+            List<io.weightloader.api.MemoryRegion> slices = TestWeights.slices(src, specs);
+            for (int i = 0; i < specs.size(); i++) {
+                TestWeights.fill(specs.get(i), slices.get(i), 11);
+                tensors.add(SafetensorsWriter.Tensor.of(specs.get(i), slices.get(i).byteBuffer(0,
+                        (int) specs.get(i).byteSize())));
+            }
+            SafetensorsWriter.write(tmp.resolve("model.safetensors"), tensors, Map.of());
+        }
+        try (WeightLoader loader = WeightLoader.open(ConfigFactory.parseMap(Map.of(
+                "weight-loader.model-path", tmp.resolve("model.safetensors").toString(),
+                "weight-loader.device", "cuda:0",
+                "weight-loader.checksum", "sha256",
+                "weight-loader.backends.local.threads", "2",
+                "weight-loader.backends.local.piece-size", "1 MiB",
+                "weight-loader.backends.local.staging-size", "64 KiB")));
+             TensorArena arena = TensorArena.allocate(Device.cuda(0), specs)) {
+            LoadReport report = loader.load(LoadRequest.of(arena.destinations()));
+            assertThat(report.tensors()).hasSize(specs.size());
+            for (TensorReport t : report.tensors()) {
+                TensorSpec s = specs.stream().filter(x -> x.name().equals(t.name())).findFirst().orElseThrow();
+                assertThat(t.sha256()).as(t.name()).isEqualTo(TestWeights.sha256(s, 11));
+            }
+        }
+    }
+
     @org.junit.jupiter.api.Test
     void withoutAGpuAGpuDestinationFailsNamingWhatIsMissing() {
         if (io.weightloader.api.cuda.Cuda.available()) {

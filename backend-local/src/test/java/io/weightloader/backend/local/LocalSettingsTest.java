@@ -1,0 +1,25 @@
+package io.weightloader.backend.local;
+
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.WeightLoader;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import java.util.Map;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+/** The local backend's settings are checked when it is opened, and a bad one is named by its config path. */
+class LocalSettingsTest {
+    @ParameterizedTest
+    @CsvSource({"threads, 300, must be in 0..256", "piece-size, 100, between 4 KiB and 1 GiB",
+            "staging-size, 1024, between 4 KiB and 1 GiB", "staging-size, 2 GiB, between 4 KiB and 1 GiB"})
+    void aBadSettingIsNamedByItsPath(String key, String value, String why) {
+        assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseMap(Map.of(
+                "weight-loader.model-path", ReferenceFixturesTest.FIXTURES.resolve("all_dtypes.safetensors").toString(),
+                "weight-loader.backends.local." + key, value))))
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageContaining("weight-loader.backends.local." + key)
+                .hasMessageContaining(why);
+    }
+}
