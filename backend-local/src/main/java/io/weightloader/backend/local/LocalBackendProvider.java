@@ -1,6 +1,7 @@
 package io.weightloader.backend.local;
 
 import com.typesafe.config.Config;
+import com.typesafe.config.ConfigException;
 import io.weightloader.api.Device;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.spi.BackendCapabilities;
@@ -35,20 +36,26 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
         if (threads == 0) {
             threads = Math.min(8, Runtime.getRuntime().availableProcessors());
         }
-        long piece = c.getBytes("piece-size");
-        if (piece < 4096 || piece > (1L << 30)) {
-            throw new WeightLoaderConfigException(base + ".piece-size", "must be between 4 KiB and 1 GiB; got "
-                    + piece);
-        }
-        long staging = c.getBytes("staging-size");
-        if (staging < 4096 || staging > (1L << 30)) {
-            throw new WeightLoaderConfigException(base + ".staging-size", "must be between 4 KiB and 1 GiB; got "
-                    + staging);
-        }
+        int piece = size(c, base, "piece-size");
+        int staging = size(c, base, "staging-size");
         boolean zeroCopy = c.getBoolean("zero-copy");
         Path path = Path.of(context.settings().modelPath().orElseThrow(() ->
                 new WeightLoaderConfigException("weight-loader.model-path",
                         "the local backend needs a checkpoint file or directory")));
-        return new LocalBackend(SafetensorsCheckpoint.open(path), threads, (int) piece, (int) staging, zeroCopy);
+        return new LocalBackend(SafetensorsCheckpoint.open(path), threads, piece, staging, zeroCopy);
+    }
+
+    /** A size setting between 4 KiB and 1 GiB; anything else is an error naming its path. */
+    private static int size(Config c, String base, String key) {
+        long v;
+        try {
+            v = c.getBytes(key);
+        } catch (ConfigException e) {
+            throw new WeightLoaderConfigException(base + "." + key, "must be a size such as 1 MiB", e);
+        }
+        if (v < 4096 || v > (1L << 30)) {
+            throw new WeightLoaderConfigException(base + "." + key, "must be between 4 KiB and 1 GiB; got " + v);
+        }
+        return (int) v;
     }
 }

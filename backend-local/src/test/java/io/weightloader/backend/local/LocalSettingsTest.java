@@ -13,7 +13,8 @@ import org.junit.jupiter.params.provider.CsvSource;
 class LocalSettingsTest {
     @ParameterizedTest
     @CsvSource({"threads, 300, must be in 0..256", "piece-size, 100, between 4 KiB and 1 GiB",
-            "staging-size, 1024, between 4 KiB and 1 GiB", "staging-size, 2 GiB, between 4 KiB and 1 GiB"})
+            "staging-size, 1024, between 4 KiB and 1 GiB", "staging-size, 2 GiB, between 4 KiB and 1 GiB",
+            "staging-size, lots, must be a size", "piece-size, lots, must be a size"})
     void aBadSettingIsNamedByItsPath(String key, String value, String why) {
         assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseMap(Map.of(
                 "weight-loader.model-path", ReferenceFixturesTest.FIXTURES.resolve("all_dtypes.safetensors").toString(),
