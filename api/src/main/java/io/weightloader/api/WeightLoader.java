@@ -2,6 +2,7 @@ package io.weightloader.api;
 
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.config.LoadFormat;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
@@ -51,10 +52,15 @@ public final class WeightLoader implements AutoCloseable {
         WeightLoaderSettings settings = WeightLoaderSettings.from(resolved, reference);
         BackendContext context = new BackendContext(settings, resolved);
         WeightLoader loader = new WeightLoader(settings, registry, context);
-        // Fail fast on a backend that cannot even be selected (unknown name, wrong device), fallback or not.
-        registry.provider(settings.backend());
-        if (settings.fallback() == WeightLoaderSettings.Fallback.LOCAL) {
-            registry.provider("local");
+        // Fail fast on a backend that cannot even be selected (unknown name, wrong device, bad settings), and on
+        // the fallback's settings too, before any work: a bad fallback must not surface only after a failed load.
+        if (settings.loadFormat() == LoadFormat.REMOTE_INSTANCE) {
+            registry.remoteProvider(settings.backend(), settings.backendFromRemoteInstance()
+                    ? "weight-loader.remote-instance.backend" : "weight-loader.backend");
+        }
+        validate(registry, settings.backend(), context);
+        if (settings.fallback() == WeightLoaderSettings.Fallback.LOCAL && !settings.backend().equals("local")) {
+            validate(registry, "local", context);
         }
         try {
             loader.backend = registry.create(settings.backend(), context);
@@ -67,6 +73,16 @@ public final class WeightLoader implements AutoCloseable {
         LOG.info("weight loader: backend {}, engine {}, source {}", loader.backend.name(), loader.backend.engine(),
                 loader.backend.source());
         return loader;
+    }
+
+    private static void validate(BackendRegistry registry, String name, BackendContext context) {
+        var provider = registry.provider(name);
+        if (!provider.capabilities().supports(context.settings().device())) {
+            throw new io.weightloader.api.config.WeightLoaderConfigException("weight-loader.device", "backend '"
+                    + name + "' cannot fill " + context.settings().device() + " memory; it supports "
+                    + provider.capabilities().devices());
+        }
+        provider.validate(context);
     }
 
     public WeightLoaderSettings settings() {

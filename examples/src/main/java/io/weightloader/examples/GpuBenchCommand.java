@@ -109,11 +109,11 @@ final class GpuBenchCommand implements Callable<Integer> {
         Device dev = Device.cuda(0);
         List<TensorSpec> specs = SyntheticLlama.forSize(size).specs();
         StringBuilder hocon = new StringBuilder("""
-                weight-loader.seed { bind-address = "127.0.0.1", serve-nccl = true, publish-checksums = false }
+                weight-loader.seed { bind-address = "127.0.0.1", serve = [nccl], publish-checksums = false }
                 weight-loader.remote-instance.token = bench
                 """);
         if (mooncakeLibrary != null) {
-            hocon.append("weight-loader.remote-instance.start-seed-via-transfer-engine = true\n")
+            hocon.append("weight-loader.seed.serve = [transfer_engine, nccl]\n")
                     .append("weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra, ")
                     .append("mooncake.library = \"").append(mooncakeLibrary).append("\" }\n");
         }

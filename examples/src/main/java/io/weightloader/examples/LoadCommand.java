@@ -9,7 +9,6 @@ import io.weightloader.api.TensorReport;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoader;
 import io.weightloader.api.spi.ZeroCopyLoader;
-import java.io.IOException;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
@@ -53,10 +52,10 @@ final class LoadCommand implements Callable<Integer> {
             description = "The seed's control-plane port (weight-loader.remote-instance.seed-instance-service-port).")
     Integer seedPort;
 
-    @Option(names = "--remote-instance-weight-loader-send-weights-group-ports", paramLabel = "PORTS", split = ",",
-            description = "NCCL group ports, comma-separated, index = tp rank "
-                    + "(weight-loader.remote-instance.send-weights-group-ports).")
-    List<Integer> groupPorts;
+    @Option(names = "--remote-instance-weight-loader-send-weights-group-ports", paramLabel = "PORTS",
+            description = "NCCL group ports, index = tp rank, as SGLang takes them ('[29601,29602]') or "
+                    + "comma-separated (weight-loader.remote-instance.send-weights-group-ports).")
+    String groupPorts;
 
     @Option(names = "--remote-instance-weight-loader-backend", paramLabel = "NAME",
             description = "transfer_engine | nccl (weight-loader.remote-instance.backend).")
@@ -128,30 +127,29 @@ final class LoadCommand implements Callable<Integer> {
     }
 
     @Override
-    public Integer call() throws IOException {
+    public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter err = spec.commandLine().getErr();
-        Config config = config();
-        LoadReport report;
-        try (WeightLoader loader = WeightLoader.open(config)) {
-            List<TensorSpec> specs = loader.available();
-            if (zeroCopy && loader.backend() instanceof ZeroCopyLoader z) {
-                try (MappedWeights mapped = z.map(specs, loader.settings().checksum())) {
-                    report = mapped.report();
-                }
+        Ranks ranks = Ranks.of(config(), shared);
+        List<LoadReport> reports = ranks.parallel(rank -> load(rank.config(), err, ranks.single()));
+        if (reportFile != null) {
+            if (ranks.single()) {
+                WeightLoaderCli.JSON.writeValue(reportFile.toFile(), reports.get(0));
             } else {
-                if (zeroCopy) {
-                    err.println("weightloader: note: backend '" + loader.backend().name()
-                            + "' cannot hand out zero-copy views; copying instead");
+                Map<String, LoadReport> byRank = new LinkedHashMap<>();
+                for (int i = 0; i < reports.size(); i++) {
+                    byRank.put(ranks.ranks().get(i).key().toString(), reports.get(i));
                 }
-                report = copy(loader, specs, err);
+                WeightLoaderCli.JSON.writeValue(reportFile.toFile(), Map.of("ranks", byRank));
             }
         }
-        if (reportFile != null) {
-            WeightLoaderCli.JSON.writeValue(reportFile.toFile(), report);
+        for (int i = 0; i < reports.size(); i++) {
+            if (!ranks.single()) {
+                out.println("rank " + ranks.ranks().get(i).key() + " on " + ranks.ranks().get(i).device() + ":");
+            }
+            out.println(reports.get(i).summary());
+            printTable(out, reports.get(i));
         }
-        out.println(report.summary());
-        printTable(out, report);
         if (reportFile != null) {
             out.println("report written to " + reportFile);
         }
@@ -159,8 +157,25 @@ final class LoadCommand implements Callable<Integer> {
         return 0;
     }
 
-    private LoadReport copy(WeightLoader loader, List<TensorSpec> specs, PrintWriter err) {
-        boolean showProgress = progress != null ? progress : System.console() != null;
+    /** Loads one rank: every tensor its source offers, into one arena on its device (or mapped). */
+    private LoadReport load(Config config, PrintWriter err, boolean showProgress) {
+        try (WeightLoader loader = WeightLoader.open(config)) {
+            List<TensorSpec> specs = loader.available();
+            if (zeroCopy && loader.backend() instanceof ZeroCopyLoader z) {
+                try (MappedWeights mapped = z.map(specs, loader.settings().checksum())) {
+                    return mapped.report();
+                }
+            }
+            if (zeroCopy) {
+                err.println("weightloader: note: backend '" + loader.backend().name()
+                        + "' cannot hand out zero-copy views; copying instead");
+            }
+            return copy(loader, specs, err, showProgress);
+        }
+    }
+
+    private LoadReport copy(WeightLoader loader, List<TensorSpec> specs, PrintWriter err, boolean oneRank) {
+        boolean showProgress = oneRank && (progress != null ? progress : System.console() != null);
         try (TensorArena arena = TensorArena.allocate(loader.settings().device(), specs)) {
             LoadRequest request = LoadRequest.of(arena.destinations());
             if (!showProgress) {

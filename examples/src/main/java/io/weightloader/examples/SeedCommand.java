@@ -7,6 +7,7 @@ import io.weightloader.api.LoadRequest;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoader;
+import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.seed.HeldTensor;
 import io.weightloader.api.seed.SeedService;
@@ -28,8 +29,9 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
 /**
- * {@code weightloader seed}: loads a checkpoint (with any backend the settings select), holds it in host memory
- * and serves it: the control plane plus the transfer engine, until the process is stopped.
+ * {@code weightloader seed}: checks everything it needs (settings, the backends it serves, its port), loads a
+ * checkpoint (with any backend the settings select) for each of its tensor-parallel ranks onto that rank's device,
+ * and serves them behind one control plane until the process is stopped.
  */
 @Command(name = "seed", mixinStandardHelpOptions = true, sortOptions = false,
         description = "Load a checkpoint, hold it in memory and serve it to clients (remote_instance loads).")
@@ -40,27 +42,33 @@ final class SeedCommand implements Callable<Integer> {
     @Mixin
     SharedOptions shared;
 
-    @Option(names = "--bind", paramLabel = "ADDR", description = "Control-plane address (weight-loader.seed.bind-address).")
+    @Option(names = {"--bind", "--host"}, paramLabel = "ADDR", description = "Control-plane address, SGLang's --host "
+            + "(weight-loader.seed.bind-address).")
     String bind;
 
-    @Option(names = "--port", paramLabel = "PORT", description = "Control-plane port, 0 = any "
+    @Option(names = "--port", paramLabel = "PORT", description = "Control-plane port, 0 = any, SGLang's --port "
             + "(weight-loader.seed.service-port).")
     Integer port;
 
-    @Option(names = "--protocol", paramLabel = "PROTO", description = "Mooncake transport: tcp | rdma | nvlink_intra "
-            + "(weight-loader.backends.transfer_engine.protocol).")
-    String protocol;
+    @Option(names = "--serve", paramLabel = "BACKENDS", description = "Clients to serve: transfer_engine, nccl, or "
+            + "both comma-separated (weight-loader.seed.serve; default transfer_engine).")
+    String serve;
+
+    @Option(names = "--serve-nccl", description = "Serve nccl clients too: --serve transfer_engine,nccl.")
+    boolean serveNccl;
 
     @Option(names = "--hostname", paramLabel = "HOST", description = "Host name clients dial to reach the engine "
             + "(weight-loader.backends.transfer_engine.hostname).")
     String hostname;
 
-    @Option(names = "--engine-port", paramLabel = "PORT", description = "Built-in engine port, 0 = any "
-            + "(weight-loader.backends.transfer_engine.builtin.port).")
+    @Option(names = "--engine-port", paramLabel = "PORT", description = "Built-in engine port, 0 = any; rank r "
+            + "uses PORT + r (weight-loader.backends.transfer_engine.builtin.port).")
     Integer enginePort;
 
-    @Option(names = "--serve-nccl", description = "Also serve nccl clients (weight-loader.seed.serve-nccl; GPU memory).")
-    Boolean serveNccl;
+    @Option(names = "--remote-instance-weight-loader-send-weights-group-ports", paramLabel = "PORTS",
+            description = "nccl: the seed's NCCL bootstrap port per tp rank, '[29601,29602]' or comma-separated "
+                    + "(weight-loader.remote-instance.send-weights-group-ports).")
+    String groupPorts;
 
     @Option(names = "--ready-file", paramLabel = "FILE",
             description = "Write the control-plane port to FILE once serving (for scripts).")
@@ -70,11 +78,14 @@ final class SeedCommand implements Callable<Integer> {
         Map<String, Object> m = new LinkedHashMap<>();
         String root = "weight-loader.";
         String te = root + "backends.transfer_engine.";
-        m.put(root + "remote-instance.start-seed-via-transfer-engine", true);
         SharedOptions.put(m, root + "seed.bind-address", bind);
         SharedOptions.put(m, root + "seed.service-port", port);
-        SharedOptions.put(m, root + "seed.serve-nccl", serveNccl);
-        SharedOptions.put(m, te + "protocol", protocol);
+        if (serve != null) {
+            m.put(root + "seed.serve", serve);
+        } else if (serveNccl) {
+            m.put(root + "seed.serve", "transfer_engine,nccl");
+        }
+        SharedOptions.put(m, root + "remote-instance.send-weights-group-ports", groupPorts);
         SharedOptions.put(m, te + "hostname", hostname);
         SharedOptions.put(m, te + "builtin.port", enginePort);
         return shared.layered(spec, m);
@@ -85,40 +96,82 @@ final class SeedCommand implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         Config config = config();
         WeightLoaderSettings settings = WeightLoaderSettings.from(config);
-        TensorArena arena;
-        List<HeldTensor> held = new ArrayList<>();
-        LoadReport report;
-        try (WeightLoader loader = WeightLoader.open(config)) {
-            List<TensorSpec> specs = loader.available();
-            arena = TensorArena.allocate(settings.device(), specs);
-            report = loader.load(LoadRequest.of(arena.destinations()));
-            for (TensorDestination d : arena.destinations()) {
-                held.add(new HeldTensor(d.spec(), d.region()));
+        Ranks ranks = Ranks.of(config, shared);
+        BackendRegistry registry = BackendRegistry.discover();
+        // Everything is checked, and the port bound, before a byte of the checkpoint is read.
+        SeedService service = SeedService.bind(new BackendContext(settings, config), registry,
+                ranks.ranks().stream().map(Ranks.Rank::device).distinct().toList());
+        List<TensorArena> arenas = new ArrayList<>();
+        Map<RankKey, List<HeldTensor>> held = new LinkedHashMap<>();
+        try {
+            List<Loaded> loaded = ranks.parallel(SeedCommand::load);
+            for (int i = 0; i < loaded.size(); i++) {
+                Loaded l = loaded.get(i);
+                arenas.add(l.arena());
+                held.put(ranks.ranks().get(i).key(), l.held());
+                out.println((ranks.single() ? "" : "rank " + ranks.ranks().get(i).key() + ": ") + l.report().summary());
             }
+            service.publish(held);
+            service.start();
+        } catch (Exception | Error e) {
+            service.close();
+            arenas.forEach(TensorArena::close);
+            throw e;
         }
-        out.println(report.summary());
-        SeedService service = SeedService.start(new BackendContext(settings, config), BackendRegistry.discover(),
-                Map.of(settings.rank(), held));
-        var manifest = service.manifest(settings.rank()).orElseThrow();
         CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             service.close();
-            arena.close();
+            arenas.forEach(TensorArena::close);
             stopped.countDown();
         }, "weightloader-seed-shutdown"));
-        out.printf("seed ready: control plane %s:%d, engine %s at %s, rank %s, %d tensors, %s%n",
-                settings.seed().bindAddress(), service.port(), manifest.engine(), manifest.session(), settings.rank(),
-                held.size(), Sizes.human(report.totalBytes()));
+        long bytes = 0;
+        for (List<HeldTensor> h : held.values()) {
+            for (HeldTensor t : h) {
+                bytes += t.spec().byteSize();
+            }
+        }
+        for (Ranks.Rank r : ranks.ranks()) {
+            var manifest = service.manifest(r.key()).orElseThrow();
+            out.printf("seed ready: control plane %s:%d, rank %s on %s, serving %s, %d tensors%n",
+                    settings.seed().bindAddress(), service.port(), r.key(), r.device(), manifest.serves(),
+                    manifest.tensors().size());
+        }
+        out.printf("%d rank(s), %s in all%n", ranks.ranks().size(), Sizes.human(bytes));
+        String backend = settings.seed().serve().get(0);
         out.printf("load from it with: weightloader load --load-format remote_instance"
                         + " --remote-instance-weight-loader-seed-instance-ip %s"
                         + " --remote-instance-weight-loader-seed-instance-service-port %d"
-                        + " --remote-instance-weight-loader-backend transfer_engine%s%n",
-                settings.seed().bindAddress(), service.port(), settings.remote().token().isPresent() ? " --token ..." : "");
+                        + " --remote-instance-weight-loader-backend %s%s%s%n",
+                settings.seed().bindAddress(), service.port(), backend,
+                ranks.single() ? "" : " --tp-size " + settings.tpSize(),
+                settings.remote().token().isPresent() ? " --token ..." : "");
         out.flush();
         if (readyFile != null) {
             Files.writeString(readyFile, Integer.toString(service.port()));
         }
         stopped.await();
         return 0;
+    }
+
+    /** One rank's weights, loaded and held. */
+    private record Loaded(TensorArena arena, List<HeldTensor> held, LoadReport report) {
+    }
+
+    private static Loaded load(Ranks.Rank rank) {
+        try (WeightLoader loader = WeightLoader.open(rank.config())) {
+            List<TensorSpec> specs = loader.available();
+            TensorArena arena = TensorArena.allocate(rank.device(), specs);
+            try {
+                LoadReport report = loader.load(LoadRequest.of(arena.destinations()));
+                List<HeldTensor> held = new ArrayList<>();
+                for (TensorDestination d : arena.destinations()) {
+                    held.add(new HeldTensor(d.spec(), d.region()));
+                }
+                return new Loaded(arena, held, report);
+            } catch (RuntimeException | Error e) {
+                arena.close();
+                throw e;
+            }
+        }
     }
 }

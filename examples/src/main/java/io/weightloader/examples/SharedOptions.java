@@ -24,11 +24,21 @@ final class SharedOptions {
             description = "Checkpoint file or directory (weight-loader.model-path).")
     String modelPath;
 
-    @Option(names = "--device", paramLabel = "DEVICE", description = "cpu | cuda:N (weight-loader.device).")
+    @Option(names = "--device", paramLabel = "DEVICE", description = "cpu | cuda:N (weight-loader.device); with "
+            + "several tp ranks, one device per rank, comma-separated (cuda:1,cuda:0); default cuda:r for rank r.")
     String device;
 
-    @Option(names = "--tp-rank", paramLabel = "N", description = "weight-loader.rank.tp.")
+    @Option(names = "--tp-rank", paramLabel = "N", description = "weight-loader.rank.tp: only this rank "
+            + "(default: every rank of --tp-size).")
     Integer tpRank;
+
+    @Option(names = {"--tp-size", "--tensor-parallel-size"}, paramLabel = "N",
+            description = "Tensor-parallel ranks, SGLang's --tp-size (weight-loader.rank.tp-size).")
+    Integer tpSize;
+
+    @Option(names = "--protocol", paramLabel = "PROTO", description = "Mooncake transport: tcp | rdma | nvlink_intra "
+            + "(weight-loader.backends.transfer_engine.protocol; a client's default: what the seed serves).")
+    String protocol;
 
     @Option(names = "--pp-rank", paramLabel = "N", description = "weight-loader.rank.pp.")
     Integer ppRank;
@@ -48,8 +58,12 @@ final class SharedOptions {
     Map<String, Object> flags() {
         Map<String, Object> m = new LinkedHashMap<>();
         put(m, "weight-loader.model-path", modelPath);
-        put(m, "weight-loader.device", device);
+        if (device != null && !device.contains(",")) {
+            put(m, "weight-loader.device", device); // a list is one device per rank: see Ranks
+        }
         put(m, "weight-loader.rank.tp", tpRank);
+        put(m, "weight-loader.rank.tp-size", tpSize);
+        put(m, "weight-loader.backends.transfer_engine.protocol", protocol);
         put(m, "weight-loader.rank.pp", ppRank);
         put(m, "weight-loader.remote-instance.token", token);
         put(m, "weight-loader.backends.transfer_engine.engine", engine);

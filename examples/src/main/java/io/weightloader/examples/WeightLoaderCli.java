@@ -30,7 +30,7 @@ import picocli.CommandLine.Spec;
 @Command(name = "weightloader", mixinStandardHelpOptions = true,
         versionProvider = WeightLoaderCli.Version.class,
         description = "Load model weights from a safetensors checkpoint or from a running seed instance.",
-        subcommands = {DemoCommand.class, InspectCommand.class, LoadCommand.class, SeedCommand.class,
+        subcommands = {DemoCommand.class, InspectCommand.class, LoadCommand.class, SeedCommand.class, BackendsCommand.class,
                 GenerateCommand.class, BenchLocalCommand.class, BenchRemoteCommand.class, GpuBenchCommand.class,
                 CommandLine.HelpCommand.class})
 public final class WeightLoaderCli implements Runnable {
@@ -51,7 +51,7 @@ public final class WeightLoaderCli implements Runnable {
     @Override
     public void run() {
         throw new ParameterException(spec.commandLine(), "a command is required: demo, inspect, load, seed, "
-                + "generate, bench-local or bench-remote");
+                + "backends, generate, bench-local, bench-remote or bench-gpu");
     }
 
     /** The command with its error handling, writing to {@link CommandLine#getOut()} / {@code getErr()}. */

@@ -313,13 +313,17 @@ class WeightLoaderCliTest {
                 "--remote-instance-weight-loader-backend", "nccl",
                 "--remote-instance-weight-loader-start-seed-via-transfer-engine", "--enable-memory-saver",
                 "--backend", "nccl", "--device", "cuda:1", "--tp-rank", "1", "--pp-rank", "2", "--token", "s3cret",
-                "--fallback", "local", "--checksum", "sha256", "--zero-copy");
+                "--fallback", "local", "--checksum", "sha256", "--zero-copy", "--protocol", "nvlink_intra",
+                "--tp-size", "4");
         var c = load.flagsConfig();
         assertThat(c.getString("weight-loader.load-format")).isEqualTo("remote_instance");
         assertThat(c.getString("weight-loader.model-path")).isEqualTo("/m");
         assertThat(c.getString("weight-loader.remote-instance.seed-instance-ip")).isEqualTo("10.0.0.2");
         assertThat(c.getInt("weight-loader.remote-instance.seed-instance-service-port")).isEqualTo(30000);
-        assertThat(c.getIntList("weight-loader.remote-instance.send-weights-group-ports")).containsExactly(5000, 5001);
+        // passed as given; the settings read SGLang's JSON list or a comma-separated string (WeightLoaderSettingsTest)
+        assertThat(c.getString("weight-loader.remote-instance.send-weights-group-ports")).isEqualTo("5000,5001");
+        assertThat(c.getString("weight-loader.backends.transfer_engine.protocol")).isEqualTo("nvlink_intra");
+        assertThat(c.getInt("weight-loader.rank.tp-size")).isEqualTo(4);
         assertThat(c.getString("weight-loader.remote-instance.backend")).isEqualTo("nccl");
         assertThat(c.getBoolean("weight-loader.remote-instance.start-seed-via-transfer-engine")).isTrue();
         assertThat(c.getBoolean("weight-loader.enable-memory-saver")).isTrue();

@@ -30,10 +30,15 @@ public record WeightLoaderSettings(
         Fallback fallback,
         boolean ignoreExtraTensors,
         RankKey rank,
+        int tpSize,
         Remote remote,
         Seed seed) {
 
     public static final String ROOT = "weight-loader";
+
+    /** Settings given as a list or as one string holding the list. */
+    private static final java.util.Set<String> LIST_OR_STRING = java.util.Set.of(
+            ROOT + ".remote-instance.send-weights-group-ports", ROOT + ".seed.serve");
 
     /** What to do when a remote load fails. */
     public enum Fallback { NONE, LOCAL }
@@ -54,7 +59,15 @@ public record WeightLoaderSettings(
     }
 
     /** {@code weight-loader.seed}: where this process's control plane listens when it serves as a seed. */
-    public record Seed(String bindAddress, int servicePort, boolean publishChecksums, boolean serveNccl) {
+    /**
+     * @param serve the backends whose clients this seed serves ({@code transfer_engine}, {@code nccl}, or any
+     *              installed backend that can publish a seed's weights), in the order given
+     */
+    public record Seed(String bindAddress, int servicePort, boolean publishChecksums, List<String> serve) {
+        public Seed {
+            serve = List.copyOf(serve);
+        }
+
         /** True when the bind address is only reachable from this machine. */
         public boolean isLoopback() {
             try {
@@ -70,6 +83,11 @@ public record WeightLoaderSettings(
         Objects.requireNonNull(loadFormat, "loadFormat is null");
         Objects.requireNonNull(remote, "remote is null");
         Objects.requireNonNull(seed, "seed is null");
+    }
+
+    /** True when the backend was chosen by {@code remote-instance.backend} (not set by {@code backend}). */
+    public boolean backendFromRemoteInstance() {
+        return loadFormat == LoadFormat.REMOTE_INSTANCE && backend.equals(remote.backend());
     }
 
     /** Loads application.conf / system properties / environment over every module's reference.conf. */
@@ -96,8 +114,12 @@ public record WeightLoaderSettings(
         try {
             config.checkValid(reference, ROOT);
         } catch (ConfigException.ValidationFailed e) {
-            ConfigException.ValidationProblem first = e.problems().iterator().next();
-            throw new WeightLoaderConfigException(first.path(), first.problem(), e);
+            for (ConfigException.ValidationProblem problem : e.problems()) {
+                // these take a list, or SGLang's spelling of one as a string: read (and checked) below
+                if (!LIST_OR_STRING.contains(problem.path())) {
+                    throw new WeightLoaderConfigException(problem.path(), problem.problem(), e);
+                }
+            }
         }
         Reader r = new Reader(config);
 
@@ -129,22 +151,22 @@ public record WeightLoaderSettings(
                     "must be error or ignore; got '" + r.string("extra-tensors") + "'");
         };
         RankKey rank = new RankKey(r.nonNegativeInt("rank.tp"), r.nonNegativeInt("rank.pp"));
+        int tpSize = r.nonNegativeInt("rank.tp-size");
+        if (tpSize < 1) {
+            throw new WeightLoaderConfigException(r.p("rank.tp-size"), "must be >= 1; got " + tpSize);
+        }
+        if (tpSize > 1 && rank.tp() >= tpSize) {
+            throw new WeightLoaderConfigException(r.p("rank.tp"), "must be below rank.tp-size (" + tpSize
+                    + "); got " + rank.tp());
+        }
 
         String ri = "remote-instance.";
-        List<Integer> groupPorts = new ArrayList<>();
-        List<Integer> rawPorts = r.config.getIntList(r.p(ri + "send-weights-group-ports"));
-        for (int i = 0; i < rawPorts.size(); i++) {
-            int port = rawPorts.get(i);
-            if (port < 1 || port > 65535) {
-                throw new WeightLoaderConfigException(r.p(ri + "send-weights-group-ports") + "[" + i + "]",
-                        "port must be in 1..65535; got " + port);
-            }
-            groupPorts.add(port);
-        }
+        List<Integer> groupPorts = groupPorts(r, ri + "send-weights-group-ports");
         String remoteBackend = r.string(ri + "backend");
-        if (!remoteBackend.equals("nccl") && !remoteBackend.equals("transfer_engine")) {
+        if (!remoteBackend.matches("[A-Za-z0-9_.-]+")) {
             throw new WeightLoaderConfigException(r.p(ri + "backend"),
-                    "must be nccl or transfer_engine; got '" + remoteBackend + "'");
+                    "must name a backend that reads from a seed, such as transfer_engine or nccl; got '"
+                    + remoteBackend + "'");
         }
         int seedPort = r.config.getInt(r.p(ri + "seed-instance-service-port"));
         if (seedPort < 0 || seedPort > 65535) {
@@ -173,7 +195,13 @@ public record WeightLoaderSettings(
         if (bind.isBlank()) {
             throw new WeightLoaderConfigException(r.p("seed.bind-address"), "must not be empty");
         }
-        Seed seed = new Seed(bind, servicePort, r.bool("seed.publish-checksums"), r.bool("seed.serve-nccl"));
+        List<String> serve = names(r, "seed.serve");
+        if (remote.startSeedViaTransferEngine() && !serve.contains("transfer_engine")) {
+            throw new WeightLoaderConfigException(r.p("seed.serve"), "remote-instance.start-seed-via-transfer-engine"
+                    + " = true asks this seed to serve transfer_engine clients, but seed.serve is " + serve
+                    + "; add transfer_engine to it, or drop the SGLang flag");
+        }
+        Seed seed = new Seed(bind, servicePort, r.bool("seed.publish-checksums"), serve);
 
         String backend = r.string("backend");
         if (backend.isEmpty()) {
@@ -201,7 +229,75 @@ public record WeightLoaderSettings(
                     "fallback = local needs the checkpoint to fall back to");
         }
         return new WeightLoaderSettings(backend, format, modelPath, device, memorySaver, checksum, fallback,
-                ignoreExtra, rank, remote, seed);
+                ignoreExtra, rank, tpSize, remote, seed);
+    }
+
+    /**
+     * NCCL group ports: a list of ports, or SGLang's spellings as one string, a JSON list {@code "[29601,29602]"}
+     * or comma-separated {@code "29601,29602"}.
+     */
+    private static List<Integer> groupPorts(Reader r, String key) {
+        String path = r.p(key);
+        List<String> raw = new ArrayList<>();
+        if (r.config.getValue(path).valueType() == ConfigValueType.LIST) {
+            for (ConfigValue v : r.config.getList(path)) {
+                raw.add(String.valueOf(v.unwrapped()));
+            }
+        } else {
+            String text = r.config.getString(path).trim();
+            if (text.startsWith("[") && text.endsWith("]")) {
+                text = text.substring(1, text.length() - 1);
+            }
+            for (String part : text.split(",")) {
+                if (!part.isBlank()) {
+                    raw.add(part.trim());
+                }
+            }
+        }
+        List<Integer> out = new ArrayList<>();
+        for (int i = 0; i < raw.size(); i++) {
+            int port;
+            try {
+                port = Integer.parseInt(raw.get(i));
+            } catch (NumberFormatException e) {
+                throw new WeightLoaderConfigException(path + "[" + i + "]", "must be a port number; got '" + raw.get(i)
+                        + "' (give a list such as [29601, 29602] or \"29601,29602\")");
+            }
+            if (port < 1 || port > 65535) {
+                throw new WeightLoaderConfigException(path + "[" + i + "]", "port must be in 1..65535; got " + port);
+            }
+            out.add(port);
+        }
+        return List.copyOf(out);
+    }
+
+    /** A list of backend names (a HOCON list, or one comma-separated string), each at most once. */
+    private static List<String> names(Reader r, String key) {
+        String path = r.p(key);
+        List<String> raw = new ArrayList<>();
+        if (r.config.getValue(path).valueType() == ConfigValueType.LIST) {
+            for (ConfigValue v : r.config.getList(path)) {
+                raw.add(String.valueOf(v.unwrapped()).trim());
+            }
+        } else {
+            for (String part : r.config.getString(path).split(",")) {
+                if (!part.isBlank()) {
+                    raw.add(part.trim());
+                }
+            }
+        }
+        List<String> out = new ArrayList<>();
+        for (String n : raw) {
+            if (!n.matches("[A-Za-z0-9_.-]+")) {
+                throw new WeightLoaderConfigException(path, "must list backend names such as transfer_engine, nccl; got '"
+                        + n + "'");
+            }
+            if (out.contains(n)) {
+                throw new WeightLoaderConfigException(path, "lists " + n + " twice");
+            }
+            out.add(n);
+        }
+        return List.copyOf(out);
     }
 
     /** Every leaf under {@code weight-loader} must be declared by some module's reference.conf. */

@@ -19,10 +19,18 @@ import java.util.regex.Pattern;
  * @param generation id of the weights' current version; a client checks it did not change during a load
  * @param engine     engine that serves reads, e.g. {@code builtin-tcp}, {@code mooncake-tcp}
  * @param session    what the client's engine dials, {@code host:port}
+ * @param serves     every backend this seed serves for the rank, with its engine (e.g.
+ *                   {@code {"transfer_engine":"mooncake-nvlink_intra","nccl":"nccl"}}); null from older seeds
  */
 @JsonInclude(JsonInclude.Include.NON_NULL)
 public record Manifest(int version, int tp, int pp, String generation, String engine, String session,
-                       String device, List<Entry> tensors) {
+                       String device, Map<String, String> serves, List<Entry> tensors) {
+
+    /** A manifest that does not list what the seed serves. */
+    public Manifest(int version, int tp, int pp, String generation, String engine, String session, String device,
+                    List<Entry> tensors) {
+        this(version, tp, pp, generation, engine, session, device, null, tensors);
+    }
 
     public static final int VERSION = 1;
     private static final Pattern HEX64 = Pattern.compile("[0-9a-f]{64}");
@@ -37,6 +45,7 @@ public record Manifest(int version, int tp, int pp, String generation, String en
 
     public Manifest {
         tensors = tensors == null ? List.of() : List.copyOf(tensors);
+        serves = serves == null ? null : java.util.Collections.unmodifiableMap(new LinkedHashMap<>(serves));
     }
 
     public List<TensorSpec> specs() {
@@ -54,6 +63,17 @@ public record Manifest(int version, int tp, int pp, String generation, String en
         if (generation == null || generation.isBlank() || engine == null || engine.isBlank()
                 || session == null || session.isBlank()) {
             throw bad(peer, "generation, engine and session are required");
+        }
+        if (serves != null) {
+            if (serves.isEmpty()) {
+                throw bad(peer, "serves lists no backend");
+            }
+            for (Map.Entry<String, String> e : serves.entrySet()) {
+                if (e.getKey() == null || e.getValue() == null || !e.getKey().matches("[A-Za-z0-9_.-]{1,64}")
+                        || !e.getValue().matches("[A-Za-z0-9_.-]{1,64}")) {
+                    throw bad(peer, "serves holds a malformed entry");
+                }
+            }
         }
         Set<String> names = new HashSet<>();
         for (Entry e : tensors) {

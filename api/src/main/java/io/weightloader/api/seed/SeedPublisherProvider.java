@@ -10,4 +10,13 @@ import java.util.List;
  */
 public interface SeedPublisherProvider {
     SeedPublisher publish(BackendContext context, RankKey rank, List<HeldTensor> tensors);
+
+    /**
+     * Checks, before the seed loads anything, that this provider can serve weights held on {@code device} with
+     * the settings given: a seed that could never serve fails in a second, not after loading a checkpoint.
+     *
+     * @throws io.weightloader.api.config.WeightLoaderConfigException naming the setting to change
+     */
+    default void validateSeed(BackendContext context, io.weightloader.api.Device device) {
+    }
 }

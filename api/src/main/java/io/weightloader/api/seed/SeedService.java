@@ -87,8 +87,8 @@ public final class SeedService implements AutoCloseable {
             List<Manifest.Entry> entries = manifest.tensors().stream().map(e -> new Manifest.Entry(e.name(),
                     e.dtype(), e.shape(), e.bytes(), e.address(), null)).toList();
             return of(tensors, publishers, new Manifest(manifest.version(), manifest.tp(), manifest.pp(),
-                    UUID.randomUUID().toString(), manifest.engine(), manifest.session(), manifest.device(), entries),
-                    nowUpdating);
+                    UUID.randomUUID().toString(), manifest.engine(), manifest.session(), manifest.device(),
+                    manifest.serves(), entries), nowUpdating);
         }
         SeedEndpoint endpoint(String path) {
             for (SeedPublisher p : publishers) {
@@ -101,31 +101,74 @@ public final class SeedService implements AutoCloseable {
         }
     }
 
-    private SeedService(HttpServer server, ExecutorService executor, byte[] token) {
+    private final BackendContext context;
+    private final Map<String, SeedPublisherProvider> providers;
+    private boolean started;
+
+    private SeedService(HttpServer server, ExecutorService executor, byte[] token, BackendContext context,
+                        Map<String, SeedPublisherProvider> providers) {
         this.server = server;
         this.executor = executor;
         this.token = token;
+        this.context = context;
+        this.providers = providers;
     }
 
     /**
-     * Publishes every rank's tensors (with the transfer engine when
-     * {@code remote-instance.start-seed-via-transfer-engine}, for nccl clients when {@code seed.serve-nccl}) and
-     * starts the control plane on {@code weight-loader.seed.bind-address}:{@code service-port}.
+     * Publishes every rank's tensors with each backend of {@code weight-loader.seed.serve} and starts the control
+     * plane: {@link #bind} then {@link #publish} then {@link #start()}.
      */
     public static SeedService start(BackendContext context, BackendRegistry registry,
                                     Map<RankKey, List<HeldTensor>> held) {
+        java.util.Set<io.weightloader.api.Device> devices = new java.util.LinkedHashSet<>();
+        for (List<HeldTensor> tensors : held.values()) {
+            devices.add(tensors.isEmpty() ? io.weightloader.api.Device.CPU : tensors.get(0).region().device());
+        }
+        SeedService svc = bind(context, registry, devices);
+        try {
+            svc.publish(held);
+            svc.start();
+        } catch (RuntimeException e) {
+            svc.close();
+            throw e;
+        }
+        return svc;
+    }
+
+    /**
+     * Checks everything a seed needs before it loads a byte, and binds its control-plane port: every backend of
+     * {@code weight-loader.seed.serve} must be installed and able to publish a seed's weights (its provider
+     * implements {@link SeedPublisherProvider}) held on each of {@code devices}; a seed bound beyond loopback needs a
+     * token. Nothing is served until {@link #start()}.
+     *
+     * @throws WeightLoaderConfigException naming the setting to change
+     */
+    public static SeedService bind(BackendContext context, BackendRegistry registry,
+                                   java.util.Collection<io.weightloader.api.Device> devices) {
         WeightLoaderSettings s = context.settings();
-        List<SeedPublisherProvider> providers = new ArrayList<>();
-        if (s.remote().startSeedViaTransferEngine()) {
-            providers.add(publisherProvider(registry, "transfer_engine"));
+        String servePath = "weight-loader.seed.serve";
+        if (s.seed().serve().isEmpty()) {
+            throw new WeightLoaderConfigException(servePath, "a seed must serve some backend's clients: list "
+                    + "transfer_engine and/or nccl (nothing would be served otherwise)");
         }
-        if (s.seed().serveNccl()) {
-            providers.add(publisherProvider(registry, "nccl"));
-        }
-        if (providers.isEmpty()) {
-            throw new WeightLoaderConfigException("weight-loader.remote-instance.start-seed-via-transfer-engine",
-                    "a seed must publish its weights somehow: set it to true, and/or weight-loader.seed.serve-nccl = true"
-                    + " (nothing would be served otherwise)");
+        Map<String, SeedPublisherProvider> providers = new LinkedHashMap<>();
+        for (String name : s.seed().serve()) {
+            WeightLoaderBackendProvider p;
+            try {
+                p = registry.provider(name);
+            } catch (WeightLoaderConfigException e) {
+                throw new WeightLoaderConfigException(servePath, e.problem());
+            }
+            if (!(p instanceof SeedPublisherProvider publisher)) {
+                throw new WeightLoaderConfigException(servePath, "backend '" + name + "' (" + p.getClass().getName()
+                        + ") cannot publish a seed's weights; backends that can: " + registry.providers().values()
+                        .stream().filter(x -> x instanceof SeedPublisherProvider).map(WeightLoaderBackendProvider::name)
+                        .toList());
+            }
+            for (io.weightloader.api.Device d : devices) {
+                publisher.validateSeed(context, d);
+            }
+            providers.put(name, publisher);
         }
         if (!s.seed().isLoopback() && s.remote().token().isEmpty()) {
             throw new WeightLoaderConfigException("weight-loader.remote-instance.token",
@@ -141,39 +184,40 @@ public final class SeedService implements AutoCloseable {
             throw new WeightLoaderException("cannot bind the seed control plane to " + s.seed().bindAddress() + ":"
                     + s.seed().servicePort() + " (weight-loader.seed.bind-address/service-port): " + e.getMessage(), e);
         }
-        SeedService svc = new SeedService(server, executor, token);
-        try {
-            for (Map.Entry<RankKey, List<HeldTensor>> e : held.entrySet()) {
-                svc.publish(context, providers, e.getKey(), e.getValue(), s.seed().publishChecksums());
-            }
-        } catch (RuntimeException e) {
-            svc.close();
-            throw e;
+        return new SeedService(server, executor, token, context, Map.copyOf(providers));
+    }
+
+    /** Registers each rank's tensors with every served backend (before or after {@link #start()}). */
+    public void publish(Map<RankKey, List<HeldTensor>> held) {
+        for (Map.Entry<RankKey, List<HeldTensor>> e : held.entrySet()) {
+            publish(context, e.getKey(), e.getValue(), context.settings().seed().publishChecksums());
         }
-        server.createContext("/", svc::handle);
+    }
+
+    /** Starts answering requests. */
+    public synchronized void start() {
+        if (started) {
+            return;
+        }
+        server.createContext("/", this::handle);
         server.setExecutor(executor);
         server.start();
-        LOG.info("seed control plane on http://{}:{} ({} rank(s), token {})", s.seed().bindAddress(), svc.port(),
-                held.size(), token == null ? "off" : "on");
-        return svc;
+        started = true;
+        LOG.info("seed control plane on http://{}:{} ({} rank(s), serving {}, token {})",
+                context.settings().seed().bindAddress(), port(), ranks.size(), providers.keySet(),
+                token == null ? "off" : "on");
     }
 
-    private static SeedPublisherProvider publisherProvider(BackendRegistry registry, String name) {
-        WeightLoaderBackendProvider p = registry.provider(name);
-        if (!(p instanceof SeedPublisherProvider publisherProvider)) {
-            throw new WeightLoaderException("backend '" + name + "' (" + p.getClass().getName()
-                    + ") cannot publish a seed's weights");
-        }
-        return publisherProvider;
-    }
-
-    private void publish(BackendContext context, List<SeedPublisherProvider> providers, RankKey rank,
-                         List<HeldTensor> tensors, boolean checksums) {
+    private void publish(BackendContext context, RankKey rank, List<HeldTensor> tensors, boolean checksums) {
         Map<String, String> sums = checksums ? checksums(tensors) : Map.of();
         List<SeedPublisher> publishers = new ArrayList<>();
+        Map<String, String> serves = new LinkedHashMap<>();
         try {
-            for (SeedPublisherProvider provider : providers) {
-                publishers.add(provider.publish(context, rank, tensors));
+            // in the order of seed.serve: ask for the providers again, since Map.copyOf does not keep it
+            for (String name : context.settings().seed().serve()) {
+                SeedPublisher p = providers.get(name).publish(context, rank, tensors);
+                publishers.add(p);
+                serves.put(name, p.engine());
             }
         } catch (RuntimeException e) {
             publishers.forEach(SeedPublisher::close);
@@ -185,9 +229,9 @@ public final class SeedService implements AutoCloseable {
                     t.spec().byteSize(), t.spec().byteSize() == 0 ? 0 : t.region().address(), sums.get(t.spec().name())));
         }
         String device = tensors.isEmpty() ? "cpu" : tensors.get(0).region().device().toString();
-        SeedPublisher first = publishers.get(0); // the transfer engine when there is one: it serves one-sided reads
+        SeedPublisher first = publishers.get(0);
         Manifest m = new Manifest(Manifest.VERSION, rank.tp(), rank.pp(), UUID.randomUUID().toString(),
-                first.engine(), first.sessionId(), device, entries);
+                first.engine(), first.sessionId(), device, serves, entries);
         Published old = ranks.put(rank, Published.of(tensors, List.copyOf(publishers), m, false));
         if (old != null) {
             old.publishers().forEach(SeedPublisher::close);
@@ -313,7 +357,8 @@ public final class SeedService implements AutoCloseable {
         SeedEndpoint endpoint = p == null ? null : p.endpoint(path);
         if (endpoint == null) {
             reply(ex, 404, Map.of("error", p == null ? "this seed holds no weights for rank " + rank
-                    : "no such endpoint " + path + " (is the seed serving it? e.g. weight-loader.seed.serve-nccl)"));
+                    : "no such endpoint " + path + " (this seed serves " + p.manifest().serves().keySet()
+                    + "; see weight-loader.seed.serve)"));
             return;
         }
         if (p.updating()) {

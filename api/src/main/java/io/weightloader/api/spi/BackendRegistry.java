@@ -20,6 +20,12 @@ import org.slf4j.LoggerFactory;
 public final class BackendRegistry {
     private static final Logger LOG = LoggerFactory.getLogger(BackendRegistry.class);
 
+    /** The artifacts that provide this project's own backends, named when one is missing from the class path. */
+    static final Map<String, String> KNOWN_ARTIFACTS = Map.of(
+            "local", "io.weightloader:weightloader-backend-local",
+            "transfer_engine", "io.weightloader:weightloader-backend-transfer-engine",
+            "nccl", "io.weightloader:weightloader-backend-nccl");
+
     private final Map<String, WeightLoaderBackendProvider> providers;
     private final List<String> failures;
 
@@ -116,10 +122,41 @@ public final class BackendRegistry {
         if (p == null) {
             StringBuilder msg = new StringBuilder("No backend '").append(name).append("'. Available backends: ")
                     .append(names());
+            String artifact = KNOWN_ARTIFACTS.get(name);
+            if (artifact != null) {
+                msg.append(". '").append(name).append("' is provided by ").append(artifact)
+                        .append(": put its jar on the class path (the weightloader distribution's lib/ carries it)");
+            }
             if (!failures.isEmpty()) {
                 msg.append(". Providers that failed to load: ").append(failures);
             }
             throw new WeightLoaderConfigException("weight-loader.backend", msg.toString());
+        }
+        return p;
+    }
+
+    /** Every provider found, by name. */
+    public Map<String, WeightLoaderBackendProvider> providers() {
+        return providers;
+    }
+
+    /**
+     * The provider named {@code name}, which must read from a seed (selected by
+     * {@code weight-loader.remote-instance.backend}).
+     *
+     * @throws WeightLoaderConfigException naming {@code path} when it is missing or reads from elsewhere
+     */
+    public WeightLoaderBackendProvider remoteProvider(String name, String path) {
+        WeightLoaderBackendProvider p;
+        try {
+            p = provider(name);
+        } catch (WeightLoaderConfigException e) {
+            throw new WeightLoaderConfigException(path, e.problem());
+        }
+        if (!p.capabilities().readsFromSeed()) {
+            throw new WeightLoaderConfigException(path, "backend '" + name + "' does not read from a seed; backends "
+                    + "that do: " + providers.values().stream().filter(x -> x.capabilities().readsFromSeed())
+                    .map(WeightLoaderBackendProvider::name).toList());
         }
         return p;
     }

@@ -22,4 +22,22 @@ public interface WeightLoaderBackendProvider {
      * {@link io.weightloader.api.config.WeightLoaderConfigException} naming the path.
      */
     WeightLoaderBackend create(BackendContext context);
+
+    /**
+     * Reads and checks this backend's own settings (and their combination with the common ones) without starting
+     * anything or loading native code. {@link io.weightloader.api.WeightLoader#open} calls it for the selected
+     * backend and for the fallback, so a bad setting of either fails at start-up, not after a failed load.
+     *
+     * @throws io.weightloader.api.config.WeightLoaderConfigException naming the bad path
+     */
+    default void validate(BackendContext context) {
+    }
+
+    /**
+     * The native libraries this backend can use and whether this machine has them, for diagnostics
+     * ({@code weightloader backends}). May open libraries with the dynamic linker; must not throw.
+     */
+    default java.util.List<NativePart> nativeParts(BackendContext context) {
+        return java.util.List.of();
+    }
 }

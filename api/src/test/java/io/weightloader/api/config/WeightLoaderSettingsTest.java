@@ -97,10 +97,42 @@ class WeightLoaderSettingsTest {
                 .hasMessageContaining("weight-loader.remote-instance.send-weights-group-ports[1]");
         assertThatThrownBy(() -> settings("weight-loader { model-path = /m, rank.tp = -1 }"))
                 .hasMessageContaining("weight-loader.rank.tp");
-        assertThatThrownBy(() -> settings("weight-loader { model-path = /m, remote-instance.backend = grpc }"))
+        assertThatThrownBy(() -> settings("weight-loader { model-path = /m, remote-instance.backend = \"g rpc\" }"))
                 .hasMessageContaining("weight-loader.remote-instance.backend");
+        assertThatThrownBy(() -> settings("weight-loader { model-path = /m, rank { tp = 2, tp-size = 2 } }"))
+                .hasMessageContaining("weight-loader.rank.tp").hasMessageContaining("below rank.tp-size (2)");
+        assertThatThrownBy(() -> settings("weight-loader { model-path = /m, rank.tp-size = 0 }"))
+                .hasMessageContaining("weight-loader.rank.tp-size");
+        assertThatThrownBy(() -> settings("weight-loader { model-path = /m, seed.serve = [\"nccl; rm\"] }"))
+                .hasMessageContaining("weight-loader.seed.serve");
+        assertThatThrownBy(() -> settings("weight-loader { model-path = /m, seed.serve = [nccl, nccl] }"))
+                .hasMessageContaining("weight-loader.seed.serve").hasMessageContaining("twice");
+        assertThatThrownBy(() -> settings("""
+                weight-loader { model-path = /m, seed.serve = [nccl], remote-instance.start-seed-via-transfer-engine = true }"""))
+                .hasMessageContaining("weight-loader.seed.serve").hasMessageContaining("start-seed-via-transfer-engine");
         assertThatThrownBy(() -> settings("weight-loader { model-path = /m, enable-memory-saver = maybe }"))
                 .hasMessageContaining("weight-loader.enable-memory-saver");
+    }
+
+    @Test
+    void groupPortsTakeSglangsJsonListAndCommaSeparatedForms() {
+        assertThat(settings("weight-loader { model-path = /m, remote-instance.send-weights-group-ports = [29601, 29602] }")
+                .remote().groupPorts()).containsExactly(29601, 29602);
+        assertThat(settings("weight-loader { model-path = /m, remote-instance.send-weights-group-ports = \"[29601,29602]\" }")
+                .remote().groupPorts()).containsExactly(29601, 29602);
+        assertThat(settings("weight-loader { model-path = /m, remote-instance.send-weights-group-ports = \"29601, 29602\" }")
+                .remote().groupPorts()).containsExactly(29601, 29602);
+        assertThatThrownBy(() -> settings(
+                "weight-loader { model-path = /m, remote-instance.send-weights-group-ports = \"[29601,x]\" }"))
+                .hasMessageContaining("weight-loader.remote-instance.send-weights-group-ports[1]")
+                .hasMessageContaining("'x'");
+    }
+
+    @Test
+    void aSeedServesTransferEngineByDefaultAndTakesAListOrACommaString() {
+        assertThat(settings("weight-loader.model-path = /m").seed().serve()).containsExactly("transfer_engine");
+        assertThat(settings("weight-loader { model-path = /m, seed.serve = \"nccl, transfer_engine\" }").seed().serve())
+                .containsExactly("nccl", "transfer_engine");
     }
 
     @Test

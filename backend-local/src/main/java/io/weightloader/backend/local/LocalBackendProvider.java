@@ -7,7 +7,10 @@ import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.spi.BackendCapabilities;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.WeightLoaderBackend;
+import io.weightloader.api.spi.NativePart;
 import io.weightloader.api.spi.WeightLoaderBackendProvider;
+import io.weightloader.api.cuda.Cuda;
+import java.util.List;
 import java.nio.file.Path;
 import java.util.EnumSet;
 
@@ -25,24 +28,49 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
         return new BackendCapabilities(false, false, EnumSet.of(Device.Kind.CPU, Device.Kind.CUDA));
     }
 
+    /** {@code weight-loader.backends.local}, read and checked once. */
+    record Settings(int threads, int pieceSize, int stagingSize, boolean zeroCopy, Path modelPath) {
+        static Settings from(BackendContext context) {
+            String base = BackendContext.backendPath(NAME);
+            Config c = context.backendConfig(NAME);
+            int threads;
+            try {
+                threads = c.getInt("threads");
+            } catch (ConfigException e) {
+                throw new WeightLoaderConfigException(base + ".threads", "must be a whole number in 0..256", e);
+            }
+            if (threads < 0 || threads > 256) {
+                throw new WeightLoaderConfigException(base + ".threads", "must be in 0..256; got " + threads);
+            }
+            if (threads == 0) {
+                threads = Math.min(8, Runtime.getRuntime().availableProcessors());
+            }
+            int piece = size(c, base, "piece-size");
+            int staging = size(c, base, "staging-size");
+            boolean zeroCopy = c.getBoolean("zero-copy");
+            Path path = Path.of(context.settings().modelPath().orElseThrow(() ->
+                    new WeightLoaderConfigException("weight-loader.model-path",
+                            "the local backend needs a checkpoint file or directory")));
+            return new Settings(threads, piece, staging, zeroCopy, path);
+        }
+    }
+
+    @Override
+    public void validate(BackendContext context) {
+        Settings.from(context);
+    }
+
     @Override
     public WeightLoaderBackend create(BackendContext context) {
-        String base = BackendContext.backendPath(NAME);
-        Config c = context.backendConfig(NAME);
-        int threads = c.getInt("threads");
-        if (threads < 0 || threads > 256) {
-            throw new WeightLoaderConfigException(base + ".threads", "must be in 0..256; got " + threads);
-        }
-        if (threads == 0) {
-            threads = Math.min(8, Runtime.getRuntime().availableProcessors());
-        }
-        int piece = size(c, base, "piece-size");
-        int staging = size(c, base, "staging-size");
-        boolean zeroCopy = c.getBoolean("zero-copy");
-        Path path = Path.of(context.settings().modelPath().orElseThrow(() ->
-                new WeightLoaderConfigException("weight-loader.model-path",
-                        "the local backend needs a checkpoint file or directory")));
-        return new LocalBackend(SafetensorsCheckpoint.open(path), threads, piece, staging, zeroCopy);
+        Settings s = Settings.from(context);
+        return new LocalBackend(SafetensorsCheckpoint.open(s.modelPath()), s.threads(), s.pieceSize(), s.stagingSize(),
+                s.zeroCopy());
+    }
+
+    @Override
+    public List<NativePart> nativeParts(BackendContext context) {
+        return List.of(NativePart.probe(Cuda.DRIVER, "cuda:N destinations"),
+                NativePart.probe(Cuda.RUNTIME, "cuda:N destinations"));
     }
 
     /** A size setting between 4 KiB and 1 GiB; anything else is an error naming its path. */

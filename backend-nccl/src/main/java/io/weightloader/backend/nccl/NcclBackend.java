@@ -68,7 +68,19 @@ final class NcclBackend implements WeightLoaderBackend {
 
     @Override
     public List<TensorSpec> available() {
-        return seed.manifest(rank).specs();
+        return checkedManifest().specs();
+    }
+
+    /** The seed's manifest, refused when the seed does not serve nccl clients. */
+    private Manifest checkedManifest() {
+        Manifest m = seed.manifest(rank);
+        if (m.serves() != null && !m.serves().containsKey(NcclProvider.NAME)) {
+            throw new WeightLoaderException(source() + " does not serve nccl clients; it serves " + m.serves().keySet()
+                    + ". Load with weight-loader.remote-instance.backend = " + m.serves().keySet().iterator().next()
+                    + " (--remote-instance-weight-loader-backend), or start the seed with nccl in"
+                    + " weight-loader.seed.serve (seed --serve nccl)");
+        }
+        return m;
     }
 
     /** What the seed answered to a send request. */
@@ -119,7 +131,7 @@ final class NcclBackend implements WeightLoaderBackend {
     @Override
     public LoadReport load(LoadRequest request) {
         long t0 = System.nanoTime();
-        Manifest m = seed.manifest(rank);
+        Manifest m = checkedManifest();
         TensorMatcher.check(source(), m.specs(), request.specs(), request.ignoreExtraTensors());
         Device device = null;
         Map<String, TensorDestination> byName = new HashMap<>();

@@ -13,7 +13,9 @@ import io.weightloader.api.seed.SeedPublisherProvider;
 import io.weightloader.api.spi.BackendCapabilities;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.WeightLoaderBackend;
+import io.weightloader.api.spi.NativePart;
 import io.weightloader.api.spi.WeightLoaderBackendProvider;
+import io.weightloader.api.cuda.Cuda;
 import java.time.Duration;
 import java.util.EnumSet;
 import java.util.List;
@@ -61,26 +63,64 @@ public final class NcclProvider implements WeightLoaderBackendProvider, SeedPubl
         return d;
     }
 
-    @Override
-    public WeightLoaderBackend create(BackendContext context) {
-        WeightLoaderSettings s = context.settings();
-        Duration init = initTimeout(context);
+    static NcclRuntime.Primitive primitive(BackendContext context) {
+        try {
+            return NcclRuntime.Primitive.parse(context.backendConfig(NAME).getString("primitive"));
+        } catch (IllegalArgumentException e) {
+            throw new WeightLoaderConfigException(PATH + ".primitive", e.getMessage());
+        }
+    }
+
+    private static String seedAddress(WeightLoaderSettings s) {
         String ip = s.remote().seedIp().orElseThrow(() -> new WeightLoaderConfigException(
                 "weight-loader.remote-instance.seed-instance-ip", "the nccl backend needs the seed's address"));
         if (s.remote().seedPort() == 0) {
             throw new WeightLoaderConfigException("weight-loader.remote-instance.seed-instance-service-port",
                     "the nccl backend needs the seed's control-plane port");
         }
+        return ip;
+    }
+
+    @Override
+    public void validate(BackendContext context) {
+        initTimeout(context);
+        primitive(context);
+        seedAddress(context.settings());
+    }
+
+    @Override
+    public WeightLoaderBackend create(BackendContext context) {
+        WeightLoaderSettings s = context.settings();
+        Duration init = initTimeout(context);
+        NcclRuntime.Primitive primitive = primitive(context);
+        String ip = seedAddress(s);
         runtime.require();
         SeedClient seed = new SeedClient(ip, s.remote().seedPort(), s.remote().token(), s.remote().connectTimeout(),
                 s.remote().requestTimeout(), s.remote().retries());
-        NcclRuntime.Primitive primitive;
-        try {
-            primitive = NcclRuntime.Primitive.parse(context.backendConfig(NAME).getString("primitive"));
-        } catch (IllegalArgumentException e) {
-            throw new WeightLoaderConfigException(PATH + ".primitive", e.getMessage());
-        }
         return new NcclBackend(seed, s.rank(), runtime, init, s.remote().transferTimeout(), primitive);
+    }
+
+    @Override
+    public void validateSeed(BackendContext context, Device device) {
+        initTimeout(context);
+        if (device.isHost()) {
+            throw new WeightLoaderConfigException("weight-loader.seed.serve", "nccl sends GPU memory only, but this "
+                    + "seed holds its weights in host memory; load the seed onto cuda:N (weight-loader.device), or "
+                    + "serve transfer_engine only");
+        }
+        List<Integer> ports = context.settings().remote().groupPorts();
+        int ranks = context.settings().tpSize();
+        if (!ports.isEmpty() && ports.size() < ranks) {
+            throw new WeightLoaderConfigException("weight-loader.remote-instance.send-weights-group-ports",
+                    "has " + ports.size() + " port(s) for " + ranks + " tp ranks (index = tp rank)");
+        }
+        runtime.require();
+    }
+
+    @Override
+    public List<NativePart> nativeParts(BackendContext context) {
+        return List.of(NativePart.probe(Cuda.DRIVER, "the nccl backend"), NativePart.probe(Cuda.RUNTIME,
+                "the nccl backend"), NativePart.probe(Cuda.NCCL, "the nccl backend"));
     }
 
     @Override
@@ -101,7 +141,7 @@ public final class NcclProvider implements WeightLoaderBackendProvider, SeedPubl
             return new NcclSeedPublisher(rank, tensors, runtime, bootstrap, s.remote().groupName(), initTimeout(context),
                     s.remote().transferTimeout());
         } catch (IllegalArgumentException e) {
-            throw new WeightLoaderConfigException("weight-loader.seed.serve-nccl", e.getMessage());
+            throw new WeightLoaderConfigException("weight-loader.seed.serve", e.getMessage());
         }
     }
 }

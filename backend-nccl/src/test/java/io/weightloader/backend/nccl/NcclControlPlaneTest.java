@@ -53,7 +53,7 @@ class NcclControlPlaneTest {
 
     static Config seedConfig(String extra) {
         return ConfigFactory.parseString("""
-                weight-loader.seed { bind-address = "127.0.0.1", serve-nccl = true, publish-checksums = false }
+                weight-loader.seed { bind-address = "127.0.0.1", serve = [nccl], publish-checksums = false }
                 weight-loader.remote-instance.token = "tok"
                 """ + extra).withFallback(ConfigFactory.defaultReference()).resolve();
     }

@@ -23,7 +23,7 @@ class NcclGpuTwoProcessTest {
         Gpus.require("NcclGpuTwoProcessTest", 2);
         List<TensorSpec> specs = TestWeights.specs(8, 16 << 20);
         try (SeedProcess seed = new SeedProcess(8, 16 << 20, 5, "tok", "cuda:0",
-                "weight-loader.seed.serve-nccl = true")) {
+                "weight-loader.seed.serve = [nccl]")) {
             for (int client = 0; client < 2; client++) { // one after another, each with its own communicator
                 try (WeightLoader loader = WeightLoader.open(ConfigFactory.parseString("""
                         weight-loader { load-format = remote_instance, device = "cuda:1", checksum = sha256

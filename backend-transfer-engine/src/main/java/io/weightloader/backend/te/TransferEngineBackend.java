@@ -30,6 +30,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.locks.LockSupport;
+import java.util.function.Function;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -44,20 +45,29 @@ final class TransferEngineBackend implements WeightLoaderBackend {
 
     private final SeedClient seed;
     private final RankKey rank;
-    private final OneSidedEngine engine;
+    private final Function<String, OneSidedEngine> engines;
     private final TransferEngineSettings settings;
     private final Duration transferTimeout;
     private final int retries;
+    private final boolean seedOnThisHost;
     private Manifest manifest;
+    /** Started for the transport of the first manifest checked; one transport for the backend's life. */
+    private OneSidedEngine engine;
 
-    TransferEngineBackend(SeedClient seed, RankKey rank, OneSidedEngine engine, TransferEngineSettings settings,
-                          Duration transferTimeout, int retries) {
+    /**
+     * @param engines        starts this client's engine for a transport (what the seed serves)
+     * @param seedOnThisHost whether the seed is on this machine (nvlink_intra reaches only such seeds)
+     */
+    TransferEngineBackend(SeedClient seed, RankKey rank, Function<String, OneSidedEngine> engines,
+                          TransferEngineSettings settings, Duration transferTimeout, int retries,
+                          boolean seedOnThisHost) {
         this.seed = seed;
         this.rank = rank;
-        this.engine = engine;
+        this.engines = engines;
         this.settings = settings;
         this.transferTimeout = transferTimeout;
         this.retries = retries;
+        this.seedOnThisHost = seedOnThisHost;
     }
 
     @Override
@@ -71,8 +81,20 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     }
 
     @Override
-    public String engine() {
-        return engine.name();
+    public synchronized String engine() {
+        return engine != null ? engine.name()
+                : settings.engine() + "-" + settings.protocol().orElse("(the seed's transport)");
+    }
+
+    /** The engine for {@code transport}, started on first use. */
+    private synchronized OneSidedEngine engineFor(String transport) {
+        if (engine == null) {
+            engine = engines.apply(transport);
+        } else if (!engine.name().equals(settings.enginePrefix() + transport)) {
+            throw new WeightLoaderException(source() + " now serves transport " + transport + ", but this client's"
+                    + " engine was started for " + engine.name() + "; open a new loader");
+        }
+        return engine;
     }
 
     @Override
@@ -85,12 +107,37 @@ final class TransferEngineBackend implements WeightLoaderBackend {
 
     private Manifest checkedManifest() {
         Manifest m = seed.manifest(rank);
-        if (!m.engine().startsWith(settings.enginePrefix())) {
-            throw new WeightLoaderException(source() + " serves its weights with engine " + m.engine()
-                    + ", but this client uses " + engine.name() + " (" + TransferEngineSettings.PATH
+        if (m.serves() != null && !m.serves().containsKey(TransferEngineProvider.NAME)) {
+            throw new WeightLoaderException(source() + " does not serve transfer_engine clients; it serves "
+                    + m.serves().keySet() + ". Load with weight-loader.remote-instance.backend = "
+                    + m.serves().keySet().iterator().next() + " (--remote-instance-weight-loader-backend), or start the"
+                    + " seed with transfer_engine in weight-loader.seed.serve");
+        }
+        String served = m.serves() != null ? m.serves().get(TransferEngineProvider.NAME) : m.engine();
+        if (!served.startsWith(settings.enginePrefix())) {
+            throw new WeightLoaderException(source() + " serves its weights with engine " + served
+                    + ", but this client uses " + settings.engine() + " (" + TransferEngineSettings.PATH
                     + ".engine); set both sides to the same engine");
         }
+        String transport = served.substring(settings.enginePrefix().length());
+        if (settings.protocol().isPresent() && !settings.protocol().get().equals(transport)) {
+            throw new WeightLoaderException(source() + " serves transport " + transport + ", but this client is"
+                    + " configured for " + settings.protocol().get() + " (" + TransferEngineSettings.PATH
+                    + ".protocol, load --protocol). Leave the protocol unset to use the seed's, or set it to "
+                    + transport);
+        }
+        if (transport.equals("nvlink_intra") && !seedOnThisHost) {
+            throw new WeightLoaderException(source() + " serves transport nvlink_intra, which reaches GPUs of one host"
+                    + " only, and this seed is on another host. Start the seed with a transport that crosses hosts"
+                    + " (rdma, or tcp)");
+        }
         return m;
+    }
+
+    /** The transport of a checked manifest. */
+    private String transport(Manifest m) {
+        String served = m.serves() != null ? m.serves().get(TransferEngineProvider.NAME) : m.engine();
+        return served.substring(settings.enginePrefix().length());
     }
 
     /** Part of one tensor covered by a read. */
@@ -224,13 +271,21 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     private LoadReport loadWith(Manifest m, LoadRequest request, long t0, Map<String, Double> phases) {
         long tPrepare = System.nanoTime();
         TensorMatcher.check(source(), m.specs(), request.specs(), request.ignoreExtraTensors());
+        String transport = transport(m);
         for (TensorDestination d : request.tensors()) {
-            if (!d.region().device().isHost() && engine.name().startsWith("builtin")) {
-                throw new WeightLoaderException("engine " + engine.name() + " fills host memory only; tensor '"
-                        + d.spec().name() + "' has a " + d.region().device() + " destination");
+            if (!d.region().device().isHost() && settings.engine().equals("builtin")) {
+                throw new WeightLoaderException("engine builtin-tcp fills host memory only; tensor '"
+                        + d.spec().name() + "' has a " + d.region().device() + " destination (load into cpu, or use"
+                        + " engine = mooncake on both sides)");
+            }
+            if (d.region().device().isHost() && d.spec().byteSize() > 0 && transport.equals("nvlink_intra")) {
+                throw new WeightLoaderException(source() + " serves transport nvlink_intra, which copies GPU memory"
+                        + " into GPU memory only, but tensor '" + d.spec().name() + "' has a host destination. Load"
+                        + " into cuda:N (weight-loader.device), or load from a seed that serves tcp or rdma");
             }
         }
-        long sliceSize = settings.sliceSize();
+        OneSidedEngine engine = engineFor(transport);
+        long sliceSize = settings.sliceSizeFor(transport);
         long cap = settings.bandwidthLimit();
         if (cap > 0) {
             sliceSize = Math.max(1 << 20, Math.min(sliceSize, cap / 20));
@@ -244,7 +299,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         long tTransfer = System.nanoTime();
         phases.put("prepare", (tTransfer - tPrepare) / 1e9);
         try {
-            transfer(peer(m.session()), queue, progress, sliceSize, cap, deadline);
+            transfer(engine, peer(engine, m.session()), queue, progress, sliceSize, cap, deadline);
         } catch (RuntimeException e) {
             dropPeer(m.session());
             throw e;
@@ -305,7 +360,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
      * between batches; each batch is polled to a final state under the deadline, failed reads are retried (first)
      * until their attempts run out, and the submissions are paced to the bandwidth cap.
      */
-    private void transfer(OneSidedEngine.Peer peer, Deque<Read> queue, Progress progress, long sliceSize, long cap,
+    private void transfer(OneSidedEngine engine, OneSidedEngine.Peer peer, Deque<Read> queue, Progress progress, long sliceSize, long cap,
                           long deadline) {
         int maxBatch = Math.min(settings.batchSize(), peer.maxBatchSize());
         long maxBatchBytes = cap > 0 ? Math.max(sliceSize, cap / 10) : Long.MAX_VALUE;
@@ -376,7 +431,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
 
     private void release(InFlight f) {
         if (!f.batch().release()) {
-            LOG.warn("engine {} could not release a batch with reads in flight", engine.name());
+            LOG.warn("engine {} could not release a batch with reads in flight", engine());
         }
     }
 
@@ -397,7 +452,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                         pending++;
                     }
                 }
-                throw new WeightLoaderException("transfer from " + source() + " via " + engine.name()
+                throw new WeightLoaderException("transfer from " + source() + " via " + engine()
                         + " did not finish within " + transferTimeout
                         + " (weight-loader.remote-instance.transfer-timeout): " + progress.done + " of " + progress.total
                         + " bytes done, " + pending + " read(s) pending, e.g. " + slices.get(next).describe());
@@ -418,7 +473,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     /** Connections to seeds, kept for the backend's life (a host may load more than once). */
     private final Map<String, OneSidedEngine.Peer> peers = new HashMap<>();
 
-    private synchronized OneSidedEngine.Peer peer(String session) {
+    private synchronized OneSidedEngine.Peer peer(OneSidedEngine engine, String session) {
         return peers.computeIfAbsent(session, engine::open);
     }
 
@@ -438,7 +493,9 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         synchronized (this) {
             peers.values().forEach(OneSidedEngine.Peer::close);
             peers.clear();
+            if (engine != null) {
+                engine.close();
+            }
         }
-        engine.close();
     }
 }

@@ -11,6 +11,7 @@ import io.weightloader.api.seed.SeedPublisher;
 import io.weightloader.api.seed.SeedPublisherProvider;
 import io.weightloader.api.spi.BackendCapabilities;
 import io.weightloader.api.spi.BackendContext;
+import io.weightloader.api.spi.NativePart;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import io.weightloader.backend.te.builtin.BuiltinEngine;
@@ -48,29 +49,99 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     }
 
     @Override
-    public WeightLoaderBackend create(BackendContext context) {
-        WeightLoaderSettings s = context.settings();
-        TransferEngineSettings te = TransferEngineSettings.from(context);
+    public void validate(BackendContext context) {
+        TransferEngineSettings.from(context);
+        seedAddress(context.settings());
+    }
+
+    private static String seedAddress(WeightLoaderSettings s) {
         String ip = s.remote().seedIp().orElseThrow(() -> new WeightLoaderConfigException(
                 "weight-loader.remote-instance.seed-instance-ip", "the transfer_engine backend needs the seed's address"));
         if (s.remote().seedPort() == 0) {
             throw new WeightLoaderConfigException("weight-loader.remote-instance.seed-instance-service-port",
                     "the transfer_engine backend needs the seed's control-plane port");
         }
-        SeedClient seed = new SeedClient(ip, s.remote().seedPort(), s.remote().token(), s.remote().connectTimeout(),
-                s.remote().requestTimeout(), s.remote().retries());
-        OneSidedEngine engine = clientEngine(s, te);
-        return new TransferEngineBackend(seed, s.rank(), engine, te, s.remote().transferTimeout(), s.remote().retries());
+        return ip;
     }
 
-    private static OneSidedEngine clientEngine(WeightLoaderSettings s, TransferEngineSettings te) {
+    @Override
+    public WeightLoaderBackend create(BackendContext context) {
+        WeightLoaderSettings s = context.settings();
+        TransferEngineSettings te = TransferEngineSettings.from(context);
+        String ip = seedAddress(s);
+        SeedClient seed = new SeedClient(ip, s.remote().seedPort(), s.remote().token(), s.remote().connectTimeout(),
+                s.remote().requestTimeout(), s.remote().retries());
+        // The engine (and Mooncake's library) starts once the seed's manifest is checked and says which transport
+        // it serves: a client that does not match its seed is told so before anything native loads.
+        return new TransferEngineBackend(seed, s.rank(), protocol -> clientEngine(s, te, protocol), te,
+                s.remote().transferTimeout(), s.remote().retries(), isThisHost(ip));
+    }
+
+    private static OneSidedEngine clientEngine(WeightLoaderSettings s, TransferEngineSettings te, String protocol) {
         if (te.engine().equals("builtin")) {
             return BuiltinEngine.client(s.remote().token().orElse(null), te.builtinConnections(),
                     s.remote().connectTimeout());
         }
         String host = te.hostname().orElse(localHostFor(s.remote().seedIp().orElse("127.0.0.1")));
-        return MooncakeEngine.create(MooncakeLibrary.load(te.mooncakeLibrary().orElse(null)), host, te.protocol(),
+        return MooncakeEngine.create(MooncakeLibrary.load(te.mooncakeLibrary().orElse(null)), host, protocol,
                 te.devices().orElse(null));
+    }
+
+    /** True when {@code host} is this machine (loopback or one of its addresses): nvlink_intra reaches it. */
+    static boolean isThisHost(String host) {
+        try {
+            InetAddress a = InetAddress.getByName(host);
+            return a.isLoopbackAddress() || a.isAnyLocalAddress() || java.net.NetworkInterface.getByInetAddress(a) != null;
+        } catch (java.io.IOException e) {
+            return false;
+        }
+    }
+
+    @Override
+    public void validateSeed(BackendContext context, Device device) {
+        WeightLoaderSettings s = context.settings();
+        TransferEngineSettings te = TransferEngineSettings.from(context);
+        String advertised = te.hostname().orElse(s.seed().bindAddress());
+        if (advertised.equals("0.0.0.0") || advertised.equals("::")) {
+            throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".hostname",
+                    "the seed binds a wildcard address (" + s.seed().bindAddress()
+                    + "); set the host name clients should dial");
+        }
+        if (!device.isHost() && te.engine().equals("builtin")) {
+            throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".engine", "the builtin engine serves"
+                    + " host memory only, but this seed holds its weights on " + device + ". Either serve them with"
+                    + " Mooncake (" + TransferEngineSettings.PATH + ".engine = mooncake, e.g. protocol = nvlink_intra;"
+                    + " seed --engine mooncake --protocol nvlink_intra), or serve nccl clients only"
+                    + " (weight-loader.seed.serve = [nccl]; seed --serve nccl)");
+        }
+        if (device.isHost() && te.seedProtocol().equals("nvlink_intra")) {
+            throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".protocol", "nvlink_intra serves GPU"
+                    + " memory only, but this seed holds its weights in host memory; load the seed onto cuda:N, or"
+                    + " serve tcp or rdma");
+        }
+        if (te.engine().equals("mooncake")) {
+            MooncakeLibrary.load(te.mooncakeLibrary().orElse(null));
+        }
+    }
+
+    @Override
+    public List<NativePart> nativeParts(BackendContext context) {
+        TransferEngineSettings te = TransferEngineSettings.from(context);
+        MooncakeLibrary.Location l = MooncakeLibrary.locate(te.mooncakeLibrary().orElse(null), System.getenv(),
+                System.getProperty(MooncakeLibrary.HOME_PROPERTY));
+        String needed = "engine = mooncake (builtin needs nothing native)";
+        String target = l.target().equals(MooncakeLibrary.LIBRARY_NAME) ? MooncakeLibrary.FILE_NAME : l.target();
+        NativePart found = NativePart.probe(target, needed);
+        if (!found.present()) {
+            return List.of(new NativePart(MooncakeLibrary.FILE_NAME, needed, false, found.detail() + "; looked in "
+                    + l.source()));
+        }
+        try {
+            MooncakeLibrary lib = MooncakeLibrary.load(te.mooncakeLibrary().orElse(null));
+            return List.of(new NativePart(MooncakeLibrary.FILE_NAME, needed, true, lib.location()));
+        } catch (RuntimeException e) {
+            return List.of(new NativePart(MooncakeLibrary.FILE_NAME, needed, false, e.getMessage()));
+        }
     }
 
     /** The address this client is reachable at: loopback for a loopback seed, else this host's address. */
@@ -91,10 +162,8 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
         TransferEngineSettings te = TransferEngineSettings.from(context);
         String bind = s.seed().bindAddress();
         String advertised = te.hostname().orElse(bind);
-        if (advertised.equals("0.0.0.0") || advertised.equals("::")) {
-            throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".hostname",
-                    "the seed binds a wildcard address (" + bind + "); set the host name clients should dial");
-        }
+        Device device = tensors.isEmpty() ? Device.CPU : tensors.get(0).region().device();
+        validateSeed(context, device);
         long t0 = System.nanoTime();
         List<MemoryRegion> ranges = new ArrayList<>(tensors.size());
         for (HeldTensor t : tensors) {
@@ -118,7 +187,7 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
                         + "are unauthenticated, so anyone who can reach its port can read the registered weights");
             }
             engine = MooncakeEngine.create(MooncakeLibrary.load(te.mooncakeLibrary().orElse(null)), advertised,
-                    te.protocol(), te.devices().orElse(null));
+                    te.seedProtocol(), te.devices().orElse(null));
         }
         long mergeNanos = System.nanoTime() - t0;
         long t1 = System.nanoTime();

@@ -9,10 +9,10 @@ import java.util.Optional;
 /** {@code weight-loader.backends.transfer_engine}, read and validated once. */
 record TransferEngineSettings(
         String engine,
-        String protocol,
+        Optional<String> protocol,
         Optional<String> hostname,
         Optional<String> devices,
-        long sliceSize,
+        long sliceSize, // 0: auto
         int batchSize,
         int batchesInFlight,
         long bandwidthLimit,
@@ -29,16 +29,18 @@ record TransferEngineSettings(
         if (!engine.equals("builtin") && !engine.equals("mooncake")) {
             throw new WeightLoaderConfigException(PATH + ".engine", "must be builtin or mooncake; got '" + engine + "'");
         }
-        String protocol = c.getString("protocol").trim();
-        if (protocol.isEmpty() || !protocol.matches("[a-z_0-9]+")) {
-            throw new WeightLoaderConfigException(PATH + ".protocol", "must be a transport name such as tcp or rdma");
+        Optional<String> protocol = opt(c.getString("protocol"));
+        if (protocol.isPresent() && !protocol.get().matches("[a-z_0-9]+")) {
+            throw new WeightLoaderConfigException(PATH + ".protocol", "must be a transport name such as tcp, rdma or "
+                    + "nvlink_intra, or empty (a seed serves tcp; a client uses what its seed serves); got '"
+                    + protocol.get() + "'");
         }
-        if (engine.equals("builtin") && !protocol.equals("tcp")) {
+        if (engine.equals("builtin") && protocol.isPresent() && !protocol.get().equals("tcp")) {
             throw new WeightLoaderConfigException(PATH + ".protocol", "the builtin engine speaks tcp only; got '"
-                    + protocol + "' (use engine = mooncake for " + protocol + ")");
+                    + protocol.get() + "' (use engine = mooncake for " + protocol.get() + ")");
         }
-        long slice = c.getString("slice-size").trim().equals("auto") ? autoSliceSize(protocol) : bytes(c, "slice-size");
-        if (slice < 4096 || slice > (1L << 30)) {
+        long slice = c.getString("slice-size").trim().equals("auto") ? 0 : bytes(c, "slice-size");
+        if (slice != 0 && (slice < 4096 || slice > (1L << 30))) {
             throw new WeightLoaderConfigException(PATH + ".slice-size", "must be between 4 KiB and 1 GiB; got " + slice);
         }
         int batch = c.getInt("batch-size");
@@ -91,6 +93,16 @@ record TransferEngineSettings(
 
     private static Optional<String> opt(String s) {
         return s == null || s.isBlank() ? Optional.empty() : Optional.of(s.trim());
+    }
+
+    /** The transport a seed serves: the configured one, else tcp. */
+    String seedProtocol() {
+        return protocol.orElse("tcp");
+    }
+
+    /** The slice size for reads over {@code transport}: the configured one, or {@code auto}'s choice. */
+    long sliceSizeFor(String transport) {
+        return sliceSize != 0 ? sliceSize : autoSliceSize(transport);
     }
 
     /** Engine family prefix that the seed's published engine name must start with. */

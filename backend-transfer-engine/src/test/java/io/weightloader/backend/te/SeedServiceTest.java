@@ -8,6 +8,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.DType;
+import io.weightloader.api.Device;
 import io.weightloader.api.HostMemory;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
@@ -49,12 +50,51 @@ class SeedServiceTest {
     }
 
     @Test
-    void aSeedMustBeAskedToPublish() {
-        Config c = ConfigFactory.parseString("weight-loader.seed.bind-address = \"127.0.0.1\"")
+    void aSeedMustServeSomeBackend() {
+        Config c = ConfigFactory.parseString("weight-loader.seed { bind-address = \"127.0.0.1\", serve = [] }")
                 .withFallback(ConfigFactory.defaultReference()).resolve();
         BackendContext ctx = new BackendContext(WeightLoaderSettings.from(c), c);
         assertThatThrownBy(() -> SeedService.start(ctx, BackendRegistry.discover(), Map.of()))
-                .hasMessageContaining("weight-loader.remote-instance.start-seed-via-transfer-engine");
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageContaining("weight-loader.seed.serve");
+    }
+
+    @Test
+    void aSeedServesOnlyBackendsThatCanPublishAndAreInstalled() {
+        BackendContext alpha = seedContext("weight-loader.seed.serve = [transfer_engine, alpha]");
+        BackendRegistry withAlpha = BackendRegistry.of(List.of(new TransferEngineProvider(),
+                new io.weightloader.api.spi.TestProviders.Alpha()));
+        assertThatThrownBy(() -> SeedService.bind(alpha, withAlpha, List.of(Device.CPU)))
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageContaining("weight-loader.seed.serve")
+                .hasMessageContaining("'alpha'").hasMessageContaining("cannot publish a seed's weights")
+                .hasMessageContaining("[transfer_engine]");
+        BackendContext nccl = seedContext("weight-loader.seed.serve = \"transfer_engine,nccl\"");
+        assertThatThrownBy(() -> SeedService.bind(nccl, BackendRegistry.discover(), List.of(Device.CPU)))
+                .hasMessageContaining("weight-loader.seed.serve")
+                .hasMessageContaining("No backend 'nccl'")
+                .hasMessageContaining("io.weightloader:weightloader-backend-nccl");
+    }
+
+    @Test
+    void aGpuSeedWithTheBuiltinEngineIsRefusedBeforeLoadingNamingBothWaysOut() {
+        BackendContext ctx = seedContext("");
+        assertThatThrownBy(() -> SeedService.bind(ctx, BackendRegistry.discover(), List.of(Device.cuda(0))))
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageContaining("weight-loader.backends.transfer_engine.engine")
+                .hasMessageContaining("host memory only").hasMessageContaining("cuda:0")
+                .hasMessageContaining("engine = mooncake").hasMessageContaining("serve = [nccl]");
+    }
+
+    @Test
+    void theManifestSaysWhatTheSeedServes() {
+        List<TensorSpec> a = List.of(TensorSpec.of("w", DType.F32, 256));
+        try (HostMemory ma = TestWeights.arena(a);
+             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
+                     Map.of(new RankKey(0, 0), TestWeights.held(ma, a, 1)))) {
+            assertThat(svc.manifest(new RankKey(0, 0)).orElseThrow().serves())
+                    .containsExactly(Map.entry("transfer_engine", "builtin-tcp"));
+        }
     }
 
     @Test

@@ -29,13 +29,13 @@ class TransferEngineSettingsTest {
 
     @Test
     void autoSlicesAreLargestOverNvlink() {
-        assertThat(settings("").sliceSize()).isEqualTo(64L << 20);
+        assertThat(settings("").sliceSizeFor("tcp")).isEqualTo(64L << 20);
+        assertThat(settings("").sliceSizeFor("nvlink_intra")).isEqualTo(1L << 30);
         assertThat(settings("""
-                weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra }""")
-                .sliceSize()).isEqualTo(1L << 30);
-        assertThat(settings("""
-                weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra,
-                  slice-size = 256 MiB }""").sliceSize()).isEqualTo(256L << 20);
+                weight-loader.backends.transfer_engine { engine = mooncake, slice-size = 256 MiB }""")
+                .sliceSizeFor("nvlink_intra")).isEqualTo(256L << 20);
+        assertThat(settings("").protocol()).isEmpty();
+        assertThat(settings("").seedProtocol()).isEqualTo("tcp");
     }
 
     @ParameterizedTest

@@ -53,21 +53,39 @@ public final class MooncakeLibrary {
     }
 
     static MooncakeLibrary load(String explicitPath, Map<String, String> env) {
-        String source;
-        String target;
+        Location l = locate(explicitPath, env, System.getProperty(HOME_PROPERTY));
+        return LOADED.computeIfAbsent(l.target(), (Function<String, MooncakeLibrary>) t -> doLoad(t, l.source()));
+    }
+
+    /** System property the launcher sets to the distribution's folder; its {@code mooncake/} is searched. */
+    public static final String HOME_PROPERTY = "weightloader.home";
+
+    /** Where the library would be loaded from, and which setting said so. */
+    public record Location(String target, String source) {
+    }
+
+    /**
+     * Where {@link #load} looks, in order: the configured path, {@value #ENV_VAR}, the distribution's
+     * {@code mooncake/} folder (the launcher sets {@value #HOME_PROPERTY}), then the default search path.
+     */
+    public static Location locate(String explicitPath, Map<String, String> env, String home) {
         if (explicitPath != null && !explicitPath.isBlank()) {
-            target = explicitPath.strip();
-            source = "'" + target + "' (from config key " + CONFIG_KEY + ")";
-        } else if (env.get(ENV_VAR) != null && !env.get(ENV_VAR).isBlank()) {
-            target = env.get(ENV_VAR).strip();
-            source = "'" + target + "' (from environment variable " + ENV_VAR + ")";
-        } else {
-            target = LIBRARY_NAME;
-            source = "the default library search path (jna.library.path, LD_LIBRARY_PATH, system directories; "
-                    + "neither " + CONFIG_KEY + " nor " + ENV_VAR + " is set)";
+            String t = explicitPath.strip();
+            return new Location(t, "'" + t + "' (from config key " + CONFIG_KEY + ")");
         }
-        String where = source;
-        return LOADED.computeIfAbsent(target, (Function<String, MooncakeLibrary>) t -> doLoad(t, where));
+        if (env.get(ENV_VAR) != null && !env.get(ENV_VAR).isBlank()) {
+            String t = env.get(ENV_VAR).strip();
+            return new Location(t, "'" + t + "' (from environment variable " + ENV_VAR + ")");
+        }
+        if (home != null && !home.isBlank()) {
+            Path bundled = Path.of(home, "mooncake", FILE_NAME);
+            if (Files.isRegularFile(bundled)) {
+                return new Location(bundled.toString(), "'" + bundled + "' (the distribution's mooncake/ folder)");
+            }
+        }
+        return new Location(LIBRARY_NAME, "the default library search path (jna.library.path, LD_LIBRARY_PATH, "
+                + "system directories; neither " + CONFIG_KEY + " nor " + ENV_VAR + " is set"
+                + (home != null ? ", and " + Path.of(home, "mooncake", FILE_NAME) + " does not exist" : "") + ")");
     }
 
     private static MooncakeLibrary doLoad(String target, String where) {
@@ -87,18 +105,48 @@ public final class MooncakeLibrary {
             MooncakeC api = Native.load(target, MooncakeC.class);
             return new MooncakeLibrary(api, lib.getFile() != null ? lib.getFile().toString() : target);
         } catch (UnsatisfiedLinkError e) {
-            throw missing(where, String.valueOf(e.getMessage()), e);
+            throw missing(where, linkerReason(e.getMessage()), e);
         } catch (NoClassDefFoundError e) {
             throw missing(where, "JNA (net.java.dev.jna:jna) is missing or broken: " + e, e);
         }
     }
 
+    private static final java.util.regex.Pattern MISSING_DEPENDENCY =
+            java.util.regex.Pattern.compile("([^\\s:/'\"]+\\.so[0-9.]*): cannot open shared object file");
+
+    /**
+     * The dynamic linker's reason (dlerror's text, which JNA passes on), turned into what to do: the library that is
+     * actually missing, and where it comes from.
+     */
+    static String linkerReason(String message) {
+        String m = message == null ? "unknown reason" : message.replace('\n', ' ');
+        java.util.regex.Matcher dep = MISSING_DEPENDENCY.matcher(m);
+        while (dep.find()) {
+            String lib = dep.group(1);
+            if (lib.startsWith("libtransfer_engine")) {
+                continue; // the library itself, not a dependency
+            }
+            String advice;
+            if (lib.startsWith("libcuda.so")) {
+                advice = "this is a CUDA build of Mooncake and " + lib + " comes with the NVIDIA driver: run it on a "
+                        + "machine with a GPU, or use a CPU build (examples/scripts/build-mooncake.sh without --cuda)";
+            } else if (lib.startsWith("libcudart")) {
+                advice = lib + " is the CUDA runtime this build was made against: install it, or put its folder on "
+                        + "LD_LIBRARY_PATH";
+            } else {
+                advice = "put it beside " + FILE_NAME + " (examples/scripts/build-mooncake.sh bundles every dependency)"
+                        + " or on LD_LIBRARY_PATH";
+            }
+            return "its dependency " + lib + " cannot be found (" + advice + "); the linker said: " + m;
+        }
+        return m;
+    }
+
     private static WeightLoaderException missing(String where, String why, Throwable cause) {
         return new WeightLoaderException("cannot load Mooncake Transfer Engine " + FILE_NAME + " from " + where
                 + ": " + why + ". Point config key " + CONFIG_KEY + " or environment variable " + ENV_VAR
-                + " at " + FILE_NAME + " from a Mooncake build with -DBUILD_SHARED_LIBS=ON (the Python wheel does "
-                + "not export the C API); its dependency libasio.so must sit next to it or on LD_LIBRARY_PATH",
-                cause);
+                + " at " + FILE_NAME + " from a Mooncake build with shared libraries (examples/scripts/"
+                + "build-mooncake.sh makes one; the Python wheel does not export the C API)", cause);
     }
 
     /** The bound C API. */
@@ -140,7 +188,9 @@ public final class MooncakeLibrary {
             case 4: return "batch busy: not every task was polled to a final state";
             case 6: return "device not found";
             case 7: return "overlapping region: the range overlaps memory already registered";
-            case 8: return "transport not installed for this request";
+            case 8: return "transport not installed for this request: the client's engine has no transport that reaches"
+                    + " this memory (client and seed must use the same protocol; nvlink_intra reads GPU memory of"
+                    + " one host only)";
             case 101: return "DNS lookup failed";
             case 102: return "socket error";
             case 103: return "malformed JSON";

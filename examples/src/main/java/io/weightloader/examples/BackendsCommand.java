@@ -1,0 +1,94 @@
+package io.weightloader.examples;
+
+import com.typesafe.config.Config;
+import io.weightloader.api.Device;
+import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.api.seed.SeedPublisherProvider;
+import io.weightloader.api.spi.BackendCapabilities;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.api.spi.BackendRegistry;
+import io.weightloader.api.spi.NativePart;
+import io.weightloader.api.spi.WeightLoaderBackendProvider;
+import java.io.PrintWriter;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+/**
+ * {@code weightloader backends}: every backend provider on the class path, what it can do, and whether the native
+ * libraries it can use are present on this machine (with where they were found, or the linker's reason).
+ */
+@Command(name = "backends", mixinStandardHelpOptions = true, sortOptions = false,
+        description = "List the installed backends, their capabilities and their native libraries on this machine.")
+final class BackendsCommand implements Callable<Integer> {
+    @Spec
+    CommandSpec spec;
+
+    @Mixin
+    SharedOptions shared;
+
+    @Option(names = "--json", description = "Print JSON.")
+    boolean json;
+
+    /** One provider, as printed. */
+    record Entry(String name, boolean readsFromSeed, boolean disturbsSeed, List<String> devices, boolean servesAsSeed,
+                 String jar, List<NativePart> nativeParts) {
+    }
+
+    @Override
+    public Integer call() throws Exception {
+        PrintWriter out = spec.commandLine().getOut();
+        Config config = shared.layered(spec, Map.of());
+        BackendContext context = new BackendContext(WeightLoaderSettings.from(config), config);
+        BackendRegistry registry = BackendRegistry.discover();
+        List<Entry> entries = new ArrayList<>();
+        for (WeightLoaderBackendProvider p : registry.providers().values()) {
+            BackendCapabilities c = p.capabilities();
+            List<NativePart> parts;
+            try {
+                parts = p.nativeParts(context);
+            } catch (RuntimeException | LinkageError e) {
+                parts = List.of(new NativePart("(its native check)", "diagnostics", false, e.toString()));
+            }
+            var cs = p.getClass().getProtectionDomain().getCodeSource();
+            String jar = cs != null && cs.getLocation() != null ? cs.getLocation().getPath() : "unknown";
+            entries.add(new Entry(p.name(), c.readsFromSeed(), c.disturbsSeed(),
+                    c.devices().stream().map(k -> k == Device.Kind.CPU ? "cpu" : "cuda:N").sorted().toList(),
+                    p instanceof SeedPublisherProvider, jar.substring(jar.lastIndexOf('/') + 1), parts));
+        }
+        if (json) {
+            Map<String, Object> doc = new LinkedHashMap<>();
+            doc.put("backends", entries);
+            doc.put("failures", registry.failures());
+            WeightLoaderCli.JSON.writeValue(out, doc);
+            out.println();
+            out.flush();
+            return 0;
+        }
+        Table table = new Table("BACKEND", "READS FROM", "DISTURBS SEED", "DEVICES", "SEED CAN SERVE IT", "JAR");
+        for (Entry e : entries) {
+            table.row(e.name(), e.readsFromSeed() ? "a seed" : "disk", e.disturbsSeed() ? "yes" : "no",
+                    String.join(", ", e.devices()), e.servesAsSeed() ? "yes" : "no", e.jar());
+        }
+        table.print(out);
+        out.println();
+        for (Entry e : entries) {
+            for (NativePart n : e.nativeParts()) {
+                out.printf("%-16s %-20s %-8s %s (for %s)%n", e.name(), n.name(), n.present() ? "found" : "MISSING",
+                        n.detail(), n.neededFor());
+            }
+        }
+        for (String f : registry.failures()) {
+            out.println("failed to load: " + f);
+        }
+        out.flush();
+        return 0;
+    }
+}

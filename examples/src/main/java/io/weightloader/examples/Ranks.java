@@ -1,0 +1,117 @@
+package io.weightloader.examples;
+
+import com.typesafe.config.Config;
+import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.Device;
+import io.weightloader.api.config.RankKey;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.config.WeightLoaderSettings;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+
+/**
+ * The tensor-parallel ranks one process handles, as inference servers run them: {@code --tp-size N} alone means
+ * every rank 0..N-1 in this process, {@code --tp-rank r} (or {@code rank.tp = r}, r > 0, in the settings) only
+ * rank r. Each rank has its own device: the
+ * {@code --device} list's r-th entry, or {@code cuda:r} when one CUDA device is named, or the host for all.
+ * Each rank gets its own config ({@code rank.tp} and {@code device} set), so its own backend and engine.
+ */
+record Ranks(List<Rank> ranks) {
+
+    /** One rank this process handles, with its settings. */
+    record Rank(RankKey key, Device device, Config config, WeightLoaderSettings settings) {
+    }
+
+    static Ranks of(Config config, SharedOptions shared) {
+        WeightLoaderSettings base = WeightLoaderSettings.from(config);
+        int size = base.tpSize();
+        List<Integer> tps = new ArrayList<>();
+        if (shared.tpRank != null || size == 1 || base.rank().tp() != 0) {
+            tps.add(base.rank().tp());
+        } else {
+            for (int r = 0; r < size; r++) {
+                tps.add(r);
+            }
+        }
+        List<Device> devices = devices(shared.device, base.device(), size);
+        List<Rank> out = new ArrayList<>();
+        for (int tp : tps) {
+            Device d = devices.get(Math.min(tp, devices.size() - 1));
+            Map<String, Object> m = new LinkedHashMap<>();
+            m.put("weight-loader.rank.tp", tp);
+            m.put("weight-loader.device", d.toString());
+            Config c = ConfigFactory.parseMap(m, "rank " + tp).withFallback(config).resolve();
+            WeightLoaderSettings s = WeightLoaderSettings.from(c);
+            out.add(new Rank(s.rank(), d, c, s));
+        }
+        return new Ranks(List.copyOf(out));
+    }
+
+    /** One device per tp rank (index = rank). */
+    private static List<Device> devices(String flag, Device configured, int size) {
+        List<Device> out = new ArrayList<>();
+        if (flag != null && flag.contains(",")) {
+            for (String part : flag.split(",")) {
+                try {
+                    out.add(Device.parse(part.trim()));
+                } catch (IllegalArgumentException e) {
+                    throw new WeightLoaderConfigException("weight-loader.device", "--device " + flag + ": "
+                            + e.getMessage());
+                }
+            }
+            if (out.size() != size) {
+                throw new WeightLoaderConfigException("weight-loader.device", "--device lists " + out.size()
+                        + " device(s) for " + size + " tp rank(s) (weight-loader.rank.tp-size); give one per rank");
+            }
+            return out;
+        }
+        for (int r = 0; r < size; r++) {
+            out.add(configured.isHost() || size == 1 ? configured : Device.cuda(r));
+        }
+        return out;
+    }
+
+    boolean single() {
+        return ranks.size() == 1;
+    }
+
+    /** Runs {@code work} for every rank at once (one thread each) and returns the results in rank order. */
+    <T> List<T> parallel(java.util.function.Function<Rank, T> work) throws Exception {
+        if (single()) {
+            return List.of(work.apply(ranks.get(0)));
+        }
+        ExecutorService pool = Executors.newFixedThreadPool(ranks.size(), r -> {
+            Thread t = new Thread(r, "weightloader-rank");
+            t.setDaemon(true);
+            return t;
+        });
+        try {
+            List<Future<T>> futures = new ArrayList<>();
+            for (Rank rank : ranks) {
+                futures.add(pool.submit((Callable<T>) () -> work.apply(rank)));
+            }
+            List<T> out = new ArrayList<>();
+            for (Future<T> f : futures) {
+                try {
+                    out.add(f.get());
+                } catch (ExecutionException e) {
+                    futures.forEach(x -> x.cancel(true));
+                    if (e.getCause() instanceof Exception ex) {
+                        throw ex;
+                    }
+                    throw e;
+                }
+            }
+            return out;
+        } finally {
+            pool.shutdownNow();
+        }
+    }
+}

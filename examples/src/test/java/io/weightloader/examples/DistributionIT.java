@@ -1,0 +1,194 @@
+package io.weightloader.examples;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.IOException;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * What ships, run as a user runs it: the launcher of the distribution that {@code mvn package} built
+ * ({@code examples/target/weightloader/bin/weightloader}), in its own processes, with only its {@code lib/}.
+ * Runs in {@code mvn verify} after packaging; needs no GPU and no Mooncake.
+ */
+class DistributionIT {
+    static final Path LAUNCHER = Path.of("target/weightloader/bin/weightloader").toAbsolutePath();
+    static final Path FIXTURES = Path.of("../backend-local/src/test/resources/fixtures").toAbsolutePath();
+    static final ObjectMapper JSON = new ObjectMapper();
+
+    @TempDir
+    Path tmp;
+    private final List<Process> seeds = new ArrayList<>();
+
+    record Run(int exitCode, String out, String err) {
+    }
+
+    /** Runs the launcher to completion (bounded), with a clean environment for the settings it reads. */
+    Run run(String... args) throws Exception {
+        List<String> cmd = new ArrayList<>(List.of(LAUNCHER.toString()));
+        cmd.addAll(List.of(args));
+        ProcessBuilder pb = new ProcessBuilder(cmd).redirectOutput(tmp.resolve("out.txt").toFile())
+                .redirectError(tmp.resolve("err.txt").toFile());
+        pb.environment().keySet().removeIf(k -> k.startsWith("WEIGHT_LOADER_") || k.startsWith("WEIGHTLOADER_"));
+        Process p = pb.start();
+        if (!p.waitFor(120, TimeUnit.SECONDS)) {
+            p.destroyForcibly();
+            throw new AssertionError("weightloader " + String.join(" ", args) + " did not finish in 120 s");
+        }
+        return new Run(p.exitValue(), Files.readString(tmp.resolve("out.txt")), Files.readString(tmp.resolve("err.txt")));
+    }
+
+    /** Starts {@code weightloader seed ARGS} and waits (bounded) until it is serving; returns its port. */
+    int seed(String... args) throws Exception {
+        Path ready = tmp.resolve("ready-" + seeds.size());
+        Path log = tmp.resolve("seed-" + seeds.size() + ".log");
+        List<String> cmd = new ArrayList<>(List.of(LAUNCHER.toString(), "seed", "--port", "0", "--ready-file",
+                ready.toString()));
+        cmd.addAll(List.of(args));
+        ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile());
+        pb.environment().keySet().removeIf(k -> k.startsWith("WEIGHT_LOADER_") || k.startsWith("WEIGHTLOADER_"));
+        Process p = pb.start();
+        seeds.add(p);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (!Files.exists(ready) || Files.readString(ready).isBlank()) {
+            if (!p.isAlive() || System.nanoTime() > deadline) {
+                throw new AssertionError("seed did not start: " + Files.readString(log));
+            }
+            Thread.sleep(50);
+        }
+        return Integer.parseInt(Files.readString(ready).trim());
+    }
+
+    @AfterEach
+    void stopSeeds() throws InterruptedException {
+        for (Process p : seeds) {
+            p.destroy();
+            if (!p.waitFor(10, TimeUnit.SECONDS)) {
+                p.destroyForcibly();
+            }
+        }
+    }
+
+    @Test
+    void theDistributionIsALauncherWithEveryBackendAndAnArchive() {
+        assertThat(LAUNCHER).isExecutable();
+        assertThat(Path.of("target/weightloader.tar.gz")).isRegularFile();
+        assertThat(LAUNCHER.getParent().resolveSibling("lib").toFile().list())
+                .anyMatch(n -> n.startsWith("weightloader-backend-nccl"))
+                .anyMatch(n -> n.startsWith("weightloader-backend-transfer-engine"))
+                .anyMatch(n -> n.startsWith("weightloader-backend-local"));
+        assertThat(LAUNCHER.getParent().resolveSibling("scripts").resolve("build-mooncake.sh")).isExecutable();
+    }
+
+    @Test
+    void backendsListsEveryBackendWithItsCapabilitiesAndNativeParts() throws Exception {
+        Run r = run("backends", "--json");
+        assertThat(r.exitCode()).as(r.err()).isZero();
+        JsonNode backends = JSON.readTree(r.out()).get("backends");
+        Map<String, JsonNode> byName = new java.util.HashMap<>();
+        backends.forEach(b -> byName.put(b.get("name").asText(), b));
+        assertThat(byName).containsKeys("local", "transfer_engine", "nccl");
+        assertThat(byName.get("nccl").get("disturbsSeed").asBoolean()).isTrue();
+        assertThat(byName.get("nccl").get("readsFromSeed").asBoolean()).isTrue();
+        assertThat(byName.get("transfer_engine").get("disturbsSeed").asBoolean()).isFalse();
+        assertThat(byName.get("local").get("readsFromSeed").asBoolean()).isFalse();
+        assertThat(byName.get("nccl").get("servesAsSeed").asBoolean()).isTrue();
+        List<String> ncclParts = new ArrayList<>();
+        byName.get("nccl").get("nativeParts").forEach(n -> ncclParts.add(n.get("name").asText()));
+        assertThat(ncclParts).containsExactly("libcuda.so.1", "libcudart.so.13", "libnccl.so.2");
+        assertThat(byName.get("transfer_engine").get("nativeParts").get(0).get("name").asText())
+                .isEqualTo("libtransfer_engine.so");
+
+        Run table = run("backends");
+        assertThat(table.exitCode()).as(table.err()).isZero();
+        assertThat(table.out()).contains("nccl").contains("transfer_engine").contains("local").contains("libnccl.so.2");
+    }
+
+    @Test
+    void choosingNcclWithoutAGpuIsTheOneLineMissingLibraryError() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeFalse(Files.exists(Path.of("/dev/nvidia0")),
+                "this machine has a GPU: the no-GPU error cannot be seen here");
+        Run r = run("load", "--load-format", "remote_instance", "--remote-instance-weight-loader-seed-instance-ip",
+                "127.0.0.1", "--remote-instance-weight-loader-seed-instance-service-port", "1",
+                "--remote-instance-weight-loader-backend", "nccl", "--device", "cuda:0");
+        assertThat(r.exitCode()).isEqualTo(1);
+        assertThat(r.err().strip().lines()).hasSize(1);
+        assertThat(r.err()).startsWith("weightloader: error:").contains("libcuda.so.1").doesNotContain("\tat ");
+    }
+
+    @Test
+    void aTwoRankSeedServesBothRanksAndAClientLoadsRankOneByteExact() throws Exception {
+        Path model = FIXTURES.resolve("sharded");
+        int port = seed("--model-path", model.toString(), "--tp-size", "2");
+        HttpResponse<String> info = HttpClient.newHttpClient().send(HttpRequest.newBuilder(URI.create(
+                "http://127.0.0.1:" + port + "/get_remote_instance_transfer_engine_info?rank=1"))
+                .timeout(Duration.ofSeconds(10)).build(), HttpResponse.BodyHandlers.ofString());
+        assertThat(info.statusCode()).as(info.body()).isEqualTo(200);
+        assertThat(JSON.readTree(info.body()).get("rank").asInt()).isEqualTo(1);
+
+        Path report = tmp.resolve("rank1.json");
+        Run r = run("load", "--load-format", "remote_instance", "--remote-instance-weight-loader-seed-instance-ip",
+                "127.0.0.1", "--remote-instance-weight-loader-seed-instance-service-port", String.valueOf(port),
+                "--remote-instance-weight-loader-send-weights-group-ports", "[29601,29602]",
+                "--tp-size", "2", "--tp-rank", "1", "--checksum", "sha256", "--report", report.toString());
+        assertThat(r.exitCode()).as(r.err()).isZero();
+        JsonNode json = JSON.readTree(report.toFile());
+        assertThat(json.get("source").asText()).contains("rank tp1-pp0");
+        assertByteExact(json);
+
+        Path both = tmp.resolve("both.json");
+        Run all = run("load", "--load-format", "remote_instance", "--remote-instance-weight-loader-seed-instance-ip",
+                "127.0.0.1", "--remote-instance-weight-loader-seed-instance-service-port", String.valueOf(port),
+                "--tp-size", "2", "--checksum", "sha256", "--report", both.toString());
+        assertThat(all.exitCode()).as(all.err()).isZero();
+        JsonNode ranks = JSON.readTree(both.toFile()).get("ranks");
+        assertThat(ranks.fieldNames()).toIterable().containsExactly("tp0-pp0", "tp1-pp0");
+        assertByteExact(ranks.get("tp0-pp0"));
+        assertByteExact(ranks.get("tp1-pp0"));
+    }
+
+    private static void assertByteExact(JsonNode report) throws IOException {
+        JsonNode expected = JSON.readTree(FIXTURES.resolve("expected.json").toFile()).get("files").get("sharded");
+        assertThat(report.get("tensors").size()).isEqualTo(expected.size());
+        for (JsonNode t : report.get("tensors")) {
+            assertThat(t.get("sha256").asText()).as(t.get("name").asText())
+                    .isEqualTo(expected.get(t.get("name").asText()).get("sha256").asText());
+        }
+    }
+
+    @Test
+    void aGpuSeedWithTheBuiltinEngineIsRefusedBeforeItLoadsAnything() throws Exception {
+        Path missing = tmp.resolve("not-read.safetensors"); // never opened: the refusal comes first
+        Run r = run("seed", "--model-path", missing.toString(), "--device", "cuda:0");
+        assertThat(r.exitCode()).isEqualTo(2);
+        assertThat(r.err()).contains("weight-loader.backends.transfer_engine.engine").contains("host memory only")
+                .contains("--engine mooncake").contains("--serve nccl").doesNotContain("not-read");
+    }
+
+    @Test
+    void aBadFallbackSettingIsRefusedAtStartNotAfterTheRemoteLoadFails() throws Exception {
+        Path conf = tmp.resolve("bad.conf");
+        Files.writeString(conf, "weight-loader.backends.local.threads = many\n", StandardCharsets.UTF_8);
+        Run r = run("load", "--load-format", "remote_instance", "--remote-instance-weight-loader-seed-instance-ip",
+                "127.0.0.1", "--remote-instance-weight-loader-seed-instance-service-port", "1",
+                "--fallback", "local", "--model-path", FIXTURES.resolve("sharded").toString(),
+                "--config", conf.toString());
+        assertThat(r.exitCode()).isEqualTo(2);
+        assertThat(r.err()).contains("weight-loader.backends.local.threads").doesNotContain("127.0.0.1:1");
+    }
+}
