@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Runs the GPU tests on a machine with GPUs, from what pack-device.sh put in .device/.
-# Mooncake's CUDA build, when present in .device/mooncake-cuda/, is used for the nvlink_intra test.
+# Runs the GPU tests on a machine with GPUs, from what pack-device.sh put in .device/: the backends and their
+# dependencies come from the distribution's lib/ (what ships), the test classes from .device/test/. The Mooncake
+# bundle in the distribution's mooncake/, when there, is used for the nvlink_intra test.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export NCCL_NVLS_ENABLE=0
-java="$root/.device/jre/bin/java"
-cp=$(ls "$root"/.device/lib/*.jar "$root"/.device/test/*.jar | tr '\n' ':')
-if [ -f "$root/.device/mooncake-cuda/libtransfer_engine.so" ]; then
-  export WEIGHTLOADER_MOONCAKE_LIB="$root/.device/mooncake-cuda/libtransfer_engine.so"
+dist="$root/.device/weightloader"
+java="$dist/jre/bin/java"
+cp=$(ls "$dist"/lib/*.jar "$root"/.device/test/*.jar | tr '\n' ':')
+if [ -f "$dist/mooncake/libtransfer_engine.so" ]; then
+  export WEIGHTLOADER_MOONCAKE_LIB="$dist/mooncake/libtransfer_engine.so"
   export MC_LOG_LEVEL=WARNING
 fi
 rc=0

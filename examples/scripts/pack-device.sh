@@ -1,31 +1,42 @@
 #!/usr/bin/env bash
-# Packs what the GPU machine needs to run the project's GPU tests and benchmarks into the git-ignored .device/:
-# a small Java runtime, every jar (main and test classes, their dependencies, JUnit's console launcher).
-# Usage (repository root, after `mvn -DskipTests install`): examples/scripts/pack-device.sh [EXTRA_DIR...]
-# Each EXTRA_DIR is copied to .device/<its name> (for example a Mooncake build made outside the project).
+# Packs what a GPU machine without Java, Maven or network needs into the git-ignored .device/, so that the GPU
+# runs drive the distribution that ships:
+#   .device/weightloader/        the distribution (examples/target/weightloader: bin/ lib/ mooncake/ scripts/)
+#   .device/weightloader/jre/    a small Java runtime, which the launcher uses when present
+#   .device/weightloader/mooncake/  the Mooncake bundle given with --mooncake (build-mooncake.sh --cuda output)
+#   .device/test/                the GPU tests' classes and the test-only jars (JUnit's console launcher, AssertJ);
+#                                the backends they test come from the distribution's lib/
+# Usage (repository root, after `mvn -DskipTests install`): examples/scripts/pack-device.sh [--mooncake DIR]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+mooncake=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --mooncake) mooncake=${2:?--mooncake DIR}; shift 2 ;;
+    *) echo "usage: $0 [--mooncake DIR]" >&2; exit 2 ;;
+  esac
+done
+dist=examples/target/weightloader
+[ -x "$dist/bin/weightloader" ] || { echo "no distribution in $dist: run mvn -DskipTests install first" >&2; exit 1; }
 out=.device
-mkdir -p "$out/lib" "$out/test"
-../shared/device/pack-jre.sh "$out/jre" >/dev/null
-rm -f "$out"/lib/*.jar "$out"/test/*.jar
+rm -rf "$out/weightloader" "$out/test"
+mkdir -p "$out/test"
+cp -r "$dist" "$out/weightloader"
+../shared/device/pack-jre.sh "$out/weightloader/jre" >/dev/null
+if [ -n "$mooncake" ]; then
+  cp -r "$mooncake"/. "$out/weightloader/mooncake/"
+fi
+# test classes, and the test-scoped jars the distribution does not carry
 for m in api backend-local backend-nccl backend-transfer-engine examples; do
-  mvn -q -pl "$m" dependency:copy-dependencies -DincludeScope=test -DoutputDirectory="$root/$out/lib" \
-      -Dmdep.useBaseVersion=true
-  cp "$m"/target/weightloader-*.jar "$out/lib/" 2>/dev/null || true
-  cp "$m"/target/*-tests.jar "$out/test/" 2>/dev/null || true
   if [ -d "$m/target/test-classes" ]; then
     (cd "$m/target/test-classes" && jar cf "$root/$out/test/$m-test-classes.jar" .)
   fi
 done
-# not needed to run the tests, and large
-rm -f "$out"/lib/byte-buddy-*.jar "$out"/lib/junit-jupiter-*.jar "$out"/lib/junit-platform-*[0-9].jar \
-      "$out"/lib/opentest4j-*.jar "$out"/lib/apiguardian-*.jar
+tmp=$(mktemp -d)
+mvn -q -pl api dependency:copy-dependencies -DincludeScope=test -DoutputDirectory="$tmp" -Dmdep.useBaseVersion=true
+cp "$tmp"/assertj-core-*.jar "$out/test/"
+rm -rf "$tmp"
 mvn -q dependency:copy -Dartifact=org.junit.platform:junit-platform-console-standalone:1.14.4 \
-    -DoutputDirectory="$root/$out/lib"
-for extra in "$@"; do
-  rm -rf "$out/$(basename "$extra")"
-  cp -r "$extra" "$out/$(basename "$extra")"
-done
-du -sh "$out"
+    -DoutputDirectory="$root/$out/test"
+du -sh "$out"/*

@@ -36,7 +36,7 @@ public record NativePart(String name, String neededFor, boolean present, String 
     }
 
     /** The dynamic linker's own reason (dlerror), out of JNA's longer message. */
-    static String reason(String message) {
+    public static String reason(String message) {
         if (message == null) {
             return "not found";
         }

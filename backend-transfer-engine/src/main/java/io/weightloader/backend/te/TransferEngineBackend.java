@@ -82,7 +82,10 @@ final class TransferEngineBackend implements WeightLoaderBackend {
 
     @Override
     public synchronized String engine() {
-        return engine != null ? engine.name()
+        if (engine != null) {
+            return engine.name();
+        }
+        return settings.engine().equals("builtin") ? "builtin-tcp"
                 : settings.engine() + "-" + settings.protocol().orElse("(the seed's transport)");
     }
 
@@ -116,7 +119,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         String served = m.serves() != null ? m.serves().get(TransferEngineProvider.NAME) : m.engine();
         if (!served.startsWith(settings.enginePrefix())) {
             throw new WeightLoaderException(source() + " serves its weights with engine " + served
-                    + ", but this client uses " + settings.engine() + " (" + TransferEngineSettings.PATH
+                    + ", but this client uses " + engine() + " (" + TransferEngineSettings.PATH
                     + ".engine); set both sides to the same engine");
         }
         String transport = served.substring(settings.enginePrefix().length());

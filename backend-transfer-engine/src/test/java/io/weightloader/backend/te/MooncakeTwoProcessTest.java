@@ -59,4 +59,15 @@ class MooncakeTwoProcessTest {
                     .hasMessageContaining("weight-loader.backends.transfer_engine.engine");
         }
     }
+
+    @Test
+    void aClientConfiguredForATransportTheSeedDoesNotServeIsRefusedNamingBoth() throws Exception {
+        try (SeedProcess seed = new SeedProcess(1, 1 << 20, 11, "tok", "cpu", SEED_MOONCAKE);
+             WeightLoader loader = WeightLoader.open(TwoProcessTransferTest.client(seed.port, "tok",
+                     "weight-loader.backends.transfer_engine { engine = mooncake, protocol = rdma }"))) {
+            org.assertj.core.api.Assertions.assertThatThrownBy(loader::available)
+                    .hasMessageContaining("serves transport tcp, but this client is configured for rdma")
+                    .hasMessageContaining("weight-loader.backends.transfer_engine.protocol");
+        }
+    }
 }

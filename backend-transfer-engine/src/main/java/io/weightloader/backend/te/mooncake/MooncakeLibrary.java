@@ -137,9 +137,10 @@ public final class MooncakeLibrary {
                 advice = "put it beside " + FILE_NAME + " (examples/scripts/build-mooncake.sh bundles every dependency)"
                         + " or on LD_LIBRARY_PATH";
             }
-            return "its dependency " + lib + " cannot be found (" + advice + "); the linker said: " + m;
+            return "its dependency " + lib + " cannot be found (" + advice + "); the linker said: "
+                    + io.weightloader.api.spi.NativePart.reason(m);
         }
-        return m;
+        return io.weightloader.api.spi.NativePart.reason(m);
     }
 
     private static WeightLoaderException missing(String where, String why, Throwable cause) {

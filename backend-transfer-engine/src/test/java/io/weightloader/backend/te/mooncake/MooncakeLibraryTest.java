@@ -71,6 +71,48 @@ class MooncakeLibraryTest {
         }
     }
 
+    /**
+     * A library whose dependency is missing, as a CUDA build of Mooncake is on a machine without the NVIDIA driver:
+     * built here with gcc against a stand-in libcuda.so.1 that is then removed, so the dynamic linker's own error
+     * (dlerror) is what the message is made from.
+     */
+    @Test
+    void aMissingDependencyIsNamedFromTheLinkersOwnWordsWithWhatToDo(@org.junit.jupiter.api.io.TempDir
+                                                                     java.nio.file.Path dir) throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue(run(dir, "gcc", "--version") == 0,
+                "gcc is not installed: cannot build the test library");
+        java.nio.file.Path stub = dir.resolve("stub");
+        java.nio.file.Files.createDirectories(stub);
+        java.nio.file.Files.writeString(dir.resolve("cuda.c"), "int cuInit(unsigned f) { return (int) f; }\n");
+        java.nio.file.Files.writeString(dir.resolve("te.c"), "extern int cuInit(unsigned);\n"
+                + "void *createTransferEngine(void) { cuInit(0); return 0; }\nint submitTransfer(void) { return 0; }\n");
+        assertThat(run(dir, "gcc", "-shared", "-fPIC", "-o", "stub/libcuda.so.1", "-Wl,-soname,libcuda.so.1", "cuda.c"))
+                .isZero();
+        assertThat(run(dir, "gcc", "-shared", "-fPIC", "-o", "libtransfer_engine.so", "te.c", "stub/libcuda.so.1"))
+                .isZero();
+        java.nio.file.Files.delete(stub.resolve("libcuda.so.1"));
+        String lib = dir.resolve("libtransfer_engine.so").toString();
+        org.junit.jupiter.api.Assumptions.assumeTrue(
+                !io.weightloader.api.spi.NativePart.probe("libcuda.so.1", "test").present(),
+                "this machine has a real libcuda.so.1, so the dependency is not missing here");
+        assertThatThrownBy(() -> MooncakeLibrary.load(lib, Map.of()))
+                .isInstanceOf(WeightLoaderException.class)
+                .hasMessageContaining(lib)
+                .hasMessageContaining("its dependency libcuda.so.1 cannot be found")
+                .hasMessageContaining("NVIDIA driver").hasMessageContaining("without --cuda")
+                .hasMessageNotContaining("libasio");
+    }
+
+    private static int run(java.nio.file.Path dir, String... cmd) throws Exception {
+        try {
+            Process p = new ProcessBuilder(cmd).directory(dir.toFile()).redirectErrorStream(true)
+                    .redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+            return p.waitFor(60, java.util.concurrent.TimeUnit.SECONDS) ? p.exitValue() : -1;
+        } catch (java.io.IOException e) {
+            return -1;
+        }
+    }
+
     @Test
     void aLibraryWithoutTheCApiIsRejectedAtLoad() {
         // libc loads fine but exports no createTransferEngine.
