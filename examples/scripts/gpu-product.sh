@@ -8,6 +8,7 @@
 #      seed's transport), and a client configured for a transport the seed does not serve (refused);
 #   4. a 2-rank seed (cuda:0, cuda:1) and 2-rank clients (cuda:1, cuda:0) over nccl and over nvlink_intra.
 # Usage: examples/scripts/gpu-product.sh OUT_DIR [SIZE]   (after examples/scripts/pack-device.sh --mooncake DIR)
+# STEP_TIMEOUT (seconds, default 300) bounds each step.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${1:?OUT_DIR}
@@ -15,7 +16,9 @@ size=${2:-2GiB}
 mkdir -p "$out"
 export NCCL_NVLS_ENABLE=0 MC_LOG_LEVEL=WARNING
 dist="$root/.device/weightloader"
+export out
 wl="$dist/bin/weightloader"
+export wl
 lib="$dist/mooncake/libtransfer_engine.so"
 model=/tmp/wl-product-model
 log="$out/product.log"
@@ -24,7 +27,8 @@ say() { echo "$*" | tee -a "$log"; }
 check() { # name, command...: passes when the command exits 0
   local name=$1; shift
   local t0; t0=$(date +%s%N)
-  if timeout 300 "$@" >>"$log" 2>&1; then
+  # functions (remote, same) run in a bash that timeout can bound
+  if timeout "${STEP_TIMEOUT:-300}" bash -c "$(declare -f remote same); \"\$@\"" step "$@" >>"$log" 2>&1; then
     say "PASS $name ($(( ($(date +%s%N) - t0) / 1000000 )) ms)"; pass=$((pass + 1))
   else
     say "FAIL $name (exit $?)"; fail=$((fail + 1))

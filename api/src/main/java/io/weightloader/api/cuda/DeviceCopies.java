@@ -31,13 +31,22 @@ public final class DeviceCopies {
 
     /** Lower-case hex SHA-256 of the first {@code length} bytes of a device region. */
     public static String sha256(MemoryRegion device, long length) {
-        MessageDigest md = io.weightloader.api.Checksums.newSha256();
         try (PinnedMemory staging = PinnedMemory.allocate(Math.min(PIECE, Math.max(length, 1)))) {
-            for (long off = 0; off < length; off += PIECE) {
-                int n = (int) Math.min(PIECE, length - off);
-                copy(staging, 0, device, off, n);
-                md.update(staging.byteBuffer(0, n));
-            }
+            return sha256(device, length, staging);
+        }
+    }
+
+    /**
+     * As {@link #sha256(MemoryRegion, long)}, copying back through {@code staging} (reused across calls: pinning
+     * host memory costs more than the copies it speeds up when done per tensor).
+     */
+    public static String sha256(MemoryRegion device, long length, PinnedMemory staging) {
+        MessageDigest md = io.weightloader.api.Checksums.newSha256();
+        long piece = staging.length();
+        for (long off = 0; off < length; off += piece) {
+            int n = (int) Math.min(piece, length - off);
+            copy(staging, 0, device, off, n);
+            md.update(staging.byteBuffer(0, n));
         }
         return HexFormat.of().formatHex(md.digest());
     }

@@ -30,11 +30,15 @@ public final class RemoteLoads {
                     before.generation(), after);
         }
         List<TensorReport> reports = new ArrayList<>();
+        List<String> sums = request.checksum() ? Checksums.sha256All(
+                request.tensors().stream().map(TensorDestination::region).toList(),
+                request.tensors().stream().map(d -> d.spec().byteSize()).toList(), Checksums.defaultThreads()) : null;
         java.util.Map<String, Manifest.Entry> published = request.checksum() ? before.entriesByName() : null;
-        for (TensorDestination d : request.tensors()) {
+        for (int i = 0; i < request.tensors().size(); i++) {
+            TensorDestination d = request.tensors().get(i);
             String sha = null;
             if (request.checksum()) {
-                sha = Checksums.sha256(d.region(), d.spec().byteSize());
+                sha = sums.get(i);
                 String theirs = published.get(d.spec().name()).sha256();
                 if (theirs != null && !theirs.equals(sha)) {
                     throw new WeightLoaderException("tensor '" + d.spec().name() + "' loaded from " + source

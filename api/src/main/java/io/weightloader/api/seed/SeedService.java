@@ -243,23 +243,13 @@ public final class SeedService implements AutoCloseable {
     }
 
     private static Map<String, String> checksums(List<HeldTensor> tensors) {
-        ExecutorService pool = Executors.newFixedThreadPool(Math.max(1, Runtime.getRuntime().availableProcessors()),
-                daemon("weightloader-seed-sha"));
-        try {
-            Map<String, Future<String>> f = new LinkedHashMap<>();
-            for (HeldTensor t : tensors) {
-                f.put(t.spec().name(), pool.submit(() -> Checksums.sha256(t.bytes())));
-            }
-            Map<String, String> out = new LinkedHashMap<>();
-            for (Map.Entry<String, Future<String>> e : f.entrySet()) {
-                out.put(e.getKey(), e.getValue().get());
-            }
-            return out;
-        } catch (Exception e) {
-            throw new WeightLoaderException("computing the seed's checksums failed: " + e, e);
-        } finally {
-            pool.shutdownNow();
+        List<String> sums = Checksums.sha256All(tensors.stream().map(HeldTensor::region).toList(),
+                tensors.stream().map(t -> t.spec().byteSize()).toList(), Checksums.defaultThreads());
+        Map<String, String> out = new LinkedHashMap<>();
+        for (int i = 0; i < tensors.size(); i++) {
+            out.put(tensors.get(i).spec().name(), sums.get(i));
         }
+        return out;
     }
 
     /**

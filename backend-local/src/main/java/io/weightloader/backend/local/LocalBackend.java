@@ -232,11 +232,13 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     }
 
     private Map<String, String> checksums(LoadRequest request) {
-        Map<String, Future<String>> futures = new LinkedHashMap<>();
-        for (TensorDestination d : request.tensors()) {
-            futures.put(d.spec().name(), pool.submit(() -> Checksums.sha256(d.region(), d.spec().byteSize())));
+        List<String> sums = Checksums.sha256All(request.tensors().stream().map(TensorDestination::region).toList(),
+                request.tensors().stream().map(d -> d.spec().byteSize()).toList(), threads);
+        Map<String, String> out = new HashMap<>();
+        for (int i = 0; i < sums.size(); i++) {
+            out.put(request.tensors().get(i).spec().name(), sums.get(i));
         }
-        return collect(futures);
+        return out;
     }
 
     private static Map<String, String> collect(Map<String, Future<String>> futures) {

@@ -209,6 +209,7 @@ public final class MooncakeEngine implements OneSidedEngine {
         synchronized (this) {
             for (MemoryRegion r : regions) {
                 if (localRegions.remove(r.address()) != null && !closed.get()) {
+                    current(r);
                     MooncakeLibrary.check(c.unregisterLocalMemory(engine, new Pointer(r.address())),
                             "unregisterLocalMemory(0x" + Long.toHexString(r.address()) + ")");
                 }
@@ -216,10 +217,22 @@ public final class MooncakeEngine implements OneSidedEngine {
         }
     }
 
+    /**
+     * Makes the region's GPU current on this thread: Mooncake's nvlink_intra transport asks the CUDA driver about
+     * the address (cuMemGetAddressRange), which fails with "invalid context" on a thread that never used that GPU
+     * (a seed registering several ranks' GPUs from one thread, a shutdown hook unregistering them).
+     */
+    private static void current(MemoryRegion r) {
+        if (!r.device().isHost()) {
+            io.weightloader.api.cuda.Cuda.use(r.device());
+        }
+    }
+
     private synchronized void register(List<MemoryRegion> regions, Map<Long, MemoryRegion> into,
             boolean remoteAccessible, String operation) {
         checkOpen();
         for (MemoryRegion r : regions) {
+            current(r);
             int rc = c.registerLocalMemory(engine, new Pointer(r.address()), r.length(), location(r),
                     remoteAccessible ? 1 : 0);
             MooncakeLibrary.check(rc, operation + " of " + r.length() + " bytes at 0x"
@@ -263,6 +276,7 @@ public final class MooncakeEngine implements OneSidedEngine {
         synchronized (this) {
             for (Map<Long, MemoryRegion> m : List.of(localRegions, remoteRegions)) {
                 for (Long address : m.keySet()) {
+                    current(m.get(address));
                     int rc = c.unregisterLocalMemory(engine, new Pointer(address));
                     if (rc != 0) {
                         LOG.warn("Mooncake unregisterLocalMemory(0x{}) on close: {}", Long.toHexString(address),

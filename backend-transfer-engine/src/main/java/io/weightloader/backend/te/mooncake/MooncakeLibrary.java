@@ -183,20 +183,23 @@ public final class MooncakeLibrary {
     static String meaning(int rc) {
         switch (Math.abs(rc)) {
             case 0: return "ok";
-            case 1: return "invalid argument";
+            case 1: return "invalid argument (for GPU memory: a CUDA build of Mooncake is needed, and the memory must"
+                    + " be a cudaMalloc allocation)";
             case 2: return "too many requests: more than the batch size";
-            case 3: return "address not registered";
+            case 3: return "address not registered: the read reaches outside the seed's registered weight memory";
             case 4: return "batch busy: not every task was polled to a final state";
-            case 6: return "device not found";
+            case 6: return "device not found: no NIC for this transport (rdma needs an RDMA NIC; see "
+                    + "weight-loader.backends.transfer_engine.devices)";
             case 7: return "overlapping region: the range overlaps memory already registered";
             case 8: return "transport not installed for this request: the client's engine has no transport that reaches"
                     + " this memory (client and seed must use the same protocol; nvlink_intra reads GPU memory of"
                     + " one host only)";
             case 101: return "DNS lookup failed";
-            case 102: return "socket error";
+            case 102: return "socket error: the seed's engine port cannot be reached (firewall, or the seed is gone)";
             case 103: return "malformed JSON";
-            case 104: return "handshake rejected";
-            case 200: return "metadata error (peer unreachable or segment unknown)";
+            case 104: return "handshake rejected by the peer's engine (different Mooncake versions or transports?)";
+            case 200: return "metadata error: the peer is unreachable or does not know this segment (is "
+                    + "weight-loader.backends.transfer_engine.hostname on the seed an address clients can dial?)";
             case 201: return "endpoint error";
             case 202: return "context error";
             case 300: return "NUMA error";
