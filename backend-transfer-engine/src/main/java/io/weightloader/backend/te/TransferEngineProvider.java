@@ -179,7 +179,13 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
                 GPU_PADDING_BRIDGE));
         OneSidedEngine engine;
         if (te.engine().equals("builtin")) {
-            engine = BuiltinEngine.seed(bind, te.builtinPort(), advertised, s.remote().token().orElse(null),
+            // a fixed port is rank 0's; each further rank of a multi-rank seed takes the next one
+            int port = te.builtinPort() == 0 ? 0 : te.builtinPort() + rank.tp() + rank.pp() * s.tpSize();
+            if (port > 65535) {
+                throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".builtin.port", "rank " + rank
+                        + " would listen on port " + port + " (port + rank), beyond 65535");
+            }
+            engine = BuiltinEngine.seed(bind, port, advertised, s.remote().token().orElse(null),
                     te.builtinMaxConnections());
         } else {
             if (s.remote().token().isPresent()) {

@@ -109,6 +109,29 @@ class SeedServiceTest {
     }
 
     @Test
+    void aMultiRankSeedGivesEachRankItsOwnEngineOnTheNextPort() throws Exception {
+        int base;
+        try (java.net.ServerSocket probe = new java.net.ServerSocket(0)) {
+            base = probe.getLocalPort() < 65000 ? probe.getLocalPort() : 40000;
+        }
+        List<TensorSpec> a = List.of(TensorSpec.of("w", DType.F32, 256));
+        try (HostMemory m0 = TestWeights.arena(a); HostMemory m1 = TestWeights.arena(a);
+             SeedService svc = SeedService.start(seedContext("weight-loader.rank.tp-size = 2\n"
+                     + "weight-loader.backends.transfer_engine.builtin.port = " + base), BackendRegistry.discover(),
+                     Map.of(new RankKey(0, 0), TestWeights.held(m0, a, 1), new RankKey(1, 0), TestWeights.held(m1, a, 2)))) {
+            assertThat(svc.manifest(new RankKey(0, 0)).orElseThrow().session()).endsWith(":" + base);
+            assertThat(svc.manifest(new RankKey(1, 0)).orElseThrow().session()).endsWith(":" + (base + 1));
+            for (int tp = 0; tp < 2; tp++) {
+                try (WeightLoader loader = WeightLoader.open(client(svc.port(), "weight-loader.rank.tp = " + tp));
+                     HostMemory dst = TestWeights.arena(a)) {
+                    assertThat(load(loader, a, dst).tensors().get(0).sha256())
+                            .isEqualTo(TestWeights.sha256(a.get(0), tp + 1));
+                }
+            }
+        }
+    }
+
+    @Test
     void theManifestSaysWhatTheSeedServes() {
         List<TensorSpec> a = List.of(TensorSpec.of("w", DType.F32, 256));
         try (HostMemory ma = TestWeights.arena(a);
