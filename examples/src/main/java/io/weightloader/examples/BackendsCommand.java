@@ -3,7 +3,7 @@ package io.weightloader.examples;
 import com.typesafe.config.Config;
 import io.weightloader.api.Device;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.api.seed.SeedPublisherProvider;
+import io.weightloader.seed.SeedPublisherProvider;
 import io.weightloader.api.spi.BackendCapabilities;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;

@@ -1,8 +1,8 @@
 package io.weightloader.examples;
 
 import io.weightloader.api.Device;
-import io.weightloader.api.cuda.Cuda;
-import io.weightloader.api.cuda.DeviceArena;
+import io.weightloader.memory.cuda.Cuda;
+import io.weightloader.memory.cuda.DeviceArena;
 import java.io.PrintStream;
 import org.bytedeco.cuda.cublas.cublasContext;
 import org.bytedeco.cuda.cudart.CUevent_st;

@@ -1,7 +1,7 @@
 package io.weightloader.examples;
 
 import com.typesafe.config.Config;
-import io.weightloader.api.TensorArena;
+import io.weightloader.memory.TensorArena;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.MappedWeights;

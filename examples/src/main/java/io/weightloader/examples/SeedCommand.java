@@ -1,7 +1,7 @@
 package io.weightloader.examples;
 
 import com.typesafe.config.Config;
-import io.weightloader.api.TensorArena;
+import io.weightloader.memory.TensorArena;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.TensorDestination;
@@ -9,8 +9,8 @@ import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.api.seed.HeldTensor;
-import io.weightloader.api.seed.SeedService;
+import io.weightloader.seed.HeldTensor;
+import io.weightloader.seed.SeedService;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
 import java.io.PrintWriter;

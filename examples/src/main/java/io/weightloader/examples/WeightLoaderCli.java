@@ -39,7 +39,18 @@ public final class WeightLoaderCli implements Runnable {
     /** Exit code of a usage error: unknown flag, bad value, bad setting. */
     public static final int EXIT_USAGE = 2;
 
-    static final ObjectMapper JSON = JsonMapper.builder().enable(SerializationFeature.INDENT_OUTPUT).build();
+    static final ObjectMapper JSON = JsonMapper.builder().enable(SerializationFeature.INDENT_OUTPUT)
+            .addMixIn(io.weightloader.api.LoadReport.class, LoadReportJson.class).build();
+
+    /** How reports are written as JSON (the SPI carries no Jackson annotations): derived values, no nulls. */
+    @com.fasterxml.jackson.annotation.JsonInclude(com.fasterxml.jackson.annotation.JsonInclude.Include.NON_NULL)
+    abstract static class LoadReportJson {
+        @com.fasterxml.jackson.annotation.JsonProperty("tensorCount")
+        abstract int tensorCount();
+
+        @com.fasterxml.jackson.annotation.JsonProperty("gigabytesPerSecond")
+        abstract double gigabytesPerSecond();
+    }
 
     @Spec
     CommandSpec spec;

@@ -4,7 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import io.weightloader.api.HostMemory;
+import io.weightloader.memory.HostMemory;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.io.StringWriter;
@@ -248,7 +248,7 @@ class WeightLoaderCliTest {
 
     @Test
     void benchLocalOnAGpuWithoutCudaNamesWhatIsMissing() throws IOException {
-        if (io.weightloader.api.cuda.Cuda.available()) {
+        if (io.weightloader.memory.cuda.Cuda.available()) {
             System.err.println("SKIPPED benchLocalOnAGpuWithoutCudaNamesWhatIsMissing: this machine has CUDA");
             org.junit.jupiter.api.Assumptions.abort("this machine has CUDA");
         }

@@ -1,8 +1,8 @@
 package io.weightloader.backend.local;
 
 import io.weightloader.api.Device;
-import io.weightloader.api.cuda.Cuda;
-import io.weightloader.api.cuda.PinnedMemory;
+import io.weightloader.memory.cuda.Cuda;
+import io.weightloader.memory.cuda.PinnedMemory;
 import java.io.IOException;
 import java.nio.channels.FileChannel;
 import java.nio.file.Path;

@@ -1,10 +1,10 @@
 package io.weightloader.backend.local;
 
-import io.weightloader.api.Checksums;
+import io.weightloader.memory.Checksums;
 import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
-import io.weightloader.api.MappedFile;
+import io.weightloader.memory.MappedFile;
 import io.weightloader.api.MappedWeights;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.TensorDestination;

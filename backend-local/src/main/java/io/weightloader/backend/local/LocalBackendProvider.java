@@ -1,5 +1,6 @@
 package io.weightloader.backend.local;
 
+import io.weightloader.memory.NativeLibraries;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigException;
 import io.weightloader.api.Device;
@@ -9,7 +10,7 @@ import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import io.weightloader.api.spi.NativePart;
 import io.weightloader.api.spi.WeightLoaderBackendProvider;
-import io.weightloader.api.cuda.Cuda;
+import io.weightloader.memory.cuda.Cuda;
 import java.util.List;
 import java.nio.file.Path;
 import java.util.EnumSet;
@@ -69,8 +70,8 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
 
     @Override
     public List<NativePart> nativeParts(BackendContext context) {
-        return List.of(NativePart.probe(Cuda.DRIVER, "cuda:N destinations"),
-                NativePart.probe(Cuda.RUNTIME, "cuda:N destinations"));
+        return List.of(NativeLibraries.probe(Cuda.DRIVER, "cuda:N destinations"),
+                NativeLibraries.probe(Cuda.RUNTIME, "cuda:N destinations"));
     }
 
     /** A size setting between 4 KiB and 1 GiB; anything else is an error naming its path. */

@@ -5,7 +5,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.DType;
-import io.weightloader.api.HostMemory;
+import io.weightloader.memory.HostMemory;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorMismatchException;

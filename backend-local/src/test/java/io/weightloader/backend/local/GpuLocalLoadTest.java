@@ -7,14 +7,14 @@ import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
-import io.weightloader.api.TensorArena;
+import io.weightloader.memory.TensorArena;
 import io.weightloader.api.TensorReport;
 import io.weightloader.api.WeightLoader;
 import io.weightloader.api.DType;
-import io.weightloader.api.HostMemory;
+import io.weightloader.memory.HostMemory;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.testing.Gpus;
-import io.weightloader.api.testing.TestWeights;
+import io.weightloader.testing.Gpus;
+import io.weightloader.testing.TestWeights;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -62,7 +62,7 @@ class GpuLocalLoadTest {
 
     @org.junit.jupiter.api.Test
     void withoutAGpuAGpuDestinationFailsNamingWhatIsMissing() {
-        if (io.weightloader.api.cuda.Cuda.available()) {
+        if (io.weightloader.memory.cuda.Cuda.available()) {
             System.err.println("SKIPPED withoutAGpuAGpuDestinationFailsNamingWhatIsMissing: this machine has CUDA");
             org.junit.jupiter.api.Assumptions.abort("this machine has CUDA");
         }

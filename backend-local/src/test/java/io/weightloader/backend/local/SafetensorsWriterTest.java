@@ -5,7 +5,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import io.weightloader.api.Checksums;
+import io.weightloader.memory.Checksums;
 import io.weightloader.api.DType;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoaderException;

@@ -1,21 +1,22 @@
 package io.weightloader.backend.nccl;
 
+import io.weightloader.memory.NativeLibraries;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigException;
 import io.weightloader.api.Device;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.api.seed.HeldTensor;
-import io.weightloader.api.seed.SeedClient;
-import io.weightloader.api.seed.SeedPublisher;
-import io.weightloader.api.seed.SeedPublisherProvider;
+import io.weightloader.seed.HeldTensor;
+import io.weightloader.seed.SeedClient;
+import io.weightloader.seed.SeedPublisher;
+import io.weightloader.seed.SeedPublisherProvider;
 import io.weightloader.api.spi.BackendCapabilities;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import io.weightloader.api.spi.NativePart;
 import io.weightloader.api.spi.WeightLoaderBackendProvider;
-import io.weightloader.api.cuda.Cuda;
+import io.weightloader.memory.cuda.Cuda;
 import java.time.Duration;
 import java.util.EnumSet;
 import java.util.List;
@@ -119,8 +120,8 @@ public final class NcclProvider implements WeightLoaderBackendProvider, SeedPubl
 
     @Override
     public List<NativePart> nativeParts(BackendContext context) {
-        return List.of(NativePart.probe(Cuda.DRIVER, "the nccl backend"), NativePart.probe(Cuda.RUNTIME,
-                "the nccl backend"), NativePart.probe(Cuda.NCCL, "the nccl backend"));
+        return List.of(NativeLibraries.probe(Cuda.DRIVER, "the nccl backend"), NativeLibraries.probe(Cuda.RUNTIME,
+                "the nccl backend"), NativeLibraries.probe(Cuda.NCCL, "the nccl backend"));
     }
 
     @Override

@@ -6,13 +6,13 @@ import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
-import io.weightloader.api.TensorArena;
+import io.weightloader.memory.TensorArena;
 import io.weightloader.api.TensorReport;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoader;
-import io.weightloader.api.testing.Gpus;
-import io.weightloader.api.testing.SeedProcess;
-import io.weightloader.api.testing.TestWeights;
+import io.weightloader.testing.Gpus;
+import io.weightloader.testing.SeedProcess;
+import io.weightloader.testing.TestWeights;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 

@@ -1,14 +1,15 @@
 package io.weightloader.backend.te;
 
+import io.weightloader.memory.NativeLibraries;
 import io.weightloader.api.Device;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.api.seed.HeldTensor;
-import io.weightloader.api.seed.SeedClient;
-import io.weightloader.api.seed.SeedPublisher;
-import io.weightloader.api.seed.SeedPublisherProvider;
+import io.weightloader.seed.HeldTensor;
+import io.weightloader.seed.SeedClient;
+import io.weightloader.seed.SeedPublisher;
+import io.weightloader.seed.SeedPublisherProvider;
 import io.weightloader.api.spi.BackendCapabilities;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.NativePart;
@@ -131,7 +132,7 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
                 System.getProperty(MooncakeLibrary.HOME_PROPERTY));
         String needed = "engine = mooncake (builtin needs nothing native)";
         String target = l.target().equals(MooncakeLibrary.LIBRARY_NAME) ? MooncakeLibrary.FILE_NAME : l.target();
-        NativePart found = NativePart.probe(target, needed);
+        NativePart found = NativeLibraries.probe(target, needed);
         if (!found.present()) {
             return List.of(new NativePart(MooncakeLibrary.FILE_NAME, needed, false, found.detail() + "; looked in "
                     + l.source()));

@@ -1,12 +1,12 @@
 package io.weightloader.backend.te;
 
-import io.weightloader.api.testing.SeedProcess;
-import io.weightloader.api.testing.TestWeights;
+import io.weightloader.testing.SeedProcess;
+import io.weightloader.testing.TestWeights;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-import io.weightloader.api.HostMemory;
+import io.weightloader.memory.HostMemory;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.TensorReport;
 import io.weightloader.api.TensorSpec;

@@ -7,7 +7,7 @@ import io.weightloader.api.Device;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.seed.Manifest;
+import io.weightloader.seed.Manifest;
 import java.lang.reflect.Method;
 import java.util.List;
 import org.junit.jupiter.api.Test;

@@ -1,6 +1,6 @@
 package io.weightloader.backend.te;
 
-import io.weightloader.api.testing.TestWeights;
+import io.weightloader.testing.TestWeights;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
@@ -9,7 +9,7 @@ import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.DType;
 import io.weightloader.api.Device;
-import io.weightloader.api.HostMemory;
+import io.weightloader.memory.HostMemory;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.MemoryRegion;
@@ -20,7 +20,7 @@ import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.api.seed.SeedService;
+import io.weightloader.seed.SeedService;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
 import io.weightloader.backend.te.engine.RegionMerger;

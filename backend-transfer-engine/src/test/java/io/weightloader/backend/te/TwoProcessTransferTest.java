@@ -1,7 +1,7 @@
 package io.weightloader.backend.te;
 
-import io.weightloader.api.testing.SeedProcess;
-import io.weightloader.api.testing.TestWeights;
+import io.weightloader.testing.SeedProcess;
+import io.weightloader.testing.TestWeights;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
@@ -10,9 +10,9 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
-import io.weightloader.api.Checksums;
+import io.weightloader.memory.Checksums;
 import io.weightloader.api.DType;
-import io.weightloader.api.HostMemory;
+import io.weightloader.memory.HostMemory;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.MemoryRegion;
@@ -23,8 +23,8 @@ import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoader;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
-import io.weightloader.api.seed.Manifest;
-import io.weightloader.api.seed.SeedClient;
+import io.weightloader.seed.Manifest;
+import io.weightloader.seed.SeedClient;
 import io.weightloader.backend.te.builtin.BuiltinEngine;
 import io.weightloader.backend.te.engine.OneSidedEngine;
 import java.net.URI;

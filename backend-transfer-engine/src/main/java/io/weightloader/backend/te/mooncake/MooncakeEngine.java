@@ -224,7 +224,7 @@ public final class MooncakeEngine implements OneSidedEngine {
      */
     private static void current(MemoryRegion r) {
         if (!r.device().isHost()) {
-            io.weightloader.api.cuda.Cuda.use(r.device());
+            io.weightloader.memory.cuda.Cuda.use(r.device());
         }
     }
 

@@ -1,5 +1,6 @@
 package io.weightloader.backend.te.mooncake;
 
+import io.weightloader.memory.NativeLibraries;
 import com.sun.jna.Native;
 import com.sun.jna.NativeLibrary;
 import io.weightloader.api.WeightLoaderException;
@@ -138,9 +139,9 @@ public final class MooncakeLibrary {
                         + " or on LD_LIBRARY_PATH";
             }
             return "its dependency " + lib + " cannot be found (" + advice + "); the linker said: "
-                    + io.weightloader.api.spi.NativePart.reason(m);
+                    + NativeLibraries.reason(m);
         }
-        return io.weightloader.api.spi.NativePart.reason(m);
+        return NativeLibraries.reason(m);
     }
 
     private static WeightLoaderException missing(String where, String why, Throwable cause) {

@@ -1,6 +1,6 @@
 package io.weightloader.backend.te.mooncake;
 
-import io.weightloader.api.HostMemory;
+import io.weightloader.memory.HostMemory;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.backend.te.engine.OneSidedEngine;
 import io.weightloader.backend.te.engine.RawReads;

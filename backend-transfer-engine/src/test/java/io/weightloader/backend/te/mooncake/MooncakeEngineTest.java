@@ -3,7 +3,7 @@ package io.weightloader.backend.te.mooncake;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
-import io.weightloader.api.HostMemory;
+import io.weightloader.memory.HostMemory;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.backend.te.engine.OneSidedEngine;

@@ -1,5 +1,6 @@
 package io.weightloader.backend.te.mooncake;
 
+import io.weightloader.memory.NativeLibraries;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -93,7 +94,7 @@ class MooncakeLibraryTest {
         java.nio.file.Files.delete(stub.resolve("libcuda.so.1"));
         String lib = dir.resolve("libtransfer_engine.so").toString();
         org.junit.jupiter.api.Assumptions.assumeTrue(
-                !io.weightloader.api.spi.NativePart.probe("libcuda.so.1", "test").present(),
+                !NativeLibraries.probe("libcuda.so.1", "test").present(),
                 "this machine has a real libcuda.so.1, so the dependency is not missing here");
         assertThatThrownBy(() -> MooncakeLibrary.load(lib, Map.of()))
                 .isInstanceOf(WeightLoaderException.class)

@@ -1,0 +1,187 @@
+package io.weightloader.seed;
+
+import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.weightloader.api.WeightLoaderException;
+import io.weightloader.api.config.RankKey;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.HttpURLConnection;
+import java.net.Proxy;
+import java.net.URI;
+import java.net.URL;
+import java.time.Duration;
+import java.util.Optional;
+import java.util.Set;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Talks to a seed's control plane with timeouts on every request and bounded retries (with backoff) for
+ * transient failures; a refusal (bad token, unknown rank) is reported at once, not retried.
+ */
+public final class SeedClient {
+    private static final Logger LOG = LoggerFactory.getLogger(SeedClient.class);
+    private static final ObjectMapper JSON = new ObjectMapper()
+            .configure(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES, false)
+            .configure(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES, true);
+    /** Largest manifest accepted (about 200,000 tensors). */
+    public static final int MAX_MANIFEST_BYTES = 64 << 20;
+
+    private final String host;
+    private final int port;
+    private final Optional<String> token;
+    private final Duration requestTimeout;
+    private final int retries;
+    private final Duration connectTimeout;
+
+    public SeedClient(String host, int port, Optional<String> token, Duration connectTimeout, Duration requestTimeout,
+                      int retries) {
+        this.host = host;
+        this.port = port;
+        this.token = token;
+        this.requestTimeout = requestTimeout;
+        this.retries = retries;
+        this.connectTimeout = connectTimeout;
+    }
+
+    /** {@code host:port} of the control plane, for messages. */
+    public String peer() {
+        return (host.contains(":") ? "[" + host + "]" : host) + ":" + port;
+    }
+
+    /** Fetches and validates the manifest of {@code rank}. */
+    public Manifest manifest(RankKey rank) {
+        byte[] body = get("/v1/manifest?tp=" + rank.tp() + "&pp=" + rank.pp());
+        Manifest m;
+        try {
+            m = JSON.readValue(body, Manifest.class);
+        } catch (IOException e) {
+            throw new WeightLoaderException("seed " + peer() + " sent a manifest that is not valid JSON: "
+                    + e.getMessage(), e);
+        }
+        m.validate(peer());
+        if (m.tp() != rank.tp() || m.pp() != rank.pp()) {
+            throw new WeightLoaderException("seed " + peer() + " answered for rank tp" + m.tp() + "-pp" + m.pp()
+                    + " when asked for " + rank);
+        }
+        return m;
+    }
+
+    /** The rank's current generation id (a small request, for checking that weights did not change). */
+    public String generation(RankKey rank) {
+        byte[] body = get("/v1/session?tp=" + rank.tp() + "&pp=" + rank.pp());
+        try {
+            com.fasterxml.jackson.databind.JsonNode n = JSON.readTree(body);
+            com.fasterxml.jackson.databind.JsonNode g = n == null ? null : n.get("generation");
+            if (g == null || !g.isTextual() || g.textValue().isBlank()) {
+                throw new WeightLoaderException("seed " + peer() + " sent a session without a generation");
+            }
+            return g.textValue();
+        } catch (IOException e) {
+            throw new WeightLoaderException("seed " + peer() + " sent a session that is not valid JSON: "
+                    + e.getMessage(), e);
+        }
+    }
+
+    /** GET with retries; returns the body of a 200 answer. */
+    public byte[] get(String pathAndQuery) {
+        return send(pathAndQuery, null, Set.of());
+    }
+
+    /**
+     * POST of a JSON body with retries; an answer whose status is in {@code retryOn} (e.g. 409 busy) is retried
+     * like a transient failure. Returns the body of a 200 answer.
+     */
+    public byte[] post(String pathAndQuery, byte[] json, Set<Integer> retryOn) {
+        return send(pathAndQuery, json, retryOn);
+    }
+
+    private byte[] send(String pathAndQuery, byte[] postBody, Set<Integer> retryOn) {
+        URL url;
+        try {
+            url = URI.create("http://" + peer() + pathAndQuery).toURL();
+        } catch (IOException | IllegalArgumentException e) {
+            throw new WeightLoaderException("bad seed address " + peer() + pathAndQuery + ": " + e.getMessage(), e);
+        }
+        WeightLoaderException last = null;
+        for (int attempt = 0; attempt <= retries; attempt++) {
+            if (attempt > 0) {
+                sleep(Math.min(2000, 100L << Math.min(attempt, 5)));
+            }
+            HttpURLConnection c = null;
+            try {
+                // the caller's thread does the I/O (no hand-off to a selector thread: a small request takes a
+                // fraction of a millisecond); connections are kept alive between requests; never through a
+                // proxy, never following a redirect
+                c = (HttpURLConnection) url.openConnection(Proxy.NO_PROXY);
+                c.setConnectTimeout(timeoutMillis(connectTimeout));
+                c.setReadTimeout(timeoutMillis(requestTimeout));
+                c.setInstanceFollowRedirects(false);
+                c.setUseCaches(false);
+                if (token.isPresent()) {
+                    c.setRequestProperty("Authorization", "Bearer " + token.get());
+                }
+                if (postBody != null) {
+                    c.setRequestMethod("POST");
+                    c.setRequestProperty("Content-Type", "application/json");
+                    c.setDoOutput(true);
+                    // streaming mode: a POST is never re-sent behind our back on a stale connection
+                    c.setFixedLengthStreamingMode(postBody.length);
+                    try (OutputStream out = c.getOutputStream()) {
+                        out.write(postBody);
+                    }
+                }
+                int status = c.getResponseCode();
+                byte[] body;
+                try (InputStream in = status >= 400 ? c.getErrorStream() : c.getInputStream()) {
+                    body = in == null ? new byte[0] : in.readNBytes(MAX_MANIFEST_BYTES + 1);
+                }
+                if (body.length > MAX_MANIFEST_BYTES) {
+                    c.disconnect();
+                    throw new WeightLoaderException("seed " + peer() + " sent more than " + MAX_MANIFEST_BYTES
+                            + " bytes for " + pathAndQuery);
+                }
+                if (status == 200) {
+                    return body;
+                }
+                String msg = "seed " + peer() + " answered " + status + " to " + pathAndQuery + ": "
+                        + new String(body, 0, Math.min(body.length, 500), java.nio.charset.StandardCharsets.UTF_8);
+                if (status == 401) {
+                    throw new SeedRefusedException(msg + " (check weight-loader.remote-instance.token)", 401);
+                }
+                if (status < 500 && !retryOn.contains(status)) {
+                    throw new SeedRefusedException(msg, status);
+                }
+                last = new SeedRefusedException(msg, status);
+            } catch (IOException e) {
+                if (c != null) {
+                    c.disconnect();
+                }
+                last = new WeightLoaderException("cannot reach seed " + peer() + " for " + pathAndQuery + ": " + e, e);
+                LOG.debug("attempt {} of {} failed", attempt + 1, retries + 1, e);
+            }
+            if (Thread.currentThread().isInterrupted()) {
+                throw new WeightLoaderException("interrupted while asking seed " + peer(), last);
+            }
+        }
+        String message = last.getMessage() + " (after " + (retries + 1) + " attempts)";
+        throw last instanceof SeedRefusedException refused
+                ? new SeedRefusedException(message, refused.status(), last) : new WeightLoaderException(message, last);
+    }
+
+    /** A timeout in whole milliseconds for URLConnection, where 0 would mean "none": at least 1 ms. */
+    private static int timeoutMillis(Duration d) {
+        return (int) Math.max(1, Math.min(Integer.MAX_VALUE, d.toMillis()));
+    }
+
+    private static void sleep(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new WeightLoaderException("interrupted", e);
+        }
+    }
+}
