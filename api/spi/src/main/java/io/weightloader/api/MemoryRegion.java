@@ -6,7 +6,7 @@ import java.util.Objects;
 /**
  * A range of memory: a start address, a length and the device it lives on.
  *
- * <p>A region does not own its memory; owners ({@link HostMemory}, {@link MappedFile}, device arenas) are
+ * <p>A region does not own its memory; owners (weightloader-memory's {@code HostMemory}, {@code MappedFile}, device arenas) are
  * {@link AutoCloseable} and hand out regions. Host regions can be viewed as direct {@link ByteBuffer}s in
  * pieces of at most 2 GiB - 1 so that tensors larger than 2 GiB are still reachable.
  */

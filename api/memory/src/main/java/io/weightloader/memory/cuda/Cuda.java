@@ -53,9 +53,13 @@ public final class Cuda {
                 if (n[0] == 0) {
                     throw new WeightLoaderException("CUDA found no GPU (cudaGetDeviceCount = 0)");
                 }
-            } catch (UnsatisfiedLinkError | NoClassDefFoundError | ExceptionInInitializerError e) {
+            } catch (NoClassDefFoundError e) {
+                throw new WeightLoaderException(DRIVER + " and " + RUNTIME + " were found, but JavaCPP's CUDA presets are"
+                        + " not on the class path: add io.weightloader:weightloader-cuda to use GPU memory ("
+                        + e.getMessage() + ")", e);
+            } catch (UnsatisfiedLinkError | ExceptionInInitializerError e) {
                 throw new WeightLoaderException(DRIVER + " and " + RUNTIME + " were found, but JavaCPP's CUDA wrappers "
-                        + "(org.bytedeco:cuda) could not load: " + e, e);
+                        + "(org.bytedeco:cuda for this platform) could not load: " + e, e);
             }
             cudaLoaded = true;
         }
