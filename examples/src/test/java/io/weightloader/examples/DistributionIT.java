@@ -40,11 +40,16 @@ class DistributionIT {
 
     /** Runs the launcher to completion (bounded), with a clean environment for the settings it reads. */
     Run run(String... args) throws Exception {
+        return runWith(Map.of(), args);
+    }
+
+    Run runWith(Map<String, String> env, String... args) throws Exception {
         List<String> cmd = new ArrayList<>(List.of(LAUNCHER.toString()));
         cmd.addAll(List.of(args));
         ProcessBuilder pb = new ProcessBuilder(cmd).redirectOutput(tmp.resolve("out.txt").toFile())
                 .redirectError(tmp.resolve("err.txt").toFile());
         pb.environment().keySet().removeIf(k -> k.startsWith("WEIGHT_LOADER_") || k.startsWith("WEIGHTLOADER_"));
+        pb.environment().putAll(env);
         Process p = pb.start();
         if (!p.waitFor(120, TimeUnit.SECONDS)) {
             p.destroyForcibly();
@@ -190,5 +195,16 @@ class DistributionIT {
                 "--config", conf.toString());
         assertThat(r.exitCode()).isEqualTo(2);
         assertThat(r.err()).contains("weight-loader.backends.local.threads").doesNotContain("127.0.0.1:1");
+    }
+
+    @Test
+    void whenJnaCannotLoadItsNativePartTheErrorIsOneLineThatSaysWhatToDo() throws Exception {
+        // what a noexec temporary directory does to JNA, without remounting anything: no libjnidispatch anywhere
+        Run r = runWith(Map.of("JAVA_OPTS", "-Djna.nounpack=true -Djna.nosys=true -Djna.boot.library.path=/nonexistent"),
+                "load", "--model-path", FIXTURES.resolve("sharded").toString());
+        assertThat(r.exitCode()).isEqualTo(1);
+        assertThat(r.err().strip().lines()).hasSize(1);
+        assertThat(r.err()).contains("JNA could not load its native library").contains("jna.tmpdir")
+                .doesNotContain("\tat ");
     }
 }

@@ -42,6 +42,7 @@ public final class HostMemory implements MemoryRegion, AutoCloseable {
 
     /** Allocates {@code bytes} aligned to {@code alignment} (a power of two, at least the pointer size). */
     public static HostMemory allocate(long bytes, long alignment) {
+        LibC.require();
         if (bytes < 0) {
             throw new IllegalArgumentException("negative allocation size " + bytes);
         }

@@ -22,6 +22,7 @@ public final class MappedFile extends OwnedRegion {
     }
 
     public static MappedFile map(Path path) {
+        LibC.require();
         long size;
         try {
             size = Files.size(path);

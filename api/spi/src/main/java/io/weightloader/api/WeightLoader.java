@@ -6,6 +6,7 @@ import io.weightloader.api.config.LoadFormat;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
+import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import java.util.List;
 import org.slf4j.Logger;
@@ -17,6 +18,11 @@ import org.slf4j.LoggerFactory;
  * <p>When {@code weight-loader.fallback = local} and the selected backend fails (to connect, to match or to
  * transfer), the local checkpoint at {@code weight-loader.model-path} is loaded instead, with a WARN log line
  * and the reason in the report. Without that setting a failure is an error: there is no silent fallback.
+ *
+ * <p>Thread safety: a loader may be shared between threads. Its calls are serialised (a load runs to its end
+ * before another call starts, so a fallback never swaps the backend under a running load, and {@link #close()}
+ * waits for the load in progress). To load in parallel, open one loader per rank or device, as
+ * {@code weightloader load --tp-size N} does.
  */
 public final class WeightLoader implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(WeightLoader.class);
@@ -82,7 +88,13 @@ public final class WeightLoader implements AutoCloseable {
                     + name + "' cannot fill " + context.settings().device() + " memory; it supports "
                     + provider.capabilities().devices());
         }
-        provider.validate(context);
+        try {
+            provider.validate(context);
+        } catch (LinkageError e) {
+            throw new WeightLoaderException("backend '" + name + "' (" + provider.getClass().getName() + ") is built"
+                    + " against an incompatible weightloader-api (SPI version " + WeightLoaderBackendProvider.SPI_VERSION
+                    + " here, the plugin says " + provider.spiVersion() + "): " + e, e);
+        }
     }
 
     public WeightLoaderSettings settings() {
@@ -90,11 +102,11 @@ public final class WeightLoader implements AutoCloseable {
     }
 
     /** The backend in use now (the local one after a fallback). */
-    public WeightLoaderBackend backend() {
+    public synchronized WeightLoaderBackend backend() {
         return backend;
     }
 
-    public List<TensorSpec> available() {
+    public synchronized List<TensorSpec> available() {
         try {
             return backend.available();
         } catch (WeightLoaderException e) {
@@ -110,7 +122,7 @@ public final class WeightLoader implements AutoCloseable {
      * Loads the request with the selected backend, applying the configured checksum and extra-tensor policy
      * on top of the request's own flags.
      */
-    public LoadReport load(LoadRequest request) {
+    public synchronized LoadReport load(LoadRequest request) {
         LoadRequest effective = request.withChecksum(request.checksum() || settings.checksum())
                 .withIgnoreExtraTensors(request.ignoreExtraTensors() || settings.ignoreExtraTensors());
         try {
@@ -149,7 +161,7 @@ public final class WeightLoader implements AutoCloseable {
     }
 
     @Override
-    public void close() {
+    public synchronized void close() {
         if (backend != null) {
             backend.close();
         }

@@ -20,6 +20,11 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
     public static final String NAME = "local";
 
     @Override
+    public int spiVersion() {
+        return SPI_VERSION;
+    }
+
+    @Override
     public String name() {
         return NAME;
     }

@@ -1,7 +1,6 @@
 package io.weightloader.backend.nccl;
 
-import com.sun.jna.Native;
-import com.sun.jna.Platform;
+import io.weightloader.memory.internal.LibC;
 import io.weightloader.api.Device;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.memory.cuda.Cuda;
@@ -30,19 +29,6 @@ final class JavaCppNccl implements NcclRuntime {
     static final int UNIQUE_ID_BYTES = 128;
     private static volatile boolean initialised;
 
-    /** libc's setenv/unsetenv, so NCCL (which reads the C environment) sees our settings. */
-    static final class LibC {
-        static {
-            Native.register(Platform.C_LIBRARY_NAME);
-        }
-
-        static native int setenv(String name, String value, int overwrite);
-
-        static native int unsetenv(String name);
-
-        static native String getenv(String name);
-    }
-
     @Override
     public void require() {
         init();
@@ -54,6 +40,7 @@ final class JavaCppNccl implements NcclRuntime {
         }
         synchronized (JavaCppNccl.class) {
             if (!initialised) {
+                LibC.require(); // libc's setenv, so NCCL (which reads the C environment) sees our settings
                 LibC.setenv("NCCL_COMM_BLOCKING", "0", 0);
                 Cuda.requireNccl();
                 initialised = true;

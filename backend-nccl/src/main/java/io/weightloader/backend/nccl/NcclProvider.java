@@ -41,6 +41,11 @@ public final class NcclProvider implements WeightLoaderBackendProvider, SeedPubl
     }
 
     @Override
+    public int spiVersion() {
+        return SPI_VERSION;
+    }
+
+    @Override
     public String name() {
         return NAME;
     }

@@ -40,6 +40,11 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     static final long GPU_PADDING_BRIDGE = 255;
 
     @Override
+    public int spiVersion() {
+        return SPI_VERSION;
+    }
+
+    @Override
     public String name() {
         return NAME;
     }

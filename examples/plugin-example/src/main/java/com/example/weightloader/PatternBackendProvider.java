@@ -29,6 +29,11 @@ public final class PatternBackendProvider implements WeightLoaderBackendProvider
     public static final String NAME = "pattern";
 
     @Override
+    public int spiVersion() {
+        return SPI_VERSION;
+    }
+
+    @Override
     public String name() {
         return NAME;
     }

@@ -4,7 +4,10 @@ import com.sun.jna.Native;
 import com.sun.jna.Platform;
 import com.sun.jna.Pointer;
 
-/** The few libc calls the memory owners need, bound with JNA direct mapping. Not API. */
+/**
+ * The few libc calls weightloader needs, bound with JNA direct mapping. Not API. Call {@link #require()} before the
+ * first use: it turns JNA's failure to load its own native part into one error that says what to do.
+ */
 public final class LibC {
     public static final int PROT_READ = 1;
     public static final int MAP_SHARED = 1;
@@ -13,11 +16,39 @@ public final class LibC {
     public static final int MADV_WILLNEED = 3;
     private static final int SC_PAGESIZE = 30;
 
+    private static final Throwable LOAD_FAILURE;
+
     static {
-        Native.register(Platform.C_LIBRARY_NAME);
+        Throwable failure = null;
+        try {
+            Native.register(Platform.C_LIBRARY_NAME);
+        } catch (LinkageError e) {
+            failure = e;
+        }
+        LOAD_FAILURE = failure;
     }
 
     private LibC() {
+    }
+
+    /**
+     * Makes sure the binding loaded.
+     *
+     * @throws io.weightloader.api.WeightLoaderException when JNA's native part (libjnidispatch) could not load, with
+     *     its reason and the usual fix: a temporary directory where files may not be executed
+     */
+    public static void require() {
+        if (LOAD_FAILURE != null) {
+            throw jnaFailure(LOAD_FAILURE);
+        }
+    }
+
+    /** One line for a JNA that cannot load its native part, naming the setting that fixes the usual cause. */
+    public static io.weightloader.api.WeightLoaderException jnaFailure(Throwable e) {
+        String why = String.valueOf(e.getMessage()).replace('\n', ' ');
+        return new io.weightloader.api.WeightLoaderException("JNA could not load its native library (" + why + "). It"
+                + " unpacks libjnidispatch into jna.tmpdir or java.io.tmpdir and runs it from there: when that directory"
+                + " is mounted noexec, point JNA at one that is not, e.g. JAVA_OPTS=-Djna.tmpdir=$HOME/.cache/jna", e);
     }
 
     public static native int posix_memalign(long[] memptr, long alignment, long size);
@@ -40,7 +71,13 @@ public final class LibC {
 
     public static native Pointer memcpy(Pointer dst, Pointer src, long n);
 
-    private static final long PAGE = sysconf(SC_PAGESIZE) > 0 ? sysconf(SC_PAGESIZE) : 4096;
+    /** The C environment (what native libraries such as NCCL read), not Java's copy of it. */
+    public static native int setenv(String name, String value, int overwrite);
+
+    public static native int unsetenv(String name);
+
+    private static final long PAGE = LOAD_FAILURE != null ? 4096
+            : sysconf(SC_PAGESIZE) > 0 ? sysconf(SC_PAGESIZE) : 4096;
 
     public static long pageSize() {
         return PAGE;

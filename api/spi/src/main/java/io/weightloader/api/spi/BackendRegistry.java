@@ -66,8 +66,20 @@ public final class BackendRegistry {
             String name;
             try {
                 name = p.name();
+                int v = p.spiVersion();
+                if (v > WeightLoaderBackendProvider.SPI_VERSION || v < 1) {
+                    failures.add(where(p) + " was built for weightloader SPI version " + v + ", but this weightloader"
+                            + " speaks version " + WeightLoaderBackendProvider.SPI_VERSION + ": use a build of the plugin"
+                            + " for this version, or upgrade weightloader");
+                    LOG.warn("weight-loader backend provider {} skipped: SPI version {} (this is {})",
+                            p.getClass().getName(), v, WeightLoaderBackendProvider.SPI_VERSION);
+                    continue;
+                }
+                java.util.Objects.requireNonNull(p.capabilities(), "capabilities() returned null");
             } catch (RuntimeException | LinkageError e) {
-                failures.add(p.getClass().getName() + ".name() failed: " + e);
+                failures.add(where(p) + " is broken or built against an incompatible weightloader-api (SPI version "
+                        + WeightLoaderBackendProvider.SPI_VERSION + " here): " + e);
+                LOG.warn("a weight-loader backend provider could not be used: {}", e.toString());
                 continue;
             }
             WeightLoaderBackendProvider previous = found.putIfAbsent(name, p);

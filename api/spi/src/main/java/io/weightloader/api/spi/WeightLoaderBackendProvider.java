@@ -11,6 +11,21 @@ package io.weightloader.api.spi;
  */
 public interface WeightLoaderBackendProvider {
 
+    /**
+     * The version of this SPI. It grows when the SPI changes in a way a plugin can notice; discovery refuses a plugin
+     * built for a newer one, naming it, instead of failing later with a raw {@link LinkageError}.
+     */
+    int SPI_VERSION = 2;
+
+    /**
+     * The SPI version this provider was built against. Implement it as {@code return SPI_VERSION;}: the compiler
+     * copies the constant into the plugin, so a plugin reports the version it was compiled with. Plugins built
+     * before the SPI had versions report 1.
+     */
+    default int spiVersion() {
+        return 1;
+    }
+
     /** The name that selects this backend in {@code weight-loader.backend}, e.g. {@code local}. */
     String name();
 

@@ -77,4 +77,18 @@ class BackendRegistryTest {
                 .hasMessageContaining("weight-loader.device")
                 .hasMessageContaining("cuda:0");
     }
+
+    @Test
+    void aPluginForANewerSpiOrAStaleOneIsNamedNotARawError() throws IOException {
+        BackendRegistry r = BackendRegistry.discover(withProviders(TestProviders.FromTheFuture.class,
+                TestProviders.Stale.class, TestProviders.Beta.class));
+        assertThat(r.names()).containsExactly("beta");
+        assertThat(r.failures()).anySatisfy(f -> assertThat(f).contains(TestProviders.FromTheFuture.class.getName())
+                .contains("SPI version " + (WeightLoaderBackendProvider.SPI_VERSION + 1))
+                .contains("speaks version " + WeightLoaderBackendProvider.SPI_VERSION));
+        assertThat(r.failures()).anySatisfy(f -> assertThat(f).contains(TestProviders.Stale.class.getName())
+                .contains("incompatible weightloader-api").contains("AbstractMethodError"));
+        assertThatThrownBy(() -> r.provider("future")).hasMessageContaining("No backend 'future'")
+                .hasMessageContaining("failed to load").hasMessageContaining("SPI version");
+    }
 }

@@ -40,4 +40,30 @@ public final class TestProviders {
             throw new IllegalStateException("broken on purpose");
         }
     }
+
+    /** Built for a weightloader newer than this one. */
+    public static class FromTheFuture extends Alpha {
+        @Override
+        public String name() {
+            return "future";
+        }
+
+        @Override
+        public int spiVersion() {
+            return WeightLoaderBackendProvider.SPI_VERSION + 1;
+        }
+    }
+
+    /** Built against an SPI whose capabilities() was different: the JVM throws at the call. */
+    public static class Stale extends Alpha {
+        @Override
+        public String name() {
+            return "stale";
+        }
+
+        @Override
+        public BackendCapabilities capabilities() {
+            throw new AbstractMethodError("com.example.Stale.capabilities()");
+        }
+    }
 }
