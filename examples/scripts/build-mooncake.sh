@@ -7,7 +7,8 @@
 #                                           [--install-deps]
 #   --source DIR    a Mooncake checkout with submodules: git clone --recursive https://github.com/kvcache-ai/Mooncake
 #   --cuda [ROOT]   also build the CUDA parts (nvlink_intra transport); ROOT defaults to /usr/local/cuda
-#   --out DIR       bundle directory (default: examples/target/mooncake-<cpu|cuda> in this repository)
+#   --out DIR       bundle directory (default: the distribution's mooncake/ when run from a distribution's
+#                   scripts/, where the launcher finds it; else examples/target/mooncake-<cpu|cuda> in this repository)
 #   --jobs N        parallel compile jobs (default: nproc)
 #   --install-deps  apt-get install the build packages first (Debian 12 / Ubuntu), i.e. by hand:
 #     apt-get install cmake g++ make pkg-config libgflags-dev libgoogle-glog-dev libjsoncpp-dev libnuma-dev \
@@ -40,6 +41,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$src" ] || die "--source MOONCAKE_DIR is required (see --help)"
+[ -d "$src" ] || die "no such directory: $src (give the Mooncake checkout with --source)"
 src=$(cd "$src" && pwd)
 [ -f "$src/mooncake-transfer-engine/include/transfer_engine_c.h" ] || die "$src is not a Mooncake checkout"
 for sub in yalantinglibs pybind11; do   # the top-level CMakeLists needs both, even without Python
@@ -47,8 +49,12 @@ for sub in yalantinglibs pybind11; do   # the top-level CMakeLists needs both, e
     die "$src/extern/$sub is empty: run (cd $src && git submodule update --init extern/yalantinglibs extern/pybind11)"
 done
 variant=cpu; [ -n "$cuda" ] && variant=cuda
-root=$(cd "$(dirname "$0")/../.." && pwd)
-out=${out:-$root/examples/target/mooncake-$variant}
+here=$(cd "$(dirname "$0")" && pwd)
+if [ -x "$here/../bin/weightloader" ] && [ -d "$here/../mooncake" ]; then
+  out=${out:-$(cd "$here/../mooncake" && pwd)}   # run from a distribution: its launcher looks in mooncake/
+else
+  out=${out:-$(cd "$here/../.." && pwd)/examples/target/mooncake-$variant}
+fi
 build=${TMPDIR:-/tmp}/weightloader-mooncake-build-$variant
 
 commit=unknown

@@ -112,7 +112,7 @@ else say "FAIL nvlink_intra seed did not start"; fail=$((fail + 1)); fi
 stop "$out/r3"
 
 # 4. two ranks each side, one seed process and one client process
-if port=$(seed "$out/r4" --model-path "$model" --tp-size 2 --device cuda:0,cuda:1 --serve transfer_engine,nccl \
+if port=$(seed "$out/r4" --model-path "$model" --tp-size 2 --device cuda --serve transfer_engine,nccl \
     --engine mooncake --protocol nvlink_intra); then
   check "2-rank client (cuda:1, cuda:0) over nccl" remote "$port" --remote-instance-weight-loader-backend nccl \
     --tp-size 2 --device cuda:1,cuda:0 --checksum sha256 --report "$out/tp2-nccl.json"

@@ -67,8 +67,7 @@ final class BackendsCommand implements Callable<Integer> {
             Map<String, Object> doc = new LinkedHashMap<>();
             doc.put("backends", entries);
             doc.put("failures", registry.failures());
-            WeightLoaderCli.JSON.writeValue(out, doc);
-            out.println();
+            out.println(WeightLoaderCli.JSON.writeValueAsString(doc));
             out.flush();
             return 0;
         }
@@ -79,12 +78,13 @@ final class BackendsCommand implements Callable<Integer> {
         }
         table.print(out);
         out.println();
+        Table natives = new Table("BACKEND", "LIBRARY", "HERE", "NEEDED FOR", "WHERE OR WHY");
         for (Entry e : entries) {
             for (NativePart n : e.nativeParts()) {
-                out.printf("%-16s %-20s %-8s %s (for %s)%n", e.name(), n.name(), n.present() ? "found" : "MISSING",
-                        n.detail(), n.neededFor());
+                natives.row(e.name(), n.name(), n.present() ? "found" : "MISSING", n.neededFor(), n.detail());
             }
         }
+        natives.print(out);
         for (String f : registry.failures()) {
             out.println("failed to load: " + f);
         }

@@ -19,8 +19,8 @@ import java.util.concurrent.Future;
 /**
  * The tensor-parallel ranks one process handles, as inference servers run them: {@code --tp-size N} alone means
  * every rank 0..N-1 in this process, {@code --tp-rank r} (or {@code rank.tp = r}, r > 0, in the settings) only
- * rank r. Each rank has its own device: the
- * {@code --device} list's r-th entry, or {@code cuda:r} when one CUDA device is named, or the host for all.
+ * rank r. Each rank has its own device: the {@code --device} list's r-th entry, or {@code cuda:r} with
+ * {@code --device cuda}, or the one device named (the host by default).
  * Each rank gets its own config ({@code rank.tp} and {@code device} set), so its own backend and engine.
  */
 record Ranks(List<Rank> ranks) {
@@ -40,7 +40,7 @@ record Ranks(List<Rank> ranks) {
                 tps.add(r);
             }
         }
-        List<Device> devices = devices(shared.device, base.device(), size);
+        List<Device> devices = devices(shared.device, base.device(), size, tps.size() == 1);
         List<Rank> out = new ArrayList<>();
         for (int tp : tps) {
             Device d = devices.get(Math.min(tp, devices.size() - 1));
@@ -54,8 +54,12 @@ record Ranks(List<Rank> ranks) {
         return new Ranks(List.copyOf(out));
     }
 
-    /** One device per tp rank (index = rank). */
-    private static List<Device> devices(String flag, Device configured, int size) {
+    /**
+     * One device per tp rank (index = rank): the {@code --device} list's entries; {@code --device cuda} puts rank r on
+     * {@code cuda:r}; one device named for one rank is that rank's; otherwise every rank gets the configured device
+     * (the host by default).
+     */
+    private static List<Device> devices(String flag, Device configured, int size, boolean oneRank) {
         List<Device> out = new ArrayList<>();
         if (flag != null && flag.contains(",")) {
             for (String part : flag.split(",")) {
@@ -72,8 +76,9 @@ record Ranks(List<Rank> ranks) {
             }
             return out;
         }
+        boolean perRank = "cuda".equals(flag);
         for (int r = 0; r < size; r++) {
-            out.add(configured.isHost() || size == 1 ? configured : Device.cuda(r));
+            out.add(perRank ? Device.cuda(r) : configured);
         }
         return out;
     }

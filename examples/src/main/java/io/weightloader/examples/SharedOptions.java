@@ -25,7 +25,7 @@ final class SharedOptions {
     String modelPath;
 
     @Option(names = "--device", paramLabel = "DEVICE", description = "cpu | cuda:N (weight-loader.device); with "
-            + "several tp ranks, one device per rank, comma-separated (cuda:1,cuda:0); default cuda:r for rank r.")
+            + "several tp ranks, one device per rank, comma-separated (cuda:1,cuda:0), or cuda: rank r on cuda:r.")
     String device;
 
     @Option(names = "--tp-rank", paramLabel = "N", description = "weight-loader.rank.tp: only this rank "
@@ -58,7 +58,7 @@ final class SharedOptions {
     Map<String, Object> flags() {
         Map<String, Object> m = new LinkedHashMap<>();
         put(m, "weight-loader.model-path", modelPath);
-        if (device != null && !device.contains(",")) {
+        if (device != null && !device.contains(",") && !device.equals("cuda")) {
             put(m, "weight-loader.device", device); // a list is one device per rank: see Ranks
         }
         put(m, "weight-loader.rank.tp", tpRank);

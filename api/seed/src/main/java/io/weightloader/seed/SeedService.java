@@ -154,21 +154,26 @@ public final class SeedService implements AutoCloseable {
         Map<String, SeedPublisherProvider> providers = new LinkedHashMap<>();
         for (String name : s.seed().serve()) {
             WeightLoaderBackendProvider p;
+            List<String> publishers = registry.providers().values().stream()
+                    .filter(x -> x instanceof SeedPublisherProvider).map(WeightLoaderBackendProvider::name).toList();
             try {
                 p = registry.provider(name);
             } catch (WeightLoaderConfigException e) {
-                throw new WeightLoaderConfigException(servePath, e.problem());
+                throw new WeightLoaderConfigException(servePath, e.problem() + ". Backends that can serve a seed's"
+                        + " weights here: " + publishers);
             }
             if (!(p instanceof SeedPublisherProvider publisher)) {
                 throw new WeightLoaderConfigException(servePath, "backend '" + name + "' (" + p.getClass().getName()
-                        + ") cannot publish a seed's weights; backends that can: " + registry.providers().values()
-                        .stream().filter(x -> x instanceof SeedPublisherProvider).map(WeightLoaderBackendProvider::name)
-                        .toList());
+                        + ") cannot publish a seed's weights; backends that can: " + publishers);
             }
             for (io.weightloader.api.Device d : devices) {
                 publisher.validateSeed(context, d);
             }
             providers.put(name, publisher);
+        }
+        if (!s.remote().groupPorts().isEmpty() && !s.seed().serve().contains("nccl")) {
+            LOG.warn("weight-loader.remote-instance.send-weights-group-ports is ignored: this seed does not serve nccl"
+                    + " (weight-loader.seed.serve = {})", s.seed().serve());
         }
         if (!s.seed().isLoopback() && s.remote().token().isEmpty()) {
             throw new WeightLoaderConfigException("weight-loader.remote-instance.token",

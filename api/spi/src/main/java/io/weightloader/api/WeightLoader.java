@@ -65,6 +65,10 @@ public final class WeightLoader implements AutoCloseable {
                     ? "weight-loader.remote-instance.backend" : "weight-loader.backend");
         }
         validate(registry, settings.backend(), context);
+        if (!settings.remote().groupPorts().isEmpty()) {
+            LOG.warn("weight-loader.remote-instance.send-weights-group-ports is a seed's setting (the NCCL bootstrap"
+                    + " port of each of its tp ranks); this loader ignores it");
+        }
         if (settings.fallback() == WeightLoaderSettings.Fallback.LOCAL && !settings.backend().equals("local")) {
             validate(registry, "local", context);
         }

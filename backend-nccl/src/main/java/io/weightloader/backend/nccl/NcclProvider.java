@@ -1,10 +1,9 @@
 package io.weightloader.backend.nccl;
 
 import io.weightloader.memory.NativeLibraries;
-import com.typesafe.config.Config;
-import com.typesafe.config.ConfigException;
 import io.weightloader.api.Device;
 import io.weightloader.api.config.RankKey;
+import io.weightloader.api.config.SettingsReader;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.seed.HeldTensor;
@@ -56,25 +55,13 @@ public final class NcclProvider implements WeightLoaderBackendProvider, SeedPubl
     }
 
     static Duration initTimeout(BackendContext context) {
-        Config c = context.backendConfig(NAME);
-        Duration d;
-        try {
-            d = c.getDuration("init-timeout");
-        } catch (ConfigException e) {
-            throw new WeightLoaderConfigException(PATH + ".init-timeout", "must be a duration such as 60s", e);
-        }
-        if (d.isZero() || d.isNegative()) {
-            throw new WeightLoaderConfigException(PATH + ".init-timeout", "must be positive; got " + d);
-        }
-        return d;
+        return new SettingsReader(context.config(), PATH).duration("init-timeout", Duration.ofMillis(1),
+                Duration.ofHours(1));
     }
 
     static NcclRuntime.Primitive primitive(BackendContext context) {
-        try {
-            return NcclRuntime.Primitive.parse(context.backendConfig(NAME).getString("primitive"));
-        } catch (IllegalArgumentException e) {
-            throw new WeightLoaderConfigException(PATH + ".primitive", e.getMessage());
-        }
+        SettingsReader r = new SettingsReader(context.config(), PATH);
+        return NcclRuntime.Primitive.parse(r.oneOf("primitive", List.of("send-recv", "broadcast")));
     }
 
     private static String seedAddress(WeightLoaderSettings s) {

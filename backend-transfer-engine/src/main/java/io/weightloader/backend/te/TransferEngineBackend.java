@@ -86,7 +86,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
             return engine.name();
         }
         return settings.engine().equals("builtin") ? "builtin-tcp"
-                : settings.engine() + "-" + settings.protocol().orElse("(the seed's transport)");
+                : settings.protocol().map(p -> settings.engine() + "-" + p)
+                        .orElse(settings.engine() + " (with the seed's transport)");
     }
 
     /** The engine for {@code transport}, started on first use. */

@@ -77,8 +77,10 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
         String ip = seedAddress(s);
         SeedClient seed = new SeedClient(ip, s.remote().seedPort(), s.remote().token(), s.remote().connectTimeout(),
                 s.remote().requestTimeout(), s.remote().retries());
-        // The engine (and Mooncake's library) starts once the seed's manifest is checked and says which transport
-        // it serves: a client that does not match its seed is told so before anything native loads.
+        if (te.engine().equals("mooncake")) {
+            MooncakeLibrary.load(te.mooncakeLibrary().orElse(null)); // a missing library fails at start-up
+        }
+        // The engine starts once the seed's manifest is checked and says which transport it serves.
         return new TransferEngineBackend(seed, s.rank(), protocol -> clientEngine(s, te, protocol), te,
                 s.remote().transferTimeout(), s.remote().retries(), isThisHost(ip));
     }

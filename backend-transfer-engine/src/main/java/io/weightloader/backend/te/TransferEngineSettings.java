@@ -1,8 +1,7 @@
 package io.weightloader.backend.te;
 
-import com.typesafe.config.Config;
-import com.typesafe.config.ConfigException;
-import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.config.SettingsReader;
+import java.util.List;
 import io.weightloader.api.spi.BackendContext;
 import java.util.Optional;
 
@@ -24,52 +23,31 @@ record TransferEngineSettings(
     static final String PATH = BackendContext.backendPath(TransferEngineProvider.NAME);
 
     static TransferEngineSettings from(BackendContext context) {
-        Config c = context.backendConfig(TransferEngineProvider.NAME);
-        String engine = c.getString("engine").trim();
-        if (!engine.equals("builtin") && !engine.equals("mooncake")) {
-            throw new WeightLoaderConfigException(PATH + ".engine", "must be builtin or mooncake; got '" + engine + "'");
-        }
-        Optional<String> protocol = opt(c.getString("protocol"));
+        SettingsReader r = new SettingsReader(context.config(), PATH);
+        String engine = r.oneOf("engine", List.of("builtin", "mooncake"));
+        Optional<String> protocol = r.optionalString("protocol");
         if (protocol.isPresent() && !protocol.get().matches("[a-z_0-9]+")) {
-            throw new WeightLoaderConfigException(PATH + ".protocol", "must be a transport name such as tcp, rdma or "
-                    + "nvlink_intra, or empty (a seed serves tcp; a client uses what its seed serves); got '"
-                    + protocol.get() + "'");
+            throw r.error("protocol", "must be a transport name such as tcp, rdma or nvlink_intra, or empty (a seed"
+                    + " serves tcp; a client uses what its seed serves); got '" + protocol.get() + "'");
         }
         if (engine.equals("builtin") && protocol.isPresent() && !protocol.get().equals("tcp")) {
-            throw new WeightLoaderConfigException(PATH + ".protocol", "the builtin engine speaks tcp only; got '"
-                    + protocol.get() + "' (use engine = mooncake for " + protocol.get() + ")");
+            throw r.error("protocol", "the builtin engine speaks tcp only; got '" + protocol.get()
+                    + "' (use engine = mooncake for " + protocol.get() + ")");
         }
-        long slice = c.getString("slice-size").trim().equals("auto") ? 0 : bytes(c, "slice-size");
-        if (slice != 0 && (slice < 4096 || slice > (1L << 30))) {
-            throw new WeightLoaderConfigException(PATH + ".slice-size", "must be between 4 KiB and 1 GiB; got " + slice);
+        String sliceText = r.string("slice-size");
+        if (!sliceText.equals("auto")) {
+            try {
+                SettingsReader.parseSize(sliceText);
+            } catch (IllegalArgumentException e) {
+                throw r.error("slice-size", "must be a size such as 64 MiB, or auto; got '" + sliceText + "'");
+            }
         }
-        int batch = c.getInt("batch-size");
-        if (batch < 1 || batch > 1024) {
-            throw new WeightLoaderConfigException(PATH + ".batch-size", "must be in 1..1024; got " + batch);
-        }
-        int inFlight = c.getInt("batches-in-flight");
-        if (inFlight < 1 || inFlight > 16) {
-            throw new WeightLoaderConfigException(PATH + ".batches-in-flight", "must be in 1..16; got " + inFlight);
-        }
-        long cap = bytes(c, "bandwidth-limit");
-        if (cap < 0) {
-            throw new WeightLoaderConfigException(PATH + ".bandwidth-limit", "must be >= 0; got " + cap);
-        }
-        int port = c.getInt("builtin.port");
-        if (port < 0 || port > 65535) {
-            throw new WeightLoaderConfigException(PATH + ".builtin.port", "must be in 0..65535; got " + port);
-        }
-        int conns = c.getInt("builtin.connections");
-        if (conns < 1 || conns > 64) {
-            throw new WeightLoaderConfigException(PATH + ".builtin.connections", "must be in 1..64; got " + conns);
-        }
-        int maxConns = c.getInt("builtin.max-connections");
-        if (maxConns < 1 || maxConns > 4096) {
-            throw new WeightLoaderConfigException(PATH + ".builtin.max-connections", "must be in 1..4096; got "
-                    + maxConns);
-        }
-        return new TransferEngineSettings(engine, protocol, opt(c.getString("hostname")), opt(c.getString("devices")),
-                slice, batch, inFlight, cap, port, conns, maxConns, opt(c.getString("mooncake.library")));
+        long slice = sliceText.equals("auto") ? 0 : r.size("slice-size", 4096, 1L << 30);
+        return new TransferEngineSettings(engine, protocol, r.optionalString("hostname"), r.optionalString("devices"),
+                slice, r.integer("batch-size", 1, 1024), r.integer("batches-in-flight", 1, 16),
+                r.size("bandwidth-limit", 0, Long.MAX_VALUE), r.integer("builtin.port", 0, 65535),
+                r.integer("builtin.connections", 1, 64), r.integer("builtin.max-connections", 1, 4096),
+                r.optionalString("mooncake.library"));
     }
 
     /**
@@ -80,19 +58,6 @@ record TransferEngineSettings(
      */
     static long autoSliceSize(String protocol) {
         return "nvlink_intra".equals(protocol) ? 1L << 30 : 64L << 20;
-    }
-
-    private static long bytes(Config c, String key) {
-        try {
-            return c.getBytes(key);
-        } catch (ConfigException e) {
-            throw new WeightLoaderConfigException(PATH + "." + key, "must be a size such as 64 MiB"
-                    + (key.equals("slice-size") ? " or auto" : ""), e);
-        }
-    }
-
-    private static Optional<String> opt(String s) {
-        return s == null || s.isBlank() ? Optional.empty() : Optional.of(s.trim());
     }
 
     /** The transport a seed serves: the configured one, else tcp. */

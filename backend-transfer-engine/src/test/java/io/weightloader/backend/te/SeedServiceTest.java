@@ -87,19 +87,20 @@ class SeedServiceTest {
     }
 
     @Test
-    void aClientOnAnotherEngineOrTransportIsRefusedBeforeAnythingNativeLoads() {
+    void aClientSetToAnotherTransportOrAMissingLibraryIsRefusedAtOpen() {
         List<TensorSpec> a = List.of(TensorSpec.of("w", DType.F32, 256));
         try (HostMemory ma = TestWeights.arena(a);
              SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
                      Map.of(new RankKey(0, 0), TestWeights.held(ma, a, 1)))) {
-            // no Mooncake library is needed to be told: the manifest is checked first
-            try (WeightLoader loader = WeightLoader.open(client(svc.port(), """
-                    weight-loader.backends.transfer_engine { engine = mooncake, protocol = rdma,
-                      mooncake.library = /nonexistent/libtransfer_engine.so }"""))) {
-                assertThatThrownBy(loader::available).hasMessageContaining("engine builtin-tcp")
-                        .hasMessageContaining("mooncake-rdma")
-                        .hasMessageContaining("weight-loader.backends.transfer_engine.engine");
-            }
+            assertThatThrownBy(() -> WeightLoader.open(client(svc.port(),
+                    "weight-loader.backends.transfer_engine.protocol = rdma")))
+                    .isInstanceOf(WeightLoaderConfigException.class)
+                    .hasMessageContaining("weight-loader.backends.transfer_engine.protocol")
+                    .hasMessageContaining("the builtin engine speaks tcp only");
+            assertThatThrownBy(() -> WeightLoader.open(client(svc.port(), """
+                    weight-loader.backends.transfer_engine { engine = mooncake,
+                      mooncake.library = /nonexistent/libtransfer_engine.so }""")))
+                    .hasMessageContaining("/nonexistent/libtransfer_engine.so").hasMessageContaining("no such file");
             try (WeightLoader loader = WeightLoader.open(client(svc.port(),
                     "weight-loader.backends.transfer_engine.protocol = tcp"));
                  HostMemory dst = TestWeights.arena(a)) {

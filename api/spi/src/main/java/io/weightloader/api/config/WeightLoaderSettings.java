@@ -36,6 +36,9 @@ public record WeightLoaderSettings(
 
     public static final String ROOT = "weight-loader";
 
+    /** Largest tp rank or pp stage accepted (the control plane's limit too). */
+    public static final int MAX_RANK = 1_000_000;
+
     /** Settings given as a list or as one string holding the list. */
     private static final java.util.Set<String> LIST_OR_STRING = java.util.Set.of(
             ROOT + ".remote-instance.send-weights-group-ports", ROOT + ".seed.serve");
@@ -121,84 +124,61 @@ public record WeightLoaderSettings(
                 }
             }
         }
-        Reader r = new Reader(config);
+        SettingsReader r = new SettingsReader(config, ROOT);
 
-        LoadFormat format = LoadFormat.parse(r.p("load-format"), r.string("load-format"));
+        LoadFormat format = LoadFormat.parse(r.path("load-format"), r.string("load-format"));
         Optional<String> modelPath = r.optionalString("model-path");
         Device device;
         try {
             device = Device.parse(r.string("device"));
         } catch (IllegalArgumentException e) {
-            throw new WeightLoaderConfigException(r.p("device"), e.getMessage());
+            throw r.error("device", e.getMessage());
         }
         boolean memorySaver = r.bool("enable-memory-saver");
-        boolean checksum = switch (r.string("checksum")) {
-            case "none" -> false;
-            case "sha256" -> true;
-            default -> throw new WeightLoaderConfigException(r.p("checksum"),
-                    "must be none or sha256; got '" + r.string("checksum") + "'");
-        };
-        Fallback fallback = switch (r.string("fallback")) {
-            case "none" -> Fallback.NONE;
-            case "local" -> Fallback.LOCAL;
-            default -> throw new WeightLoaderConfigException(r.p("fallback"),
-                    "must be none or local; got '" + r.string("fallback") + "'");
-        };
-        boolean ignoreExtra = switch (r.string("extra-tensors")) {
-            case "error" -> false;
-            case "ignore" -> true;
-            default -> throw new WeightLoaderConfigException(r.p("extra-tensors"),
-                    "must be error or ignore; got '" + r.string("extra-tensors") + "'");
-        };
-        RankKey rank = new RankKey(r.nonNegativeInt("rank.tp"), r.nonNegativeInt("rank.pp"));
-        int tpSize = r.nonNegativeInt("rank.tp-size");
-        if (tpSize < 1) {
-            throw new WeightLoaderConfigException(r.p("rank.tp-size"), "must be >= 1; got " + tpSize);
-        }
+        boolean checksum = r.oneOf("checksum", List.of("none", "sha256")).equals("sha256");
+        Fallback fallback = r.oneOf("fallback", List.of("none", "local")).equals("local") ? Fallback.LOCAL
+                : Fallback.NONE;
+        boolean ignoreExtra = r.oneOf("extra-tensors", List.of("error", "ignore")).equals("ignore");
+        RankKey rank = new RankKey(r.integer("rank.tp", 0, MAX_RANK), r.integer("rank.pp", 0, MAX_RANK));
+        int tpSize = r.integer("rank.tp-size", 1, MAX_RANK + 1);
         if (tpSize > 1 && rank.tp() >= tpSize) {
-            throw new WeightLoaderConfigException(r.p("rank.tp"), "must be below rank.tp-size (" + tpSize
-                    + "); got " + rank.tp());
+            throw r.error("rank.tp", "must be below rank.tp-size (" + tpSize + "); got " + rank.tp());
         }
 
         String ri = "remote-instance.";
         List<Integer> groupPorts = groupPorts(r, ri + "send-weights-group-ports");
         String remoteBackend = r.string(ri + "backend");
         if (!remoteBackend.matches("[A-Za-z0-9_.-]+")) {
-            throw new WeightLoaderConfigException(r.p(ri + "backend"),
-                    "must name a backend that reads from a seed, such as transfer_engine or nccl; got '"
-                    + remoteBackend + "'");
+            throw r.error(ri + "backend", "must name a backend that reads from a seed, such as transfer_engine or nccl;"
+                    + " got '" + remoteBackend + "'");
         }
-        int seedPort = r.config.getInt(r.p(ri + "seed-instance-service-port"));
-        if (seedPort < 0 || seedPort > 65535) {
-            throw new WeightLoaderConfigException(r.p(ri + "seed-instance-service-port"),
-                    "port must be in 1..65535; got " + seedPort);
+        int seedPort = r.integer(ri + "seed-instance-service-port", 0, 65535);
+        String seedIp = r.string(ri + "seed-instance-ip");
+        if (!seedIp.isEmpty() && !seedIp.matches("[A-Za-z0-9._:\\[\\]%-]+")) {
+            throw r.error(ri + "seed-instance-ip", "must be a host name or an IP address; got '" + seedIp + "'");
         }
         Remote remote = new Remote(
-                r.optionalString(ri + "seed-instance-ip"),
+                seedIp.isEmpty() ? Optional.empty() : Optional.of(seedIp),
                 seedPort,
                 List.copyOf(groupPorts),
                 r.string(ri + "send-weights-group-name"),
                 remoteBackend,
                 r.bool(ri + "start-seed-via-transfer-engine"),
                 r.optionalString(ri + "token"),
-                r.positiveDuration(ri + "connect-timeout"),
-                r.positiveDuration(ri + "request-timeout"),
-                r.positiveDuration(ri + "transfer-timeout"),
-                r.nonNegativeInt(ri + "retries"));
+                r.duration(ri + "connect-timeout", Duration.ofMillis(1), Duration.ofHours(1)),
+                r.duration(ri + "request-timeout", Duration.ofMillis(1), Duration.ofHours(1)),
+                r.duration(ri + "transfer-timeout", Duration.ofMillis(1), Duration.ofDays(1)),
+                r.integer(ri + "retries", 0, 100));
 
-        int servicePort = r.config.getInt(r.p("seed.service-port"));
-        if (servicePort < 0 || servicePort > 65535) {
-            throw new WeightLoaderConfigException(r.p("seed.service-port"),
-                    "port must be in 0..65535; got " + servicePort);
-        }
+        int servicePort = r.integer("seed.service-port", 0, 65535);
         String bind = r.string("seed.bind-address");
         if (bind.isBlank()) {
-            throw new WeightLoaderConfigException(r.p("seed.bind-address"), "must not be empty");
+            throw r.error("seed.bind-address", "must not be empty");
         }
         List<String> serve = names(r, "seed.serve");
         if (remote.startSeedViaTransferEngine() && !serve.contains("transfer_engine")) {
-            throw new WeightLoaderConfigException(r.p("seed.serve"), "remote-instance.start-seed-via-transfer-engine"
-                    + " = true asks this seed to serve transfer_engine clients, but seed.serve is " + serve
+            throw r.error("seed.serve", "remote-instance.start-seed-via-transfer-engine = true asks this seed to serve"
+                    + " transfer_engine clients, but seed.serve is " + serve
                     + "; add transfer_engine to it, or drop the SGLang flag");
         }
         Seed seed = new Seed(bind, servicePort, r.bool("seed.publish-checksums"), serve);
@@ -211,22 +191,20 @@ public record WeightLoaderSettings(
         // Cross-field checks, each naming the path to change.
         if (format == LoadFormat.REMOTE_INSTANCE) {
             if (remote.seedIp().isEmpty()) {
-                throw new WeightLoaderConfigException(r.p(ri + "seed-instance-ip"),
-                        "load-format remote_instance needs the seed's address");
+                throw r.error(ri + "seed-instance-ip", "load-format remote_instance needs the seed's address");
             }
             if (seedPort == 0) {
-                throw new WeightLoaderConfigException(r.p(ri + "seed-instance-service-port"),
+                throw r.error(ri + "seed-instance-service-port",
                         "load-format remote_instance needs the seed's control-plane port");
             }
         }
         boolean usesTransferEngine = backend.equals("transfer_engine") || remote.startSeedViaTransferEngine();
         if (memorySaver && usesTransferEngine) {
-            throw new WeightLoaderConfigException(r.p("enable-memory-saver"),
+            throw r.error("enable-memory-saver",
                     "memory saver is not compatible with transfer_engine: registered memory must not be remapped");
         }
         if (fallback == Fallback.LOCAL && modelPath.isEmpty()) {
-            throw new WeightLoaderConfigException(r.p("model-path"),
-                    "fallback = local needs the checkpoint to fall back to");
+            throw r.error("model-path", "fallback = local needs the checkpoint to fall back to");
         }
         return new WeightLoaderSettings(backend, format, modelPath, device, memorySaver, checksum, fallback,
                 ignoreExtra, rank, tpSize, remote, seed);
@@ -236,15 +214,15 @@ public record WeightLoaderSettings(
      * NCCL group ports: a list of ports, or SGLang's spellings as one string, a JSON list {@code "[29601,29602]"}
      * or comma-separated {@code "29601,29602"}.
      */
-    private static List<Integer> groupPorts(Reader r, String key) {
-        String path = r.p(key);
+    private static List<Integer> groupPorts(SettingsReader r, String key) {
+        String path = r.path(key);
         List<String> raw = new ArrayList<>();
-        if (r.config.getValue(path).valueType() == ConfigValueType.LIST) {
-            for (ConfigValue v : r.config.getList(path)) {
+        if (r.config().getValue(path).valueType() == ConfigValueType.LIST) {
+            for (ConfigValue v : r.config().getList(path)) {
                 raw.add(String.valueOf(v.unwrapped()));
             }
         } else {
-            String text = r.config.getString(path).trim();
+            String text = r.config().getString(path).trim();
             if (text.startsWith("[") && text.endsWith("]")) {
                 text = text.substring(1, text.length() - 1);
             }
@@ -272,15 +250,15 @@ public record WeightLoaderSettings(
     }
 
     /** A list of backend names (a HOCON list, or one comma-separated string), each at most once. */
-    private static List<String> names(Reader r, String key) {
-        String path = r.p(key);
+    private static List<String> names(SettingsReader r, String key) {
+        String path = r.path(key);
         List<String> raw = new ArrayList<>();
-        if (r.config.getValue(path).valueType() == ConfigValueType.LIST) {
-            for (ConfigValue v : r.config.getList(path)) {
+        if (r.config().getValue(path).valueType() == ConfigValueType.LIST) {
+            for (ConfigValue v : r.config().getList(path)) {
                 raw.add(String.valueOf(v.unwrapped()).trim());
             }
         } else {
-            for (String part : r.config.getString(path).split(",")) {
+            for (String part : r.config().getString(path).split(",")) {
                 if (!part.isBlank()) {
                     raw.add(part.trim());
                 }
@@ -302,6 +280,20 @@ public record WeightLoaderSettings(
 
     /** Every leaf under {@code weight-loader} must be declared by some module's reference.conf. */
     private static void rejectUnknownKeys(Config config, Config reference) {
+        // a misspelt root would be silently ignored: refuse it (weightloader.home and weightloader.leak.* are the
+        // launcher's and the leak detector's system properties, not settings)
+        for (String wrong : List.of("weightloader", "weight_loader", "weightLoader", "WeightLoader")) {
+            if (config.hasPath(wrong)) {
+                for (Map.Entry<String, ConfigValue> e : config.getConfig(wrong).entrySet()) {
+                    String key = e.getKey();
+                    if (wrong.equals("weightloader") && (key.equals("home") || key.startsWith("leak."))) {
+                        continue;
+                    }
+                    throw new WeightLoaderConfigException(wrong + "." + key, "unknown setting (did you mean "
+                            + ROOT + "." + key + "?) set in " + e.getValue().origin().description());
+                }
+            }
+        }
         if (!config.hasPath(ROOT)) {
             return;
         }
@@ -318,58 +310,6 @@ public record WeightLoaderSettings(
             throw new WeightLoaderConfigException(unknown.first(), "unknown setting" + (unknown.size() > 1
                     ? "s " + unknown : "") + " (no installed module declares it; check the spelling, or install the"
                     + " backend that owns it)");
-        }
-    }
-
-    /** Small helper that reads keys relative to {@code weight-loader} and names the full path on error. */
-    private static final class Reader {
-        final Config config;
-
-        Reader(Config config) {
-            this.config = config;
-        }
-
-        String p(String key) {
-            return ROOT + "." + key;
-        }
-
-        String string(String key) {
-            return config.getString(p(key)).trim();
-        }
-
-        Optional<String> optionalString(String key) {
-            String v = string(key);
-            return v.isEmpty() ? Optional.empty() : Optional.of(v);
-        }
-
-        boolean bool(String key) {
-            return config.getBoolean(p(key));
-        }
-
-        int nonNegativeInt(String key) {
-            int v;
-            try {
-                v = config.getInt(p(key));
-            } catch (ConfigException.WrongType e) {
-                throw new WeightLoaderConfigException(p(key), "must be a whole number", e);
-            }
-            if (v < 0) {
-                throw new WeightLoaderConfigException(p(key), "must be >= 0; got " + v);
-            }
-            return v;
-        }
-
-        Duration positiveDuration(String key) {
-            Duration d;
-            try {
-                d = config.getDuration(p(key));
-            } catch (ConfigException.BadValue | ConfigException.WrongType e) {
-                throw new WeightLoaderConfigException(p(key), "must be a duration such as 30s or 5m", e);
-            }
-            if (d.isNegative() || d.isZero()) {
-                throw new WeightLoaderConfigException(p(key), "must be positive; got " + d);
-            }
-            return d;
         }
     }
 }

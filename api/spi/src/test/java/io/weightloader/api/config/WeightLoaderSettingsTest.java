@@ -115,6 +115,25 @@ class WeightLoaderSettingsTest {
     }
 
     @Test
+    void numbersAreWholeAndInTheirRangeAndErrorsSayWhereTheValueWasSet() {
+        Config fromFile = ConfigFactory.parseString("weight-loader { model-path = /m, rank.tp = 1.5 }",
+                com.typesafe.config.ConfigParseOptions.defaults().setOriginDescription("host.conf"));
+        assertThatThrownBy(() -> WeightLoaderSettings.from(fromFile.withFallback(ConfigFactory.defaultReference())
+                .resolve()))
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageContaining("weight-loader.rank.tp").hasMessageContaining("whole number")
+                .hasMessageContaining("'1.5'").hasMessageContaining("set in host.conf: 1");
+        assertThatThrownBy(() -> settings("weight-loader { model-path = /m, remote-instance.retries = 1000000 }"))
+                .hasMessageContaining("weight-loader.remote-instance.retries").hasMessageContaining("0..100");
+        assertThatThrownBy(() -> settings("weight-loader { model-path = /m, seed.service-port = 70000 }"))
+                .hasMessageContaining("weight-loader.seed.service-port").hasMessageContaining("0..65535");
+        assertThatThrownBy(() -> settings("weight-loader { model-path = /m, remote-instance.seed-instance-ip = \"not a host!\" }"))
+                .hasMessageContaining("weight-loader.remote-instance.seed-instance-ip");
+        assertThatThrownBy(() -> settings("weightloader.checksum = sha256"))
+                .hasMessageContaining("weightloader.checksum").hasMessageContaining("did you mean weight-loader.checksum");
+    }
+
+    @Test
     void groupPortsTakeSglangsJsonListAndCommaSeparatedForms() {
         assertThat(settings("weight-loader { model-path = /m, remote-instance.send-weights-group-ports = [29601, 29602] }")
                 .remote().groupPorts()).containsExactly(29601, 29602);
