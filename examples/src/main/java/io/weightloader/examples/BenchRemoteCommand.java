@@ -14,7 +14,6 @@ import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.seed.HeldTensor;
 import io.weightloader.seed.Manifest;
 import io.weightloader.seed.SeedPublisher;
 import io.weightloader.seed.SeedService;
@@ -91,7 +90,7 @@ final class BenchRemoteCommand implements Callable<Integer> {
             }
             ((HostMemory) clientMemory.region()).zero(); // fault the pages in before timing
             List<TensorDestination> clientDest = clientMemory.destinations();
-            List<HeldTensor> held = seedDest.stream().map(d -> new HeldTensor(d.spec(), d.region())).toList();
+            List<TensorDestination> held = seedDest.stream().map(d -> new TensorDestination(d.spec(), d.region())).toList();
             for (String engine : engines) {
                 Config config = config(engine);
                 WeightLoaderSettings settings = WeightLoaderSettings.from(config);
@@ -206,7 +205,7 @@ final class BenchRemoteCommand implements Callable<Integer> {
         }
         try (TensorArena mem = TensorArena.allocate(Device.CPU, specs)) {
             List<TensorDestination> d = mem.destinations();
-            List<HeldTensor> held = d.stream().map(x -> new HeldTensor(x.spec(), x.region())).toList();
+            List<TensorDestination> held = d.stream().map(x -> new TensorDestination(x.spec(), x.region())).toList();
             Config config = config(engine);
             BackendContext ctx = new BackendContext(WeightLoaderSettings.from(config), config);
             try (SeedPublisher p = new TransferEngineProvider().publish(ctx, new RankKey(0, 0), held)) {

@@ -11,7 +11,6 @@ import io.weightloader.api.TensorReport;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.seed.HeldTensor;
 import io.weightloader.seed.SeedService;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
@@ -80,7 +79,7 @@ final class DemoCommand implements Callable<Integer> {
                     List<TensorDestination> dests = seedMemory.destinations();
                     LoadReport fromDisk = local.load(LoadRequest.of(dests));
                     out.println("2. seed start-up, " + fromDisk.summary());
-                    List<HeldTensor> held = dests.stream().map(d -> new HeldTensor(d.spec(), d.region())).toList();
+                    List<TensorDestination> held = dests.stream().map(d -> new TensorDestination(d.spec(), d.region())).toList();
                     WeightLoaderSettings settings = WeightLoaderSettings.from(seedConfig);
                     try (SeedService seed = SeedService.start(new BackendContext(settings, seedConfig),
                             BackendRegistry.discover(), Map.of(settings.rank(), held))) {

@@ -18,7 +18,6 @@ import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.memory.cuda.DeviceArena;
 import io.weightloader.memory.cuda.DeviceCopies;
-import io.weightloader.seed.HeldTensor;
 import io.weightloader.seed.Manifest;
 import io.weightloader.seed.SeedClient;
 import io.weightloader.seed.SeedService;
@@ -123,7 +122,7 @@ final class GpuBenchCommand implements Callable<Integer> {
             for (int i = 0; i < specs.size(); i++) {
                 fill(arena.destinations().get(i).region(), i, pattern);
             }
-            List<HeldTensor> held = arena.destinations().stream().map(d -> new HeldTensor(d.spec(), d.region())).toList();
+            List<TensorDestination> held = arena.destinations().stream().map(d -> new TensorDestination(d.spec(), d.region())).toList();
             try (SeedService svc = SeedService.start(new BackendContext(settings, config), BackendRegistry.discover(),
                     Map.of(settings.rank(), held));
                  GemmLoad load = new GemmLoad(dev, gemm, System.out).start()) {

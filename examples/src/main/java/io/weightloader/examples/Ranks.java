@@ -1,5 +1,6 @@
 package io.weightloader.examples;
 
+import io.weightloader.memory.Threads;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.Device;
@@ -92,11 +93,7 @@ record Ranks(List<Rank> ranks) {
         if (single()) {
             return List.of(work.apply(ranks.get(0)));
         }
-        ExecutorService pool = Executors.newFixedThreadPool(ranks.size(), r -> {
-            Thread t = new Thread(r, "weightloader-rank");
-            t.setDaemon(true);
-            return t;
-        });
+        ExecutorService pool = Executors.newFixedThreadPool(ranks.size(), Threads.daemon("weightloader-rank"));
         try {
             List<Future<T>> futures = new ArrayList<>();
             for (Rank rank : ranks) {

@@ -9,7 +9,6 @@ import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.seed.HeldTensor;
 import io.weightloader.seed.SeedService;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
@@ -102,7 +101,7 @@ final class SeedCommand implements Callable<Integer> {
         SeedService service = SeedService.bind(new BackendContext(settings, config), registry,
                 ranks.ranks().stream().map(Ranks.Rank::device).distinct().toList());
         List<TensorArena> arenas = new ArrayList<>();
-        Map<RankKey, List<HeldTensor>> held = new LinkedHashMap<>();
+        Map<RankKey, List<TensorDestination>> held = new LinkedHashMap<>();
         try {
             List<Loaded> loaded = ranks.parallel(SeedCommand::load);
             for (int i = 0; i < loaded.size(); i++) {
@@ -125,8 +124,8 @@ final class SeedCommand implements Callable<Integer> {
             stopped.countDown();
         }, "weightloader-seed-shutdown"));
         long bytes = 0;
-        for (List<HeldTensor> h : held.values()) {
-            for (HeldTensor t : h) {
+        for (List<TensorDestination> h : held.values()) {
+            for (TensorDestination t : h) {
                 bytes += t.spec().byteSize();
             }
         }
@@ -154,7 +153,7 @@ final class SeedCommand implements Callable<Integer> {
     }
 
     /** One rank's weights, loaded and held. */
-    private record Loaded(TensorArena arena, List<HeldTensor> held, LoadReport report) {
+    private record Loaded(TensorArena arena, List<TensorDestination> held, LoadReport report) {
     }
 
     private static Loaded load(Ranks.Rank rank) {
@@ -163,9 +162,9 @@ final class SeedCommand implements Callable<Integer> {
             TensorArena arena = TensorArena.allocate(rank.device(), specs);
             try {
                 LoadReport report = loader.load(LoadRequest.of(arena.destinations()));
-                List<HeldTensor> held = new ArrayList<>();
+                List<TensorDestination> held = new ArrayList<>();
                 for (TensorDestination d : arena.destinations()) {
-                    held.add(new HeldTensor(d.spec(), d.region()));
+                    held.add(new TensorDestination(d.spec(), d.region()));
                 }
                 return new Loaded(arena, held, report);
             } catch (RuntimeException | Error e) {

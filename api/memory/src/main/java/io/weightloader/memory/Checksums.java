@@ -73,11 +73,8 @@ public final class Checksums {
             worker.run();
             return java.util.List.of(out);
         }
-        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(t, r -> {
-            Thread th = new Thread(r, "weightloader-sha256");
-            th.setDaemon(true);
-            return th;
-        });
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(t,
+                Threads.daemon("weightloader-sha256"));
         try {
             java.util.List<java.util.concurrent.Future<?>> futures = new java.util.ArrayList<>();
             for (int i = 0; i < t; i++) {

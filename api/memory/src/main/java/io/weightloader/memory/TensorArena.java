@@ -15,7 +15,7 @@ import java.util.List;
  */
 public final class TensorArena implements AutoCloseable {
     /** Tensors start at multiples of this (enough for any dtype and for GPU kernels). */
-    public static final long ALIGNMENT = 256;
+    public static final long ALIGNMENT = io.weightloader.memory.cuda.DeviceArena.ALIGNMENT;
 
     private final AutoCloseable owner;
     private final MemoryRegion region;

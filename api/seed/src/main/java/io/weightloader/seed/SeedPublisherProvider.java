@@ -1,5 +1,6 @@
 package io.weightloader.seed;
 
+import io.weightloader.api.TensorDestination;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.spi.BackendContext;
 import java.util.List;
@@ -9,7 +10,7 @@ import java.util.List;
  * without the seed's participation: the seed side registers its weights once with the provider's engine.
  */
 public interface SeedPublisherProvider {
-    SeedPublisher publish(BackendContext context, RankKey rank, List<HeldTensor> tensors);
+    SeedPublisher publish(BackendContext context, RankKey rank, List<TensorDestination> tensors);
 
     /**
      * Checks, before the seed loads anything, that this provider can serve weights held on {@code device} with

@@ -1,5 +1,7 @@
 package io.weightloader.seed;
 
+import io.weightloader.memory.Threads;
+import io.weightloader.api.TensorDestination;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpServer;
@@ -70,9 +72,9 @@ public final class SeedService implements AutoCloseable {
      * cost the seed a copy each, not a serialisation each). {@code updating}: between {@link #weightsChanging}
      * and {@link #weightsChanged}, when the manifest and session are refused.
      */
-    private record Published(List<HeldTensor> tensors, List<SeedPublisher> publishers, Manifest manifest,
+    private record Published(List<TensorDestination> tensors, List<SeedPublisher> publishers, Manifest manifest,
                              byte[] manifestJson, byte[] sessionJson, boolean updating) {
-        static Published of(List<HeldTensor> tensors, List<SeedPublisher> publishers, Manifest m, boolean updating) {
+        static Published of(List<TensorDestination> tensors, List<SeedPublisher> publishers, Manifest m, boolean updating) {
             try {
                 return new Published(tensors, publishers, m, JSON.writeValueAsBytes(m), JSON.writeValueAsBytes(
                         Map.of("engine", m.engine(), "session", m.session(), "generation", m.generation())), updating);
@@ -119,9 +121,9 @@ public final class SeedService implements AutoCloseable {
      * plane: {@link #bind} then {@link #publish} then {@link #start()}.
      */
     public static SeedService start(BackendContext context, BackendRegistry registry,
-                                    Map<RankKey, List<HeldTensor>> held) {
+                                    Map<RankKey, List<TensorDestination>> held) {
         java.util.Set<io.weightloader.api.Device> devices = new java.util.LinkedHashSet<>();
-        for (List<HeldTensor> tensors : held.values()) {
+        for (List<TensorDestination> tensors : held.values()) {
             devices.add(tensors.isEmpty() ? io.weightloader.api.Device.CPU : tensors.get(0).region().device());
         }
         SeedService svc = bind(context, registry, devices);
@@ -180,7 +182,7 @@ public final class SeedService implements AutoCloseable {
                     "a seed bound to " + s.seed().bindAddress() + " (beyond loopback) needs a token");
         }
         byte[] token = s.remote().token().map(t -> t.getBytes(StandardCharsets.UTF_8)).orElse(null);
-        ExecutorService executor = Executors.newFixedThreadPool(8, daemon("weightloader-seed-http"));
+        ExecutorService executor = Executors.newFixedThreadPool(8, Threads.daemon("weightloader-seed-http"));
         HttpServer server;
         try {
             server = HttpServer.create(new InetSocketAddress(s.seed().bindAddress(), s.seed().servicePort()), 64);
@@ -193,8 +195,8 @@ public final class SeedService implements AutoCloseable {
     }
 
     /** Registers each rank's tensors with every served backend (before or after {@link #start()}). */
-    public void publish(Map<RankKey, List<HeldTensor>> held) {
-        for (Map.Entry<RankKey, List<HeldTensor>> e : held.entrySet()) {
+    public void publish(Map<RankKey, List<TensorDestination>> held) {
+        for (Map.Entry<RankKey, List<TensorDestination>> e : held.entrySet()) {
             publish(context, e.getKey(), e.getValue(), context.settings().seed().publishChecksums());
         }
     }
@@ -213,7 +215,7 @@ public final class SeedService implements AutoCloseable {
                 token == null ? "off" : "on");
     }
 
-    private void publish(BackendContext context, RankKey rank, List<HeldTensor> tensors, boolean checksums) {
+    private void publish(BackendContext context, RankKey rank, List<TensorDestination> tensors, boolean checksums) {
         Map<String, String> sums = checksums ? checksums(tensors) : Map.of();
         List<SeedPublisher> publishers = new ArrayList<>();
         Map<String, String> serves = new LinkedHashMap<>();
@@ -229,7 +231,7 @@ public final class SeedService implements AutoCloseable {
             throw e;
         }
         List<Manifest.Entry> entries = new ArrayList<>();
-        for (HeldTensor t : tensors) {
+        for (TensorDestination t : tensors) {
             entries.add(new Manifest.Entry(t.spec().name(), t.spec().dtype().safetensorsName(), t.spec().shape(),
                     t.spec().byteSize(), t.spec().byteSize() == 0 ? 0 : t.region().address(), sums.get(t.spec().name())));
         }
@@ -247,8 +249,8 @@ public final class SeedService implements AutoCloseable {
         }
     }
 
-    private static Map<String, String> checksums(List<HeldTensor> tensors) {
-        List<String> sums = Checksums.sha256All(tensors.stream().map(HeldTensor::region).toList(),
+    private static Map<String, String> checksums(List<TensorDestination> tensors) {
+        List<String> sums = Checksums.sha256All(tensors.stream().map(TensorDestination::region).toList(),
                 tensors.stream().map(t -> t.spec().byteSize()).toList(), Checksums.defaultThreads());
         Map<String, String> out = new LinkedHashMap<>();
         for (int i = 0; i < tensors.size(); i++) {
@@ -389,8 +391,8 @@ public final class SeedService implements AutoCloseable {
             updating(ex, rank);
             return;
         }
-        Map<String, HeldTensor> held = new java.util.HashMap<>();
-        for (HeldTensor t : p.tensors()) {
+        Map<String, TensorDestination> held = new java.util.HashMap<>();
+        for (TensorDestination t : p.tensors()) {
             held.put(t.spec().name(), t);
         }
         Map<String, List<Long>> info = new LinkedHashMap<>();
@@ -479,14 +481,6 @@ public final class SeedService implements AutoCloseable {
         }
     }
 
-    static java.util.concurrent.ThreadFactory daemon(String prefix) {
-        AtomicInteger n = new AtomicInteger();
-        return r -> {
-            Thread t = new Thread(r, prefix + "-" + n.incrementAndGet());
-            t.setDaemon(true);
-            return t;
-        };
-    }
 
     /** Stops the control plane and unregisters every rank's memory from its engine. */
     @Override

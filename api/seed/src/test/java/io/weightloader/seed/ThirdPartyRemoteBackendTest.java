@@ -56,7 +56,7 @@ class ThirdPartyRemoteBackendTest {
         }
 
         @Override
-        public SeedPublisher publish(BackendContext context, RankKey rank, List<HeldTensor> tensors) {
+        public SeedPublisher publish(BackendContext context, RankKey rank, List<TensorDestination> tensors) {
             return new SeedPublisher() {
                 @Override
                 public String engine() {

@@ -1,5 +1,6 @@
 package io.weightloader.testing;
 
+import io.weightloader.api.TensorDestination;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.Device;
@@ -8,7 +9,6 @@ import io.weightloader.api.TensorSpec;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.memory.cuda.DeviceArena;
 import io.weightloader.memory.cuda.DeviceCopies;
-import io.weightloader.seed.HeldTensor;
 import io.weightloader.seed.SeedService;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
@@ -36,15 +36,15 @@ public final class TestSeedMain {
         WeightLoaderSettings settings = WeightLoaderSettings.from(config);
         List<TensorSpec> specs = TestWeights.specs(n, bytesEach);
         try (HostMemory arena = TestWeights.arena(specs)) {
-            List<HeldTensor> held = TestWeights.held(arena, specs, seed);
+            List<TensorDestination> held = TestWeights.held(arena, specs, seed);
             DeviceArena gpu = null;
             if (!device.isHost()) {
                 gpu = DeviceArena.allocate(device, arena.length());
                 DeviceCopies.copy(gpu, 0, arena, 0, arena.length());
-                List<HeldTensor> onGpu = new ArrayList<>();
-                for (HeldTensor t : held) {
+                List<TensorDestination> onGpu = new ArrayList<>();
+                for (TensorDestination t : held) {
                     long off = t.region().address() - arena.address();
-                    onGpu.add(new HeldTensor(t.spec(), gpu.slice(off, t.spec().byteSize())));
+                    onGpu.add(new TensorDestination(t.spec(), gpu.slice(off, t.spec().byteSize())));
                 }
                 held = onGpu;
             }

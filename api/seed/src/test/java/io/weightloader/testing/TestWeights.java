@@ -1,11 +1,11 @@
 package io.weightloader.testing;
 
+import io.weightloader.api.TensorDestination;
 import io.weightloader.memory.Checksums;
 import io.weightloader.api.DType;
 import io.weightloader.memory.HostMemory;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.seed.HeldTensor;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.ArrayList;
@@ -69,12 +69,12 @@ public final class TestWeights {
         return out;
     }
 
-    public static List<HeldTensor> held(HostMemory arena, List<TensorSpec> specs, long seed) {
-        List<HeldTensor> out = new ArrayList<>();
+    public static List<TensorDestination> held(HostMemory arena, List<TensorSpec> specs, long seed) {
+        List<TensorDestination> out = new ArrayList<>();
         List<MemoryRegion> regions = slices(arena, specs);
         for (int i = 0; i < specs.size(); i++) {
             fill(specs.get(i), regions.get(i), seed);
-            out.add(new HeldTensor(specs.get(i), regions.get(i)));
+            out.add(new TensorDestination(specs.get(i), regions.get(i)));
         }
         return out;
     }

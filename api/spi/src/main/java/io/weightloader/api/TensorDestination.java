@@ -2,7 +2,10 @@ package io.weightloader.api;
 
 import java.util.Objects;
 
-/** Where the host wants one tensor's bytes: a region at least as long as the tensor. */
+/**
+ * A tensor and the memory that holds (or will hold) its bytes: where a host wants a tensor loaded, and what a seed
+ * publishes. The region is at least as long as the tensor.
+ */
 public record TensorDestination(TensorSpec spec, MemoryRegion region) {
     public TensorDestination {
         Objects.requireNonNull(spec, "spec is null");
@@ -11,5 +14,10 @@ public record TensorDestination(TensorSpec spec, MemoryRegion region) {
             throw new IllegalArgumentException("destination of " + spec.describe() + " holds " + region.length()
                     + " bytes, the tensor needs " + spec.byteSize());
         }
+    }
+
+    /** Exactly the tensor's bytes (the region may be longer). */
+    public MemoryRegion bytes() {
+        return region.slice(0, spec.byteSize());
     }
 }

@@ -1,5 +1,6 @@
 package io.weightloader.backend.local;
 
+import io.weightloader.memory.Threads;
 import io.weightloader.memory.Checksums;
 import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
@@ -60,12 +61,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         this.pieceSize = pieceSize;
         this.stagingSize = Math.min(stagingSize, pieceSize);
         this.zeroCopyPreferred = zeroCopyPreferred;
-        AtomicInteger n = new AtomicInteger();
-        this.pool = Executors.newFixedThreadPool(threads, r -> {
-            Thread t = new Thread(r, "weightloader-local-" + n.incrementAndGet());
-            t.setDaemon(true);
-            return t;
-        });
+        this.pool = Executors.newFixedThreadPool(threads, Threads.daemon("weightloader-local"));
     }
 
     /** Whether the config asked for memory-mapped views ({@code weight-loader.backends.local.zero-copy}). */

@@ -1,12 +1,12 @@
 package io.weightloader.backend.nccl;
 
+import io.weightloader.api.TensorDestination;
 import io.weightloader.memory.NativeLibraries;
 import io.weightloader.api.Device;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.SettingsReader;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.seed.HeldTensor;
 import io.weightloader.seed.SeedClient;
 import io.weightloader.seed.SeedPublisher;
 import io.weightloader.seed.SeedPublisherProvider;
@@ -117,7 +117,7 @@ public final class NcclProvider implements WeightLoaderBackendProvider, SeedPubl
     }
 
     @Override
-    public SeedPublisher publish(BackendContext context, RankKey rank, List<HeldTensor> tensors) {
+    public SeedPublisher publish(BackendContext context, RankKey rank, List<TensorDestination> tensors) {
         WeightLoaderSettings s = context.settings();
         Optional<String> bootstrap = Optional.empty();
         List<Integer> ports = s.remote().groupPorts();

@@ -1,10 +1,11 @@
 package io.weightloader.backend.nccl;
 
+import io.weightloader.memory.Threads;
+import io.weightloader.api.TensorDestination;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.weightloader.api.Device;
 import io.weightloader.api.config.RankKey;
-import io.weightloader.seed.HeldTensor;
 import io.weightloader.seed.SeedEndpoint;
 import io.weightloader.seed.SeedPublisher;
 import java.io.IOException;
@@ -38,7 +39,7 @@ final class NcclSeedPublisher implements SeedPublisher {
     private static final int MAX_NAMES = 1_000_000;
 
     private final RankKey rank;
-    private final Map<String, HeldTensor> tensors = new LinkedHashMap<>();
+    private final Map<String, TensorDestination> tensors = new LinkedHashMap<>();
     private final Device device;
     private final NcclRuntime runtime;
     private final Optional<String> bootstrap;
@@ -49,11 +50,11 @@ final class NcclSeedPublisher implements SeedPublisher {
     private final ExecutorService sender;
     private volatile String lastOutcome = "none yet";
 
-    NcclSeedPublisher(RankKey rank, List<HeldTensor> held, NcclRuntime runtime, Optional<String> bootstrap,
+    NcclSeedPublisher(RankKey rank, List<TensorDestination> held, NcclRuntime runtime, Optional<String> bootstrap,
                       String groupName, Duration initTimeout, Duration transferTimeout) {
         this.rank = rank;
         Device dev = null;
-        for (HeldTensor t : held) {
+        for (TensorDestination t : held) {
             if (t.region().device().isHost() && t.spec().byteSize() > 0) {
                 throw new IllegalArgumentException("nccl sends GPU memory only; tensor '" + t.spec().name()
                         + "' is in host memory (load the seed with weight-loader.device = cuda:N)");
@@ -73,11 +74,7 @@ final class NcclSeedPublisher implements SeedPublisher {
         this.groupName = groupName;
         this.initTimeout = initTimeout;
         this.transferTimeout = transferTimeout;
-        this.sender = Executors.newSingleThreadExecutor(r -> {
-            Thread t = new Thread(r, "weightloader-nccl-seed-" + rank);
-            t.setDaemon(true);
-            return t;
-        });
+        this.sender = Executors.newSingleThreadExecutor(Threads.daemon("weightloader-nccl-seed-" + rank));
     }
 
     @Override
@@ -147,7 +144,7 @@ final class NcclSeedPublisher implements SeedPublisher {
             Set<String> want = new HashSet<>(wanted);
             List<String> order = new ArrayList<>();
             List<NcclOp> ops = new ArrayList<>();
-            for (HeldTensor t : tensors.values()) { // the manifest's order
+            for (TensorDestination t : tensors.values()) { // the manifest's order
                 if (want.contains(t.spec().name())) {
                     order.add(t.spec().name());
                     ops.add(new NcclOp(t.spec().name(), t.region().address(), t.spec().byteSize()));

@@ -16,7 +16,6 @@ import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.memory.cuda.Cuda;
-import io.weightloader.seed.HeldTensor;
 import io.weightloader.seed.SeedService;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
@@ -41,11 +40,11 @@ class NcclControlPlaneTest {
             TensorSpec.of("layer.0.w", DType.F32, 16), TensorSpec.of("layer.1.w", DType.F32, 16),
             TensorSpec.of("empty", DType.I8, 0));
 
-    static List<HeldTensor> fakeGpuTensors(long base) {
-        List<HeldTensor> out = new ArrayList<>();
+    static List<TensorDestination> fakeGpuTensors(long base) {
+        List<TensorDestination> out = new ArrayList<>();
         long at = base;
         for (TensorSpec s : SPECS) {
-            out.add(new HeldTensor(s, MemoryRegion.of(at, s.byteSize(), Device.cuda(0))));
+            out.add(new TensorDestination(s, MemoryRegion.of(at, s.byteSize(), Device.cuda(0))));
             at += 4096;
         }
         return out;
@@ -176,7 +175,7 @@ class NcclControlPlaneTest {
     @Test
     void ncclNeedsGpuMemoryOnBothSides() {
         Config c = seedConfig("");
-        List<HeldTensor> host = List.of(new HeldTensor(SPECS.get(1), MemoryRegion.of(0x1000, 64, Device.CPU)));
+        List<TensorDestination> host = List.of(new TensorDestination(SPECS.get(1), MemoryRegion.of(0x1000, 64, Device.CPU)));
         assertThatThrownBy(() -> SeedService.start(new BackendContext(WeightLoaderSettings.from(c), c),
                 BackendRegistry.of(List.of(new NcclProvider(new FakeNccl()))), Map.of(new RankKey(0, 0), host)))
                 .isInstanceOf(WeightLoaderConfigException.class).hasMessageContaining("GPU memory");

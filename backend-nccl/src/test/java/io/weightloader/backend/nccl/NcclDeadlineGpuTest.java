@@ -1,5 +1,6 @@
 package io.weightloader.backend.nccl;
 
+import io.weightloader.api.TensorDestination;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -16,7 +17,6 @@ import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
 import io.weightloader.testing.Gpus;
 import io.weightloader.api.LoadReport;
-import io.weightloader.seed.HeldTensor;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -140,8 +140,8 @@ class NcclDeadlineGpuTest {
         Gpus.require("NcclDeadlineGpuTest", 2);
         Config c = NcclControlPlaneTest.seedConfig("weight-loader.backends.nccl.init-timeout = 3s");
         try (TensorArena held = TensorArena.allocate(Device.cuda(0), NcclControlPlaneTest.SPECS)) {
-            List<HeldTensor> tensors = new ArrayList<>();
-            held.destinations().forEach(d -> tensors.add(new HeldTensor(d.spec(), d.region())));
+            List<TensorDestination> tensors = new ArrayList<>();
+            held.destinations().forEach(d -> tensors.add(new TensorDestination(d.spec(), d.region())));
             try (SeedService svc = SeedService.start(new BackendContext(WeightLoaderSettings.from(c), c),
                     BackendRegistry.of(List.of(new NcclProvider())), Map.of(new RankKey(0, 0), tensors));
                  WeightLoader loader = client(svc.port(), "cuda:1");

@@ -145,14 +145,14 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     }
 
     /** Part of one tensor covered by a read. */
-    private record Part(TensorDestination dest, long offset, long length) {
+    record Part(TensorDestination dest, long offset, long length) {
     }
 
     /**
      * One read: a range contiguous on both sides, covering parts of one or more tensors (adjacent tensors of the
      * seed's and the host's arenas are read together, up to the slice size).
      */
-    private record Read(long local, long remote, long length, List<Part> parts, int attempt) {
+    record Read(long local, long remote, long length, List<Part> parts, int attempt) {
         ReadOp op() {
             return new ReadOp(local, remote, length);
         }

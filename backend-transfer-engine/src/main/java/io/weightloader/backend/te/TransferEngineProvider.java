@@ -1,12 +1,12 @@
 package io.weightloader.backend.te;
 
+import io.weightloader.api.TensorDestination;
 import io.weightloader.memory.NativeLibraries;
 import io.weightloader.api.Device;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.seed.HeldTensor;
 import io.weightloader.seed.SeedClient;
 import io.weightloader.seed.SeedPublisher;
 import io.weightloader.seed.SeedPublisherProvider;
@@ -37,7 +37,7 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     private static final Logger LOG = LoggerFactory.getLogger(TransferEngineProvider.class);
     public static final String NAME = "transfer_engine";
     /** Largest gap between two GPU tensors that registration bridges (an arena's alignment padding). */
-    static final long GPU_PADDING_BRIDGE = 255;
+    static final long GPU_PADDING_BRIDGE = io.weightloader.memory.cuda.DeviceArena.ALIGNMENT - 1;
 
     @Override
     public int spiVersion() {
@@ -165,7 +165,7 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     }
 
     @Override
-    public SeedPublisher publish(BackendContext context, RankKey rank, List<HeldTensor> tensors) {
+    public SeedPublisher publish(BackendContext context, RankKey rank, List<TensorDestination> tensors) {
         WeightLoaderSettings s = context.settings();
         TransferEngineSettings te = TransferEngineSettings.from(context);
         String bind = s.seed().bindAddress();
@@ -174,7 +174,7 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
         validateSeed(context, device);
         long t0 = System.nanoTime();
         List<MemoryRegion> ranges = new ArrayList<>(tensors.size());
-        for (HeldTensor t : tensors) {
+        for (TensorDestination t : tensors) {
             if (t.spec().byteSize() > 0) {
                 ranges.add(t.bytes());
             }

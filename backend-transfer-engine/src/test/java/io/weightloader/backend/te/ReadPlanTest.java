@@ -8,14 +8,13 @@ import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.seed.Manifest;
-import java.lang.reflect.Method;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 
 /** Reads join tensors adjacent on both sides, never cross a gap, and never exceed the slice size. */
 class ReadPlanTest {
     @Test
-    void adjacentTensorsAreReadTogetherUpToTheSliceSize() throws Exception {
+    void adjacentTensorsAreReadTogetherUpToTheSliceSize() {
         // seed: a, b, c adjacent; d after a gap. host: a, b adjacent; c after a gap; d adjacent to c.
         TensorSpec a = TensorSpec.of("a", DType.U8, 100);
         TensorSpec b = TensorSpec.of("b", DType.U8, 300);
@@ -28,34 +27,22 @@ class ReadPlanTest {
                 new TensorDestination(b, MemoryRegion.of(600, 300, Device.CPU)),
                 new TensorDestination(c, MemoryRegion.of(1000, 50, Device.CPU)),
                 new TensorDestination(d, MemoryRegion.of(1050, 20, Device.CPU)));
-        Method plan = TransferEngineBackend.class.getDeclaredMethod("plan", List.class, Manifest.class, long.class);
-        plan.setAccessible(true);
-        List<?> reads = (List<?>) plan.invoke(null, dest, m, 256L);
+        List<TransferEngineBackend.Read> reads = TransferEngineBackend.plan(dest, m, 256L);
         // a+b (400 bytes) in slices of 256: [a 0..100 + b 0..156], [b 156..300]; c alone; d alone
         assertThat(reads).hasSize(4);
-        assertThat(field(reads.get(0), "local")).isEqualTo(500L);
-        assertThat(field(reads.get(0), "remote")).isEqualTo(10_000L);
-        assertThat(field(reads.get(0), "length")).isEqualTo(256L);
-        assertThat((List<?>) field(reads.get(0), "parts")).hasSize(2);
-        assertThat(field(reads.get(1), "local")).isEqualTo(756L);
-        assertThat(field(reads.get(1), "length")).isEqualTo(144L);
-        assertThat(field(reads.get(2), "remote")).isEqualTo(10_400L);
-        assertThat(field(reads.get(2), "length")).isEqualTo(50L);
-        assertThat(field(reads.get(3), "remote")).isEqualTo(20_000L);
-        long total = 0;
-        for (Object r : reads) {
-            total += (Long) field(r, "length");
-        }
-        assertThat(total).isEqualTo(470);
+        assertThat(reads.get(0).local()).isEqualTo(500L);
+        assertThat(reads.get(0).remote()).isEqualTo(10_000L);
+        assertThat(reads.get(0).length()).isEqualTo(256L);
+        assertThat(reads.get(0).parts()).hasSize(2);
+        assertThat(reads.get(1).local()).isEqualTo(756L);
+        assertThat(reads.get(1).length()).isEqualTo(144L);
+        assertThat(reads.get(2).remote()).isEqualTo(10_400L);
+        assertThat(reads.get(2).length()).isEqualTo(50L);
+        assertThat(reads.get(3).remote()).isEqualTo(20_000L);
+        assertThat(reads.stream().mapToLong(TransferEngineBackend.Read::length).sum()).isEqualTo(470);
     }
 
     static Manifest.Entry entry(TensorSpec s, long address) {
         return new Manifest.Entry(s.name(), s.dtype().name(), s.shape(), s.byteSize(), address, null);
-    }
-
-    static Object field(Object record, String name) throws Exception {
-        Method m = record.getClass().getDeclaredMethod(name);
-        m.setAccessible(true);
-        return m.invoke(record);
     }
 }

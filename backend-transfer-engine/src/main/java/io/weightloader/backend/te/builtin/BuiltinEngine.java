@@ -1,5 +1,6 @@
 package io.weightloader.backend.te.builtin;
 
+import io.weightloader.memory.Threads;
 import com.sun.jna.Pointer;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.WeightLoaderException;
@@ -61,12 +62,7 @@ public final class BuiltinEngine implements OneSidedEngine {
         this.server = server;
         this.sessionId = sessionId;
         this.connectionSlots = new Semaphore(maxConnections);
-        AtomicInteger n = new AtomicInteger();
-        this.workers = Executors.newCachedThreadPool(r -> {
-            Thread t = new Thread(r, "weightloader-builtin-" + n.incrementAndGet());
-            t.setDaemon(true);
-            return t;
-        });
+        this.workers = Executors.newCachedThreadPool(Threads.daemon("weightloader-builtin"));
     }
 
     /**
