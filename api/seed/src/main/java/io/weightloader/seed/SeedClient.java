@@ -46,6 +46,30 @@ public final class SeedClient {
         this.connectTimeout = connectTimeout;
     }
 
+    /**
+     * The client of the seed that {@code weight-loader.remote-instance} names, for a remote backend called
+     * {@code backend}.
+     *
+     * @throws io.weightloader.api.config.WeightLoaderConfigException when the seed's address or port is not set
+     */
+    public static SeedClient forSeedOf(io.weightloader.api.config.WeightLoaderSettings s, String backend) {
+        String ip = checkedSeedAddress(s, backend);
+        return new SeedClient(ip, s.remote().seedPort(), s.remote().token(), s.remote().connectTimeout(),
+                s.remote().requestTimeout(), s.remote().retries());
+    }
+
+    /** The seed's address, after checking that the settings name it and its port (for a backend's validate). */
+    public static String checkedSeedAddress(io.weightloader.api.config.WeightLoaderSettings s, String backend) {
+        String ip = s.remote().seedIp().orElseThrow(() -> new io.weightloader.api.config.WeightLoaderConfigException(
+                "weight-loader.remote-instance.seed-instance-ip", "the " + backend + " backend needs the seed's address"));
+        if (s.remote().seedPort() == 0) {
+            throw new io.weightloader.api.config.WeightLoaderConfigException(
+                    "weight-loader.remote-instance.seed-instance-service-port",
+                    "the " + backend + " backend needs the seed's control-plane port");
+        }
+        return ip;
+    }
+
     /** {@code host:port} of the control plane, for messages. */
     public String peer() {
         return (host.contains(":") ? "[" + host + "]" : host) + ":" + port;

@@ -64,21 +64,11 @@ public final class NcclProvider implements WeightLoaderBackendProvider, SeedPubl
         return NcclRuntime.Primitive.parse(r.oneOf("primitive", List.of("send-recv", "broadcast")));
     }
 
-    private static String seedAddress(WeightLoaderSettings s) {
-        String ip = s.remote().seedIp().orElseThrow(() -> new WeightLoaderConfigException(
-                "weight-loader.remote-instance.seed-instance-ip", "the nccl backend needs the seed's address"));
-        if (s.remote().seedPort() == 0) {
-            throw new WeightLoaderConfigException("weight-loader.remote-instance.seed-instance-service-port",
-                    "the nccl backend needs the seed's control-plane port");
-        }
-        return ip;
-    }
-
     @Override
     public void validate(BackendContext context) {
         initTimeout(context);
         primitive(context);
-        seedAddress(context.settings());
+        SeedClient.checkedSeedAddress(context.settings(), NAME);
     }
 
     @Override
@@ -86,10 +76,8 @@ public final class NcclProvider implements WeightLoaderBackendProvider, SeedPubl
         WeightLoaderSettings s = context.settings();
         Duration init = initTimeout(context);
         NcclRuntime.Primitive primitive = primitive(context);
-        String ip = seedAddress(s);
+        SeedClient seed = SeedClient.forSeedOf(s, NAME);
         runtime.require();
-        SeedClient seed = new SeedClient(ip, s.remote().seedPort(), s.remote().token(), s.remote().connectTimeout(),
-                s.remote().requestTimeout(), s.remote().retries());
         return new NcclBackend(seed, s.rank(), runtime, init, s.remote().transferTimeout(), primitive);
     }
 

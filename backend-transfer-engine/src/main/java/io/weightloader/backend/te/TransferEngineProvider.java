@@ -57,26 +57,15 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     @Override
     public void validate(BackendContext context) {
         TransferEngineSettings.from(context);
-        seedAddress(context.settings());
-    }
-
-    private static String seedAddress(WeightLoaderSettings s) {
-        String ip = s.remote().seedIp().orElseThrow(() -> new WeightLoaderConfigException(
-                "weight-loader.remote-instance.seed-instance-ip", "the transfer_engine backend needs the seed's address"));
-        if (s.remote().seedPort() == 0) {
-            throw new WeightLoaderConfigException("weight-loader.remote-instance.seed-instance-service-port",
-                    "the transfer_engine backend needs the seed's control-plane port");
-        }
-        return ip;
+        SeedClient.checkedSeedAddress(context.settings(), NAME);
     }
 
     @Override
     public WeightLoaderBackend create(BackendContext context) {
         WeightLoaderSettings s = context.settings();
         TransferEngineSettings te = TransferEngineSettings.from(context);
-        String ip = seedAddress(s);
-        SeedClient seed = new SeedClient(ip, s.remote().seedPort(), s.remote().token(), s.remote().connectTimeout(),
-                s.remote().requestTimeout(), s.remote().retries());
+        SeedClient seed = SeedClient.forSeedOf(s, NAME);
+        String ip = s.remote().seedIp().orElseThrow();
         if (te.engine().equals("mooncake")) {
             MooncakeLibrary.load(te.mooncakeLibrary().orElse(null)); // a missing library fails at start-up
         }
