@@ -28,13 +28,13 @@ if [ -n "$mooncake" ]; then
   cp -r "$mooncake"/. "$out/weightloader/mooncake/"
 fi
 # test classes, and the test-scoped jars the distribution does not carry
-for m in api backend-local backend-nccl backend-transfer-engine examples; do
+for m in api/spi api/memory api/seed backend-local backend-nccl backend-transfer-engine examples; do
   if [ -d "$m/target/test-classes" ]; then
-    (cd "$m/target/test-classes" && jar cf "$root/$out/test/$m-test-classes.jar" .)
+    (cd "$m/target/test-classes" && jar cf "$root/$out/test/${m//\//-}-test-classes.jar" .)
   fi
 done
 tmp=$(mktemp -d)
-mvn -q -pl api dependency:copy-dependencies -DincludeScope=test -DoutputDirectory="$tmp" -Dmdep.useBaseVersion=true
+mvn -q -pl api/seed dependency:copy-dependencies -DincludeScope=test -DoutputDirectory="$tmp" -Dmdep.useBaseVersion=true
 cp "$tmp"/assertj-core-*.jar "$out/test/"
 rm -rf "$tmp"
 mvn -q dependency:copy -Dartifact=org.junit.platform:junit-platform-console-standalone:1.14.4 \
