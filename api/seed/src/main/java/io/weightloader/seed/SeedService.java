@@ -54,11 +54,29 @@ public final class SeedService implements AutoCloseable {
     private static final int MAX_QUERY = 256;
     private static final int MAX_BODY = 1 << 20;
 
+    /** Seconds a peer has, from its first byte, to send a whole request (the JDK server's maxReqTime). */
+    static final int MAX_REQUEST_SECONDS = 10;
+    /** Seconds an answer may take to be taken by the peer (maxRspTime). */
+    static final int MAX_RESPONSE_SECONDS = 60;
+    /**
+     * Requests handled at once. Each waits at most {@link #MAX_REQUEST_SECONDS} for its peer, so peers that send
+     * their headers a byte at a time (no token is needed to open a connection) hold a thread for that long, and it
+     * takes this many of them at once to keep a client waiting.
+     */
+    static final int MAX_CONCURRENT_REQUESTS = 256;
+
     static {
-        // The JDK server writes headers and body separately; without TCP_NODELAY, Nagle's algorithm and the
-        // client's delayed ACK add ~40 ms to every answer. Read once, when the server classes initialise.
-        if (System.getProperty("sun.net.httpserver.nodelay") == null) {
-            System.setProperty("sun.net.httpserver.nodelay", "true");
+        // Read once, when the JDK server's classes initialise (before the first HttpServer of the process):
+        // - without TCP_NODELAY, Nagle's algorithm and the client's delayed ACK add ~40 ms to every answer;
+        // - without a request time limit a peer that never finishes its headers holds a worker thread for ever.
+        setIfUnset("sun.net.httpserver.nodelay", "true");
+        setIfUnset("sun.net.httpserver.maxReqTime", Integer.toString(MAX_REQUEST_SECONDS));
+        setIfUnset("sun.net.httpserver.maxRspTime", Integer.toString(MAX_RESPONSE_SECONDS));
+    }
+
+    private static void setIfUnset(String key, String value) {
+        if (System.getProperty(key) == null) {
+            System.setProperty(key, value);
         }
     }
 
@@ -182,7 +200,10 @@ public final class SeedService implements AutoCloseable {
                     "a seed bound to " + s.seed().bindAddress() + " (beyond loopback) needs a token");
         }
         byte[] token = s.remote().token().map(t -> t.getBytes(StandardCharsets.UTF_8)).orElse(null);
-        ExecutorService executor = Executors.newFixedThreadPool(8, Threads.daemon("weightloader-seed-http"));
+        java.util.concurrent.ThreadPoolExecutor executor = new java.util.concurrent.ThreadPoolExecutor(
+                MAX_CONCURRENT_REQUESTS, MAX_CONCURRENT_REQUESTS, 30, java.util.concurrent.TimeUnit.SECONDS,
+                new java.util.concurrent.LinkedBlockingQueue<>(), Threads.daemon("weightloader-seed-http"));
+        executor.allowCoreThreadTimeOut(true); // threads exist only while requests do
         HttpServer server;
         try {
             server = HttpServer.create(new InetSocketAddress(s.seed().bindAddress(), s.seed().servicePort()), 64);

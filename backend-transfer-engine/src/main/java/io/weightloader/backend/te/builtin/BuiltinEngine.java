@@ -40,6 +40,17 @@ import org.slf4j.LoggerFactory;
 public final class BuiltinEngine implements OneSidedEngine {
     private static final Logger LOG = LoggerFactory.getLogger(BuiltinEngine.class);
     public static final String NAME = "builtin-tcp";
+    /**
+     * Time a new connection has, from accept, to send its whole hello (magic, version, token). A peer that sends
+     * it a byte at a time is cut when this passes, however often it sends.
+     */
+    static final Duration HELLO_DEADLINE = Duration.ofSeconds(3);
+    /**
+     * Connections accepted but not yet authenticated, at most. They hold no serving slot (those are taken only
+     * after a good hello), so peers without the token cannot make the seed turn clients away as busy; it takes more
+     * than this many of them at once, each cut after {@link #HELLO_DEADLINE}, to delay a client.
+     */
+    static final int MAX_PENDING = 256;
 
     private final byte[] token;
     private final int connectionsPerPeer;
@@ -48,6 +59,8 @@ public final class BuiltinEngine implements OneSidedEngine {
     private final ServerSocketChannel server;
     private final String sessionId;
     private final Semaphore connectionSlots;
+    /** Connections that have not yet sent a good hello: capped apart from the serving slots, and short-lived. */
+    private final Semaphore pendingSlots = new Semaphore(MAX_PENDING);
     private final Set<SocketChannel> serving = ConcurrentHashMap.newKeySet();
     private final ExecutorService workers;
     private final AtomicLong bytesServed = new AtomicLong();
@@ -149,8 +162,10 @@ public final class BuiltinEngine implements OneSidedEngine {
                 }
                 continue;
             }
-            if (!connectionSlots.tryAcquire()) {
-                workers.submit(() -> refuseBusy(sc));
+            if (!pendingSlots.tryAcquire()) {
+                LOG.warn("built-in engine: {} connections are waiting to authenticate; closing {}", MAX_PENDING,
+                        sc.socket().getRemoteSocketAddress());
+                closeQuietly(sc);
                 continue;
             }
             serving.add(sc);
@@ -159,28 +174,62 @@ public final class BuiltinEngine implements OneSidedEngine {
                     serve(sc);
                 } finally {
                     serving.remove(sc);
-                    connectionSlots.release();
                     closeQuietly(sc);
                 }
             });
         }
     }
 
-    private void refuseBusy(SocketChannel sc) {
-        try (sc) {
-            sc.socket().setSoTimeout(2000);
-            welcome(sc, Wire.BUSY, "seed is serving its maximum number of connections; retry later");
-        } catch (IOException ignored) {
-            // the peer is told when it can be; nothing else to do
+    /**
+     * The socket's input, with every read bounded by one deadline: a peer cannot stretch it by sending a byte
+     * just before each read would time out.
+     */
+    private static final class DeadlineInput extends InputStream {
+        private final java.net.Socket socket;
+        private final InputStream in;
+        private volatile long deadline;
+
+        DeadlineInput(java.net.Socket socket, long deadline) throws IOException {
+            this.socket = socket;
+            this.in = socket.getInputStream();
+            this.deadline = deadline;
+        }
+
+        void noDeadline() {
+            deadline = Long.MAX_VALUE;
+        }
+
+        private void arm() throws IOException {
+            if (deadline == Long.MAX_VALUE) {
+                return;
+            }
+            long left = (deadline - System.nanoTime()) / 1_000_000;
+            if (left <= 0) {
+                throw new SocketTimeoutException("deadline passed");
+            }
+            socket.setSoTimeout((int) Math.min(left, Integer.MAX_VALUE));
+        }
+
+        @Override
+        public int read() throws IOException {
+            arm();
+            return in.read();
+        }
+
+        @Override
+        public int read(byte[] b, int off, int len) throws IOException {
+            arm();
+            return in.read(b, off, len);
         }
     }
 
     private void serve(SocketChannel sc) {
         String peer = String.valueOf(sc.socket().getRemoteSocketAddress());
+        boolean pending = true;
+        boolean slot = false;
         try {
             sc.socket().setTcpNoDelay(true);
-            sc.socket().setSoTimeout(10_000); // the hello must come quickly
-            InputStream raw = sc.socket().getInputStream();
+            DeadlineInput raw = new DeadlineInput(sc.socket(), System.nanoTime() + HELLO_DEADLINE.toNanos());
             DataInputStream in = new DataInputStream(raw);
             if (in.readInt() != Wire.MAGIC) {
                 LOG.warn("built-in engine: {} did not speak the protocol; closed", peer);
@@ -193,6 +242,11 @@ public final class BuiltinEngine implements OneSidedEngine {
                 return;
             }
             byte[] theirs = in.readNBytes(tokenLength);
+            if (theirs.length < tokenLength) {
+                return;
+            }
+            pendingSlots.release();
+            pending = false;
             if (version != Wire.VERSION) {
                 welcome(sc, Wire.BAD_VERSION, "seed speaks version " + Wire.VERSION + ", not " + version);
                 return;
@@ -202,8 +256,15 @@ public final class BuiltinEngine implements OneSidedEngine {
                 welcome(sc, Wire.BAD_TOKEN, "wrong token");
                 return;
             }
-            welcome(sc, Wire.OK, "");
+            // only an authenticated peer takes (or is told it cannot take) a serving slot
+            if (!connectionSlots.tryAcquire()) {
+                welcome(sc, Wire.BUSY, "seed is serving its maximum number of connections; retry later");
+                return;
+            }
+            slot = true;
+            raw.noDeadline();
             sc.socket().setSoTimeout((int) Duration.ofMinutes(10).toMillis()); // idle limit between requests
+            welcome(sc, Wire.OK, "");
             ByteBuffer header = ByteBuffer.allocate(Wire.RESPONSE_HEADER_BYTES);
             while (!closed) {
                 long id;
@@ -235,10 +296,17 @@ public final class BuiltinEngine implements OneSidedEngine {
                 bytesServed.addAndGet(length);
             }
         } catch (SocketTimeoutException e) {
-            LOG.debug("built-in engine: {} timed out", peer);
+            LOG.debug("built-in engine: {} timed out{}", peer, pending ? " before authenticating" : "");
         } catch (IOException e) {
             if (!closed) {
                 LOG.debug("built-in engine: connection from {} ended: {}", peer, e.toString());
+            }
+        } finally {
+            if (pending) {
+                pendingSlots.release();
+            }
+            if (slot) {
+                connectionSlots.release();
             }
         }
     }
@@ -302,6 +370,16 @@ public final class BuiltinEngine implements OneSidedEngine {
         }
     }
 
+    /** The seed's engine answered the hello with a refusal. */
+    static final class Refused extends WeightLoaderException {
+        final int status;
+
+        Refused(int status, String message) {
+            super(message);
+            this.status = status;
+        }
+    }
+
     private final class BuiltinPeer implements Peer {
         private final String session;
         private final InetSocketAddress address;
@@ -316,12 +394,34 @@ public final class BuiltinEngine implements OneSidedEngine {
             }
         }
 
-        /** The i-th connection, (re)opened and authenticated when needed. */
+        /**
+         * The i-th connection, (re)opened and authenticated when needed. A seed that is busy (serving its most
+         * connections) is asked again with jittered backoff until {@code connect-timeout} has passed.
+         */
         synchronized SocketChannel connection(int i) {
             SocketChannel sc = channels[i];
             if (sc != null && sc.isOpen()) {
                 return sc;
             }
+            long deadline = System.nanoTime() + connectTimeout.toNanos();
+            long pause = 10;
+            while (true) {
+                try {
+                    return open(i);
+                } catch (Refused e) {
+                    if (e.status != Wire.BUSY || System.nanoTime() + pause * 1_000_000 > deadline) {
+                        throw e;
+                    }
+                    LOG.debug("seed engine {} is busy; asking again in about {} ms", session, pause);
+                    java.util.concurrent.locks.LockSupport.parkNanos(
+                            java.util.concurrent.ThreadLocalRandom.current().nextLong(pause / 2, pause + 1) * 1_000_000);
+                    pause = Math.min(pause * 2, 500);
+                }
+            }
+        }
+
+        private SocketChannel open(int i) {
+            SocketChannel sc = null;
             try {
                 sc = SocketChannel.open();
                 sc.socket().setTcpNoDelay(true);
@@ -340,7 +440,7 @@ public final class BuiltinEngine implements OneSidedEngine {
                 if (status != Wire.OK) {
                     closeQuietly(sc);
                     String why = new String(msg.array(), 0, msg.position(), StandardCharsets.UTF_8);
-                    throw new WeightLoaderException("seed engine " + session + " refused the connection: " + why
+                    throw new Refused(status, "seed engine " + session + " refused the connection: " + why
                             + (status == Wire.BAD_TOKEN ? " (check weight-loader.remote-instance.token)" : ""));
                 }
                 channels[i] = sc;
