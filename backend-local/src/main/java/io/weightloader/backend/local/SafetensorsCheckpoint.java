@@ -1,9 +1,7 @@
 package io.weightloader.backend.local;
 
-import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.json.JsonMapper;
 import io.weightloader.api.TensorSpec;
 import java.io.IOException;
 import java.nio.file.DirectoryStream;
@@ -27,8 +25,7 @@ import java.util.TreeMap;
 public final class SafetensorsCheckpoint {
     public static final String INDEX = "model.safetensors.index.json";
     private static final long MAX_INDEX_BYTES = 64L << 20;
-    private static final ObjectMapper JSON = JsonMapper.builder()
-            .enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION).build();
+    private static final ObjectMapper JSON = SafetensorsFile.JSON;
 
     /** One tensor and the file that holds it. */
     public record Located(SafetensorsFile file, SafetensorsFile.Entry entry) {
@@ -53,17 +50,21 @@ public final class SafetensorsCheckpoint {
     }
 
     public static SafetensorsCheckpoint open(Path path) {
-        if (Files.isRegularFile(path)) {
-            SafetensorsFile f = SafetensorsFile.read(path);
+        if (!Files.isDirectory(path)) {
+            SafetensorsFile f = SafetensorsFile.read(path); // names what it is when not a regular file
             Map<String, Located> t = new LinkedHashMap<>();
             f.entries().values().forEach(e -> t.put(e.spec().name(), new Located(f, e)));
             return new SafetensorsCheckpoint(path, List.of(f), t);
         }
-        if (!Files.isDirectory(path)) {
-            throw new SafetensorsFormatException(path, "no such checkpoint file or directory");
-        }
         Path index = path.resolve(INDEX);
-        return Files.isRegularFile(index) ? openIndexed(path, index) : openDirectory(path);
+        if (!Files.exists(index, java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
+            return openDirectory(path);
+        }
+        String notRegular = SafetensorsFile.notARegularFile(index);
+        if (notRegular != null) {
+            throw new SafetensorsFormatException(index, notRegular);
+        }
+        return openIndexed(path, index);
     }
 
     private static SafetensorsCheckpoint openDirectory(Path dir) {
@@ -100,8 +101,10 @@ public final class SafetensorsCheckpoint {
                 throw new SafetensorsFormatException(index, "index is larger than " + MAX_INDEX_BYTES + " bytes");
             }
             root = JSON.readTree(Files.readAllBytes(index));
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new SafetensorsFormatException(index, "index is not valid JSON: " + e.getOriginalMessage(), e);
         } catch (IOException e) {
-            throw new SafetensorsFormatException(index, "index is not valid JSON: " + e.getMessage(), e);
+            throw new SafetensorsFormatException(index, SafetensorsFile.cannotRead(e), e);
         }
         if (root == null || !root.isObject()) {
             throw new SafetensorsFormatException(index, "index is not a JSON object");
@@ -175,8 +178,9 @@ public final class SafetensorsCheckpoint {
                         + "' escapes the checkpoint directory " + base);
             }
         }
-        if (!Files.isRegularFile(p)) {
-            throw new SafetensorsFormatException(index, tensor, "names shard '" + shard + "', which does not exist");
+        String notRegular = SafetensorsFile.notARegularFile(p);
+        if (notRegular != null) {
+            throw new SafetensorsFormatException(index, tensor, "names shard '" + shard + "', which " + notRegular);
         }
         return p;
     }

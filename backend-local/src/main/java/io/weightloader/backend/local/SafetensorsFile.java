@@ -16,6 +16,7 @@ import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CharsetDecoder;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
@@ -40,8 +41,10 @@ public final class SafetensorsFile {
     /** Largest header accepted, as in the reference implementation. */
     public static final long MAX_HEADER_BYTES = 100L << 20;
     private static final Set<String> TENSOR_KEYS = Set.of("dtype", "shape", "data_offsets");
-    private static final ObjectMapper JSON = JsonMapper.builder()
+    /** Strict as the reference parser: duplicate keys and anything after the header's JSON object are refused. */
+    static final ObjectMapper JSON = JsonMapper.builder()
             .enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION)
+            .enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
             .build();
 
     /** A tensor's place in the file: {@code [begin, end)} relative to the data section. */
@@ -89,13 +92,61 @@ public final class SafetensorsFile {
     }
 
     public static SafetensorsFile read(Path path) {
+        String notRegular = notARegularFile(path);
+        if (notRegular != null) {
+            throw new SafetensorsFormatException(path, notRegular);
+        }
         try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
             return read(path, ch);
-        } catch (NoSuchFileException e) {
-            throw new SafetensorsFormatException(path, "file does not exist");
         } catch (IOException e) {
-            throw new SafetensorsFormatException(path, "cannot read: " + e.getMessage(), e);
+            throw new SafetensorsFormatException(path, cannotRead(e), e);
         }
+    }
+
+    /**
+     * Why {@code path} (symbolic links followed) cannot be read as a checkpoint file, or null when it is a regular
+     * file. A FIFO is never opened: opening one blocks until a writer comes.
+     */
+    static String notARegularFile(Path path) {
+        java.nio.file.attribute.BasicFileAttributes a;
+        try {
+            a = Files.readAttributes(path, java.nio.file.attribute.BasicFileAttributes.class);
+        } catch (NoSuchFileException e) {
+            return Files.isSymbolicLink(path) ? "is a symbolic link to a file that does not exist" : "does not exist";
+        } catch (IOException e) {
+            return cannotRead(e);
+        }
+        if (a.isRegularFile()) {
+            return null;
+        }
+        if (a.isDirectory()) {
+            return "is a directory, not a file";
+        }
+        String kind = "not a regular file";
+        try {
+            int type = ((Integer) Files.getAttribute(path, "unix:mode")) & 0170000;
+            kind = switch (type) {
+                case 0010000 -> "a FIFO (named pipe)";
+                case 0020000 -> "a character device";
+                case 0060000 -> "a block device";
+                case 0140000 -> "a socket";
+                default -> "not a regular file";
+            };
+        } catch (IOException | UnsupportedOperationException | IllegalArgumentException | ClassCastException e) {
+            // the kind stays generic where the file system does not tell
+        }
+        return "is " + kind + ", not a regular file; checkpoint files must be regular files";
+    }
+
+    /** What went wrong reading a file, with the operating system's reason. */
+    static String cannotRead(IOException e) {
+        if (e instanceof java.nio.file.AccessDeniedException) {
+            return "permission denied: the operating system refused to open it for reading";
+        }
+        if (e instanceof java.nio.file.FileSystemException f && f.getReason() != null) {
+            return "cannot read: " + f.getReason();
+        }
+        return "cannot read: " + e;
     }
 
     static SafetensorsFile read(Path path, FileChannel ch) throws IOException {

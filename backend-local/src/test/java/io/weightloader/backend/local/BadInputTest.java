@@ -244,4 +244,70 @@ class BadInputTest {
                     .hasMessageContaining("m.safetensors");
         }
     }
+
+    /** mkfifo, where the machine has it; the test is skipped, saying why, where it does not. */
+    private Path fifo(Path p) throws Exception {
+        Process mk = new ProcessBuilder("mkfifo", p.toString()).redirectErrorStream(true).start();
+        org.junit.jupiter.api.Assumptions.assumeTrue(mk.waitFor(10, java.util.concurrent.TimeUnit.SECONDS)
+                && mk.exitValue() == 0, "mkfifo is not available here");
+        return p;
+    }
+
+    @Test
+    @org.junit.jupiter.api.Timeout(20)
+    void aFifoNamedLikeACheckpointIsRefusedNotOpened() throws Exception {
+        // opening a FIFO blocks until a writer comes: inspect and load hung for ever on one
+        Path lone = fifo(dir.resolve("model.safetensors"));
+        rejects(lone, "FIFO", "not a regular file");
+        Path shards = Files.createDirectories(dir.resolve("unindexed"));
+        file("unindexed/a.safetensors", GOOD, 16);
+        Path pipe = fifo(shards.resolve("b.safetensors"));
+        assertThatThrownBy(() -> SafetensorsCheckpoint.open(shards)).isInstanceOf(SafetensorsFormatException.class)
+                .hasMessageContaining(pipe.toString()).hasMessageContaining("FIFO");
+    }
+
+    @Test
+    @org.junit.jupiter.api.Timeout(20)
+    void aShardThatIsADirectoryOrAFifoIsNamedAsSuch() throws Exception {
+        Path d = sharded("{\"weight_map\":{\"a\":\"s1.safetensors\",\"b\":\"s2.safetensors\"}}");
+        Files.createDirectory(d.resolve("s2.safetensors"));
+        assertThatThrownBy(() -> SafetensorsCheckpoint.open(d)).hasMessageContaining("s2.safetensors")
+                .hasMessageContaining("is a directory");
+        Files.delete(d.resolve("s2.safetensors"));
+        fifo(d.resolve("s2.safetensors"));
+        assertThatThrownBy(() -> SafetensorsCheckpoint.open(d)).hasMessageContaining("s2.safetensors")
+                .hasMessageContaining("FIFO");
+    }
+
+    @Test
+    void trailingContentAfterTheHeaderOrTheIndexIsRefused() throws IOException {
+        rejects(file("trailing.safetensors", GOOD + " {\"b\": garbage", 16), "not valid JSON");
+        // spaces after the header are how writers pad it to 8 bytes: allowed
+        assertThat(SafetensorsCheckpoint.open(file("padded.safetensors", GOOD + "   ", 16)).tensors()).hasSize(2);
+        Path d = sharded("{\"weight_map\":{\"a\":\"s1.safetensors\",\"b\":\"s2.safetensors\"}} {\"x\": 1}");
+        assertThatThrownBy(() -> SafetensorsCheckpoint.open(d)).isInstanceOf(SafetensorsFormatException.class)
+                .hasMessageContaining(SafetensorsCheckpoint.INDEX).hasMessageContaining("not valid JSON");
+    }
+
+    @Test
+    void permissionDeniedSaysSo() throws IOException {
+        assertThat(SafetensorsFile.cannotRead(new java.nio.file.AccessDeniedException("/m/x.safetensors")))
+                .contains("permission denied");
+        Path p = file("locked.safetensors", GOOD, 16);
+        Files.setPosixFilePermissions(p, java.util.Set.of());
+        org.junit.jupiter.api.Assumptions.assumeFalse(Files.isReadable(p),
+                "this user reads files whatever their mode (root): permission cannot be denied here");
+        rejects(p, "permission denied");
+    }
+
+    @Test
+    void shardsSymlinkedOutsideTheDirectoryLoadAsHuggingFacesCacheLaysThemOut() throws IOException {
+        // snapshots/<rev>/model-0000x.safetensors -> ../../blobs/<hash>: allowed on purpose
+        Path blobs = Files.createDirectories(dir.resolve("blobs"));
+        Path snapshot = Files.createDirectories(dir.resolve("snapshots").resolve("rev"));
+        Path blob = file("blobs/abc", GOOD, 16);
+        Files.createSymbolicLink(snapshot.resolve("model.safetensors"), blob);
+        assertThat(SafetensorsCheckpoint.open(snapshot).tensors()).containsOnlyKeys("a", "b");
+        assertThat(blobs).exists();
+    }
 }
