@@ -247,6 +247,9 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
             Thread.currentThread().interrupt();
             throw new WeightLoaderException("checksum interrupted", e);
         } catch (ExecutionException e) {
+            if (e.getCause() instanceof WeightLoaderException w) {
+                throw w;
+            }
             throw new WeightLoaderException("checksum failed: " + e.getCause(), e.getCause());
         }
         return out;
@@ -259,7 +262,14 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         Map<Path, MappedFile> maps = new LinkedHashMap<>();
         try {
             for (SafetensorsFile f : checkpoint.files()) {
-                maps.put(f.path(), MappedFile.map(f.path()));
+                MappedFile m = MappedFile.map(f.path());
+                maps.put(f.path(), m);
+                long needed = f.dataStart() + f.entries().values().stream().mapToLong(SafetensorsFile.Entry::end)
+                        .max().orElse(0);
+                if (m.length() < needed) {
+                    throw new SafetensorsFormatException(f.path(), "is " + m.length() + " bytes now, but its header"
+                            + " needs " + needed + ": the file was truncated after it was opened; nothing was mapped");
+                }
             }
         } catch (RuntimeException e) {
             maps.values().forEach(MappedFile::close);
@@ -275,8 +285,23 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         Map<String, String> sums = new HashMap<>();
         if (checksum) {
             Map<String, Future<String>> futures = new LinkedHashMap<>();
-            regions.forEach((name, r) -> futures.put(name, pool.submit(() -> Checksums.sha256(r))));
-            sums = collect(futures);
+            regions.forEach((name, r) -> futures.put(name, pool.submit(() -> {
+                try {
+                    return Checksums.sha256(r);
+                } catch (InternalError fault) {
+                    // the JVM's word for SIGBUS on mapped memory: the file shrank under the mapping
+                    Path file = checkpoint.tensors().get(name).file().path();
+                    throw new WeightLoaderException("tensor '" + name + "' of " + file + " could not be read through"
+                            + " its memory mapping: the file was truncated or replaced while mapped (" + fault.getMessage()
+                            + "); nothing was loaded", fault);
+                }
+            })));
+            try {
+                sums = collect(futures);
+            } catch (RuntimeException e) {
+                maps.values().forEach(MappedFile::close);
+                throw e;
+            }
         }
         List<TensorReport> reports = new ArrayList<>();
         long total = 0;

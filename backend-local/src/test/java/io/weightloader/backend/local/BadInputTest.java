@@ -229,6 +229,20 @@ class BadInputTest {
     }
 
     @Test
+    void aZeroCopyLoadOfAFileTruncatedUnderItNamesTheFileNotAnUnsafeAccessFault() throws IOException {
+        Path p = file("shrinks-mapped.safetensors", GOOD, 16);
+        SafetensorsCheckpoint cp = SafetensorsCheckpoint.open(p);
+        byte[] all = Files.readAllBytes(p);
+        Files.write(p, java.util.Arrays.copyOf(all, all.length - 6));
+        try (LocalBackend b = new LocalBackend(cp, 2, 4096, true)) {
+            assertThatThrownBy(() -> b.map(cp.tensors().values().stream().map(SafetensorsCheckpoint.Located::spec)
+                    .toList(), true))
+                    .hasMessageContaining("shrinks-mapped.safetensors").hasMessageContaining("truncated")
+                    .hasMessageNotContaining("InternalError");
+        }
+    }
+
+    @Test
     void expectationsThatDifferAreAllListed() throws IOException {
         Path p = file("m.safetensors", GOOD, 16);
         try (LocalBackend b = new LocalBackend(SafetensorsCheckpoint.open(p), 2, 4096, false);
