@@ -207,4 +207,29 @@ class DistributionIT {
         assertThat(r.err()).contains("JNA could not load its native library").contains("jna.tmpdir")
                 .doesNotContain("\tat ");
     }
+
+    @Test
+    void everySourceOfSettingsIsCheckedSystemPropertiesToo() throws Exception {
+        Path model = FIXTURES.resolve("sharded");
+        Run bogus = runWith(Map.of("JAVA_OPTS", "-Dweight-loader.bogus=1"), "load", "--model-path", model.toString());
+        assertThat(bogus.exitCode()).isEqualTo(2);
+        assertThat(bogus.err()).contains("weight-loader.bogus").contains("unknown setting");
+        Run declared = runWith(Map.of("JAVA_OPTS", "-Dweight-loader.backends.local.threads=3"), "load", "--model-path",
+                model.toString());
+        assertThat(declared.exitCode()).as(declared.err()).isZero();
+        assertThat(declared.out()).contains("pread x3");
+    }
+
+    @Test
+    void aSeedRefusesABadBindTokenOrPortBeforeItLoadsAnything() throws Exception {
+        Path missing = tmp.resolve("never-read"); // a load would fail on it: the refusals must come first
+        Run noToken = run("seed", "--model-path", missing.toString(), "--bind", "0.0.0.0", "--hostname", "seed.example");
+        assertThat(noToken.exitCode()).isEqualTo(2);
+        assertThat(noToken.err()).contains("weight-loader.remote-instance.token").doesNotContain("never-read");
+        try (java.net.ServerSocket taken = new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            Run busy = run("seed", "--model-path", missing.toString(), "--port", String.valueOf(taken.getLocalPort()));
+            assertThat(busy.exitCode()).isEqualTo(1);
+            assertThat(busy.err()).contains("cannot bind the seed control plane").doesNotContain("never-read");
+        }
+    }
 }

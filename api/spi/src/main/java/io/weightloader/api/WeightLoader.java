@@ -50,12 +50,21 @@ public final class WeightLoader implements AutoCloseable {
      * through {@code loader} (for hosts that load plugins in their own class loader).
      */
     public static WeightLoader open(Config config, ClassLoader loader) {
-        return open(config, BackendRegistry.discover(loader), ConfigFactory.defaultReference(loader));
+        return open(config, BackendRegistry.discover(loader), ConfigFactory.defaultReference(loader), loader);
     }
 
     public static WeightLoader open(Config config, BackendRegistry registry, Config reference) {
+        ClassLoader cl = Thread.currentThread().getContextClassLoader();
+        return open(config, registry, reference, cl != null ? cl : WeightLoader.class.getClassLoader());
+    }
+
+    /**
+     * As {@link #open(Config, BackendRegistry, Config)}, naming the class loader whose reference.conf files declare
+     * the settings (where the providers come from).
+     */
+    public static WeightLoader open(Config config, BackendRegistry registry, Config reference, ClassLoader declaring) {
         Config resolved = config.withFallback(reference).resolve();
-        WeightLoaderSettings settings = WeightLoaderSettings.from(resolved, reference);
+        WeightLoaderSettings settings = WeightLoaderSettings.from(resolved, reference, declaring);
         BackendContext context = new BackendContext(settings, resolved);
         WeightLoader loader = new WeightLoader(settings, registry, context);
         // Fail fast on a backend that cannot even be selected (unknown name, wrong device, bad settings), and on

@@ -113,7 +113,17 @@ public record WeightLoaderSettings(
      * {@code ConfigFactory.defaultReference(pluginClassLoader)}.
      */
     public static WeightLoaderSettings from(Config config, Config reference) {
-        rejectUnknownKeys(config, reference);
+        ClassLoader cl = Thread.currentThread().getContextClassLoader();
+        return from(config, reference, cl != null ? cl : WeightLoaderSettings.class.getClassLoader());
+    }
+
+    /**
+     * As {@link #from(Config, Config)}, with the class loader whose reference.conf files declare the settings:
+     * Typesafe's reference config carries every system property, so it alone cannot tell a declared key set with
+     * {@code -D} from a misspelt one.
+     */
+    public static WeightLoaderSettings from(Config config, Config reference, ClassLoader declaring) {
+        rejectUnknownKeys(config, reference, declaring);
         try {
             config.checkValid(reference, ROOT);
         } catch (ConfigException.ValidationFailed e) {
@@ -279,7 +289,7 @@ public record WeightLoaderSettings(
     }
 
     /** Every leaf under {@code weight-loader} must be declared by some module's reference.conf. */
-    private static void rejectUnknownKeys(Config config, Config reference) {
+    private static void rejectUnknownKeys(Config config, Config reference, ClassLoader declaring) {
         // a misspelt root would be silently ignored: refuse it (weightloader.home and weightloader.leak.* are the
         // launcher's and the leak detector's system properties, not settings)
         for (String wrong : List.of("weightloader", "weight_loader", "weightLoader", "WeightLoader")) {
@@ -298,10 +308,21 @@ public record WeightLoaderSettings(
             return;
         }
         TreeSet<String> unknown = new TreeSet<>();
+        Config declared = null;
         for (Map.Entry<String, ConfigValue> e : config.getConfig(ROOT).entrySet()) {
             String path = ROOT + "." + e.getKey();
             if (!reference.hasPathOrNull(path)) {
                 unknown.add(path);
+            } else if (System.getProperty(path) != null) {
+                // set by -D: declared only if some reference.conf (not the system properties merged into the
+                // reference) has it
+                if (declared == null) {
+                    declared = ConfigFactory.parseResourcesAnySyntax(declaring, "reference")
+                            .resolve(com.typesafe.config.ConfigResolveOptions.defaults().setAllowUnresolved(true));
+                }
+                if (!declared.hasPathOrNull(path)) {
+                    unknown.add(path);
+                }
             } else if (reference.getIsNull(path) && e.getValue().valueType() == ConfigValueType.NULL) {
                 unknown.add(path);
             }
