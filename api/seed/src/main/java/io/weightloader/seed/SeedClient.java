@@ -35,6 +35,8 @@ public final class SeedClient {
     private final Duration requestTimeout;
     private final int retries;
     private final Duration connectTimeout;
+    /** System.nanoTime() by which every request of this view must have ended; Long.MAX_VALUE: none. */
+    private final long deadline;
 
     public SeedClient(String host, int port, Optional<String> token, Duration connectTimeout, Duration requestTimeout,
                       int retries) {
@@ -44,6 +46,26 @@ public final class SeedClient {
         this.requestTimeout = requestTimeout;
         this.retries = retries;
         this.connectTimeout = connectTimeout;
+        this.deadline = Long.MAX_VALUE;
+    }
+
+    private SeedClient(SeedClient base, long deadline) {
+        this.host = base.host;
+        this.port = base.port;
+        this.token = base.token;
+        this.requestTimeout = base.requestTimeout;
+        this.retries = base.retries;
+        this.connectTimeout = base.connectTimeout;
+        this.deadline = deadline;
+    }
+
+    /**
+     * This client with every request (and its retries) bounded by {@code deadlineNanos} ({@link System#nanoTime()}):
+     * a request's timeouts shrink to what is left, and no retry starts past it. A load uses it so that its control-plane
+     * requests cannot stretch it past its own deadline, whatever the seed does.
+     */
+    public SeedClient until(long deadlineNanos) {
+        return new SeedClient(this, Math.min(deadline, deadlineNanos));
     }
 
     /**
@@ -68,6 +90,11 @@ public final class SeedClient {
                     "the " + backend + " backend needs the seed's control-plane port");
         }
         return ip;
+    }
+
+    /** The time allowed for one request. */
+    public Duration requestTimeout() {
+        return requestTimeout;
     }
 
     /** {@code host:port} of the control plane, for messages. */
@@ -130,18 +157,32 @@ public final class SeedClient {
             throw new WeightLoaderException("bad seed address " + peer() + pathAndQuery + ": " + e.getMessage(), e);
         }
         WeightLoaderException last = null;
+        int attempts = 0;
         for (int attempt = 0; attempt <= retries; attempt++) {
             if (attempt > 0) {
-                sleep(Math.min(2000, 100L << Math.min(attempt, 5)));
+                long pause = Math.min(2000, 100L << Math.min(attempt, 5));
+                if (System.nanoTime() + pause * 1_000_000 >= deadline) {
+                    break; // no retry can end before the load's deadline
+                }
+                sleep(pause);
             }
+            long left = deadline == Long.MAX_VALUE ? Long.MAX_VALUE : (deadline - System.nanoTime()) / 1_000_000;
+            if (left <= 0) {
+                if (last == null) {
+                    last = new WeightLoaderException("the load's deadline passed before asking seed " + peer() + " for "
+                            + pathAndQuery);
+                }
+                break;
+            }
+            attempts++;
             HttpURLConnection c = null;
             try {
                 // the caller's thread does the I/O (no hand-off to a selector thread: a small request takes a
                 // fraction of a millisecond); connections are kept alive between requests; never through a
                 // proxy, never following a redirect
                 c = (HttpURLConnection) url.openConnection(Proxy.NO_PROXY);
-                c.setConnectTimeout(timeoutMillis(connectTimeout));
-                c.setReadTimeout(timeoutMillis(requestTimeout));
+                c.setConnectTimeout((int) Math.min(timeoutMillis(connectTimeout), left));
+                c.setReadTimeout((int) Math.min(timeoutMillis(requestTimeout), left));
                 c.setInstanceFollowRedirects(false);
                 c.setUseCaches(false);
                 if (token.isPresent()) {
@@ -190,7 +231,9 @@ public final class SeedClient {
                 throw new WeightLoaderException("interrupted while asking seed " + peer(), last);
             }
         }
-        String message = last.getMessage() + " (after " + (retries + 1) + " attempts)";
+        String message = last.getMessage() + " (after " + attempts + " attempt" + (attempts == 1 ? "" : "s")
+                + (deadline != Long.MAX_VALUE && System.nanoTime() >= deadline - 1_000_000 ? ", at the load's deadline"
+                : "") + ")";
         throw last instanceof SeedRefusedException refused
                 ? new SeedRefusedException(message, refused.status(), last) : new WeightLoaderException(message, last);
     }

@@ -68,11 +68,11 @@ final class NcclBackend implements WeightLoaderBackend {
 
     @Override
     public List<TensorSpec> available() {
-        return checkedManifest().specs();
+        return checkedManifest(seed).specs();
     }
 
     /** The seed's manifest, refused when the seed does not serve nccl clients. */
-    private Manifest checkedManifest() {
+    private Manifest checkedManifest(SeedClient seed) {
         Manifest m = seed.manifest(rank);
         if (m.serves() != null && !m.serves().containsKey(NcclProvider.NAME)) {
             throw new WeightLoaderException(source() + " does not serve nccl clients; it serves " + m.serves().keySet()
@@ -89,6 +89,10 @@ final class NcclBackend implements WeightLoaderBackend {
 
     /** Asks the seed to send {@code names}; a busy seed is retried, then reported as busy. */
     Session requestSession(List<String> names) {
+        return requestSession(seed, names);
+    }
+
+    private Session requestSession(SeedClient seed, List<String> names) {
         byte[] body;
         try {
             body = JSON.writeValueAsBytes(Map.of("tensors", names, "primitive", primitive.text));
@@ -131,7 +135,10 @@ final class NcclBackend implements WeightLoaderBackend {
     @Override
     public LoadReport load(LoadRequest request) {
         long t0 = System.nanoTime();
-        Manifest m = checkedManifest();
+        // the whole load ends within request-timeout + init-timeout + transfer-timeout, whatever the seed does
+        long deadline = t0 + seed.requestTimeout().toNanos() + initTimeout.toNanos() + transferTimeout.toNanos();
+        SeedClient bounded = seed.until(deadline);
+        Manifest m = checkedManifest(bounded);
         TensorMatcher.check(source(), m.specs(), request.specs(), request.ignoreExtraTensors());
         Device device = null;
         Map<String, TensorDestination> byName = new HashMap<>();
@@ -153,7 +160,7 @@ final class NcclBackend implements WeightLoaderBackend {
         phases.put("manifest", (System.nanoTime() - t0) / 1e9);
         if (!names.isEmpty()) {
             long ts = System.nanoTime();
-            Session session = requestSession(names);
+            Session session = requestSession(bounded, names);
             phases.put("session", (System.nanoTime() - ts) / 1e9);
             List<NcclOp> ops = new ArrayList<>();
             for (String name : session.order()) {
@@ -163,14 +170,15 @@ final class NcclBackend implements WeightLoaderBackend {
             long start = System.nanoTime();
             try {
                 NcclRuntime.Timings t = runtime.transfer(device, session.uniqueId(), 1, ops, primitive,
-                        start + initTimeout.toNanos(), start + initTimeout.toNanos() + transferTimeout.toNanos());
+                        Math.min(start + initTimeout.toNanos(), deadline),
+                        Math.min(start + initTimeout.toNanos() + transferTimeout.toNanos(), deadline));
                 phases.put("group-init", t.groupInitSeconds());
                 phases.put("transfer", t.transferSeconds());
             } catch (WeightLoaderException e) {
                 throw new WeightLoaderException("receiving from " + source() + " over nccl failed: " + e.getMessage(), e);
             }
         }
-        List<TensorReport> reports = RemoteLoads.verify(seed, rank, m, request, source());
+        List<TensorReport> reports = RemoteLoads.verify(bounded, rank, m, request, source());
         request.progress().onProgress(request.totalBytes(), request.totalBytes(), names.size(), names.size());
         return new LoadReport(name(), engine(), source(), device == null ? "cuda" : device.toString(), reports,
                 request.totalBytes(), (System.nanoTime() - t0) / 1e9, null, phases);

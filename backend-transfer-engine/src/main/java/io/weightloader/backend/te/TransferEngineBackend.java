@@ -104,12 +104,12 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     @Override
     public synchronized List<TensorSpec> available() {
         if (manifest == null) {
-            manifest = checkedManifest();
+            manifest = checkedManifest(seed);
         }
         return manifest.specs();
     }
 
-    private Manifest checkedManifest() {
+    private Manifest checkedManifest(SeedClient seed) {
         Manifest m = seed.manifest(rank);
         if (m.serves() != null && !m.serves().containsKey(TransferEngineProvider.NAME)) {
             throw new WeightLoaderException(source() + " does not serve transfer_engine clients; it serves "
@@ -233,6 +233,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     @Override
     public LoadReport load(LoadRequest request) {
         long t0 = System.nanoTime();
+        // the whole load, control-plane requests included, ends within transfer-timeout plus one request-timeout
+        SeedClient bounded = seed.until(t0 + transferTimeout.toNanos() + seed.requestTimeout().toNanos());
         Manifest held;
         synchronized (this) {
             held = manifest;
@@ -240,10 +242,10 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         Map<String, Double> phases = new LinkedHashMap<>();
         if (held != null) {
             try {
-                return loadWith(held, request, t0, phases);
+                return loadWith(bounded, held, request, t0, phases);
             } catch (WeightLoaderException e) {
                 // the final check already knows the seed's generation; other failures ask for it
-                String now = e instanceof SeedChangedException changed ? changed.after() : currentGeneration(e);
+                String now = e instanceof SeedChangedException changed ? changed.after() : currentGeneration(bounded, e);
                 if (now.equals(held.generation())) {
                     throw e;
                 }
@@ -254,16 +256,16 @@ final class TransferEngineBackend implements WeightLoaderBackend {
             }
         }
         long tManifest = System.nanoTime();
-        Manifest m = checkedManifest();
+        Manifest m = checkedManifest(bounded);
         synchronized (this) {
             manifest = m;
         }
         phases.put("manifest", (System.nanoTime() - tManifest) / 1e9);
-        return loadWith(m, request, t0, phases);
+        return loadWith(bounded, m, request, t0, phases);
     }
 
     /** The seed's generation now; a failure to ask is added to {@code failure}, which is then thrown. */
-    private String currentGeneration(WeightLoaderException failure) {
+    private String currentGeneration(SeedClient seed, WeightLoaderException failure) {
         try {
             return seed.generation(rank);
         } catch (RuntimeException e) {
@@ -272,7 +274,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         }
     }
 
-    private LoadReport loadWith(Manifest m, LoadRequest request, long t0, Map<String, Double> phases) {
+    private LoadReport loadWith(SeedClient bounded, Manifest m, LoadRequest request, long t0,
+                                Map<String, Double> phases) {
         long tPrepare = System.nanoTime();
         TensorMatcher.check(source(), m.specs(), request.specs(), request.ignoreExtraTensors());
         String transport = transport(m);
@@ -314,7 +317,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         long tVerify = System.nanoTime();
         phases.put("transfer", (tVerify - tTransfer) / 1e9);
         // the seed's weights must not have changed under us; checksums against the seed's
-        List<TensorReport> reports = RemoteLoads.verify(seed, rank, m, request, source());
+        List<TensorReport> reports = RemoteLoads.verify(bounded, rank, m, request, source());
         long end = System.nanoTime();
         phases.put("verify", (end - tVerify) / 1e9);
         String device = request.tensors().isEmpty() ? "cpu" : request.tensors().get(0).region().device().toString();

@@ -430,13 +430,15 @@ public final class BuiltinEngine implements OneSidedEngine {
                 ByteBuffer hello = ByteBuffer.allocate(8 + token.length);
                 hello.putInt(Wire.MAGIC).putShort((short) Wire.VERSION).putShort((short) token.length).put(token).flip();
                 writeFully(sc, hello);
-                ByteBuffer w = ByteBuffer.allocate(3);
-                readFully(sc, w);
-                w.flip();
-                int status = w.get() & 0xff;
-                int len = w.getShort() & 0xffff;
-                ByteBuffer msg = ByteBuffer.allocate(Math.min(len, Wire.MAX_MESSAGE));
-                readFully(sc, msg);
+                // the seed's answer, within connect-timeout: a channel's own reads have no timeout, and a seed that
+                // is frozen (its kernel still accepts) would hold this thread for ever; the socket's stream has one
+                sc.socket().setSoTimeout((int) Math.max(1, connectTimeout.toMillis()));
+                DataInputStream welcome = new DataInputStream(sc.socket().getInputStream());
+                int status = welcome.readUnsignedByte();
+                int len = welcome.readUnsignedShort();
+                ByteBuffer msg = ByteBuffer.wrap(welcome.readNBytes(Math.min(len, Wire.MAX_MESSAGE)));
+                msg.position(msg.limit());
+                sc.socket().setSoTimeout(0);
                 if (status != Wire.OK) {
                     closeQuietly(sc);
                     String why = new String(msg.array(), 0, msg.position(), StandardCharsets.UTF_8);
