@@ -337,6 +337,15 @@ public final class SeedService implements AutoCloseable {
                 reply(ex, 400, Map.of("error", e.getMessage()));
                 return;
             }
+            java.util.Set<String> allowed = path.startsWith("/get_remote_instance") || path.startsWith("/remote_instance")
+                    ? java.util.Set.of("rank", "pp") : java.util.Set.of("tp", "pp");
+            for (String name : q.keySet()) {
+                if (!allowed.contains(name)) {
+                    reply(ex, 400, Map.of("error", "unknown query parameter '" + name + "' (" + path + " takes "
+                            + new java.util.TreeSet<>(allowed) + ")"));
+                    return;
+                }
+            }
             if (post) {
                 handlePost(ex, path, q);
                 return;

@@ -228,6 +228,19 @@ class TwoProcessTransferTest {
     }
 
     @Test
+    void unknownQueryParametersAreRefusedAsProtocolMdSays() throws Exception {
+        HttpClient http = HttpClient.newHttpClient();
+        for (String pathAndQuery : List.of("/v1/manifest?tp=0&debug=1", "/v1/session?tp=0&rank=0",
+                "/get_remote_instance_transfer_engine_info?rank=0&tp=0")) {
+            HttpResponse<String> r = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + seed.port
+                    + pathAndQuery)).header("Authorization", "Bearer " + TOKEN).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertThat(r.statusCode()).as(pathAndQuery).isEqualTo(400);
+            assertThat(r.body()).contains("unknown query parameter");
+        }
+    }
+
+    @Test
     void aSeedKilledMidTransferFailsClearlyWithinTheDeadline() throws Exception {
         List<TensorSpec> big = TestWeights.specs(4, 32 << 20);
         try (SeedProcess doomed = new SeedProcess(4, 32 << 20, 7, TOKEN);
