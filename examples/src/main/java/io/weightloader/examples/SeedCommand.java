@@ -118,7 +118,12 @@ final class SeedCommand implements Callable<Integer> {
             throw e;
         }
         CountDownLatch stopped = new CountDownLatch(1);
+        java.time.Duration grace = settings.seed().shutdownGrace();
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(SeedCommand.class);
+            log.warn("seed stopping: no new loads; waiting up to {} for loads in flight", grace);
+            boolean quiet = service.drain(grace);
+            log.warn("seed stopped ({})", quiet ? "no load in flight" : "grace period over");
             service.close();
             arenas.forEach(TensorArena::close);
             stopped.countDown();

@@ -232,4 +232,38 @@ class DistributionIT {
             assertThat(busy.err()).contains("cannot bind the seed control plane").doesNotContain("never-read");
         }
     }
+
+    @Test
+    void aSeedStoppedWithSigtermLetsTheLoadInFlightFinishAndTakesNoNewOne() throws Exception {
+        Path model = tmp.resolve("model");
+        assertThat(run("generate", "--out", model.toString(), "--size", "48MiB").exitCode()).isZero();
+        int port = seed("--model-path", model.toString());
+        Process seed = seeds.get(seeds.size() - 1);
+        // a load that takes about 3 s (capped at 16 MiB/s) is in flight when the seed is told to stop
+        List<String> cmd = new ArrayList<>(List.of(LAUNCHER.toString(), "load", "--load-format", "remote_instance",
+                "--remote-instance-weight-loader-seed-instance-ip", "127.0.0.1",
+                "--remote-instance-weight-loader-seed-instance-service-port", String.valueOf(port),
+                "--bandwidth-limit", "16MiB", "--checksum", "sha256"));
+        Process inFlight = new ProcessBuilder(cmd).redirectErrorStream(true)
+                .redirectOutput(tmp.resolve("in-flight.txt").toFile()).start();
+        Thread.sleep(1500);
+        seed.destroy(); // SIGTERM
+        Thread.sleep(300);
+        Run late = run("load", "--load-format", "remote_instance", "--remote-instance-weight-loader-seed-instance-ip",
+                "127.0.0.1", "--remote-instance-weight-loader-seed-instance-service-port", String.valueOf(port),
+                "--config", write("weight-loader.remote-instance.retries = 0"));
+        assertThat(inFlight.waitFor(60, TimeUnit.SECONDS)).as("the load in flight ended").isTrue();
+        assertThat(inFlight.exitValue()).as(Files.readString(tmp.resolve("in-flight.txt"))).isZero();
+        assertThat(late.exitCode()).isEqualTo(1);
+        assertThat(late.err()).contains("shutting down");
+        assertThat(seed.waitFor(30, TimeUnit.SECONDS)).as("the seed stopped").isTrue();
+        String log = Files.readString(tmp.resolve("seed-" + (seeds.size() - 1) + ".log"));
+        assertThat(log).contains("seed stopping").contains("seed stopped");
+    }
+
+    private String write(String hocon) throws IOException {
+        Path p = tmp.resolve("c" + System.nanoTime() + ".conf");
+        Files.writeString(p, hocon);
+        return p.toString();
+    }
 }

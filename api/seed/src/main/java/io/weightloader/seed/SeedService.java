@@ -124,6 +124,8 @@ public final class SeedService implements AutoCloseable {
     private final BackendContext context;
     private final Map<String, SeedPublisherProvider> providers;
     private boolean started;
+    private volatile boolean draining;
+    private volatile long lastRequestNanos = System.nanoTime();
 
     private SeedService(HttpServer server, ExecutorService executor, byte[] token, BackendContext context,
                         Map<String, SeedPublisherProvider> providers) {
@@ -308,6 +310,7 @@ public final class SeedService implements AutoCloseable {
     }
 
     private void handle(HttpExchange ex) throws IOException {
+        lastRequestNanos = System.nanoTime();
         try (ex) {
             String path = ex.getRequestURI().getPath();
             boolean post = "POST".equals(ex.getRequestMethod());
@@ -345,6 +348,11 @@ public final class SeedService implements AutoCloseable {
                             + new java.util.TreeSet<>(allowed) + ")"));
                     return;
                 }
+            }
+            if (draining && (post || !path.equals("/v1/session"))) {
+                // a load in flight needs only /v1/session (its final generation check); anything else starts one
+                reply(ex, 503, Map.of("error", "this seed is shutting down and takes no new loads"));
+                return;
             }
             if (post) {
                 handlePost(ex, path, q);
@@ -511,6 +519,55 @@ public final class SeedService implements AutoCloseable {
         }
     }
 
+
+    /**
+     * Stops taking new loads (their first requests are answered 503) and waits, at most {@code grace}, for the loads
+     * in flight: until neither the control plane nor any engine that can tell has served anything for a second.
+     * When an engine cannot tell (Mooncake's one-sided reads never reach the seed's code), it waits the whole grace.
+     *
+     * @return whether the seed went quiet before the grace ended
+     */
+    public boolean drain(java.time.Duration grace) {
+        draining = true;
+        long end = System.nanoTime() + grace.toNanos();
+        boolean blind = false;
+        long lastActivity = activity();
+        long quietSince = System.nanoTime();
+        for (Published p : ranks.values()) {
+            for (SeedPublisher pub : p.publishers()) {
+                blind |= pub.activity() == -1;
+            }
+        }
+        while (System.nanoTime() < end) {
+            try {
+                Thread.sleep(100);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return false;
+            }
+            long now = activity();
+            if (now != lastActivity) {
+                lastActivity = now;
+                quietSince = System.nanoTime();
+            }
+            long quiet = System.nanoTime() - Math.max(quietSince, lastRequestNanos);
+            if (!blind && quiet > 1_000_000_000L) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private long activity() {
+        long sum = 0;
+        for (Published p : ranks.values()) {
+            for (SeedPublisher pub : p.publishers()) {
+                long a = pub.activity();
+                sum = sum * 31 + (a == -1 ? 0 : a);
+            }
+        }
+        return sum;
+    }
 
     /** Stops the control plane and unregisters every rank's memory from its engine. */
     @Override

@@ -49,6 +49,7 @@ final class NcclSeedPublisher implements SeedPublisher {
     private final AtomicBoolean busy = new AtomicBoolean();
     private final ExecutorService sender;
     private volatile String lastOutcome = "none yet";
+    private final java.util.concurrent.atomic.AtomicLong sends = new java.util.concurrent.atomic.AtomicLong();
 
     NcclSeedPublisher(RankKey rank, List<TensorDestination> held, NcclRuntime runtime, Optional<String> bootstrap,
                       String groupName, Duration initTimeout, Duration transferTimeout) {
@@ -90,6 +91,12 @@ final class NcclSeedPublisher implements SeedPublisher {
     @Override
     public double registrationSeconds() {
         return 0;
+    }
+
+    @Override
+    public long activity() {
+        // changes all the time while a client is being sent to, and after each send
+        return busy.get() ? System.nanoTime() : sends.get();
     }
 
     /** Whether a client is being served now. */
@@ -171,6 +178,7 @@ final class NcclSeedPublisher implements SeedPublisher {
             runtime.transfer(device, id, 0, ops, primitive, start + initTimeout.toNanos(),
                     start + initTimeout.toNanos() + transferTimeout.toNanos());
             lastOutcome = "sent " + ops.size() + " tensors";
+            sends.incrementAndGet();
             LOG.info("nccl group {} rank {}: sent {} tensors in {} s", groupName, rank, ops.size(),
                     String.format("%.3f", (System.nanoTime() - start) / 1e9));
         } catch (RuntimeException e) {

@@ -221,6 +221,12 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
             }
 
             @Override
+            public long activity() {
+                // the built-in engine sees every byte it serves; Mooncake's reads are one-sided, invisible here
+                return engine instanceof BuiltinEngine b ? b.bytesServed() : -1;
+            }
+
+            @Override
             public void close() {
                 engine.close();
             }

@@ -66,7 +66,8 @@ public record WeightLoaderSettings(
      * @param serve the backends whose clients this seed serves ({@code transfer_engine}, {@code nccl}, or any
      *              installed backend that can publish a seed's weights), in the order given
      */
-    public record Seed(String bindAddress, int servicePort, boolean publishChecksums, List<String> serve) {
+    public record Seed(String bindAddress, int servicePort, boolean publishChecksums, List<String> serve,
+                       Duration shutdownGrace) {
         public Seed {
             serve = List.copyOf(serve);
         }
@@ -191,7 +192,8 @@ public record WeightLoaderSettings(
                     + " transfer_engine clients, but seed.serve is " + serve
                     + "; add transfer_engine to it, or drop the SGLang flag");
         }
-        Seed seed = new Seed(bind, servicePort, r.bool("seed.publish-checksums"), serve);
+        Seed seed = new Seed(bind, servicePort, r.bool("seed.publish-checksums"), serve,
+                r.duration("seed.shutdown-grace", Duration.ZERO, Duration.ofHours(1)));
 
         String backend = r.string("backend");
         if (backend.isEmpty()) {
