@@ -1,17 +1,16 @@
 package io.weightloader.examples;
 
-import io.weightloader.memory.Threads;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.Device;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.memory.Threads;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.Callable;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -19,8 +18,7 @@ import java.util.concurrent.Future;
 
 /**
  * The tensor-parallel ranks one process handles, as inference servers run them: {@code --tp-size N} alone means
- * every rank 0..N-1 in this process, {@code --tp-rank r} (or {@code rank.tp = r}, r > 0, in the settings) only
- * rank r. Each rank has its own device: the {@code --device} list's r-th entry, or {@code cuda:r} with
+ * every rank 0..N-1 in this process, {@code --tp-rank r} (or {@code rank.tp} set in any source) only rank r. Each rank has its own device: the {@code --device} list's r-th entry, or {@code cuda:r} with
  * {@code --device cuda}, or the one device named (the host by default).
  * Each rank gets its own config ({@code rank.tp} and {@code device} set), so its own backend and engine.
  */
@@ -34,7 +32,10 @@ record Ranks(List<Rank> ranks) {
         WeightLoaderSettings base = WeightLoaderSettings.from(config);
         int size = base.tpSize();
         List<Integer> tps = new ArrayList<>();
-        if (shared.tpRank != null || size == 1 || base.rank().tp() != 0) {
+        // a rank given anywhere (flag, file, -D, environment) means this process is that one rank
+        boolean rankGiven = shared.tpRank != null
+                || !config.getValue("weight-loader.rank.tp").origin().description().contains("reference.conf");
+        if (rankGiven || size == 1) {
             tps.add(base.rank().tp());
         } else {
             for (int r = 0; r < size; r++) {
@@ -90,30 +91,54 @@ record Ranks(List<Rank> ranks) {
 
     /** Runs {@code work} for every rank at once (one thread each) and returns the results in rank order. */
     <T> List<T> parallel(java.util.function.Function<Rank, T> work) throws Exception {
+        return parallel(work, r -> { });
+    }
+
+    /**
+     * As {@link #parallel(java.util.function.Function)}. The first failure is seen as soon as it happens: the other
+     * ranks are interrupted and waited for, and the results of those that finished anyway are handed to
+     * {@code discard} (to free what they hold) before the failure is thrown.
+     */
+    <T> List<T> parallel(java.util.function.Function<Rank, T> work, java.util.function.Consumer<T> discard)
+            throws Exception {
         if (single()) {
             return List.of(work.apply(ranks.get(0)));
         }
         ExecutorService pool = Executors.newFixedThreadPool(ranks.size(), Threads.daemon("weightloader-rank"));
+        java.util.concurrent.ExecutorCompletionService<T> done = new java.util.concurrent.ExecutorCompletionService<>(pool);
+        Map<Future<T>, Integer> index = new java.util.HashMap<>();
+        for (int i = 0; i < ranks.size(); i++) {
+            Rank rank = ranks.get(i);
+            index.put(done.submit(() -> work.apply(rank)), i);
+        }
+        List<T> out = new ArrayList<>(java.util.Collections.nCopies(ranks.size(), null));
+        Exception failure = null;
         try {
-            List<Future<T>> futures = new ArrayList<>();
-            for (Rank rank : ranks) {
-                futures.add(pool.submit((Callable<T>) () -> work.apply(rank)));
-            }
-            List<T> out = new ArrayList<>();
-            for (Future<T> f : futures) {
+            for (int k = 0; k < ranks.size(); k++) {
+                Future<T> f = done.take();
                 try {
-                    out.add(f.get());
+                    out.set(index.get(f), f.get());
                 } catch (ExecutionException e) {
-                    futures.forEach(x -> x.cancel(true));
-                    if (e.getCause() instanceof Exception ex) {
-                        throw ex;
+                    if (failure == null) {
+                        failure = e.getCause() instanceof Exception ex ? ex : e;
+                        index.keySet().forEach(x -> x.cancel(true));
                     }
-                    throw e;
+                } catch (java.util.concurrent.CancellationException e) {
+                    // cancelled after the first failure
                 }
             }
-            return out;
         } finally {
             pool.shutdownNow();
+            pool.awaitTermination(10, java.util.concurrent.TimeUnit.MINUTES);
         }
+        if (failure != null) {
+            for (T t : out) {
+                if (t != null) {
+                    discard.accept(t);
+                }
+            }
+            throw failure;
+        }
+        return out;
     }
 }

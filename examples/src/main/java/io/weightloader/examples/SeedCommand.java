@@ -103,7 +103,7 @@ final class SeedCommand implements Callable<Integer> {
         List<TensorArena> arenas = new ArrayList<>();
         Map<RankKey, List<TensorDestination>> held = new LinkedHashMap<>();
         try {
-            List<Loaded> loaded = ranks.parallel(SeedCommand::load);
+            List<Loaded> loaded = ranks.parallel(SeedCommand::load, l -> l.arena().close());
             for (int i = 0; i < loaded.size(); i++) {
                 Loaded l = loaded.get(i);
                 arenas.add(l.arena());

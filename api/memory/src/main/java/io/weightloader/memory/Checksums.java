@@ -84,7 +84,6 @@ public final class Checksums {
                 f.get();
             }
         } catch (java.util.concurrent.ExecutionException e) {
-            next.set(n); // the other threads stop at their next tensor
             if (e.getCause() instanceof RuntimeException re) {
                 throw re;
             }
@@ -93,7 +92,17 @@ public final class Checksums {
             Thread.currentThread().interrupt();
             throw new WeightLoaderException("interrupted while hashing", e);
         } finally {
-            pool.shutdownNow();
+            // after a failure the others stop at their next tensor; wait for them, so that no thread still reads
+            // memory the caller may free once this returns or throws
+            next.set(n);
+            pool.shutdown();
+            try {
+                if (!pool.awaitTermination(10, java.util.concurrent.TimeUnit.MINUTES)) {
+                    pool.shutdownNow();
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
         }
         return java.util.List.of(out);
     }

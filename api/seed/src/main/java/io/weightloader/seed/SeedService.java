@@ -310,7 +310,10 @@ public final class SeedService implements AutoCloseable {
     }
 
     private void handle(HttpExchange ex) throws IOException {
-        lastRequestNanos = System.nanoTime();
+        String requested = ex.getRequestURI().getPath();
+        if (!requested.equals("/health") && (!draining || requested.equals("/v1/session"))) {
+            lastRequestNanos = System.nanoTime(); // what a stopping seed counts as a load still talking to it
+        }
         try (ex) {
             String path = ex.getRequestURI().getPath();
             boolean post = "POST".equals(ex.getRequestMethod());

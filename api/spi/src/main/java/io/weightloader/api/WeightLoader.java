@@ -54,13 +54,13 @@ public final class WeightLoader implements AutoCloseable {
     }
 
     public static WeightLoader open(Config config, BackendRegistry registry, Config reference) {
-        ClassLoader cl = Thread.currentThread().getContextClassLoader();
-        return open(config, registry, reference, cl != null ? cl : WeightLoader.class.getClassLoader());
+        return open(config, registry, reference, null); // the reference's class loader is not known here
     }
 
     /**
      * As {@link #open(Config, BackendRegistry, Config)}, naming the class loader whose reference.conf files declare
-     * the settings (where the providers come from).
+     * the settings (where the providers come from), so that settings given as system properties are checked too;
+     * null skips that check.
      */
     public static WeightLoader open(Config config, BackendRegistry registry, Config reference, ClassLoader declaring) {
         Config resolved = config.withFallback(reference).resolve();

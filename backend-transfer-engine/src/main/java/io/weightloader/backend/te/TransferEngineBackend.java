@@ -464,6 +464,10 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                         + " (weight-loader.remote-instance.transfer-timeout): " + progress.done + " of " + progress.total
                         + " bytes done, " + pending + " read(s) pending, e.g. " + slices.get(next).describe());
             }
+            if (Thread.currentThread().isInterrupted()) {
+                // parkNanos returns at once for an interrupted thread: stop instead of spinning to the deadline
+                throw new WeightLoaderException("load from " + source() + " interrupted");
+            }
             LockSupport.parkNanos(pause);
             pause = Math.min(pause * 2, 200_000);
         }

@@ -162,15 +162,15 @@ public final class SettingsReader {
             throw new IllegalArgumentException("'" + text + "' is not a size (examples: 1GiB, 512MiB, 8GB, 4096)");
         }
         long unit = switch (m.group(2).toLowerCase(Locale.ROOT)) {
-            case "", "b" -> 1L;
-            case "k", "ki", "kib" -> 1L << 10;
-            case "m", "mi", "mib" -> 1L << 20;
-            case "g", "gi", "gib" -> 1L << 30;
-            case "t", "ti", "tib" -> 1L << 40;
-            case "kb" -> 1_000L;
-            case "mb" -> 1_000_000L;
-            case "gb" -> 1_000_000_000L;
-            case "tb" -> 1_000_000_000_000L;
+            case "", "b", "byte", "bytes" -> 1L;
+            case "k", "ki", "kib", "kibibyte", "kibibytes" -> 1L << 10;
+            case "m", "mi", "mib", "mebibyte", "mebibytes" -> 1L << 20;
+            case "g", "gi", "gib", "gibibyte", "gibibytes" -> 1L << 30;
+            case "t", "ti", "tib", "tebibyte", "tebibytes" -> 1L << 40;
+            case "kb", "kilobyte", "kilobytes" -> 1_000L;
+            case "mb", "megabyte", "megabytes" -> 1_000_000L;
+            case "gb", "gigabyte", "gigabytes" -> 1_000_000_000L;
+            case "tb", "terabyte", "terabytes" -> 1_000_000_000_000L;
             default -> throw new IllegalArgumentException("'" + text + "' has an unknown unit '" + m.group(2)
                     + "' (use B, KiB, MiB, GiB, TiB, kB, MB, GB or TB)");
         };

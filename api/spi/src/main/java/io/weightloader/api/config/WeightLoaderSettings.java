@@ -106,7 +106,9 @@ public record WeightLoaderSettings(
      * @throws WeightLoaderConfigException naming the first bad path (unknown keys are all listed)
      */
     public static WeightLoaderSettings from(Config config) {
-        return from(config, ConfigFactory.defaultReference());
+        ClassLoader cl = Thread.currentThread().getContextClassLoader();
+        cl = cl != null ? cl : WeightLoaderSettings.class.getClassLoader();
+        return from(config, ConfigFactory.defaultReference(cl), cl);
     }
 
     /**
@@ -114,8 +116,9 @@ public record WeightLoaderSettings(
      * {@code ConfigFactory.defaultReference(pluginClassLoader)}.
      */
     public static WeightLoaderSettings from(Config config, Config reference) {
-        ClassLoader cl = Thread.currentThread().getContextClassLoader();
-        return from(config, reference, cl != null ? cl : WeightLoaderSettings.class.getClassLoader());
+        // the reference may come from a plugin's class loader, which this method does not know: keys set with -D
+        // are then taken as declared when the reference has them (from(config, reference, loader) checks them)
+        return from(config, reference, null);
     }
 
     /**
@@ -229,8 +232,9 @@ public record WeightLoaderSettings(
     private static List<Integer> groupPorts(SettingsReader r, String key) {
         String path = r.path(key);
         List<String> raw = new ArrayList<>();
-        if (r.config().getValue(path).valueType() == ConfigValueType.LIST) {
-            for (ConfigValue v : r.config().getList(path)) {
+        ConfigValueType type = r.config().getValue(path).valueType();
+        if (type == ConfigValueType.LIST || type == ConfigValueType.OBJECT) { // OBJECT: -Dkey.0=..., -Dkey.1=...
+            for (ConfigValue v : listOf(r, path)) {
                 raw.add(String.valueOf(v.unwrapped()));
             }
         } else {
@@ -261,12 +265,22 @@ public record WeightLoaderSettings(
         return List.copyOf(out);
     }
 
+    /** A list, or an object with numbered keys (what system properties key.0, key.1 make) read as one. */
+    private static List<ConfigValue> listOf(SettingsReader r, String path) {
+        try {
+            return r.config().getList(path);
+        } catch (com.typesafe.config.ConfigException.WrongType e) {
+            throw new WeightLoaderConfigException(path, "must be a list, such as [a, b] or \"a,b\"", e);
+        }
+    }
+
     /** A list of backend names (a HOCON list, or one comma-separated string), each at most once. */
     private static List<String> names(SettingsReader r, String key) {
         String path = r.path(key);
         List<String> raw = new ArrayList<>();
-        if (r.config().getValue(path).valueType() == ConfigValueType.LIST) {
-            for (ConfigValue v : r.config().getList(path)) {
+        ConfigValueType type = r.config().getValue(path).valueType();
+        if (type == ConfigValueType.LIST || type == ConfigValueType.OBJECT) { // OBJECT: -Dkey.0=..., -Dkey.1=...
+            for (ConfigValue v : listOf(r, path)) {
                 raw.add(String.valueOf(v.unwrapped()).trim());
             }
         } else {
@@ -313,9 +327,13 @@ public record WeightLoaderSettings(
         Config declared = null;
         for (Map.Entry<String, ConfigValue> e : config.getConfig(ROOT).entrySet()) {
             String path = ROOT + "." + e.getKey();
+            int dot = path.lastIndexOf('.');
+            if (LIST_OR_STRING.contains(path.substring(0, dot)) && path.substring(dot + 1).matches("\\d+")) {
+                continue; // an element of a list given as numbered keys (-Dkey.0=...)
+            }
             if (!reference.hasPathOrNull(path)) {
                 unknown.add(path);
-            } else if (System.getProperty(path) != null) {
+            } else if (declaring != null && System.getProperty(path) != null) {
                 // set by -D: declared only if some reference.conf (not the system properties merged into the
                 // reference) has it
                 if (declared == null) {
@@ -328,6 +346,10 @@ public record WeightLoaderSettings(
             } else if (reference.getIsNull(path) && e.getValue().valueType() == ConfigValueType.NULL) {
                 unknown.add(path);
             }
+        }
+        if (unknown.contains(ROOT + ".seed.serve-nccl")) {
+            throw new WeightLoaderConfigException(ROOT + ".seed.serve-nccl", "was replaced by weight-loader.seed.serve:"
+                    + " list the backends a seed serves, e.g. serve = [transfer_engine, nccl] (seed --serve)");
         }
         if (!unknown.isEmpty()) {
             throw new WeightLoaderConfigException(unknown.first(), "unknown setting" + (unknown.size() > 1

@@ -134,6 +134,18 @@ class WeightLoaderSettingsTest {
     }
 
     @Test
+    void listsAsNumberedKeysLongSizeUnitsAndTheRenamedServeNcclAreUnderstood() {
+        // what -Dweight-loader.seed.serve.0=nccl -Dweight-loader.seed.serve.1=transfer_engine make
+        assertThat(settings("weight-loader { model-path = /m, seed.serve { 0 = nccl, 1 = transfer_engine } }")
+                .seed().serve()).containsExactly("nccl", "transfer_engine");
+        assertThat(SettingsReader.parseSize("16 megabytes")).isEqualTo(16_000_000L);
+        assertThat(SettingsReader.parseSize("1 gibibyte")).isEqualTo(1L << 30);
+        assertThatThrownBy(() -> settings("weight-loader { model-path = /m, seed.serve-nccl = true }"))
+                .hasMessageContaining("weight-loader.seed.serve-nccl").hasMessageContaining("replaced by")
+                .hasMessageContaining("weight-loader.seed.serve");
+    }
+
+    @Test
     void groupPortsTakeSglangsJsonListAndCommaSeparatedForms() {
         assertThat(settings("weight-loader { model-path = /m, remote-instance.send-weights-group-ports = [29601, 29602] }")
                 .remote().groupPorts()).containsExactly(29601, 29602);

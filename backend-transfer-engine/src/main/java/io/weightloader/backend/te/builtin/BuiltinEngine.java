@@ -51,6 +51,8 @@ public final class BuiltinEngine implements OneSidedEngine {
      * than this many of them at once, each cut after {@link #HELLO_DEADLINE}, to delay a client.
      */
     static final int MAX_PENDING = 256;
+    /** Bytes written to a socket at a time when serving a read. */
+    private static final int SERVE_CHUNK = 4 << 20;
 
     private final byte[] token;
     private final int connectionsPerPeer;
@@ -165,6 +167,11 @@ public final class BuiltinEngine implements OneSidedEngine {
             if (!pendingSlots.tryAcquire()) {
                 LOG.warn("built-in engine: {} connections are waiting to authenticate; closing {}", MAX_PENDING,
                         sc.socket().getRemoteSocketAddress());
+                try {
+                    welcome(sc, Wire.BUSY, "seed has too many connections waiting to authenticate; retry later");
+                } catch (IOException ignored) {
+                    // a 3-byte answer to a new socket; if even that fails the peer is gone
+                }
                 closeQuietly(sc);
                 continue;
             }
@@ -289,11 +296,12 @@ public final class BuiltinEngine implements OneSidedEngine {
                 header.clear();
                 header.put((byte) Wire.OK).putLong(id).putLong(length).flip();
                 writeFully(sc, header);
-                for (long off = 0; off < length; off += Integer.MAX_VALUE) {
-                    int n = (int) Math.min(Integer.MAX_VALUE, length - off);
+                // counted chunk by chunk, so that a stopping seed sees a long read as activity while it is sent
+                for (long off = 0; off < length; off += SERVE_CHUNK) {
+                    int n = (int) Math.min(SERVE_CHUNK, length - off);
                     writeFully(sc, new Pointer(address).getByteBuffer(off, n));
+                    bytesServed.addAndGet(n);
                 }
-                bytesServed.addAndGet(length);
             }
         } catch (SocketTimeoutException e) {
             LOG.debug("built-in engine: {} timed out{}", peer, pending ? " before authenticating" : "");
