@@ -354,7 +354,9 @@ public final class BuiltinEngine implements OneSidedEngine {
     public Peer open(String session) {
         InetSocketAddress address = parseSession(session);
         BuiltinPeer p = new BuiltinPeer(session, address);
-        p.connection(0); // fail fast: reach the seed and pass the token check now
+        synchronized (p.locks[0]) {
+            p.connection(0); // fail fast: reach the seed and pass the token check now
+        }
         return p;
     }
 
@@ -391,7 +393,8 @@ public final class BuiltinEngine implements OneSidedEngine {
     private final class BuiltinPeer implements Peer {
         private final String session;
         private final InetSocketAddress address;
-        private final SocketChannel[] channels = new SocketChannel[connectionsPerPeer];
+        private final java.util.concurrent.atomic.AtomicReferenceArray<SocketChannel> channels =
+                new java.util.concurrent.atomic.AtomicReferenceArray<>(connectionsPerPeer);
         private final Object[] locks = new Object[connectionsPerPeer];
 
         BuiltinPeer(String session, InetSocketAddress address) {
@@ -406,8 +409,10 @@ public final class BuiltinEngine implements OneSidedEngine {
          * The i-th connection, (re)opened and authenticated when needed. A seed that is busy (serving its most
          * connections) is asked again with jittered backoff until {@code connect-timeout} has passed.
          */
-        synchronized SocketChannel connection(int i) {
-            SocketChannel sc = channels[i];
+        SocketChannel connection(int i) {
+            // callers hold locks[i] (one lane per connection): the peer itself is not locked, so a busy retry on
+            // one connection does not hold up the others or abandon()
+            SocketChannel sc = channels.get(i);
             if (sc != null && sc.isOpen()) {
                 return sc;
             }
@@ -453,7 +458,7 @@ public final class BuiltinEngine implements OneSidedEngine {
                     throw new Refused(status, "seed engine " + session + " refused the connection: " + why
                             + (status == Wire.BAD_TOKEN ? " (check weight-loader.remote-instance.token)" : ""));
                 }
-                channels[i] = sc;
+                channels.set(i, sc);
                 return sc;
             } catch (IOException e) {
                 closeQuietly(sc);
@@ -572,11 +577,11 @@ public final class BuiltinEngine implements OneSidedEngine {
             }
         }
 
-        synchronized void abandon() {
-            for (int i = 0; i < channels.length; i++) {
-                if (channels[i] != null) {
-                    closeQuietly(channels[i]);
-                    channels[i] = null;
+        void abandon() {
+            for (int i = 0; i < channels.length(); i++) {
+                SocketChannel c = channels.getAndSet(i, null);
+                if (c != null) {
+                    closeQuietly(c);
                 }
             }
         }
