@@ -103,7 +103,8 @@ final class BenchLocalCommand implements Callable<Integer> {
 
     /** The {@code --json} document. */
     record Result(String path, String device, int files, long fileBytes, long tensorBytes, int tensors, int repeat,
-                  String engine, Timing raw, Timing loader, double ratio, ZeroCopy zeroCopy, GpuBaselines gpu) {
+                  String engine, Timing raw, Timing loader, double ratio, ZeroCopy zeroCopy, GpuBaselines gpu,
+                  int rawThreads, Timing rawParallel, double ratioToParallel) {
     }
 
     @Override
@@ -136,15 +137,21 @@ final class BenchLocalCommand implements Callable<Integer> {
         double mapBest = Double.MAX_VALUE;
         double touchBest = Double.MAX_VALUE;
         double copyBest = Double.MAX_VALUE;
+        double parallelBest = Double.MAX_VALUE;
+        int rawThreads;
         String engine;
         List<TensorSpec> specs;
         long tensorBytes;
         try (WeightLoader loader = WeightLoader.open(config)) {
             engine = loader.backend().engine();
+            // the same number of threads as the loader uses ("pread xN"), reading the same files in parallel
+            rawThreads = engine.startsWith("pread x") ? Integer.parseInt(engine.substring(7)) : 1;
             specs = loader.available();
             tensorBytes = specs.stream().mapToLong(TensorSpec::byteSize).sum();
             try (TensorArena arena = TensorArena.allocate(device, specs);
+                 HostMemory parallelTarget = HostMemory.allocate(Math.max(fileBytes, 1));
                  PinnedMemory staging = device.isHost() ? null : PinnedMemory.allocate(RAW_BUFFER)) {
+                parallelTarget.zero();
                 if (device.isHost()) {
                     ((HostMemory) arena.region()).zero(); // fault the pages in now, not inside the timing
                 }
@@ -154,6 +161,10 @@ final class BenchLocalCommand implements Callable<Integer> {
                     long t0 = System.nanoTime();
                     rawRead(files, buffer);
                     rawBest = Math.min(rawBest, (System.nanoTime() - t0) / 1e9);
+
+                    t0 = System.nanoTime();
+                    rawParallelRead(files, parallelTarget, rawThreads);
+                    parallelBest = Math.min(parallelBest, (System.nanoTime() - t0) / 1e9);
 
                     if (staging != null) {
                         t0 = System.nanoTime();
@@ -189,10 +200,61 @@ final class BenchLocalCommand implements Callable<Integer> {
             double slower = Math.min(raw.gigabytesPerSecond(), copy.gigabytesPerSecond());
             gpu = new GpuBaselines(copy, serial, slower <= 0 ? 0 : load.gigabytesPerSecond() / slower);
         }
+        Timing parallel = new Timing(parallelBest, fileBytes);
+        double ratioToParallel = parallel.gigabytesPerSecond() <= 0 ? 0
+                : load.gigabytesPerSecond() / parallel.gigabytesPerSecond();
         Result result = new Result(path.toString(), device.toString(), files.size(), fileBytes, tensorBytes,
-                specs.size(), repeat, engine, raw, load, ratio, zc, gpu);
+                specs.size(), repeat, engine, raw, load, ratio, zc, gpu, rawThreads, parallel, ratioToParallel);
         print(result);
         return 0;
+    }
+
+    /** Every file read with positional reads of 16 MiB spread over {@code threads} threads into one host buffer. */
+    static void rawParallelRead(List<Path> files, HostMemory target, int threads) throws IOException {
+        final long piece = 16L << 20;
+        List<java.util.concurrent.Callable<Void>> tasks = new java.util.ArrayList<>();
+        List<FileChannel> open = new java.util.ArrayList<>();
+        try {
+            long at = 0;
+            for (Path f : files) {
+                FileChannel ch = FileChannel.open(f, java.nio.file.StandardOpenOption.READ);
+                open.add(ch);
+                long size = ch.size();
+                for (long off = 0; off < size; off += piece) {
+                    long fileOff = off;
+                    long dst = at + off;
+                    int len = (int) Math.min(piece, size - off);
+                    tasks.add(() -> {
+                        ByteBuffer view = target.byteBuffer(dst, len);
+                        long pos = fileOff;
+                        while (view.hasRemaining()) {
+                            int n = ch.read(view, pos);
+                            if (n < 0) {
+                                throw new IOException(f + " ended early");
+                            }
+                            pos += n;
+                        }
+                        return null;
+                    });
+                }
+                at += size;
+            }
+            java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(
+                    Math.max(1, threads), io.weightloader.memory.Threads.daemon("bench-raw"));
+            try {
+                for (java.util.concurrent.Future<Void> f : pool.invokeAll(tasks)) {
+                    f.get();
+                }
+            } catch (InterruptedException | java.util.concurrent.ExecutionException e) {
+                throw new IOException("raw parallel read failed: " + e, e);
+            } finally {
+                pool.shutdownNow();
+            }
+        } finally {
+            for (FileChannel ch : open) {
+                ch.close();
+            }
+        }
     }
 
     private void print(Result r) throws IOException {
@@ -205,6 +267,8 @@ final class BenchLocalCommand implements Callable<Integer> {
                     r.repeat());
             out.printf(Locale.ROOT, "raw read   (FileChannel.read, 64 MiB buffer): %7.3f s  %6.2f GB/s  (%s)%n",
                     r.raw().seconds(), r.raw().gigabytesPerSecond(), Sizes.human(r.raw().bytes()));
+            out.printf(Locale.ROOT, "raw parallel read (%d threads, 16 MiB preads): %7.3f s  %6.2f GB/s%n",
+                    r.rawThreads(), r.rawParallel().seconds(), r.rawParallel().gigabytesPerSecond());
             if (r.gpu() != null) {
                 out.printf(Locale.ROOT, "raw copy   (cudaMemcpy, pinned 64 MiB -> %s): %7.3f s  %6.2f GB/s  (%s)%n",
                         r.device(), r.gpu().hostToDevice().seconds(), r.gpu().hostToDevice().gigabytesPerSecond(),
@@ -215,7 +279,8 @@ final class BenchLocalCommand implements Callable<Integer> {
             out.printf(Locale.ROOT, "loader     (local, %s, into %s arena): %7.3f s  %6.2f GB/s  (%s)%n",
                     r.engine(), r.device().equals("cpu") ? "host" : r.device(), r.loader().seconds(),
                     r.loader().gigabytesPerSecond(), Sizes.human(r.loader().bytes()));
-            out.printf(Locale.ROOT, "ratio loader/raw: %.3f (target >= 0.90)%n", r.ratio());
+            out.printf(Locale.ROOT, "ratio loader/raw: %.3f; loader/raw parallel read with as many threads: %.3f"
+                    + " (target >= 0.90)%n", r.ratio(), r.ratioToParallel());
             if (r.gpu() != null) {
                 out.printf(Locale.ROOT, "ratio loader/slower of raw read and raw copy: %.3f (1.0 = fully overlapped)%n",
                         r.gpu().ratioToSlowerBaseline());

@@ -1,11 +1,13 @@
 package io.weightloader.backend.local;
 
+import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import java.util.Map;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
@@ -22,5 +24,19 @@ class LocalSettingsTest {
                 .isInstanceOf(WeightLoaderConfigException.class)
                 .hasMessageContaining("weight-loader.backends.local." + key)
                 .hasMessageContaining(why);
+    }
+
+    @Test
+    void theDefaultThreadCountFollowsTheCoresAndTheDestination() {
+        assertThat(LocalBackendProvider.defaultThreads(2, io.weightloader.api.Device.CPU)).isEqualTo(2);
+        assertThat(LocalBackendProvider.defaultThreads(32, io.weightloader.api.Device.CPU)).isEqualTo(32);
+        assertThat(LocalBackendProvider.defaultThreads(128, io.weightloader.api.Device.CPU)).isEqualTo(64);
+        assertThat(LocalBackendProvider.defaultThreads(32, io.weightloader.api.Device.cuda(0))).isEqualTo(16);
+        assertThat(LocalBackendProvider.defaultThreads(4, io.weightloader.api.Device.cuda(0))).isEqualTo(4);
+        try (WeightLoader loader = WeightLoader.open(ConfigFactory.parseMap(Map.of("weight-loader.model-path",
+                ReferenceFixturesTest.FIXTURES.resolve("all_dtypes.safetensors").toString())))) {
+            assertThat(loader.backend().engine()).isEqualTo("pread x" + LocalBackendProvider.defaultThreads(
+                    Runtime.getRuntime().availableProcessors(), io.weightloader.api.Device.CPU));
+        }
     }
 }
