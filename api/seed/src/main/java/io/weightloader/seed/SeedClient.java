@@ -37,6 +37,8 @@ public final class SeedClient {
     private final Duration connectTimeout;
     /** System.nanoTime() by which every request of this view must have ended; Long.MAX_VALUE: none. */
     private final long deadline;
+    /** TLS to the seed, when the client has a ca. */
+    private final javax.net.ssl.SSLContext tls;
 
     public SeedClient(String host, int port, Optional<String> token, Duration connectTimeout, Duration requestTimeout,
                       int retries) {
@@ -47,6 +49,23 @@ public final class SeedClient {
         this.retries = retries;
         this.connectTimeout = connectTimeout;
         this.deadline = Long.MAX_VALUE;
+        this.tls = null;
+    }
+
+    private SeedClient(SeedClient base, javax.net.ssl.SSLContext tls) {
+        this.host = base.host;
+        this.port = base.port;
+        this.token = base.token;
+        this.requestTimeout = base.requestTimeout;
+        this.retries = base.retries;
+        this.connectTimeout = base.connectTimeout;
+        this.deadline = base.deadline;
+        this.tls = tls;
+    }
+
+    /** This client speaking TLS ({@code https}) with {@code context}. */
+    public SeedClient withTls(javax.net.ssl.SSLContext context) {
+        return new SeedClient(this, context);
     }
 
     private SeedClient(SeedClient base, long deadline) {
@@ -57,6 +76,7 @@ public final class SeedClient {
         this.retries = base.retries;
         this.connectTimeout = base.connectTimeout;
         this.deadline = deadline;
+        this.tls = base.tls;
     }
 
     /**
@@ -76,8 +96,9 @@ public final class SeedClient {
      */
     public static SeedClient forSeedOf(io.weightloader.api.config.WeightLoaderSettings s, String backend) {
         String ip = checkedSeedAddress(s, backend);
-        return new SeedClient(ip, s.remote().seedPort(), s.remote().token(), s.remote().connectTimeout(),
+        SeedClient c = new SeedClient(ip, s.remote().seedPort(), s.remote().token(), s.remote().connectTimeout(),
                 s.remote().requestTimeout(), s.remote().retries());
+        return Tls.forClient(s.tls()).map(c::withTls).orElse(c);
     }
 
     /** The seed's address, after checking that the settings name it and its port (for a backend's validate). */
@@ -152,7 +173,7 @@ public final class SeedClient {
     private byte[] send(String pathAndQuery, byte[] postBody, Set<Integer> retryOn) {
         URL url;
         try {
-            url = URI.create("http://" + peer() + pathAndQuery).toURL();
+            url = URI.create((tls != null ? "https://" : "http://") + peer() + pathAndQuery).toURL();
         } catch (IOException | IllegalArgumentException e) {
             throw new WeightLoaderException("bad seed address " + peer() + pathAndQuery + ": " + e.getMessage(), e);
         }
@@ -181,6 +202,9 @@ public final class SeedClient {
                 // fraction of a millisecond); connections are kept alive between requests; never through a
                 // proxy, never following a redirect
                 c = (HttpURLConnection) url.openConnection(Proxy.NO_PROXY);
+                if (c instanceof javax.net.ssl.HttpsURLConnection https) {
+                    https.setSSLSocketFactory(tls.getSocketFactory()); // the seed must chain to weight-loader.tls.ca
+                }
                 c.setConnectTimeout((int) Math.min(timeoutMillis(connectTimeout), left));
                 c.setReadTimeout((int) Math.min(timeoutMillis(requestTimeout), left));
                 c.setInstanceFollowRedirects(false);

@@ -201,6 +201,13 @@ public final class SeedService implements AutoCloseable {
             throw new WeightLoaderConfigException("weight-loader.remote-instance.token",
                     "a seed bound to " + s.seed().bindAddress() + " (beyond loopback) needs a token");
         }
+        if (!s.seed().isLoopback() && !s.tls().serves() && !s.seed().allowPlainToken()) {
+            throw new WeightLoaderConfigException("weight-loader.tls.certificate", "a seed bound to "
+                    + s.seed().bindAddress() + " (beyond loopback) would send and read its token in clear: give it a"
+                    + " certificate and key (weight-loader.tls.certificate, .key), or, where its traffic cannot be"
+                    + " read, set weight-loader.seed.allow-plain-token = true");
+        }
+        java.util.Optional<javax.net.ssl.SSLContext> tls = Tls.forSeed(s.tls());
         byte[] token = s.remote().token().map(t -> t.getBytes(StandardCharsets.UTF_8)).orElse(null);
         java.util.concurrent.ThreadPoolExecutor executor = new java.util.concurrent.ThreadPoolExecutor(
                 MAX_CONCURRENT_REQUESTS, MAX_CONCURRENT_REQUESTS, 30, java.util.concurrent.TimeUnit.SECONDS,
@@ -208,7 +215,23 @@ public final class SeedService implements AutoCloseable {
         executor.allowCoreThreadTimeOut(true); // threads exist only while requests do
         HttpServer server;
         try {
-            server = HttpServer.create(new InetSocketAddress(s.seed().bindAddress(), s.seed().servicePort()), 64);
+            InetSocketAddress at = new InetSocketAddress(s.seed().bindAddress(), s.seed().servicePort());
+            if (tls.isPresent()) {
+                com.sun.net.httpserver.HttpsServer https = com.sun.net.httpserver.HttpsServer.create(at, 64);
+                boolean mutual = s.tls().ca().isPresent();
+                https.setHttpsConfigurator(new com.sun.net.httpserver.HttpsConfigurator(tls.get()) {
+                    @Override
+                    public void configure(com.sun.net.httpserver.HttpsParameters params) {
+                        javax.net.ssl.SSLParameters p = tls.get().getDefaultSSLParameters();
+                        p.setProtocols(Tls.PROTOCOLS);
+                        p.setNeedClientAuth(mutual);
+                        params.setSSLParameters(p);
+                    }
+                });
+                server = https;
+            } else {
+                server = HttpServer.create(at, 64);
+            }
         } catch (IOException e) {
             executor.shutdownNow();
             throw new WeightLoaderException("cannot bind the seed control plane to " + s.seed().bindAddress() + ":"

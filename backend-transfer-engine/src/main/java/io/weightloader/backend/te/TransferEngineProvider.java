@@ -77,7 +77,7 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     private static OneSidedEngine clientEngine(WeightLoaderSettings s, TransferEngineSettings te, String protocol) {
         if (te.engine().equals("builtin")) {
             return BuiltinEngine.client(s.remote().token().orElse(null), te.builtinConnections(),
-                    s.remote().connectTimeout());
+                    s.remote().connectTimeout(), io.weightloader.seed.Tls.forClient(s.tls()).orElse(null));
         }
         String host = te.hostname().orElse(localHostFor(s.remote().seedIp().orElse("127.0.0.1")));
         return MooncakeEngine.create(MooncakeLibrary.load(te.mooncakeLibrary().orElse(null)), host, protocol,
@@ -183,8 +183,13 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
                         + " would listen on port " + port + " (port + rank), beyond 65535");
             }
             engine = BuiltinEngine.seed(bind, port, advertised, s.remote().token().orElse(null),
-                    te.builtinMaxConnections());
+                    te.builtinMaxConnections(), io.weightloader.seed.Tls.forSeed(s.tls()).orElse(null),
+                    s.tls().ca().isPresent());
         } else {
+            if (s.tls().serves()) {
+                LOG.warn("weight-loader.tls encrypts the control plane only here: Mooncake's transfers are not"
+                        + " encrypted or authenticated");
+            }
             if (s.remote().token().isPresent()) {
                 LOG.warn("weight-loader.remote-instance.token protects the control plane only: Mooncake's own sockets "
                         + "are unauthenticated, so anyone who can reach its port can read the registered weights");

@@ -32,7 +32,8 @@ public record WeightLoaderSettings(
         RankKey rank,
         int tpSize,
         Remote remote,
-        Seed seed) {
+        Seed seed,
+        Tls tls) {
 
     public static final String ROOT = "weight-loader";
 
@@ -66,8 +67,25 @@ public record WeightLoaderSettings(
      * @param serve the backends whose clients this seed serves ({@code transfer_engine}, {@code nccl}, or any
      *              installed backend that can publish a seed's weights), in the order given
      */
+    /**
+     * {@code weight-loader.tls}: PEM files. A seed serves TLS when it has a certificate and key; a client speaks TLS
+     * when it has a ca; a seed with a ca requires client certificates.
+     */
+    public record Tls(Optional<java.nio.file.Path> certificate, Optional<java.nio.file.Path> key,
+                      Optional<java.nio.file.Path> ca) {
+        /** Whether a seed serves TLS. */
+        public boolean serves() {
+            return certificate.isPresent();
+        }
+
+        /** Whether a client speaks TLS to its seed. */
+        public boolean speaks() {
+            return ca.isPresent();
+        }
+    }
+
     public record Seed(String bindAddress, int servicePort, boolean publishChecksums, List<String> serve,
-                       Duration shutdownGrace) {
+                       Duration shutdownGrace, boolean allowPlainToken) {
         public Seed {
             serve = List.copyOf(serve);
         }
@@ -196,7 +214,12 @@ public record WeightLoaderSettings(
                     + "; add transfer_engine to it, or drop the SGLang flag");
         }
         Seed seed = new Seed(bind, servicePort, r.bool("seed.publish-checksums"), serve,
-                r.duration("seed.shutdown-grace", Duration.ZERO, Duration.ofHours(1)));
+                r.duration("seed.shutdown-grace", Duration.ZERO, Duration.ofHours(1)), r.bool("seed.allow-plain-token"));
+        Tls tls = new Tls(pemFile(r, "tls.certificate"), pemFile(r, "tls.key"), pemFile(r, "tls.ca"));
+        if (tls.certificate().isPresent() != tls.key().isPresent()) {
+            throw r.error(tls.certificate().isPresent() ? "tls.key" : "tls.certificate",
+                    "tls.certificate and tls.key go together: set both, or neither");
+        }
 
         String backend = r.string("backend");
         if (backend.isEmpty()) {
@@ -222,7 +245,20 @@ public record WeightLoaderSettings(
             throw r.error("model-path", "fallback = local needs the checkpoint to fall back to");
         }
         return new WeightLoaderSettings(backend, format, modelPath, device, memorySaver, checksum, fallback,
-                ignoreExtra, rank, tpSize, remote, seed);
+                ignoreExtra, rank, tpSize, remote, seed, tls);
+    }
+
+    /** A PEM file setting: empty, or a readable regular file. */
+    private static Optional<java.nio.file.Path> pemFile(SettingsReader r, String key) {
+        Optional<String> v = r.optionalString(key);
+        if (v.isEmpty()) {
+            return Optional.empty();
+        }
+        java.nio.file.Path p = java.nio.file.Path.of(v.get());
+        if (!java.nio.file.Files.isRegularFile(p) || !java.nio.file.Files.isReadable(p)) {
+            throw r.error(key, "no readable file " + p);
+        }
+        return Optional.of(p);
     }
 
     /**

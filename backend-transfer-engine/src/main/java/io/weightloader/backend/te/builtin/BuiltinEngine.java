@@ -63,14 +63,19 @@ public final class BuiltinEngine implements OneSidedEngine {
     private final Semaphore connectionSlots;
     /** Connections that have not yet sent a good hello: capped apart from the serving slots, and short-lived. */
     private final Semaphore pendingSlots = new Semaphore(MAX_PENDING);
-    private final Set<SocketChannel> serving = ConcurrentHashMap.newKeySet();
+    private final Set<Link> serving = ConcurrentHashMap.newKeySet();
+    /** TLS, when configured: the seed's context (and whether clients must show a certificate), or the client's. */
+    private final javax.net.ssl.SSLContext tls;
+    private final boolean mutualTls;
     private final ExecutorService workers;
     private final AtomicLong bytesServed = new AtomicLong();
     private final AtomicLong refused = new AtomicLong();
     private volatile boolean closed;
 
     private BuiltinEngine(byte[] token, int connectionsPerPeer, Duration connectTimeout, ServerSocketChannel server,
-                          String sessionId, int maxConnections) {
+                          String sessionId, int maxConnections, javax.net.ssl.SSLContext tls, boolean mutualTls) {
+        this.tls = tls;
+        this.mutualTls = mutualTls;
         this.token = token == null ? new byte[0] : token;
         this.connectionsPerPeer = connectionsPerPeer;
         this.connectTimeout = connectTimeout;
@@ -86,6 +91,15 @@ public final class BuiltinEngine implements OneSidedEngine {
      */
     public static BuiltinEngine seed(String bindAddress, int port, String advertisedHost, String token,
                                      int maxConnections) {
+        return seed(bindAddress, port, advertisedHost, token, maxConnections, null, false);
+    }
+
+    /**
+     * As {@link #seed(String, int, String, String, int)}, serving TLS with {@code tls} when not null, and requiring
+     * client certificates when {@code mutualTls}.
+     */
+    public static BuiltinEngine seed(String bindAddress, int port, String advertisedHost, String token,
+                                     int maxConnections, javax.net.ssl.SSLContext tls, boolean mutualTls) {
         ServerSocketChannel ch;
         try {
             ch = ServerSocketChannel.open();
@@ -97,15 +111,94 @@ public final class BuiltinEngine implements OneSidedEngine {
         int bound = ((InetSocketAddress) ch.socket().getLocalSocketAddress()).getPort();
         String host = advertisedHost.contains(":") ? "[" + advertisedHost + "]" : advertisedHost;
         BuiltinEngine e = new BuiltinEngine(bytes(token), 1, Duration.ofSeconds(5), ch, host + ":" + bound,
-                maxConnections);
+                maxConnections, tls, mutualTls);
         e.workers.submit(e::acceptLoop);
-        LOG.info("engine {} listening on {}:{} (token {})", NAME, bindAddress, bound, token == null ? "off" : "on");
+        LOG.info("engine {} listening on {}:{} (token {}, TLS {})", NAME, bindAddress, bound,
+                token == null ? "off" : "on", tls == null ? "off" : mutualTls ? "on, client certificates" : "on");
         return e;
     }
 
     /** A client-side engine that opens {@code connectionsPerPeer} parallel connections to each seed. */
     public static BuiltinEngine client(String token, int connectionsPerPeer, Duration connectTimeout) {
-        return new BuiltinEngine(bytes(token), connectionsPerPeer, connectTimeout, null, "", 0);
+        return client(token, connectionsPerPeer, connectTimeout, null);
+    }
+
+    /** As {@link #client(String, int, Duration)}, speaking TLS with {@code tls} when not null. */
+    public static BuiltinEngine client(String token, int connectionsPerPeer, Duration connectTimeout,
+                                       javax.net.ssl.SSLContext tls) {
+        return new BuiltinEngine(bytes(token), connectionsPerPeer, connectTimeout, null, "", 0, tls, false);
+    }
+
+    /**
+     * One connection: the channel, and over it TLS when configured. Plain connections move bytes with the channel
+     * straight between the socket and registered memory; TLS ones through the TLS socket's streams.
+     */
+    static final class Link implements AutoCloseable {
+        private static final int CHUNK = 256 << 10;
+        final SocketChannel channel;
+        final javax.net.ssl.SSLSocket tls;
+        private final byte[] staging;
+
+        Link(SocketChannel channel, javax.net.ssl.SSLSocket tls) {
+            this.channel = channel;
+            this.tls = tls;
+            this.staging = tls == null ? null : new byte[CHUNK];
+        }
+
+        java.net.Socket socket() {
+            return tls != null ? tls : channel.socket();
+        }
+
+        InputStream in() throws IOException {
+            return socket().getInputStream();
+        }
+
+        boolean isOpen() {
+            return channel.isOpen() && (tls == null || !tls.isClosed());
+        }
+
+        void write(ByteBuffer b) throws IOException {
+            if (tls == null) {
+                while (b.hasRemaining()) {
+                    channel.write(b);
+                }
+                return;
+            }
+            java.io.OutputStream out = tls.getOutputStream();
+            while (b.hasRemaining()) {
+                int n = Math.min(b.remaining(), staging.length);
+                b.get(staging, 0, n);
+                out.write(staging, 0, n);
+            }
+            out.flush();
+        }
+
+        void readFully(ByteBuffer b) throws IOException {
+            if (tls == null) {
+                while (b.hasRemaining()) {
+                    if (channel.read(b) < 0) {
+                        throw new EOFException("seed closed the connection");
+                    }
+                }
+                return;
+            }
+            InputStream in = tls.getInputStream();
+            while (b.hasRemaining()) {
+                int n = in.read(staging, 0, Math.min(b.remaining(), staging.length));
+                if (n < 0) {
+                    throw new EOFException("seed closed the connection");
+                }
+                b.put(staging, 0, n);
+            }
+        }
+
+        @Override
+        public void close() {
+            if (tls != null) {
+                closeQuietly(tls);
+            }
+            closeQuietly(channel);
+        }
     }
 
     private static byte[] bytes(String token) {
@@ -167,24 +260,44 @@ public final class BuiltinEngine implements OneSidedEngine {
             if (!pendingSlots.tryAcquire()) {
                 LOG.warn("built-in engine: {} connections are waiting to authenticate; closing {}", MAX_PENDING,
                         sc.socket().getRemoteSocketAddress());
-                try {
-                    welcome(sc, Wire.BUSY, "seed has too many connections waiting to authenticate; retry later");
-                } catch (IOException ignored) {
-                    // a 3-byte answer to a new socket; if even that fails the peer is gone
+                if (tls == null) {
+                    try {
+                        welcome(new Link(sc, null), Wire.BUSY, "seed has too many connections waiting to authenticate;"
+                                + " retry later");
+                    } catch (IOException ignored) {
+                        // a 3-byte answer to a new socket; if even that fails the peer is gone
+                    }
                 }
                 closeQuietly(sc);
                 continue;
             }
-            serving.add(sc);
+            Link link;
+            try {
+                link = tls == null ? new Link(sc, null) : new Link(sc, serverTls(sc));
+            } catch (IOException e) {
+                pendingSlots.release();
+                closeQuietly(sc);
+                continue;
+            }
+            serving.add(link);
             workers.submit(() -> {
                 try {
-                    serve(sc);
+                    serve(link);
                 } finally {
-                    serving.remove(sc);
-                    closeQuietly(sc);
+                    serving.remove(link);
+                    link.close();
                 }
             });
         }
+    }
+
+    /** TLS, server side, over an accepted connection; the handshake happens on the first read, under its deadline. */
+    private javax.net.ssl.SSLSocket serverTls(SocketChannel sc) throws IOException {
+        javax.net.ssl.SSLSocket s = (javax.net.ssl.SSLSocket) tls.getSocketFactory().createSocket(sc.socket(), null, true);
+        s.setUseClientMode(false);
+        s.setEnabledProtocols(io.weightloader.seed.Tls.PROTOCOLS);
+        s.setNeedClientAuth(mutualTls);
+        return s;
     }
 
     /**
@@ -196,9 +309,9 @@ public final class BuiltinEngine implements OneSidedEngine {
         private final InputStream in;
         private volatile long deadline;
 
-        DeadlineInput(java.net.Socket socket, long deadline) throws IOException {
+        DeadlineInput(java.net.Socket socket, InputStream in, long deadline) {
             this.socket = socket;
-            this.in = socket.getInputStream();
+            this.in = in;
             this.deadline = deadline;
         }
 
@@ -230,13 +343,13 @@ public final class BuiltinEngine implements OneSidedEngine {
         }
     }
 
-    private void serve(SocketChannel sc) {
+    private void serve(Link sc) {
         String peer = String.valueOf(sc.socket().getRemoteSocketAddress());
         boolean pending = true;
         boolean slot = false;
         try {
             sc.socket().setTcpNoDelay(true);
-            DeadlineInput raw = new DeadlineInput(sc.socket(), System.nanoTime() + HELLO_DEADLINE.toNanos());
+            DeadlineInput raw = new DeadlineInput(sc.socket(), sc.in(), System.nanoTime() + HELLO_DEADLINE.toNanos());
             DataInputStream in = new DataInputStream(raw);
             if (in.readInt() != Wire.MAGIC) {
                 LOG.warn("built-in engine: {} did not speak the protocol; closed", peer);
@@ -319,25 +432,19 @@ public final class BuiltinEngine implements OneSidedEngine {
         }
     }
 
-    private static void welcome(SocketChannel sc, int status, String message) throws IOException {
+    private static void welcome(Link sc, int status, String message) throws IOException {
         byte[] m = message.getBytes(StandardCharsets.UTF_8);
         ByteBuffer b = ByteBuffer.allocate(3 + m.length);
         b.put((byte) status).putShort((short) m.length).put(m).flip();
         writeFully(sc, b);
     }
 
-    private static void writeFully(SocketChannel sc, ByteBuffer b) throws IOException {
-        while (b.hasRemaining()) {
-            sc.write(b);
-        }
+    private static void writeFully(Link sc, ByteBuffer b) throws IOException {
+        sc.write(b);
     }
 
-    private static void readFully(SocketChannel sc, ByteBuffer b) throws IOException {
-        while (b.hasRemaining()) {
-            if (sc.read(b) < 0) {
-                throw new EOFException("seed closed the connection");
-            }
-        }
+    private static void readFully(Link sc, ByteBuffer b) throws IOException {
+        sc.readFully(b);
     }
 
     private static void closeQuietly(AutoCloseable c) {
@@ -393,7 +500,7 @@ public final class BuiltinEngine implements OneSidedEngine {
     private final class BuiltinPeer implements Peer {
         private final String session;
         private final InetSocketAddress address;
-        private final java.util.concurrent.atomic.AtomicReferenceArray<SocketChannel> channels =
+        private final java.util.concurrent.atomic.AtomicReferenceArray<Link> channels =
                 new java.util.concurrent.atomic.AtomicReferenceArray<>(connectionsPerPeer);
         private final Object[] locks = new Object[connectionsPerPeer];
 
@@ -409,10 +516,10 @@ public final class BuiltinEngine implements OneSidedEngine {
          * The i-th connection, (re)opened and authenticated when needed. A seed that is busy (serving its most
          * connections) is asked again with jittered backoff until {@code connect-timeout} has passed.
          */
-        SocketChannel connection(int i) {
+        Link connection(int i) {
             // callers hold locks[i] (one lane per connection): the peer itself is not locked, so a busy retry on
             // one connection does not hold up the others or abandon()
-            SocketChannel sc = channels.get(i);
+            Link sc = channels.get(i);
             if (sc != null && sc.isOpen()) {
                 return sc;
             }
@@ -433,20 +540,22 @@ public final class BuiltinEngine implements OneSidedEngine {
             }
         }
 
-        private SocketChannel open(int i) {
-            SocketChannel sc = null;
+        private Link open(int i) {
+            SocketChannel ch = null;
+            Link sc = null;
             try {
-                sc = SocketChannel.open();
-                sc.socket().setTcpNoDelay(true);
-                sc.socket().setReceiveBufferSize(4 << 20);
-                sc.socket().connect(address, (int) connectTimeout.toMillis());
+                ch = SocketChannel.open();
+                ch.socket().setTcpNoDelay(true);
+                ch.socket().setReceiveBufferSize(4 << 20);
+                ch.socket().connect(address, (int) connectTimeout.toMillis());
+                sc = new Link(ch, tls == null ? null : clientTls(ch));
                 ByteBuffer hello = ByteBuffer.allocate(8 + token.length);
                 hello.putInt(Wire.MAGIC).putShort((short) Wire.VERSION).putShort((short) token.length).put(token).flip();
                 writeFully(sc, hello);
                 // the seed's answer, within connect-timeout: a channel's own reads have no timeout, and a seed that
                 // is frozen (its kernel still accepts) would hold this thread for ever; the socket's stream has one
                 sc.socket().setSoTimeout((int) Math.max(1, connectTimeout.toMillis()));
-                DataInputStream welcome = new DataInputStream(sc.socket().getInputStream());
+                DataInputStream welcome = new DataInputStream(sc.in());
                 int status = welcome.readUnsignedByte();
                 int len = welcome.readUnsignedShort();
                 ByteBuffer msg = ByteBuffer.wrap(welcome.readNBytes(Math.min(len, Wire.MAX_MESSAGE)));
@@ -462,8 +571,26 @@ public final class BuiltinEngine implements OneSidedEngine {
                 return sc;
             } catch (IOException e) {
                 closeQuietly(sc);
-                throw new WeightLoaderException("cannot connect to seed engine " + session + ": " + e.getMessage(), e);
+                closeQuietly(ch);
+                throw new WeightLoaderException("cannot connect to seed engine " + session + ": " + e
+                        + (e instanceof javax.net.ssl.SSLException ? " (TLS: check weight-loader.tls on both sides)"
+                        : ""), e);
             }
+        }
+
+        /** TLS, client side, over a connected channel: handshake within connect-timeout, the seed's name checked. */
+        private javax.net.ssl.SSLSocket clientTls(SocketChannel ch) throws IOException {
+            javax.net.ssl.SSLSocket s = (javax.net.ssl.SSLSocket) tls.getSocketFactory().createSocket(ch.socket(),
+                    address.getHostString(), address.getPort(), true);
+            s.setUseClientMode(true);
+            s.setEnabledProtocols(io.weightloader.seed.Tls.PROTOCOLS);
+            javax.net.ssl.SSLParameters p = s.getSSLParameters();
+            p.setEndpointIdentificationAlgorithm("HTTPS"); // the certificate must name the address dialled
+            s.setSSLParameters(p);
+            s.setSoTimeout((int) Math.max(1, connectTimeout.toMillis()));
+            s.startHandshake();
+            s.setSoTimeout(0);
+            return s;
         }
 
         @Override
@@ -507,7 +634,7 @@ public final class BuiltinEngine implements OneSidedEngine {
         private void runLane(BuiltinBatch batch, int conn, List<Integer> lane) {
             synchronized (locks[conn]) {
                 int next = 0;
-                SocketChannel sc = null;
+                Link sc = null;
                 try {
                     if (batch.abandoned) {
                         throw new IOException("batch abandoned");
@@ -579,7 +706,7 @@ public final class BuiltinEngine implements OneSidedEngine {
 
         void abandon() {
             for (int i = 0; i < channels.length(); i++) {
-                SocketChannel c = channels.getAndSet(i, null);
+                Link c = channels.getAndSet(i, null);
                 if (c != null) {
                     closeQuietly(c);
                 }
@@ -596,7 +723,7 @@ public final class BuiltinEngine implements OneSidedEngine {
         final BuiltinPeer peer;
         final List<ReadOp> ops;
         final AtomicReferenceArray<OpStatus> statuses;
-        final Set<SocketChannel> active = ConcurrentHashMap.newKeySet();
+        final Set<Link> active = ConcurrentHashMap.newKeySet();
         final AtomicInteger lanes = new AtomicInteger();
         volatile boolean abandoned;
 
@@ -609,11 +736,11 @@ public final class BuiltinEngine implements OneSidedEngine {
             }
         }
 
-        void register(SocketChannel sc) {
+        void register(Link sc) {
             active.add(sc);
         }
 
-        void unregister(SocketChannel sc) {
+        void unregister(Link sc) {
             active.remove(sc);
         }
 
