@@ -97,7 +97,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     }
 
     @Override
-    public LoadReport load(LoadRequest request) {
+    public synchronized LoadReport load(LoadRequest request) { // one load at a time shares the cached stagers
         long t0 = System.nanoTime();
         TensorMatcher.check("checkpoint " + checkpoint.root(), available(), request.specs(),
                 request.ignoreExtraTensors());
@@ -150,6 +150,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         AtomicInteger tensorsDone = new AtomicInteger(
                 (int) request.tensors().stream().filter(d -> d.spec().byteSize() == 0).count());
         Map<Device, BlockingQueue<GpuStager>> stagers = stagers(request);
+        boolean ok = false;
         List<Future<?>> futures = new ArrayList<>(pieces.size());
         for (Piece p : pieces) {
             futures.add(pool.submit(() -> {
@@ -177,28 +178,47 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         try {
             awaitAll(futures);
             stagers.values().forEach(q -> q.forEach(GpuStager::finish));
+            ok = true;
         } finally {
-            stagers.values().forEach(q -> q.forEach(GpuStager::close));
+            if (!ok) {
+                // after a failure a stager's state is unknown: drop them, the next load pins new ones
+                synchronized (stagerCache) {
+                    stagers.keySet().forEach(stagerCache::remove);
+                }
+                stagers.values().forEach(q -> q.forEach(GpuStager::close));
+            }
         }
     }
 
-    /** Per destination GPU, one stager per reader thread (two pinned buffers of {@code staging-size} each). */
+    /**
+     * Per destination GPU, one stager per reader thread (two pinned buffers of {@code staging-size} each), kept for
+     * the backend's life: pinning host memory is slow (about 1.4 GB/s), so a host that loads more than once pins
+     * its staging buffers once.
+     */
+    private final Map<Device, BlockingQueue<GpuStager>> stagerCache = new HashMap<>();
+
     private Map<Device, BlockingQueue<GpuStager>> stagers(LoadRequest request) {
         Map<Device, BlockingQueue<GpuStager>> out = new HashMap<>();
-        try {
+        synchronized (stagerCache) {
             for (TensorDestination d : request.tensors()) {
                 Device dev = d.region().device();
                 if (!dev.isHost() && !out.containsKey(dev)) {
-                    BlockingQueue<GpuStager> q = new ArrayBlockingQueue<>(threads);
-                    out.put(dev, q);
-                    for (int i = 0; i < threads; i++) {
-                        q.add(new GpuStager(dev, stagingSize));
+                    BlockingQueue<GpuStager> q = stagerCache.get(dev);
+                    if (q == null) {
+                        q = new ArrayBlockingQueue<>(threads);
+                        try {
+                            for (int i = 0; i < threads; i++) {
+                                q.add(new GpuStager(dev, stagingSize));
+                            }
+                        } catch (RuntimeException e) {
+                            q.forEach(GpuStager::close);
+                            throw e;
+                        }
+                        stagerCache.put(dev, q);
                     }
+                    out.put(dev, q);
                 }
             }
-        } catch (RuntimeException e) {
-            out.values().forEach(q -> q.forEach(GpuStager::close));
-            throw e;
         }
         return out;
     }
@@ -333,5 +353,9 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     @Override
     public void close() {
         pool.shutdownNow();
+        synchronized (stagerCache) {
+            stagerCache.values().forEach(q -> q.forEach(GpuStager::close));
+            stagerCache.clear();
+        }
     }
 }
