@@ -42,41 +42,24 @@ public final class SeedClient {
 
     public SeedClient(String host, int port, Optional<String> token, Duration connectTimeout, Duration requestTimeout,
                       int retries) {
+        this(host, port, token, connectTimeout, requestTimeout, retries, Long.MAX_VALUE, null);
+    }
+
+    private SeedClient(String host, int port, Optional<String> token, Duration connectTimeout, Duration requestTimeout,
+                       int retries, long deadline, javax.net.ssl.SSLContext tls) {
         this.host = host;
         this.port = port;
         this.token = token;
         this.requestTimeout = requestTimeout;
         this.retries = retries;
         this.connectTimeout = connectTimeout;
-        this.deadline = Long.MAX_VALUE;
-        this.tls = null;
-    }
-
-    private SeedClient(SeedClient base, javax.net.ssl.SSLContext tls) {
-        this.host = base.host;
-        this.port = base.port;
-        this.token = base.token;
-        this.requestTimeout = base.requestTimeout;
-        this.retries = base.retries;
-        this.connectTimeout = base.connectTimeout;
-        this.deadline = base.deadline;
+        this.deadline = deadline;
         this.tls = tls;
     }
 
     /** This client speaking TLS ({@code https}) with {@code context}. */
     public SeedClient withTls(javax.net.ssl.SSLContext context) {
-        return new SeedClient(this, context);
-    }
-
-    private SeedClient(SeedClient base, long deadline) {
-        this.host = base.host;
-        this.port = base.port;
-        this.token = base.token;
-        this.requestTimeout = base.requestTimeout;
-        this.retries = base.retries;
-        this.connectTimeout = base.connectTimeout;
-        this.deadline = deadline;
-        this.tls = base.tls;
+        return new SeedClient(host, port, token, connectTimeout, requestTimeout, retries, deadline, context);
     }
 
     /**
@@ -85,7 +68,8 @@ public final class SeedClient {
      * requests cannot stretch it past its own deadline, whatever the seed does.
      */
     public SeedClient until(long deadlineNanos) {
-        return new SeedClient(this, Math.min(deadline, deadlineNanos));
+        return new SeedClient(host, port, token, connectTimeout, requestTimeout, retries,
+                Math.min(deadline, deadlineNanos), tls);
     }
 
     /**

@@ -117,13 +117,13 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                     + m.serves().keySet().iterator().next() + " (--remote-instance-weight-loader-backend), or start the"
                     + " seed with transfer_engine in weight-loader.seed.serve");
         }
-        String served = m.serves() != null ? m.serves().get(TransferEngineProvider.NAME) : m.engine();
+        String served = servedEngine(m);
         if (!served.startsWith(settings.enginePrefix())) {
             throw new WeightLoaderException(source() + " serves its weights with engine " + served
                     + ", but this client uses " + engine() + " (" + TransferEngineSettings.PATH
                     + ".engine); set both sides to the same engine");
         }
-        String transport = served.substring(settings.enginePrefix().length());
+        String transport = transport(m);
         if (settings.protocol().isPresent() && !settings.protocol().get().equals(transport)) {
             throw new WeightLoaderException(source() + " serves transport " + transport + ", but this client is"
                     + " configured for " + settings.protocol().get() + " (" + TransferEngineSettings.PATH
@@ -138,10 +138,14 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return m;
     }
 
+    /** The engine a manifest serves transfer_engine clients with (older seeds name only one engine). */
+    private static String servedEngine(Manifest m) {
+        return m.serves() != null ? m.serves().get(TransferEngineProvider.NAME) : m.engine();
+    }
+
     /** The transport of a checked manifest. */
     private String transport(Manifest m) {
-        String served = m.serves() != null ? m.serves().get(TransferEngineProvider.NAME) : m.engine();
-        return served.substring(settings.enginePrefix().length());
+        return servedEngine(m).substring(settings.enginePrefix().length());
     }
 
     /** Part of one tensor covered by a read. */

@@ -267,23 +267,7 @@ public record WeightLoaderSettings(
      */
     private static List<Integer> groupPorts(SettingsReader r, String key) {
         String path = r.path(key);
-        List<String> raw = new ArrayList<>();
-        ConfigValueType type = r.config().getValue(path).valueType();
-        if (type == ConfigValueType.LIST || type == ConfigValueType.OBJECT) { // OBJECT: -Dkey.0=..., -Dkey.1=...
-            for (ConfigValue v : listOf(r, path)) {
-                raw.add(String.valueOf(v.unwrapped()));
-            }
-        } else {
-            String text = r.config().getString(path).trim();
-            if (text.startsWith("[") && text.endsWith("]")) {
-                text = text.substring(1, text.length() - 1);
-            }
-            for (String part : text.split(",")) {
-                if (!part.isBlank()) {
-                    raw.add(part.trim());
-                }
-            }
-        }
+        List<String> raw = elements(r, path, true);
         List<Integer> out = new ArrayList<>();
         for (int i = 0; i < raw.size(); i++) {
             int port;
@@ -301,31 +285,42 @@ public record WeightLoaderSettings(
         return List.copyOf(out);
     }
 
-    /** A list, or an object with numbered keys (what system properties key.0, key.1 make) read as one. */
-    private static List<ConfigValue> listOf(SettingsReader r, String path) {
-        try {
-            return r.config().getList(path);
-        } catch (com.typesafe.config.ConfigException.WrongType e) {
-            throw new WeightLoaderConfigException(path, "must be a list, such as [a, b] or \"a,b\"", e);
+    /**
+     * The elements of a setting given as a list, as an object with numbered keys (what system properties key.0, key.1
+     * make), or as one comma-separated string (with {@code jsonBrackets}, also wrapped in [ ], as SGLang writes its
+     * lists); blank parts of a string are skipped.
+     */
+    private static List<String> elements(SettingsReader r, String path, boolean jsonBrackets) {
+        List<String> raw = new ArrayList<>();
+        ConfigValueType type = r.config().getValue(path).valueType();
+        if (type == ConfigValueType.LIST || type == ConfigValueType.OBJECT) {
+            List<ConfigValue> list;
+            try {
+                list = r.config().getList(path);
+            } catch (com.typesafe.config.ConfigException.WrongType e) {
+                throw new WeightLoaderConfigException(path, "must be a list, such as [a, b] or \"a,b\"", e);
+            }
+            for (ConfigValue v : list) {
+                raw.add(String.valueOf(v.unwrapped()));
+            }
+            return raw;
         }
+        String text = r.config().getString(path).trim();
+        if (jsonBrackets && text.startsWith("[") && text.endsWith("]")) {
+            text = text.substring(1, text.length() - 1);
+        }
+        for (String part : text.split(",")) {
+            if (!part.isBlank()) {
+                raw.add(part.trim());
+            }
+        }
+        return raw;
     }
 
     /** A list of backend names (a HOCON list, or one comma-separated string), each at most once. */
     private static List<String> names(SettingsReader r, String key) {
         String path = r.path(key);
-        List<String> raw = new ArrayList<>();
-        ConfigValueType type = r.config().getValue(path).valueType();
-        if (type == ConfigValueType.LIST || type == ConfigValueType.OBJECT) { // OBJECT: -Dkey.0=..., -Dkey.1=...
-            for (ConfigValue v : listOf(r, path)) {
-                raw.add(String.valueOf(v.unwrapped()).trim());
-            }
-        } else {
-            for (String part : r.config().getString(path).split(",")) {
-                if (!part.isBlank()) {
-                    raw.add(part.trim());
-                }
-            }
-        }
+        List<String> raw = elements(r, path, false).stream().map(String::trim).toList();
         List<String> out = new ArrayList<>();
         for (String n : raw) {
             if (!n.matches("[A-Za-z0-9_.-]+")) {
