@@ -156,7 +156,7 @@ final class BenchRemoteCommand implements Callable<Integer> {
         Map<String, Manifest.Entry> published = m.entriesByName();
         for (TensorDestination d : dest) {
             long remote = published.get(d.spec().name()).address();
-            long n = d.spec().byteSize();
+            long n = d.byteSize();
             for (long off = 0; off < n; off += SLICE) {
                 long len = Math.min(SLICE, n - off);
                 ops.add(new OneSidedEngine.ReadOp(d.region().address() + off, remote + off, len));
@@ -165,7 +165,7 @@ final class BenchRemoteCommand implements Callable<Integer> {
         }
         try (OneSidedEngine e = clientEngine(engine)) {
             List<MemoryRegion> local = List.of(MemoryRegion.of(dest.get(0).region().address(),
-                    dest.get(dest.size() - 1).region().address() + dest.get(dest.size() - 1).spec().byteSize()
+                    dest.get(dest.size() - 1).region().address() + dest.get(dest.size() - 1).byteSize()
                             - dest.get(0).region().address(), dest.get(0).region().device()));
             e.registerLocal(local);
             try (OneSidedEngine.Peer peer = e.open(m.session())) {

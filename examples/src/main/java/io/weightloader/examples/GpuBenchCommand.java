@@ -486,7 +486,7 @@ final class GpuBenchCommand implements Callable<Integer> {
         List<Integer> pick = new ArrayList<>(List.of(0, dest.size() - 1));
         int largest = 0;
         for (int i = 1; i < dest.size(); i++) {
-            if (dest.get(i).spec().byteSize() > dest.get(largest).spec().byteSize()) {
+            if (dest.get(i).byteSize() > dest.get(largest).byteSize()) {
                 largest = i;
             }
         }
@@ -494,9 +494,9 @@ final class GpuBenchCommand implements Callable<Integer> {
         try (HostMemory pattern = pattern()) {
             for (int i : pick) {
                 TensorDestination d = dest.get(i);
-                try (HostMemory expect = HostMemory.allocate(d.spec().byteSize())) {
+                try (HostMemory expect = HostMemory.allocate(d.byteSize())) {
                     fill(expect, i, pattern);
-                    if (!Checksums.sha256(expect).equals(Checksums.sha256(d.region(), d.spec().byteSize()))) {
+                    if (!Checksums.sha256(expect).equals(Checksums.sha256(d.region(), d.byteSize()))) {
                         return "MISMATCH in tensor '" + d.spec().name() + "'";
                     }
                 }

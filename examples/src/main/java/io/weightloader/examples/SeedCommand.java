@@ -131,7 +131,7 @@ final class SeedCommand implements Callable<Integer> {
         long bytes = 0;
         for (List<TensorDestination> h : held.values()) {
             for (TensorDestination t : h) {
-                bytes += t.spec().byteSize();
+                bytes += t.byteSize();
             }
         }
         for (Ranks.Rank r : ranks.ranks()) {

@@ -32,7 +32,7 @@ public final class RemoteLoads {
         List<TensorReport> reports = new ArrayList<>();
         List<String> sums = request.checksum() ? Checksums.sha256All(
                 request.tensors().stream().map(TensorDestination::region).toList(),
-                request.tensors().stream().map(d -> d.spec().byteSize()).toList(), Checksums.defaultThreads()) : null;
+                request.tensors().stream().map(d -> d.byteSize()).toList(), Checksums.defaultThreads()) : null;
         java.util.Map<String, Manifest.Entry> published = request.checksum() ? before.entriesByName() : null;
         for (int i = 0; i < request.tensors().size(); i++) {
             TensorDestination d = request.tensors().get(i);
@@ -45,7 +45,7 @@ public final class RemoteLoads {
                             + " has SHA-256 " + sha + " but the seed published " + theirs);
                 }
             }
-            reports.add(TensorReport.of(d.spec(), sha));
+            reports.add(TensorReport.of(d, sha));
         }
         return reports;
     }

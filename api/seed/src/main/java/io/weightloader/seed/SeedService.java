@@ -279,7 +279,7 @@ public final class SeedService implements AutoCloseable {
         List<Manifest.Entry> entries = new ArrayList<>();
         for (TensorDestination t : tensors) {
             entries.add(new Manifest.Entry(t.spec().name(), t.spec().dtype().safetensorsName(), t.spec().shape(),
-                    t.spec().byteSize(), t.spec().byteSize() == 0 ? 0 : t.region().address(), sums.get(t.spec().name())));
+                    t.byteSize(), t.byteSize() == 0 ? 0 : t.region().address(), sums.get(t.spec().name())));
         }
         String device = tensors.isEmpty() ? "cpu" : tensors.get(0).region().device().toString();
         SeedPublisher first = publishers.get(0);
@@ -297,7 +297,7 @@ public final class SeedService implements AutoCloseable {
 
     private static Map<String, String> checksums(List<TensorDestination> tensors) {
         List<String> sums = Checksums.sha256All(tensors.stream().map(TensorDestination::region).toList(),
-                tensors.stream().map(t -> t.spec().byteSize()).toList(), Checksums.defaultThreads());
+                tensors.stream().map(t -> t.byteSize()).toList(), Checksums.defaultThreads());
         Map<String, String> out = new LinkedHashMap<>();
         for (int i = 0; i < tensors.size(); i++) {
             out.put(tensors.get(i).spec().name(), sums.get(i));

@@ -49,6 +49,6 @@ public record LoadRequest(List<TensorDestination> tensors, boolean checksum, boo
     }
 
     public long totalBytes() {
-        return tensors.stream().mapToLong(t -> t.spec().byteSize()).sum();
+        return tensors.stream().mapToLong(t -> t.byteSize()).sum();
     }
 }

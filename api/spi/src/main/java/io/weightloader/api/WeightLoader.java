@@ -139,13 +139,30 @@ public final class WeightLoader implements AutoCloseable {
         LoadRequest effective = request.withChecksum(request.checksum() || settings.checksum())
                 .withIgnoreExtraTensors(request.ignoreExtraTensors() || settings.ignoreExtraTensors());
         try {
+            refuseSlicesUnlessLoaded(effective);
             return withFallbackReason(backend.load(effective));
         } catch (WeightLoaderException e) {
             if (!canFallBack()) {
                 throw e;
             }
             fallBack(e);
+            refuseSlicesUnlessLoaded(effective);
             return withFallbackReason(backend.load(effective));
+        }
+    }
+
+    /** A backend that would fill a slice's destination with the whole tensor must never be handed one. */
+    private void refuseSlicesUnlessLoaded(LoadRequest request) {
+        if (backend.loadsSlices()) {
+            return;
+        }
+        for (TensorDestination d : request.tensors()) {
+            if (d.slice() != null) {
+                throw new WeightLoaderException("backend '" + backend.name() + "' cannot load tensor slices (tensor '"
+                        + d.spec().name() + "' asks for " + d.slice() + " of " + d.spec().shape() + "); load whole"
+                        + " tensors (weight-loader.tp-layout = none) or use a backend that loads slices (local,"
+                        + " transfer_engine, nccl)");
+            }
         }
     }
 

@@ -50,25 +50,55 @@ final class GpuStager implements AutoCloseable {
     }
 
     /**
-     * Reads {@code length} bytes at {@code position} of the file and queues their copy to {@code deviceAddress},
-     * chunk by chunk through the two buffers.
+     * Reads {@code lengths[i]} bytes at {@code positions[i]} of the file, for each run in turn, and queues their copy
+     * to {@code deviceAddress} onwards, back to back: runs are gathered into the two buffers, a chunk at a time, so a
+     * slice's many short rows cost one copy per chunk, not one per row.
      */
-    void copy(FileChannel ch, Path file, String tensor, long position, long deviceAddress, int length) throws IOException {
+    void gather(FileChannel ch, Path file, String tensor, long[] positions, int[] lengths, long deviceAddress)
+            throws IOException {
         Cuda.use(device);
-        for (int off = 0; off < length; off += chunk) {
-            int n = Math.min(chunk, length - off);
-            int b = next;
-            next ^= 1;
-            if (inFlight[b]) {
-                Cuda.check(cudart.cudaEventSynchronize(copied[b]), "waiting for a staging copy to " + device);
-                inFlight[b] = false;
+        long dev = deviceAddress;
+        int b = -1;
+        int fill = 0;
+        for (int r = 0; r < positions.length; r++) {
+            int off = 0;
+            while (off < lengths[r]) {
+                if (b < 0) {
+                    b = acquire();
+                    fill = 0;
+                }
+                int n = Math.min(chunk - fill, lengths[r] - off);
+                SafetensorsFile.readFully(ch, buffers[b].byteBuffer(fill, n), positions[r] + off, file, tensor);
+                fill += n;
+                off += n;
+                if (fill == chunk) {
+                    send(b, dev, fill);
+                    dev += fill;
+                    b = -1;
+                }
             }
-            SafetensorsFile.readFully(ch, buffers[b].byteBuffer(0, n), position + off, file, tensor);
-            Cuda.check(cudart.cudaMemcpyAsync(Cuda.pointer(deviceAddress + off), Cuda.pointer(buffers[b].address()), n,
-                    cudart.cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync to " + device);
-            Cuda.check(cudart.cudaEventRecord(copied[b], stream), "cudaEventRecord");
-            inFlight[b] = true;
         }
+        if (b >= 0 && fill > 0) {
+            send(b, dev, fill);
+        }
+    }
+
+    /** The next buffer, once its previous copy is done. */
+    private int acquire() {
+        int b = next;
+        next ^= 1;
+        if (inFlight[b]) {
+            Cuda.check(cudart.cudaEventSynchronize(copied[b]), "waiting for a staging copy to " + device);
+            inFlight[b] = false;
+        }
+        return b;
+    }
+
+    private void send(int b, long deviceAddress, int n) {
+        Cuda.check(cudart.cudaMemcpyAsync(Cuda.pointer(deviceAddress), Cuda.pointer(buffers[b].address()), n,
+                cudart.cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync to " + device);
+        Cuda.check(cudart.cudaEventRecord(copied[b], stream), "cudaEventRecord");
+        inFlight[b] = true;
     }
 
     /** Waits until every queued copy reached the GPU. */

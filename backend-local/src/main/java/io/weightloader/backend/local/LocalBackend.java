@@ -8,6 +8,7 @@ import io.weightloader.api.LoadRequest;
 import io.weightloader.memory.MappedFile;
 import io.weightloader.api.MappedWeights;
 import io.weightloader.api.MemoryRegion;
+import io.weightloader.api.SliceCopy;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorMatcher;
 import io.weightloader.api.TensorReport;
@@ -93,7 +94,87 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         return checkpoint.specs();
     }
 
-    private record Piece(TensorDestination dest, SafetensorsCheckpoint.Located src, long offset, int length) {
+    /**
+     * One task of a load: {@code length} bytes contiguous in the destination from {@code dstOffset}, read from the
+     * file at {@code positions[i]} ({@code lengths[i]} bytes each, in order). A whole tensor or a dim-0 slice is one
+     * run; a slice of an inner dimension is many, the rows of the slice, gathered so the destination holds it in C
+     * order.
+     */
+    private record Piece(TensorDestination dest, SafetensorsCheckpoint.Located src, long dstOffset, long[] positions,
+                         int[] lengths, int length) {
+    }
+
+    @Override
+    public boolean loadsSlices() {
+        return true;
+    }
+
+    /** Cuts every tensor's runs (its slice's rows in the file) into pieces of at most {@code pieceSize} bytes. */
+    private List<Piece> plan(LoadRequest request) {
+        List<Piece> pieces = new ArrayList<>();
+        for (TensorDestination d : request.tensors()) {
+            if (d.byteSize() == 0) {
+                continue;
+            }
+            SafetensorsCheckpoint.Located src = checkpoint.tensors().get(d.spec().name());
+            PieceBuilder b = new PieceBuilder(d, src, pieces);
+            for (SliceCopy c : SliceCopy.plan(d.spec(), null, d.slice())) {
+                for (long i = 0; i < c.count(); i++) {
+                    b.add(src.fileOffset() + c.srcOffset() + i * c.srcStride(), c.dstOffset() + i * c.dstStride(),
+                            c.length());
+                }
+            }
+            b.flush();
+        }
+        return pieces;
+    }
+
+    /** Packs consecutive runs of one tensor into pieces. */
+    private final class PieceBuilder {
+        private final TensorDestination dest;
+        private final SafetensorsCheckpoint.Located src;
+        private final List<Piece> out;
+        private final List<long[]> runs = new ArrayList<>();
+        private long start = -1;
+        private long length;
+
+        PieceBuilder(TensorDestination dest, SafetensorsCheckpoint.Located src, List<Piece> out) {
+            this.dest = dest;
+            this.src = src;
+            this.out = out;
+        }
+
+        void add(long position, long dstOffset, long bytes) {
+            long done = 0;
+            while (done < bytes) {
+                if (start >= 0 && (length == pieceSize || start + length != dstOffset + done)) {
+                    flush();
+                }
+                if (start < 0) {
+                    start = dstOffset + done;
+                }
+                long n = Math.min(bytes - done, pieceSize - length);
+                runs.add(new long[]{position + done, n});
+                length += n;
+                done += n;
+            }
+        }
+
+        void flush() {
+            if (start < 0) {
+                return;
+            }
+            long[] positions = new long[runs.size()];
+            int[] lengths = new int[runs.size()];
+            for (int i = 0; i < runs.size(); i++) {
+                positions[i] = runs.get(i)[0];
+                lengths[i] = (int) runs.get(i)[1];
+            }
+            out.add(new Piece(dest, src, start, positions, lengths, (int) length));
+            runs.clear();
+            start = -1;
+            length = 0;
+        }
     }
 
     @Override
@@ -122,7 +203,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         Map<String, String> sums = request.checksum() ? checksums(request) : Map.of();
         List<TensorReport> reports = new ArrayList<>();
         for (TensorDestination d : request.tensors()) {
-            reports.add(TensorReport.of(d.spec(), sums.get(d.spec().name())));
+            reports.add(TensorReport.of(d, sums.get(d.spec().name())));
         }
         double secs = (System.nanoTime() - t0) / 1e9;
         String device = request.tensors().isEmpty() ? Device.CPU.toString()
@@ -131,24 +212,16 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     }
 
     private void copyAll(LoadRequest request, Map<Path, FileChannel> channels) {
-        List<Piece> pieces = new ArrayList<>();
+        List<Piece> pieces = plan(request);
         Map<String, AtomicLong> remaining = new HashMap<>();
         for (TensorDestination d : request.tensors()) {
-            SafetensorsCheckpoint.Located src = checkpoint.tensors().get(d.spec().name());
-            long bytes = d.spec().byteSize();
-            remaining.put(d.spec().name(), new AtomicLong(bytes));
-            if (bytes == 0) {
-                continue;
-            }
-            for (long off = 0; off < bytes; off += pieceSize) {
-                pieces.add(new Piece(d, src, off, (int) Math.min(pieceSize, bytes - off)));
-            }
+            remaining.put(d.spec().name(), new AtomicLong(d.byteSize()));
         }
         long total = request.totalBytes();
         int tensorCount = request.tensors().size();
         AtomicLong done = new AtomicLong();
         AtomicInteger tensorsDone = new AtomicInteger(
-                (int) request.tensors().stream().filter(d -> d.spec().byteSize() == 0).count());
+                (int) request.tensors().stream().filter(d -> d.byteSize() == 0).count());
         Map<Device, BlockingQueue<GpuStager>> stagers = stagers(request);
         boolean ok = false;
         List<Future<?>> futures = new ArrayList<>(pieces.size());
@@ -160,9 +233,8 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
                 } else {
                     GpuStager g = stagers.get(dev).take();
                     try {
-                        g.copy(channels.get(p.src().file().path()), p.src().file().path(), p.dest().spec().name(),
-                                p.src().fileOffset() + p.offset(), p.dest().region().address() + p.offset(),
-                                p.length());
+                        g.gather(channels.get(p.src().file().path()), p.src().file().path(), p.dest().spec().name(),
+                                p.positions(), p.lengths(), p.dest().region().address() + p.dstOffset());
                     } finally {
                         stagers.get(dev).add(g);
                     }
@@ -224,8 +296,12 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     }
 
     private static void readPiece(Piece p, FileChannel ch) throws IOException {
-        SafetensorsFile.readFully(ch, p.dest().region().byteBuffer(p.offset(), p.length()),
-                p.src().fileOffset() + p.offset(), p.src().file().path(), p.dest().spec().name());
+        long at = p.dstOffset();
+        for (int i = 0; i < p.positions().length; i++) {
+            SafetensorsFile.readFully(ch, p.dest().region().byteBuffer(at, p.lengths()[i]), p.positions()[i],
+                    p.src().file().path(), p.dest().spec().name());
+            at += p.lengths()[i];
+        }
     }
 
     private static void awaitAll(List<Future<?>> futures) {
@@ -249,7 +325,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
 
     private Map<String, String> checksums(LoadRequest request) {
         List<String> sums = Checksums.sha256All(request.tensors().stream().map(TensorDestination::region).toList(),
-                request.tensors().stream().map(d -> d.spec().byteSize()).toList(), threads);
+                request.tensors().stream().map(d -> d.byteSize()).toList(), threads);
         Map<String, String> out = new HashMap<>();
         for (int i = 0; i < sums.size(); i++) {
             out.put(request.tensors().get(i).spec().name(), sums.get(i));

@@ -165,7 +165,7 @@ final class NcclBackend implements WeightLoaderBackend {
             List<NcclOp> ops = new ArrayList<>();
             for (String name : session.order()) {
                 TensorDestination d = byName.get(name);
-                ops.add(new NcclOp(name, d.region().address(), d.spec().byteSize()));
+                ops.add(new NcclOp(name, d.region().address(), d.byteSize()));
             }
             long start = System.nanoTime();
             try {

@@ -56,7 +56,7 @@ final class NcclSeedPublisher implements SeedPublisher {
         this.rank = rank;
         Device dev = null;
         for (TensorDestination t : held) {
-            if (t.region().device().isHost() && t.spec().byteSize() > 0) {
+            if (t.region().device().isHost() && t.byteSize() > 0) {
                 throw new IllegalArgumentException("nccl sends GPU memory only; tensor '" + t.spec().name()
                         + "' is in host memory (load the seed with weight-loader.device = cuda:N)");
             }
@@ -154,7 +154,7 @@ final class NcclSeedPublisher implements SeedPublisher {
             for (TensorDestination t : tensors.values()) { // the manifest's order
                 if (want.contains(t.spec().name())) {
                     order.add(t.spec().name());
-                    ops.add(new NcclOp(t.spec().name(), t.region().address(), t.spec().byteSize()));
+                    ops.add(new NcclOp(t.spec().name(), t.region().address(), t.byteSize()));
                 }
             }
             byte[] id = runtime.newUniqueId(bootstrap);

@@ -176,7 +176,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     static List<Read> plan(List<TensorDestination> tensors, Manifest m, long sliceSize) {
         List<TensorDestination> order = new ArrayList<>();
         for (TensorDestination d : tensors) {
-            if (d.spec().byteSize() > 0) {
+            if (d.byteSize() > 0) {
                 order.add(d);
             }
         }
@@ -191,13 +191,13 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         while (i < order.size()) {
             // a run of tensors contiguous in the seed's memory and in the host's
             int j = i + 1;
-            long localEnd = order.get(i).region().address() + order.get(i).spec().byteSize();
-            long remoteEnd = remote.get(order.get(i)) + order.get(i).spec().byteSize();
+            long localEnd = order.get(i).region().address() + order.get(i).byteSize();
+            long remoteEnd = remote.get(order.get(i)) + order.get(i).byteSize();
             while (j < order.size() && order.get(j).region().address() == localEnd
                     && remote.get(order.get(j)) == remoteEnd
                     && order.get(j).region().device().equals(order.get(i).region().device())) {
-                localEnd += order.get(j).spec().byteSize();
-                remoteEnd += order.get(j).spec().byteSize();
+                localEnd += order.get(j).byteSize();
+                remoteEnd += order.get(j).byteSize();
                 j++;
             }
             long runLocal = order.get(i).region().address();
@@ -212,11 +212,11 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                 while (at < off + len) {
                     TensorDestination d = order.get(t);
                     long inTensor = at - tStart;
-                    long partLen = Math.min(d.spec().byteSize() - inTensor, off + len - at);
+                    long partLen = Math.min(d.byteSize() - inTensor, off + len - at);
                     parts.add(new Part(d, inTensor, partLen));
                     at += partLen;
-                    if (inTensor + partLen == d.spec().byteSize()) {
-                        tStart += d.spec().byteSize();
+                    if (inTensor + partLen == d.byteSize()) {
+                        tStart += d.byteSize();
                         t++;
                     }
                 }
@@ -289,7 +289,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                         + d.spec().name() + "' has a " + d.region().device() + " destination (load into cpu, or use"
                         + " engine = mooncake on both sides)");
             }
-            if (d.region().device().isHost() && d.spec().byteSize() > 0 && transport.equals("nvlink_intra")) {
+            if (d.region().device().isHost() && d.byteSize() > 0 && transport.equals("nvlink_intra")) {
                 throw new WeightLoaderException(source() + " serves transport nvlink_intra, which copies GPU memory"
                         + " into GPU memory only, but tensor '" + d.spec().name() + "' has a host destination. Load"
                         + " into cuda:N (weight-loader.device), or load from a seed that serves tcp or rdma");
@@ -304,7 +304,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         Deque<Read> queue = new ArrayDeque<>(plan(request.tensors(), m, sliceSize));
         Progress progress = new Progress(request);
         List<MemoryRegion> local = RegionMerger.merge(request.tensors().stream()
-                .map(d -> d.region().slice(0, d.spec().byteSize())).toList());
+                .map(d -> d.region().slice(0, d.byteSize())).toList());
         engine.registerLocal(local);
         long deadline = t0 + transferTimeout.toNanos();
         long tTransfer = System.nanoTime();
@@ -341,8 +341,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
             this.request = request;
             this.total = request.totalBytes();
             for (TensorDestination d : request.tensors()) {
-                remaining.put(d.spec().name(), d.spec().byteSize());
-                if (d.spec().byteSize() == 0) {
+                remaining.put(d.spec().name(), d.byteSize());
+                if (d.byteSize() == 0) {
                     tensorsDone++;
                 }
             }

@@ -164,7 +164,7 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
         long t0 = System.nanoTime();
         List<MemoryRegion> ranges = new ArrayList<>(tensors.size());
         for (TensorDestination t : tensors) {
-            if (t.spec().byteSize() > 0) {
+            if (t.byteSize() > 0) {
                 ranges.add(t.bytes());
             }
         }

@@ -101,7 +101,7 @@ public final class PatternBackendProvider implements WeightLoaderBackendProvider
             TensorMatcher.check(source(), specs, request.specs(), request.ignoreExtraTensors());
             List<TensorReport> reports = new ArrayList<>();
             for (TensorDestination d : request.tensors()) {
-                int n = (int) d.spec().byteSize();
+                int n = (int) d.byteSize();
                 ByteBuffer b = d.region().byteBuffer(0, n);
                 for (int i = 0; i < n; i++) {
                     b.put(i, (byte) (seed + i));

@@ -31,6 +31,7 @@ public record WeightLoaderSettings(
         boolean ignoreExtraTensors,
         RankKey rank,
         int tpSize,
+        io.weightloader.api.TpLayout tpLayout,
         Remote remote,
         Seed seed,
         Tls tls) {
@@ -176,6 +177,12 @@ public record WeightLoaderSettings(
         if (tpSize > 1 && rank.tp() >= tpSize) {
             throw r.error("rank.tp", "must be below rank.tp-size (" + tpSize + "); got " + rank.tp());
         }
+        io.weightloader.api.TpLayout tpLayout;
+        try {
+            tpLayout = io.weightloader.api.TpLayout.parse(r.string("tp-layout"));
+        } catch (WeightLoaderConfigException e) {
+            throw r.error("tp-layout", e.problem());
+        }
 
         String ri = "remote-instance.";
         List<Integer> groupPorts = groupPorts(r, ri + "send-weights-group-ports");
@@ -245,7 +252,7 @@ public record WeightLoaderSettings(
             throw r.error("model-path", "fallback = local needs the checkpoint to fall back to");
         }
         return new WeightLoaderSettings(backend, format, modelPath, device, memorySaver, checksum, fallback,
-                ignoreExtra, rank, tpSize, remote, seed, tls);
+                ignoreExtra, rank, tpSize, tpLayout, remote, seed, tls);
     }
 
     /** A PEM file setting: empty, or a readable regular file. */

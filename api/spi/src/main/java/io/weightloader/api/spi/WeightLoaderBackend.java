@@ -32,6 +32,15 @@ public interface WeightLoaderBackend extends AutoCloseable {
      */
     LoadReport load(LoadRequest request);
 
+    /**
+     * Whether {@link #load} fills destinations that hold a {@link io.weightloader.api.TensorSlice} (a
+     * tensor-parallel rank's share) with exactly that part of each tensor. {@code WeightLoader} refuses sliced
+     * requests for backends that do not say so.
+     */
+    default boolean loadsSlices() {
+        return false;
+    }
+
     @Override
     void close();
 }
