@@ -131,7 +131,7 @@ final class LoadCommand implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter err = spec.commandLine().getErr();
         Ranks ranks = Ranks.of(config(), shared);
-        List<LoadReport> reports = ranks.parallel(rank -> load(rank.config(), err, ranks.single()));
+        List<LoadReport> reports = ranks.parallel(rank -> load(rank, err, ranks.single()));
         if (reportFile != null) {
             if (ranks.single()) {
                 WeightLoaderCli.JSON.writeValue(reportFile.toFile(), reports.get(0));
@@ -158,9 +158,14 @@ final class LoadCommand implements Callable<Integer> {
     }
 
     /** Loads one rank: every tensor its source offers, into one arena on its device (or mapped). */
-    private LoadReport load(Config config, PrintWriter err, boolean showProgress) {
-        try (WeightLoader loader = WeightLoader.open(config)) {
+    private LoadReport load(Ranks.Rank rank, PrintWriter err, boolean showProgress) {
+        try (WeightLoader loader = WeightLoader.open(rank.config())) {
             List<TensorSpec> specs = loader.available();
+            if (zeroCopy && !loader.settings().tpLayout().isNone()) {
+                throw new io.weightloader.api.config.WeightLoaderConfigException("weight-loader.tp-layout",
+                        "--zero-copy maps whole tensors from the files; a rank's slices (tp-layout "
+                                + loader.settings().tpLayout().name() + ") are copied: drop --zero-copy or the layout");
+            }
             if (zeroCopy && loader.backend() instanceof ZeroCopyLoader z) {
                 try (MappedWeights mapped = z.map(specs, loader.settings().checksum())) {
                     return mapped.report();
@@ -170,14 +175,15 @@ final class LoadCommand implements Callable<Integer> {
                 err.println("weightloader: note: backend '" + loader.backend().name()
                         + "' cannot hand out zero-copy views; copying instead");
             }
-            return copy(loader, specs, err, showProgress);
+            return copy(loader, rank, specs, err, showProgress);
         }
     }
 
-    private LoadReport copy(WeightLoader loader, List<TensorSpec> specs, PrintWriter err, boolean oneRank) {
+    private LoadReport copy(WeightLoader loader, Ranks.Rank rank, List<TensorSpec> specs, PrintWriter err,
+                            boolean oneRank) {
         boolean showProgress = oneRank && (progress != null ? progress : System.console() != null);
-        try (TensorArena arena = TensorArena.allocate(loader.settings().device(), specs)) {
-            LoadRequest request = LoadRequest.of(arena.destinations());
+        try (Ranks.Held held = Ranks.allocate(rank, specs)) {
+            LoadRequest request = LoadRequest.of(held.destinations());
             if (!showProgress) {
                 return loader.load(request);
             }
@@ -193,12 +199,28 @@ final class LoadCommand implements Callable<Integer> {
     private void printTable(PrintWriter out, LoadReport report) {
         boolean all = WeightLoaderCli.verbose(spec);
         boolean sums = report.tensors().stream().anyMatch(t -> t.sha256() != null);
-        Table table = sums ? new Table("NAME", "DTYPE", "SHAPE", ">BYTES", "SHA256")
-                : new Table("NAME", "DTYPE", "SHAPE", ">BYTES");
+        boolean sliced = report.tensors().stream().anyMatch(t -> t.slice() != null);
+        List<String> columns = new java.util.ArrayList<>(List.of("NAME", "DTYPE", "SHAPE"));
+        if (sliced) {
+            columns.add("SLICE");
+        }
+        columns.add(">BYTES");
+        if (sums) {
+            columns.add("SHA256");
+        }
+        Table table = new Table(columns.toArray(String[]::new));
         List<TensorReport> tensors = report.tensors();
         int shown = all ? tensors.size() : Math.min(SHORT_TABLE_ROWS, tensors.size());
         for (TensorReport t : tensors.subList(0, shown)) {
-            table.row(t.name(), t.dtype(), t.shape(), t.bytes(), t.sha256());
+            List<Object> row = new java.util.ArrayList<>(List.of(t.name(), t.dtype(), t.shape()));
+            if (sliced) {
+                row.add(t.slice() == null ? "whole" : t.slice());
+            }
+            row.add(t.bytes());
+            if (sums) {
+                row.add(t.sha256());
+            }
+            table.row(row.toArray());
         }
         table.print(out);
         if (shown < tensors.size()) {

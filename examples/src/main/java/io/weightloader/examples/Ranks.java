@@ -85,6 +85,29 @@ record Ranks(List<Rank> ranks) {
         return out;
     }
 
+    /**
+     * Memory for what {@code rank} holds of {@code specs} under its {@code tp-layout} (each tensor's slice, or the whole
+     * tensor), on its device, and the destinations that say which slice each holds. The layout is checked against
+     * every tensor first: an indivisible one fails here, before any allocation.
+     */
+    static Held allocate(Rank rank, List<io.weightloader.api.TensorSpec> specs) {
+        io.weightloader.api.TpLayout layout = rank.settings().tpLayout();
+        Map<String, io.weightloader.api.TensorSlice> slices = layout.isNone() ? Map.of()
+                : layout.plan(specs, rank.settings().tpSize(), rank.key().tp());
+        io.weightloader.memory.TensorArena arena = io.weightloader.memory.TensorArena.allocate(rank.device(),
+                io.weightloader.api.TpLayout.heldSpecs(specs, slices));
+        return new Held(arena, io.weightloader.api.TpLayout.destinations(specs, arena.destinations(), slices));
+    }
+
+    /** A rank's memory and what it holds there. */
+    record Held(io.weightloader.memory.TensorArena arena, List<io.weightloader.api.TensorDestination> destinations)
+            implements AutoCloseable {
+        @Override
+        public void close() {
+            arena.close();
+        }
+    }
+
     boolean single() {
         return ranks.size() == 1;
     }

@@ -147,7 +147,8 @@ final class SeedCommand implements Callable<Integer> {
                         + " --remote-instance-weight-loader-seed-instance-service-port %d"
                         + " --remote-instance-weight-loader-backend %s%s%s%n",
                 settings.seed().bindAddress(), service.port(), backend,
-                ranks.single() ? "" : " --tp-size " + settings.tpSize(),
+                (ranks.single() ? "" : " --tp-size " + settings.tpSize())
+                        + (settings.tpLayout().isNone() ? "" : " --tp-layout " + settings.tpLayout().name()),
                 settings.remote().token().isPresent() ? " --token ..." : "");
         out.flush();
         if (readyFile != null) {
@@ -164,16 +165,12 @@ final class SeedCommand implements Callable<Integer> {
     private static Loaded load(Ranks.Rank rank) {
         try (WeightLoader loader = WeightLoader.open(rank.config())) {
             List<TensorSpec> specs = loader.available();
-            TensorArena arena = TensorArena.allocate(rank.device(), specs);
+            Ranks.Held held = Ranks.allocate(rank, specs);
             try {
-                LoadReport report = loader.load(LoadRequest.of(arena.destinations()));
-                List<TensorDestination> held = new ArrayList<>();
-                for (TensorDestination d : arena.destinations()) {
-                    held.add(new TensorDestination(d.spec(), d.region()));
-                }
-                return new Loaded(arena, held, report);
+                LoadReport report = loader.load(LoadRequest.of(held.destinations()));
+                return new Loaded(held.arena(), held.destinations(), report);
             } catch (RuntimeException | Error e) {
-                arena.close();
+                held.close();
                 throw e;
             }
         }

@@ -36,6 +36,10 @@ final class SharedOptions {
             description = "Tensor-parallel ranks, SGLang's --tp-size (weight-loader.rank.tp-size).")
     Integer tpSize;
 
+    @Option(names = "--tp-layout", paramLabel = "LAYOUT", description = "How tensors split over the tp ranks: none | "
+            + "llama | a rules file (weight-loader.tp-layout); each rank then loads only its slices.")
+    String tpLayout;
+
     @Option(names = "--protocol", paramLabel = "PROTO", description = "Mooncake transport: tcp | rdma | nvlink_intra "
             + "(weight-loader.backends.transfer_engine.protocol; a client's default: what the seed serves).")
     String protocol;
@@ -63,6 +67,7 @@ final class SharedOptions {
         }
         put(m, "weight-loader.rank.tp", tpRank);
         put(m, "weight-loader.rank.tp-size", tpSize);
+        put(m, "weight-loader.tp-layout", tpLayout);
         put(m, "weight-loader.backends.transfer_engine.protocol", protocol);
         put(m, "weight-loader.rank.pp", ppRank);
         put(m, "weight-loader.remote-instance.token", token);

@@ -17,7 +17,8 @@ import java.util.Map;
  * <p>Shape: head size 64, as many key/value heads as query heads, intermediate size 8/3 of the hidden size
  * rounded up to a multiple of 256 (as Llama 2), about one layer per 128 of hidden size. The hidden size is the
  * largest multiple of 64 whose nominal model fits the target; the layer count is then raised to fill it and
- * the vocabulary takes up what is left, so the total lands within a few rows of the embedding of the target.
+ * the vocabulary takes up what is left in multiples of 64 rows (so the llama tp layout divides it for tp sizes up
+ * to 64), and the total lands within 64 rows of the embedding of the target.
  *
  * @param hidden       hidden size
  * @param intermediate MLP size
@@ -56,7 +57,8 @@ record SyntheticLlama(int hidden, int intermediate, int layers, int vocab) {
         int layers = (int) Math.max(1, Math.min(Integer.MAX_VALUE, (target - fixed) / best.layerBytes()));
         SyntheticLlama filled = new SyntheticLlama(best.hidden, best.intermediate, layers, best.vocab);
         long perVocabRow = 2L * 2 * best.hidden;
-        long extraRows = Math.max(0, target - filled.totalBytes()) / perVocabRow;
+        // whole multiples of 64 rows, so the llama layout splits the vocabulary for any tp size up to 64
+        long extraRows = Math.max(0, target - filled.totalBytes()) / perVocabRow / 64 * 64;
         return new SyntheticLlama(best.hidden, best.intermediate, layers,
                 (int) Math.min(Integer.MAX_VALUE, best.vocab + extraRows));
     }

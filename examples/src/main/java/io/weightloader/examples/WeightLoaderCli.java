@@ -31,7 +31,8 @@ import picocli.CommandLine.Spec;
         versionProvider = WeightLoaderCli.Version.class,
         description = "Load model weights from a safetensors checkpoint or from a running seed instance.",
         subcommands = {DemoCommand.class, InspectCommand.class, LoadCommand.class, SeedCommand.class, BackendsCommand.class,
-                GenerateCommand.class, BenchLocalCommand.class, BenchRemoteCommand.class, GpuBenchCommand.class,
+                GenerateCommand.class, BenchLocalCommand.class, BenchRemoteCommand.class, BenchReshardCommand.class,
+                GpuBenchCommand.class,
                 CommandLine.HelpCommand.class})
 public final class WeightLoaderCli implements Runnable {
     /** Exit code of a failed load (any error that is not a usage error). */
@@ -40,7 +41,13 @@ public final class WeightLoaderCli implements Runnable {
     public static final int EXIT_USAGE = 2;
 
     static final ObjectMapper JSON = JsonMapper.builder().enable(SerializationFeature.INDENT_OUTPUT)
-            .addMixIn(io.weightloader.api.LoadReport.class, LoadReportJson.class).build();
+            .addMixIn(io.weightloader.api.LoadReport.class, LoadReportJson.class)
+            .addMixIn(io.weightloader.api.TensorReport.class, NoNulls.class).build();
+
+    /** Tensor lines: a whole tensor has no slice field, an unchecked one no sha256. */
+    @com.fasterxml.jackson.annotation.JsonInclude(com.fasterxml.jackson.annotation.JsonInclude.Include.NON_NULL)
+    abstract static class NoNulls {
+    }
 
     /** How reports are written as JSON (the SPI carries no Jackson annotations): derived values, no nulls. */
     @com.fasterxml.jackson.annotation.JsonInclude(com.fasterxml.jackson.annotation.JsonInclude.Include.NON_NULL)

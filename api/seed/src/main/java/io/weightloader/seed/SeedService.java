@@ -104,11 +104,7 @@ public final class SeedService implements AutoCloseable {
 
         /** The same weights under a new generation; checksums dropped (unknown until recomputed). */
         Published regenerated(boolean nowUpdating) {
-            List<Manifest.Entry> entries = manifest.tensors().stream().map(e -> new Manifest.Entry(e.name(),
-                    e.dtype(), e.shape(), e.bytes(), e.address(), null)).toList();
-            return of(tensors, publishers, new Manifest(manifest.version(), manifest.tp(), manifest.pp(),
-                    UUID.randomUUID().toString(), manifest.engine(), manifest.session(), manifest.device(),
-                    manifest.serves(), entries), nowUpdating);
+            return of(tensors, publishers, manifest.regenerated(UUID.randomUUID().toString()), nowUpdating);
         }
         SeedEndpoint endpoint(String path) {
             for (SeedPublisher p : publishers) {
@@ -262,7 +258,7 @@ public final class SeedService implements AutoCloseable {
     }
 
     private void publish(BackendContext context, RankKey rank, List<TensorDestination> tensors, boolean checksums) {
-        Map<String, String> sums = checksums ? checksums(tensors) : Map.of();
+        Map<String, Checksum> sums = checksums ? checksums(tensors) : Map.of();
         List<SeedPublisher> publishers = new ArrayList<>();
         Map<String, String> serves = new LinkedHashMap<>();
         try {
@@ -278,13 +274,18 @@ public final class SeedService implements AutoCloseable {
         }
         List<Manifest.Entry> entries = new ArrayList<>();
         for (TensorDestination t : tensors) {
+            Checksum sum = sums.get(t.spec().name());
             entries.add(new Manifest.Entry(t.spec().name(), t.spec().dtype().safetensorsName(), t.spec().shape(),
-                    t.byteSize(), t.byteSize() == 0 ? 0 : t.region().address(), sums.get(t.spec().name())));
+                    t.byteSize(), t.byteSize() == 0 ? 0 : t.region().address(), sum == null ? null : sum.whole(),
+                    t.slice(), sum == null ? null : sum.blocks()));
         }
         String device = tensors.isEmpty() ? "cpu" : tensors.get(0).region().device().toString();
         SeedPublisher first = publishers.get(0);
+        WeightLoaderSettings s = context.settings();
+        boolean sliced = tensors.stream().anyMatch(t -> t.slice() != null);
         Manifest m = new Manifest(Manifest.VERSION, rank.tp(), rank.pp(), UUID.randomUUID().toString(),
-                first.engine(), first.sessionId(), device, serves, entries);
+                first.engine(), first.sessionId(), device, serves, entries, s.tpSize(),
+                sliced || !s.tpLayout().isNone() ? s.tpLayout().name() : "none");
         Published old = ranks.put(rank, Published.of(tensors, List.copyOf(publishers), m, false));
         if (old != null) {
             old.publishers().forEach(SeedPublisher::close);
@@ -295,12 +296,17 @@ public final class SeedService implements AutoCloseable {
         }
     }
 
-    private static Map<String, String> checksums(List<TensorDestination> tensors) {
+    /** A held tensor's SHA-256, whole and by blocks. */
+    private record Checksum(String whole, Manifest.Blocks blocks) {
+    }
+
+    private static Map<String, Checksum> checksums(List<TensorDestination> tensors) {
         List<String> sums = Checksums.sha256All(tensors.stream().map(TensorDestination::region).toList(),
                 tensors.stream().map(t -> t.byteSize()).toList(), Checksums.defaultThreads());
-        Map<String, String> out = new LinkedHashMap<>();
+        List<Manifest.Blocks> blocks = BlockChecksums.of(tensors, Checksums.defaultThreads());
+        Map<String, Checksum> out = new LinkedHashMap<>();
         for (int i = 0; i < tensors.size(); i++) {
-            out.put(tensors.get(i).spec().name(), sums.get(i));
+            out.put(tensors.get(i).spec().name(), new Checksum(sums.get(i), blocks.get(i)));
         }
         return out;
     }
@@ -326,6 +332,13 @@ public final class SeedService implements AutoCloseable {
 
     public int port() {
         return server.getAddress().getPort();
+    }
+
+    /** What a rank holds and publishes (its memory: a host may change weights in place between {@link
+     * #weightsChanging} and {@link #weightsChanged}), or an empty list. */
+    public List<TensorDestination> held(RankKey rank) {
+        Published p = ranks.get(rank);
+        return p == null ? List.of() : p.tensors();
     }
 
     public Optional<Manifest> manifest(RankKey rank) {

@@ -222,12 +222,15 @@ public final class TpLayout {
         return out;
     }
 
-    /** The destinations of rank {@code rank}: each tensor's slice (or the whole tensor) in the matching region. */
-    public static List<TensorDestination> destinations(List<TensorDestination> wholeOrSliced,
+    /**
+     * The destinations of a rank: tensor {@code full.get(i)}'s slice (or the whole tensor) held in {@code memory.get(i)}'s
+     * region, e.g. an arena allocated for {@link #heldSpecs}.
+     */
+    public static List<TensorDestination> destinations(List<TensorSpec> full, List<TensorDestination> memory,
                                                        Map<String, TensorSlice> slices) {
         List<TensorDestination> out = new ArrayList<>();
-        for (TensorDestination d : wholeOrSliced) {
-            out.add(new TensorDestination(d.spec(), d.region(), slices.get(d.spec().name())));
+        for (int i = 0; i < full.size(); i++) {
+            out.add(new TensorDestination(full.get(i), memory.get(i).region(), slices.get(full.get(i).name())));
         }
         return out;
     }

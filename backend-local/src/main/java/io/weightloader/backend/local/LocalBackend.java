@@ -17,6 +17,7 @@ import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import io.weightloader.api.spi.ZeroCopyLoader;
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
@@ -223,21 +224,21 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         AtomicInteger tensorsDone = new AtomicInteger(
                 (int) request.tensors().stream().filter(d -> d.byteSize() == 0).count());
         Map<Device, BlockingQueue<GpuStager>> stagers = stagers(request);
+        Map<Path, MappedFile> maps = new java.util.concurrent.ConcurrentHashMap<>();
         boolean ok = false;
+        // pieces still running: the mappings are unmapped only once none is (a copy from an unmapped file crashes)
+        java.util.concurrent.Phaser running = new java.util.concurrent.Phaser(1);
+        java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
         List<Future<?>> futures = new ArrayList<>(pieces.size());
         for (Piece p : pieces) {
             futures.add(pool.submit(() -> {
-                Device dev = p.dest().region().device();
-                if (dev.isHost()) {
-                    readPiece(p, channels.get(p.src().file().path()));
-                } else {
-                    GpuStager g = stagers.get(dev).take();
-                    try {
-                        g.gather(channels.get(p.src().file().path()), p.src().file().path(), p.dest().spec().name(),
-                                p.positions(), p.lengths(), p.dest().region().address() + p.dstOffset());
-                    } finally {
-                        stagers.get(dev).add(g);
+                running.register();
+                try {
+                    if (!stop.get()) {
+                        loadPiece(p, channels, maps, stagers);
                     }
+                } finally {
+                    running.arriveAndDeregister();
                 }
                 long d = done.addAndGet(p.length());
                 int t = remaining.get(p.dest().spec().name()).addAndGet(-p.length()) == 0
@@ -252,12 +253,33 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
             stagers.values().forEach(q -> q.forEach(GpuStager::finish));
             ok = true;
         } finally {
+            stop.set(true);
+            running.arriveAndAwaitAdvance();
+            maps.values().forEach(MappedFile::close);
             if (!ok) {
                 // after a failure a stager's state is unknown: drop them, the next load pins new ones
                 synchronized (stagerCache) {
                     stagers.keySet().forEach(stagerCache::remove);
                 }
                 stagers.values().forEach(q -> q.forEach(GpuStager::close));
+            }
+        }
+    }
+
+    private void loadPiece(Piece p, Map<Path, FileChannel> channels, Map<Path, MappedFile> maps,
+                           Map<Device, BlockingQueue<GpuStager>> stagers) throws IOException, InterruptedException {
+        Device dev = p.dest().region().device();
+        if (dev.isHost() && shortRows(p)) {
+            copyRows(p, mapping(maps, p.src().file()));
+        } else if (dev.isHost()) {
+            readPiece(p, channels.get(p.src().file().path()));
+        } else {
+            GpuStager g = stagers.get(dev).take();
+            try {
+                g.gather(channels.get(p.src().file().path()), p.src().file().path(), p.dest().spec().name(),
+                        p.positions(), p.lengths(), p.dest().region().address() + p.dstOffset());
+            } finally {
+                stagers.get(dev).add(g);
             }
         }
     }
@@ -293,6 +315,54 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
             }
         }
         return out;
+    }
+
+    /**
+     * Rows shorter than this on average are copied from a mapping of the file instead of read one {@code pread} each:
+     * a slice of an inner dimension at a high tp size has rows of a few hundred bytes, where a system call per row
+     * cost three quarters of the time (docs/PERFORMANCE.md).
+     */
+    static final int SHORT_ROWS = 32 << 10;
+
+    private static boolean shortRows(Piece p) {
+        return p.positions().length > 1 && p.length() / p.positions().length < SHORT_ROWS
+                && p.positions()[p.positions().length - 1] + p.lengths()[p.lengths().length - 1] - p.positions()[0]
+                < (1L << 30);
+    }
+
+    /** Copies a piece's short rows out of the file's mapping: one view of the rows' span, sliced per row. */
+    private static void copyRows(Piece p, MappedFile map) {
+        int last = p.positions().length - 1;
+        long first = p.positions()[0];
+        ByteBuffer src = map.byteBuffer(first, (int) (p.positions()[last] + p.lengths()[last] - first));
+        ByteBuffer dst = p.dest().region().byteBuffer(p.dstOffset(), p.length());
+        int at = 0;
+        try {
+            for (int i = 0; i <= last; i++) {
+                dst.put(at, src, (int) (p.positions()[i] - first), p.lengths()[i]);
+                at += p.lengths()[i];
+            }
+        } catch (InternalError fault) {
+            // the JVM's word for SIGBUS on mapped memory: the file shrank under the mapping
+            throw new WeightLoaderException("tensor '" + p.dest().spec().name() + "' of " + p.src().file().path()
+                    + " could not be read through its memory mapping: the file was truncated or replaced during the"
+                    + " load (" + fault.getMessage() + "); nothing was loaded", fault);
+        }
+    }
+
+    /** The file's mapping for this load, made on first use (and checked against the header's length). */
+    private static MappedFile mapping(Map<Path, MappedFile> maps, SafetensorsFile f) {
+        return maps.computeIfAbsent(f.path(), path -> {
+            MappedFile m = MappedFile.map(path);
+            long needed = f.dataStart() + f.entries().values().stream().mapToLong(SafetensorsFile.Entry::end).max()
+                    .orElse(0);
+            if (m.length() < needed) {
+                m.close();
+                throw new SafetensorsFormatException(path, "is " + m.length() + " bytes now, but its header needs "
+                        + needed + ": the file was truncated after it was opened; nothing was loaded");
+            }
+            return m;
+        });
     }
 
     private static void readPiece(Piece p, FileChannel ch) throws IOException {

@@ -55,11 +55,7 @@ class SlicedLocalLoadTest {
             Map<String, TensorSlice> slices = layout.plan(specs, tp, rank);
             try (TensorArena arena = TensorArena.allocate(io.weightloader.api.Device.CPU,
                     TpLayout.heldSpecs(specs, slices))) {
-                List<TensorDestination> dest = new ArrayList<>();
-                for (int i = 0; i < specs.size(); i++) {
-                    dest.add(new TensorDestination(specs.get(i), arena.destinations().get(i).region(),
-                            slices.get(specs.get(i).name())));
-                }
+                List<TensorDestination> dest = TpLayout.destinations(specs, arena.destinations(), slices);
                 LoadReport report = b.load(LoadRequest.of(dest).withChecksum(checksum));
                 assertThat(report.totalBytes()).isEqualTo(dest.stream().mapToLong(TensorDestination::byteSize).sum());
                 for (TensorDestination d : dest) {

@@ -73,7 +73,17 @@ final class NcclBackend implements WeightLoaderBackend {
 
     /** The seed's manifest, refused when the seed does not serve nccl clients. */
     private Manifest checkedManifest(SeedClient seed) {
-        Manifest m = seed.manifest(rank);
+        Manifest m;
+        try {
+            m = seed.manifest(rank);
+        } catch (io.weightloader.seed.SeedRefusedException e) {
+            if (e.status() == 404 && rank.tp() > 0) {
+                throw new WeightLoaderException(source() + " holds no rank tp" + rank.tp() + ": nccl loads rank to rank"
+                        + " from a seed of the same tp size (weight-loader.rank.tp-size). To load from a seed of another"
+                        + " tp size, use --remote-instance-weight-loader-backend transfer_engine, which reshards", e);
+            }
+            throw e;
+        }
         if (m.serves() != null && !m.serves().containsKey(NcclProvider.NAME)) {
             throw new WeightLoaderException(source() + " does not serve nccl clients; it serves " + m.serves().keySet()
                     + ". Load with weight-loader.remote-instance.backend = " + m.serves().keySet().iterator().next()
@@ -132,6 +142,12 @@ final class NcclBackend implements WeightLoaderBackend {
         }
     }
 
+    /** Slices the seed rank holds exactly (the same tp size and layout); others are refused before any byte moves. */
+    @Override
+    public boolean loadsSlices() {
+        return true;
+    }
+
     @Override
     public LoadReport load(LoadRequest request) {
         long t0 = System.nanoTime();
@@ -140,6 +156,18 @@ final class NcclBackend implements WeightLoaderBackend {
         SeedClient bounded = seed.until(deadline);
         Manifest m = checkedManifest(bounded);
         TensorMatcher.check(source(), m.specs(), request.specs(), request.ignoreExtraTensors());
+        Map<String, Manifest.Entry> published = m.entriesByName();
+        for (TensorDestination d : request.tensors()) {
+            Manifest.Entry e = published.get(d.spec().name());
+            if (!d.holdsSameAs(e.slice())) {
+                throw new WeightLoaderException(source() + " holds " + (e.slice() == null ? "all of" : e.slice()
+                        + " of") + " tensor '" + d.spec().name() + "' " + d.spec().shape() + " (tp size "
+                        + m.tpSizeOrOne() + ", layout " + m.layout() + "), and this client asks for "
+                        + (d.slice() == null ? "all of it" : d.slice()) + ": nccl sends each seed rank's tensors as they"
+                        + " are, rank to rank, so it needs the seed's tp size and layout. Use"
+                        + " --remote-instance-weight-loader-backend transfer_engine to reshard");
+            }
+        }
         Device device = null;
         Map<String, TensorDestination> byName = new HashMap<>();
         for (TensorDestination d : request.tensors()) {

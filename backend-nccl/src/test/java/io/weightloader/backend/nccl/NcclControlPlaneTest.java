@@ -10,6 +10,7 @@ import io.weightloader.api.Device;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorSlice;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
@@ -108,6 +109,35 @@ class NcclControlPlaneTest {
                 TensorDestination d = dest.stream().filter(x -> x.spec().name().equals(op.tensor())).findFirst().orElseThrow();
                 assertThat(op.address()).as(op.tensor()).isEqualTo(d.region().address());
                 assertThat(op.bytes()).isEqualTo(d.spec().byteSize());
+            }
+        }
+    }
+
+    @Test
+    void ncclLoadsTheSeedRanksSlicesRankToRankAndRefusesOtherTpSizesNamingTransferEngine() {
+        Config c = seedConfig("weight-loader { rank.tp-size = 2, tp-layout = llama }");
+        TensorSpec embed = TensorSpec.of("model.embed_tokens.weight", DType.BF16, 64, 8);
+        TensorSlice half = new TensorSlice(0, 0, 32);
+        List<TensorDestination> held = List.of(new TensorDestination(embed, MemoryRegion.of(0x10000, 512, Device.cuda(0)),
+                half));
+        try (SeedService svc = SeedService.start(new BackendContext(WeightLoaderSettings.from(c), c),
+                BackendRegistry.of(List.of(new NcclProvider(new FakeNccl()))), Map.of(new RankKey(0, 0), held))) {
+            FakeNccl clientNccl = new FakeNccl();
+            try (WeightLoader loader = client(clientNccl, svc.port(), "weight-loader.rank.tp-size = 2")) {
+                var report = loader.load(LoadRequest.of(List.of(new TensorDestination(embed,
+                        MemoryRegion.of(0x900000, 512, Device.cuda(1)), half))));
+                assertThat(report.tensors().get(0).shape()).containsExactly(32L, 8L);
+                assertThat(clientNccl.calls.get(0).ops().get(0).bytes()).isEqualTo(512);
+            }
+            try (WeightLoader loader = client(new FakeNccl(), svc.port(), "")) {
+                assertThatThrownBy(() -> loader.load(LoadRequest.of(List.of(new TensorDestination(embed,
+                        MemoryRegion.of(0x900000, 1024, Device.cuda(1)))))))
+                        .hasMessageContaining("model.embed_tokens.weight").hasMessageContaining("tp size 2")
+                        .hasMessageContaining("transfer_engine to reshard");
+            }
+            try (WeightLoader loader = client(new FakeNccl(), svc.port(), "weight-loader.rank { tp-size = 2, tp = 1 }")) {
+                assertThatThrownBy(loader::available).hasMessageContaining("holds no rank tp1")
+                        .hasMessageContaining("transfer_engine");
             }
         }
     }

@@ -75,6 +75,12 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return TransferEngineProvider.NAME;
     }
 
+    /** Slices of any tp size: rank to rank when they match the seed's, resharded otherwise. */
+    @Override
+    public boolean loadsSlices() {
+        return true;
+    }
+
     @Override
     public String source() {
         return "seed " + seed.peer() + " rank " + rank;
@@ -109,8 +115,27 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return manifest.specs();
     }
 
+    /**
+     * The manifest of this client's rank; when the seed has no such rank (a seed of a smaller tp size), that of its
+     * rank tp0 of the same pp stage, whose tp size and slices the load then reshards from.
+     */
     private Manifest checkedManifest(SeedClient seed) {
-        Manifest m = seed.manifest(rank);
+        Manifest m;
+        try {
+            m = seed.manifest(rank);
+        } catch (io.weightloader.seed.SeedRefusedException e) {
+            if (e.status() != 404 || rank.tp() == 0) {
+                throw e;
+            }
+            m = seed.manifest(new RankKey(0, rank.pp()));
+            if (m.tpSize() == null || m.tpSizeOrOne() > rank.tp()) {
+                throw e; // not a smaller seed: a rank is missing
+            }
+        }
+        return checkManifest(m);
+    }
+
+    private Manifest checkManifest(Manifest m) {
         if (m.serves() != null && !m.serves().containsKey(TransferEngineProvider.NAME)) {
             throw new WeightLoaderException(source() + " does not serve transfer_engine clients; it serves "
                     + m.serves().keySet() + ". Load with weight-loader.remote-instance.backend = "
@@ -154,21 +179,32 @@ final class TransferEngineBackend implements WeightLoaderBackend {
 
     /**
      * One read: a range contiguous on both sides, covering parts of one or more tensors (adjacent tensors of the
-     * seed's and the host's arenas are read together, up to the slice size).
+     * seed's and the host's arenas are read together, up to the slice size); or, resharding, {@code count} runs of
+     * {@code length} bytes (a slice's rows) at strides {@code localStride} and {@code remoteStride}, of one tensor.
      */
-    record Read(long local, long remote, long length, List<Part> parts, int attempt) {
+    record Read(long local, long remote, long length, List<Part> parts, int attempt, long localStride,
+                long remoteStride, int count) {
+        Read(long local, long remote, long length, List<Part> parts, int attempt) {
+            this(local, remote, length, parts, attempt, length, length, 1);
+        }
+
         ReadOp op() {
-            return new ReadOp(local, remote, length);
+            return new ReadOp(local, remote, length, localStride, remoteStride, count);
         }
 
         Read retry() {
-            return new Read(local, remote, length, parts, attempt + 1);
+            return new Read(local, remote, length, parts, attempt + 1, localStride, remoteStride, count);
+        }
+
+        long bytes() {
+            return length * count;
         }
 
         String describe() {
             Part p = parts.get(0);
             return "tensor '" + p.dest().spec().name() + "' bytes [" + p.offset() + ", " + (p.offset() + p.length())
-                    + ")" + (parts.size() > 1 ? " and " + (parts.size() - 1) + " more tensor(s)" : "");
+                    + ")" + (count > 1 ? " (" + count + " runs of " + length + ")" : "")
+                    + (parts.size() > 1 ? " and " + (parts.size() - 1) + " more tensor(s)" : "");
         }
     }
 
@@ -271,7 +307,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     /** The seed's generation now; a failure to ask is added to {@code failure}, which is then thrown. */
     private String currentGeneration(SeedClient seed, WeightLoaderException failure) {
         try {
-            return seed.generation(rank);
+            return seed.generation(manifest != null ? new RankKey(manifest.tp(), manifest.pp()) : rank);
         } catch (RuntimeException e) {
             failure.addSuppressed(e);
             throw failure;
@@ -301,6 +337,13 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         if (cap > 0) {
             sliceSize = Math.max(1 << 20, Math.min(sliceSize, cap / 20));
         }
+        Map<String, Manifest.Entry> published = m.entriesByName();
+        for (TensorDestination d : request.tensors()) {
+            if (!d.holdsSameAs(published.get(d.spec().name()).slice())) {
+                // another tp size or layout: read each slice's parts from the seed ranks that hold them
+                return loadResharded(bounded, m, request, t0, phases, tPrepare, engine, sliceSize, cap);
+            }
+        }
         Deque<Read> queue = new ArrayDeque<>(plan(request.tensors(), m, sliceSize));
         Progress progress = new Progress(request);
         List<MemoryRegion> local = RegionMerger.merge(request.tensors().stream()
@@ -321,12 +364,114 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         long tVerify = System.nanoTime();
         phases.put("transfer", (tVerify - tTransfer) / 1e9);
         // the seed's weights must not have changed under us; checksums against the seed's
-        List<TensorReport> reports = RemoteLoads.verify(bounded, rank, m, request, source());
+        List<TensorReport> reports = RemoteLoads.verify(bounded, new RankKey(m.tp(), m.pp()), m, request, source());
         long end = System.nanoTime();
         phases.put("verify", (end - tVerify) / 1e9);
         String device = request.tensors().isEmpty() ? "cpu" : request.tensors().get(0).region().device().toString();
         return new LoadReport(name(), engine.name(), source(), device, reports, request.totalBytes(),
                 (end - t0) / 1e9, null, phases);
+    }
+
+    /**
+     * A load whose slices differ from the seed rank's: fetches every seed rank's manifest, plans which parts of each
+     * slice come from which rank ({@link Resharding}), reads from all the ranks at once (one thread per rank, each
+     * with its bounded batches, retries and the load's deadline), then checks every rank's generation and, with
+     * checksums, every block the client read against the seed's block checksums.
+     */
+    private LoadReport loadResharded(SeedClient bounded, Manifest ref, LoadRequest request, long t0,
+                                     Map<String, Double> phases, long tPrepare, OneSidedEngine engine, long sliceSize,
+                                     long cap) {
+        if (ref.tpSize() == null) {
+            throw new WeightLoaderException(source() + " does not say how its weights are split (an older seed), and"
+                    + " this client asks for other slices than it holds; load with the seed's tp size and layout");
+        }
+        int size = ref.tpSize();
+        List<Manifest> ranks = new ArrayList<>();
+        for (int k = 0; k < size; k++) {
+            Manifest mk = k == ref.tp() ? ref : checkManifest(bounded.manifest(new RankKey(k, ref.pp())));
+            if (mk.tpSizeOrOne() != size || !java.util.Objects.equals(mk.layout(), ref.layout())
+                    || !servedEngine(mk).equals(servedEngine(ref))) {
+                throw new WeightLoaderException(source() + ": seed rank tp" + k + " publishes tp size "
+                        + mk.tpSize() + ", layout " + mk.layout() + ", engine " + servedEngine(mk) + ", rank tp"
+                        + ref.tp() + " " + size + ", " + ref.layout() + ", " + servedEngine(ref)
+                        + "; one seed's ranks must agree");
+            }
+            TensorMatcher.check(source() + " rank tp" + k, mk.specs(), request.specs(), request.ignoreExtraTensors());
+            ranks.add(mk);
+        }
+        String from = "seed " + seed.peer() + " tp size " + size + " (" + ref.layout() + ")";
+        int maxRuns = peer(engine, ranks.get(0).session()).maxRunsPerOp();
+        Resharding.Plan plan = Resharding.plan(request.tensors(), ranks, rank.tp(), sliceSize, maxRuns, from);
+        Progress progress = new Progress(request);
+        List<MemoryRegion> local = RegionMerger.merge(request.tensors().stream().map(TensorDestination::bytes).toList());
+        engine.registerLocal(local);
+        long deadline = t0 + transferTimeout.toNanos();
+        long tTransfer = System.nanoTime();
+        phases.put("prepare", (tTransfer - tPrepare) / 1e9);
+        List<Integer> used = new ArrayList<>();
+        for (int k = 0; k < size; k++) {
+            if (!plan.reads().get(k).isEmpty()) {
+                used.add(k);
+            }
+        }
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(
+                Math.max(1, used.size()), io.weightloader.memory.Threads.daemon("weightloader-reshard"));
+        try {
+            List<java.util.concurrent.Future<?>> futures = new ArrayList<>();
+            for (int k : used) {
+                String session = ranks.get(k).session();
+                Deque<Read> queue = new ArrayDeque<>(plan.reads().get(k));
+                futures.add(pool.submit(() -> {
+                    try {
+                        transfer(engine, peer(engine, session), queue, progress, sliceSize,
+                                cap > 0 ? Math.max(1, cap / used.size()) : 0, deadline);
+                    } catch (RuntimeException e) {
+                        dropPeer(session);
+                        throw e;
+                    }
+                    return null;
+                }));
+            }
+            WeightLoaderException failure = null;
+            for (java.util.concurrent.Future<?> f : futures) {
+                try {
+                    f.get();
+                } catch (java.util.concurrent.ExecutionException e) {
+                    if (failure == null) {
+                        failure = e.getCause() instanceof WeightLoaderException w ? w
+                                : new WeightLoaderException("resharded load from " + from + " failed: " + e.getCause(),
+                                e.getCause());
+                    }
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    futures.forEach(x -> x.cancel(true));
+                    throw new WeightLoaderException("load from " + from + " interrupted", e);
+                }
+            }
+            if (failure != null) {
+                throw failure;
+            }
+        } finally {
+            pool.shutdownNow();
+            engine.unregisterLocal(local);
+        }
+        progress.report();
+        long tVerify = System.nanoTime();
+        phases.put("transfer", (tVerify - tTransfer) / 1e9);
+        for (int k : used) {
+            String now = bounded.generation(new RankKey(k, ref.pp()));
+            if (!now.equals(ranks.get(k).generation())) {
+                throw new SeedChangedException(from + " rank tp" + k + " changed its weights during the load (generation "
+                        + ranks.get(k).generation() + " -> " + now + "); nothing was loaded, load again",
+                        ranks.get(k).generation(), now);
+            }
+        }
+        List<TensorReport> reports = Resharding.verify(request, plan.checks(), from);
+        long end = System.nanoTime();
+        phases.put("verify", (end - tVerify) / 1e9);
+        String device = request.tensors().isEmpty() ? "cpu" : request.tensors().get(0).region().device().toString();
+        return new LoadReport(name(), engine.name(), from + ", resharded into rank tp" + rank.tp(), device, reports,
+                request.totalBytes(), (end - t0) / 1e9, null, phases);
     }
 
     /** Bytes and whole tensors done, reported to the request's listener. */
@@ -348,8 +493,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
             }
         }
 
-        void completed(Read r) {
-            done += r.length();
+        synchronized void completed(Read r) {
+            done += r.bytes();
             for (Part p : r.parts()) {
                 if (remaining.merge(p.dest().spec().name(), -p.length(), Long::sum) == 0) {
                     tensorsDone++;
@@ -357,7 +502,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
             }
         }
 
-        void report() {
+        synchronized void report() {
             request.progress().onProgress(done, total, tensorsDone, request.tensors().size());
         }
     }
@@ -384,11 +529,13 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                 while (!queue.isEmpty() && inFlight.size() < depth) {
                     List<Read> reads = new ArrayList<>();
                     long batchBytes = 0;
-                    while (!queue.isEmpty() && reads.size() < maxBatch
-                            && (reads.isEmpty() || batchBytes + queue.peek().length() <= maxBatchBytes)) {
+                    int cost = 0;
+                    while (!queue.isEmpty() && (reads.isEmpty() || cost + peer.cost(queue.peek().op()) <= maxBatch
+                            && batchBytes + queue.peek().bytes() <= maxBatchBytes)) {
                         Read r = queue.poll();
                         reads.add(r);
-                        batchBytes += r.length();
+                        cost += peer.cost(r.op());
+                        batchBytes += r.bytes();
                     }
                     if (cap > 0) {
                         throttle(tStart, submitted, cap, deadline);

@@ -386,6 +386,7 @@ public final class BuiltinEngine implements OneSidedEngine {
             sc.socket().setSoTimeout((int) Duration.ofMinutes(10).toMillis()); // idle limit between requests
             welcome(sc, Wire.OK, "");
             ByteBuffer header = ByteBuffer.allocate(Wire.RESPONSE_HEADER_BYTES);
+            ByteBuffer gather = null;
             while (!closed) {
                 long id;
                 try {
@@ -395,11 +396,12 @@ public final class BuiltinEngine implements OneSidedEngine {
                 }
                 long address = in.readLong();
                 long length = in.readLong();
-                if (length <= 0 || length > Wire.MAX_READ || !regions.contains(address, length)) {
+                long stride = in.readLong();
+                int count = in.readInt();
+                String problem = checkRequest(address, length, stride, count);
+                if (problem != null) {
                     refused.incrementAndGet();
-                    byte[] msg = ("read of " + length + " bytes at 0x" + Long.toHexString(address)
-                            + " refused: outside registered weight memory or over " + Wire.MAX_READ + " bytes")
-                            .getBytes(StandardCharsets.UTF_8);
+                    byte[] msg = problem.getBytes(StandardCharsets.UTF_8);
                     header.clear();
                     header.put((byte) Wire.REFUSED).putLong(id).putLong(msg.length).flip();
                     writeFully(sc, header);
@@ -407,13 +409,50 @@ public final class BuiltinEngine implements OneSidedEngine {
                     continue;
                 }
                 header.clear();
-                header.put((byte) Wire.OK).putLong(id).putLong(length).flip();
+                header.put((byte) Wire.OK).putLong(id).putLong(length * count).flip();
                 writeFully(sc, header);
-                // counted chunk by chunk, so that a stopping seed sees a long read as activity while it is sent
-                for (long off = 0; off < length; off += SERVE_CHUNK) {
-                    int n = (int) Math.min(SERVE_CHUNK, length - off);
-                    writeFully(sc, new Pointer(address).getByteBuffer(off, n));
-                    bytesServed.addAndGet(n);
+                if (stride == length) {
+                    // runs back to back (a client reading every row of a slice): one contiguous range
+                    length *= count;
+                    count = 1;
+                }
+                if (count == 1 || length >= SERVE_CHUNK / 4) {
+                    // counted chunk by chunk, so that a stopping seed sees a long read as activity while it is sent
+                    for (int i = 0; i < count; i++) {
+                        long run = address + i * stride;
+                        for (long off = 0; off < length; off += SERVE_CHUNK) {
+                            int n = (int) Math.min(SERVE_CHUNK, length - off);
+                            writeFully(sc, new Pointer(run).getByteBuffer(off, n));
+                            bytesServed.addAndGet(n);
+                        }
+                    }
+                } else {
+                    // short runs (a slice's rows) are gathered into one buffer per write
+                    if (gather == null) {
+                        gather = ByteBuffer.allocateDirect(SERVE_CHUNK);
+                    }
+                    gather.clear();
+                    // one view per window of runs (a JNI call each), sliced in Java per run
+                    ByteBuffer window = null;
+                    long windowStart = 0;
+                    for (int i = 0; i < count; i++) {
+                        if (gather.remaining() < length) {
+                            gather.flip();
+                            bytesServed.addAndGet(gather.remaining());
+                            writeFully(sc, gather);
+                            gather.clear();
+                        }
+                        long run = address + i * stride;
+                        if (window == null || run + length > windowStart + window.capacity()) {
+                            windowStart = run;
+                            window = new Pointer(run).getByteBuffer(0,
+                                    Math.min(Math.max(length, 64L << 20), (count - 1L - i) * stride + length));
+                        }
+                        gather.put(window.slice((int) (run - windowStart), (int) length));
+                    }
+                    gather.flip();
+                    bytesServed.addAndGet(gather.remaining());
+                    writeFully(sc, gather);
                 }
             }
         } catch (SocketTimeoutException e) {
@@ -430,6 +469,30 @@ public final class BuiltinEngine implements OneSidedEngine {
                 connectionSlots.release();
             }
         }
+    }
+
+    /** Why a read request is refused, or null: every run must lie in registered weight memory. */
+    private String checkRequest(long address, long length, long stride, int count) {
+        String where = count + " run(s) of " + length + " bytes at 0x" + Long.toHexString(address)
+                + (count > 1 ? " every " + stride + " bytes" : "");
+        if (length <= 0 || count <= 0 || count > Wire.MAX_RUNS || count > 1 && stride < length) {
+            return "read of " + where + " refused: malformed (runs must be non-empty, at most " + Wire.MAX_RUNS
+                    + ", and not overlap)";
+        }
+        if (length > Wire.MAX_READ / count) {
+            return "read of " + where + " refused: over " + Wire.MAX_READ + " bytes";
+        }
+        long span;
+        try {
+            span = Math.addExact(Math.multiplyExact(count - 1L, stride), length);
+        } catch (ArithmeticException e) {
+            return "read of " + where + " refused: outside registered weight memory";
+        }
+        // one registered region must hold the runs' whole span: then it holds every run
+        if (!regions.contains(address, span)) {
+            return "read of " + where + " refused: outside registered weight memory";
+        }
+        return null;
     }
 
     private static void welcome(Link sc, int status, String message) throws IOException {
@@ -496,6 +559,9 @@ public final class BuiltinEngine implements OneSidedEngine {
             this.status = status;
         }
     }
+
+    /** Each client lane's buffer for short runs. */
+    private static final ThreadLocal<ByteBuffer> scatter = ThreadLocal.withInitial(() -> ByteBuffer.allocateDirect(SERVE_CHUNK));
 
     private final class BuiltinPeer implements Peer {
         private final String session;
@@ -647,7 +713,8 @@ public final class BuiltinEngine implements OneSidedEngine {
                     ByteBuffer req = ByteBuffer.allocate(Wire.REQUEST_BYTES * lane.size());
                     for (int idx : lane) {
                         ReadOp op = batch.ops.get(idx);
-                        req.putLong(idx).putLong(op.remoteAddress()).putLong(op.length());
+                        req.putLong(idx).putLong(op.remoteAddress()).putLong(op.length()).putLong(op.remoteStride())
+                                .putInt(op.count());
                     }
                     req.flip();
                     writeFully(sc, req);
@@ -665,13 +732,10 @@ public final class BuiltinEngine implements OneSidedEngine {
                             throw new IOException("protocol error: answer for op " + id + " when " + idx + " was due");
                         }
                         if (status == Wire.OK) {
-                            if (len != op.length()) {
-                                throw new IOException("protocol error: " + len + " bytes for a read of " + op.length());
+                            if (len != op.bytes()) {
+                                throw new IOException("protocol error: " + len + " bytes for a read of " + op.bytes());
                             }
-                            for (long off = 0; off < len; off += Integer.MAX_VALUE) {
-                                int n = (int) Math.min(Integer.MAX_VALUE, len - off);
-                                readFully(sc, new Pointer(op.localAddress()).getByteBuffer(off, n));
-                            }
+                            receive(sc, op);
                             batch.statuses.set(idx, OpStatus.COMPLETED);
                         } else {
                             if (len > Wire.MAX_MESSAGE) {
@@ -700,6 +764,40 @@ public final class BuiltinEngine implements OneSidedEngine {
                         batch.lanes.decrementAndGet();
                         batch.notifyAll();
                     }
+                }
+            }
+        }
+
+        /** Reads an answer's payload into the op's runs: straight into memory, or through one buffer for short runs. */
+        private void receive(Link sc, ReadOp op) throws IOException {
+            if (op.count() == 1 || op.localStride() == op.length() || op.length() >= SERVE_CHUNK / 4) {
+                long runLength = op.localStride() == op.length() ? op.bytes() : op.length();
+                int runs = op.localStride() == op.length() ? 1 : op.count();
+                for (int i = 0; i < runs; i++) {
+                    long run = op.localAddress() + i * op.localStride();
+                    for (long off = 0; off < runLength; off += Integer.MAX_VALUE) {
+                        int n = (int) Math.min(Integer.MAX_VALUE, runLength - off);
+                        readFully(sc, new Pointer(run).getByteBuffer(off, n));
+                    }
+                }
+                return;
+            }
+            ByteBuffer buf = scatter.get();
+            // runs per buffer, so many that the local view of them stays under 2 GiB
+            int perBuffer = (int) Math.max(1, Math.min(buf.capacity() / op.length(),
+                    (Integer.MAX_VALUE - op.length()) / op.localStride() + 1));
+            for (int i = 0; i < op.count(); i += perBuffer) {
+                int runs = Math.min(perBuffer, op.count() - i);
+                buf.clear().limit((int) (runs * op.length()));
+                readFully(sc, buf);
+                buf.flip();
+                // one view of this buffer's runs in local memory (one JNI call), sliced in Java per run
+                long first = op.localAddress() + (long) i * op.localStride();
+                ByteBuffer local = new Pointer(first).getByteBuffer(0, (runs - 1L) * op.localStride() + op.length());
+                for (int k = 0; k < runs; k++) {
+                    buf.limit((int) ((k + 1) * op.length()));
+                    local.put((int) (k * op.localStride()), buf, buf.position(), (int) op.length());
+                    buf.position(buf.limit());
                 }
             }
         }

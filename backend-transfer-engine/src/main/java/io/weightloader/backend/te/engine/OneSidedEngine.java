@@ -37,8 +37,18 @@ public interface OneSidedEngine extends AutoCloseable {
 
     /** A connected seed. */
     interface Peer extends AutoCloseable {
-        /** Largest number of ops one batch may hold. */
+        /** Largest number of ops one batch may hold, counted with {@link #cost}. */
         int maxBatchSize();
+
+        /** Most runs one strided op may carry. */
+        default int maxRunsPerOp() {
+            return 1 << 16;
+        }
+
+        /** What one op counts against {@link #maxBatchSize()}: 1, or its runs where the engine reads each alone. */
+        default int cost(ReadOp op) {
+            return 1;
+        }
 
         /** Starts the reads; returns at once. */
         Batch submit(List<ReadOp> ops);
@@ -68,8 +78,32 @@ public interface OneSidedEngine extends AutoCloseable {
         }
     }
 
-    /** Copies remote {@code [remoteAddress, remoteAddress + length)} into local {@code localAddress}. */
-    record ReadOp(long localAddress, long remoteAddress, long length) {
+    /**
+     * Copies {@code count} runs of {@code length} bytes: run {@code i} from remote {@code remoteAddress + i *
+     * remoteStride} to local {@code localAddress + i * localStride} (the rows of a tensor-parallel slice). One run:
+     * remote {@code [remoteAddress, remoteAddress + length)} into local {@code localAddress}.
+     */
+    record ReadOp(long localAddress, long remoteAddress, long length, long localStride, long remoteStride, int count) {
+        public ReadOp {
+            if (length <= 0 || count <= 0 || count > 1 && (localStride < length || remoteStride < length)) {
+                throw new IllegalArgumentException("read of " + count + " run(s) of " + length + " bytes, strides "
+                        + localStride + "/" + remoteStride + ": runs must be non-empty and must not overlap");
+            }
+        }
+
+        public ReadOp(long localAddress, long remoteAddress, long length) {
+            this(localAddress, remoteAddress, length, length, length, 1);
+        }
+
+        /** Bytes the op moves. */
+        public long bytes() {
+            return length * count;
+        }
+
+        /** Remote bytes from the first run's start to the last run's end. */
+        public long remoteSpan() {
+            return (count - 1) * remoteStride + length;
+        }
     }
 
     enum OpState { PENDING, COMPLETED, FAILED }

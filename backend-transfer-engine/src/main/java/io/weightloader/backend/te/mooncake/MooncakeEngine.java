@@ -311,26 +311,46 @@ public final class MooncakeEngine implements OneSidedEngine {
         }
 
         @Override
+        public int maxRunsPerOp() {
+            return MAX_BATCH_SIZE;
+        }
+
+        /** Mooncake reads each run of a strided op as a task of its own. */
+        @Override
+        public int cost(ReadOp op) {
+            return op.count();
+        }
+
+        @Override
         public Batch submit(List<ReadOp> ops) {
             Objects.requireNonNull(ops, "ops is null");
-            if (ops.isEmpty() || ops.size() > MAX_BATCH_SIZE) {
-                throw new IllegalArgumentException("a batch holds 1.." + MAX_BATCH_SIZE + " ops, got " + ops.size());
+            int n = 0;
+            for (ReadOp op : ops) {
+                n += op.count();
+            }
+            if (ops.isEmpty() || n > MAX_BATCH_SIZE) {
+                throw new IllegalArgumentException("a batch holds 1.." + MAX_BATCH_SIZE + " runs, got " + n);
             }
             if (peerClosed.get()) {
                 throw new IllegalStateException("peer " + session + " is closed");
             }
             checkOpen();
-            int n = ops.size();
             MooncakeC.TransferRequest[] reqs = (MooncakeC.TransferRequest[]) new MooncakeC.TransferRequest()
                     .toArray(n);
-            for (int i = 0; i < n; i++) {
+            int[] first = new int[ops.size() + 1];
+            int t = 0;
+            for (int i = 0; i < ops.size(); i++) {
                 ReadOp op = ops.get(i);
-                reqs[i].opcode = MooncakeC.OPCODE_READ;
-                reqs[i].source = new Pointer(op.localAddress());
-                reqs[i].target_id = segment;
-                reqs[i].target_offset = op.remoteAddress();
-                reqs[i].length = op.length();
+                first[i] = t;
+                for (int k = 0; k < op.count(); k++, t++) {
+                    reqs[t].opcode = MooncakeC.OPCODE_READ;
+                    reqs[t].source = new Pointer(op.localAddress() + k * op.localStride());
+                    reqs[t].target_id = segment;
+                    reqs[t].target_offset = op.remoteAddress() + k * op.remoteStride();
+                    reqs[t].length = op.length();
+                }
             }
+            first[ops.size()] = t;
             long batch = c.allocateBatchID(engine, n);
             if (batch == MooncakeC.INVALID_BATCH || batch == 0) {
                 throw new WeightLoaderException("Mooncake allocateBatchID(" + n + ") failed");
@@ -342,7 +362,7 @@ public final class MooncakeEngine implements OneSidedEngine {
                 b.abandonAfterFailedSubmit();
                 MooncakeLibrary.check(rc, "submitTransfer(" + n + " reads from " + session + ")");
             }
-            return b;
+            return n == ops.size() ? b : new RunsBatch(b, first);
         }
 
         @Override
@@ -354,6 +374,43 @@ public final class MooncakeEngine implements OneSidedEngine {
                     LOG.debug("Mooncake closeSegment({}) {}", session, MooncakeLibrary.describe(rc));
                 }
             }
+        }
+    }
+
+    /** Ops of several runs over a batch of one task per run: an op is final when all its runs are. */
+    private static final class RunsBatch implements Batch {
+        private final Batch tasks;
+        private final int[] first;
+
+        RunsBatch(Batch tasks, int[] first) {
+            this.tasks = tasks;
+            this.first = first;
+        }
+
+        @Override
+        public int size() {
+            return first.length - 1;
+        }
+
+        @Override
+        public OpStatus status(int index) {
+            Objects.checkIndex(index, size());
+            OpStatus failed = null;
+            for (int t = first[index]; t < first[index + 1]; t++) {
+                OpStatus s = tasks.status(t);
+                if (!s.isFinal()) {
+                    return OpStatus.PENDING;
+                }
+                if (s.state() == OpState.FAILED && failed == null) {
+                    failed = s;
+                }
+            }
+            return failed != null ? failed : OpStatus.COMPLETED;
+        }
+
+        @Override
+        public boolean release() {
+            return tasks.release();
         }
     }
 
