@@ -4,8 +4,6 @@ import io.weightloader.api.Device;
 import io.weightloader.memory.cuda.Cuda;
 import io.weightloader.memory.cuda.PinnedMemory;
 import java.io.IOException;
-import java.nio.channels.FileChannel;
-import java.nio.file.Path;
 import org.bytedeco.cuda.cudart.CUevent_st;
 import org.bytedeco.cuda.cudart.CUstream_st;
 import org.bytedeco.cuda.global.cudart;
@@ -53,7 +51,7 @@ final class GpuStager implements AutoCloseable {
      * Reads {@code length} bytes at {@code position} of the file and queues their copy to {@code deviceAddress},
      * chunk by chunk through the two buffers.
      */
-    void copy(FileChannel ch, Path file, String tensor, long position, long deviceAddress, int length) throws IOException {
+    void copy(FileSource src, String tensor, long position, long deviceAddress, int length) throws IOException {
         Cuda.use(device);
         for (int off = 0; off < length; off += chunk) {
             int n = Math.min(chunk, length - off);
@@ -63,7 +61,7 @@ final class GpuStager implements AutoCloseable {
                 Cuda.check(cudart.cudaEventSynchronize(copied[b]), "waiting for a staging copy to " + device);
                 inFlight[b] = false;
             }
-            SafetensorsFile.readFully(ch, buffers[b].byteBuffer(0, n), position + off, file, tensor);
+            src.read(position + off, buffers[b].byteBuffer(0, n), tensor);
             Cuda.check(cudart.cudaMemcpyAsync(Cuda.pointer(deviceAddress + off), Cuda.pointer(buffers[b].address()), n,
                     cudart.cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync to " + device);
             Cuda.check(cudart.cudaEventRecord(copied[b], stream), "cudaEventRecord");

@@ -16,16 +16,16 @@ import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import io.weightloader.api.spi.ZeroCopyLoader;
 import java.io.IOException;
-import java.nio.channels.FileChannel;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -45,6 +45,8 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     private final int pieceSize;
     private final int stagingSize;
     private final boolean zeroCopyPreferred;
+    private final LocalIo io;
+    private final Set<Path> toldBuffered = ConcurrentHashMap.newKeySet();
     private final ExecutorService pool;
 
     /** Pinned staging buffer size for GPU destinations when none is given ({@code staging-size}). */
@@ -56,6 +58,12 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
 
     public LocalBackend(SafetensorsCheckpoint checkpoint, int threads, int pieceSize, int stagingSize,
                         boolean zeroCopyPreferred) {
+        this(checkpoint, threads, pieceSize, stagingSize, zeroCopyPreferred, LocalIo.BUFFERED);
+    }
+
+    LocalBackend(SafetensorsCheckpoint checkpoint, int threads, int pieceSize, int stagingSize,
+                 boolean zeroCopyPreferred, LocalIo io) {
+        this.io = io;
         this.checkpoint = checkpoint;
         this.threads = threads;
         this.pieceSize = pieceSize;
@@ -85,7 +93,11 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
 
     @Override
     public String engine() {
-        return "pread x" + threads;
+        return "pread x" + threads + switch (io) {
+            case BUFFERED -> "";
+            case DIRECT -> " (O_DIRECT)";
+            case AUTO -> " (io auto: O_DIRECT for cold files)";
+        };
     }
 
     @Override
@@ -101,17 +113,20 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         long t0 = System.nanoTime();
         TensorMatcher.check("checkpoint " + checkpoint.root(), available(), request.specs(),
                 request.ignoreExtraTensors());
-        Map<Path, FileChannel> channels = new HashMap<>();
+        Map<Path, FileSource> channels = new HashMap<>();
+        String engine;
         try {
             for (SafetensorsFile f : checkpoint.files()) {
-                channels.put(f.path(), FileChannel.open(f.path(), StandardOpenOption.READ));
+                channels.put(f.path(), io.open(f.path(), toldBuffered));
             }
+            int direct = (int) channels.values().stream().filter(FileSource::direct).count();
+            engine = "pread x" + threads + LocalIo.engineNote(direct, channels.size());
             copyAll(request, channels);
         } catch (IOException e) {
             throw new WeightLoaderException("cannot open checkpoint files under " + checkpoint.root() + ": "
                     + e.getMessage(), e);
         } finally {
-            for (FileChannel ch : channels.values()) {
+            for (FileSource ch : channels.values()) {
                 try {
                     ch.close();
                 } catch (IOException ignored) {
@@ -127,10 +142,10 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         double secs = (System.nanoTime() - t0) / 1e9;
         String device = request.tensors().isEmpty() ? Device.CPU.toString()
                 : request.tensors().get(0).region().device().toString();
-        return new LoadReport(name(), engine(), source(), device, reports, request.totalBytes(), secs, null);
+        return new LoadReport(name(), engine, source(), device, reports, request.totalBytes(), secs, null);
     }
 
-    private void copyAll(LoadRequest request, Map<Path, FileChannel> channels) {
+    private void copyAll(LoadRequest request, Map<Path, FileSource> channels) {
         List<Piece> pieces = new ArrayList<>();
         Map<String, AtomicLong> remaining = new HashMap<>();
         for (TensorDestination d : request.tensors()) {
@@ -160,7 +175,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
                 } else {
                     GpuStager g = stagers.get(dev).take();
                     try {
-                        g.copy(channels.get(p.src().file().path()), p.src().file().path(), p.dest().spec().name(),
+                        g.copy(channels.get(p.src().file().path()), p.dest().spec().name(),
                                 p.src().fileOffset() + p.offset(), p.dest().region().address() + p.offset(),
                                 p.length());
                     } finally {
@@ -223,9 +238,9 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         return out;
     }
 
-    private static void readPiece(Piece p, FileChannel ch) throws IOException {
-        SafetensorsFile.readFully(ch, p.dest().region().byteBuffer(p.offset(), p.length()),
-                p.src().fileOffset() + p.offset(), p.src().file().path(), p.dest().spec().name());
+    private static void readPiece(Piece p, FileSource src) throws IOException {
+        src.read(p.src().fileOffset() + p.offset(), p.dest().region().byteBuffer(p.offset(), p.length()),
+                p.dest().spec().name());
     }
 
     private static void awaitAll(List<Future<?>> futures) {
