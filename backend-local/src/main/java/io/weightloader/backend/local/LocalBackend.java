@@ -96,7 +96,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         return "pread x" + threads + switch (io) {
             case BUFFERED -> "";
             case DIRECT -> " (O_DIRECT)";
-            case AUTO -> " (io auto: O_DIRECT for cold files)";
+            case AUTO -> " (io auto: O_DIRECT for cold files of a checkpoint larger than the page cache)";
         };
     }
 
@@ -116,8 +116,9 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         Map<Path, FileSource> channels = new HashMap<>();
         String engine;
         try {
+            boolean large = io == LocalIo.AUTO && largerThanPageCache();
             for (SafetensorsFile f : checkpoint.files()) {
-                channels.put(f.path(), io.open(f.path(), toldBuffered));
+                channels.put(f.path(), io.open(f.path(), toldBuffered, large));
             }
             int direct = (int) channels.values().stream().filter(FileSource::direct).count();
             engine = "pread x" + threads + LocalIo.engineNote(direct, channels.size());
@@ -143,6 +144,23 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         String device = request.tensors().isEmpty() ? Device.CPU.toString()
                 : request.tensors().get(0).region().device().toString();
         return new LoadReport(name(), engine, source(), device, reports, request.totalBytes(), secs, null);
+    }
+
+    /** {@code io = auto}: whether the checkpoint's files are too large to stay in the page cache. */
+    private boolean largerThanPageCache() {
+        long bytes = 0;
+        for (SafetensorsFile f : checkpoint.files()) {
+            bytes += f.path().toFile().length();
+        }
+        long available = LocalIo.memAvailable();
+        if (available < 0) {
+            if (toldBuffered.add(checkpoint.root())) {
+                org.slf4j.LoggerFactory.getLogger(LocalBackend.class).info("{} = auto: cannot read MemAvailable from"
+                        + " /proc/meminfo; reading {} buffered", LocalIo.KEY, checkpoint.root());
+            }
+            return false;
+        }
+        return LocalIo.largerThanPageCache(bytes, available);
     }
 
     private void copyAll(LoadRequest request, Map<Path, FileSource> channels) {

@@ -223,6 +223,13 @@ class DirectFileReaderTest {
     }
 
     @Test
+    void autoConsidersODirectOnlyForACheckpointLargerThanHalfTheAvailableMemory() {
+        assertThat(LocalIo.largerThanPageCache(10L << 30, 24L << 30)).isFalse();
+        assertThat(LocalIo.largerThanPageCache(13L << 30, 24L << 30)).isTrue();
+        assertThat(LocalIo.memAvailable()).isPositive();
+    }
+
+    @Test
     void autoReadsAColdFileWithODirectAndAWarmOneBuffered() throws IOException {
         Path model = checkpoint("auto");
         LoadResult buffered = load(model, "buffered", 1 << 20); // reads every file: warm now
@@ -231,18 +238,38 @@ class DirectFileReaderTest {
         LoadResult warm = load(model, "auto", 1 << 20);
         assertThat(warm.report().engine()).isEqualTo("pread x2");
 
-        try (Stream<Path> s = Files.list(model)) {
-            for (Path f : s.filter(f -> f.toString().endsWith(".safetensors")).toList()) {
-                evict(f);
-            }
+        for (Path f : shards(model)) {
+            evict(f);
         }
         double cold = PageCache.residentFraction(model.resolve(SafetensorsWriter.shardName(0, 2))).orElse(1);
         Assumptions.assumeTrue(cold < LocalIo.AUTO_DIRECT_BELOW,
                 "O_DIRECT writes left " + cold + " of the file in the page cache on this file system");
-        LoadResult coldLoad = load(model, "auto", 1 << 20);
-        assertThat(coldLoad.report().engine()).isEqualTo("pread x2 (O_DIRECT)");
-        assertThat(coldLoad.arena()).isEqualTo(buffered.arena());
+        // a cold checkpoint that fits in memory is read buffered (faster cold on the development VM, and warm after)
+        LoadResult coldSmall = load(model, "auto", 1 << 20);
+        assertThat(coldSmall.report().engine()).isEqualTo("pread x2");
+        assertThat(coldSmall.arena()).isEqualTo(buffered.arena());
         assertThat(warm.arena()).isEqualTo(buffered.arena());
+        // the same files as part of a checkpoint larger than the page cache: cold ones with O_DIRECT, warm ones not
+        for (Path f : shards(model)) {
+            evict(f);
+        }
+        Path shard = model.resolve(SafetensorsWriter.shardName(0, 2));
+        try (FileSource s = LocalIo.AUTO.open(shard, new java.util.HashSet<>(), true)) {
+            assertThat(s.direct()).isTrue();
+        }
+        try (FileSource s = LocalIo.AUTO.open(shard, new java.util.HashSet<>(), false)) {
+            assertThat(s.direct()).isFalse();
+        }
+        load(model, "buffered", 1 << 20); // warm again
+        try (FileSource s = LocalIo.AUTO.open(shard, new java.util.HashSet<>(), true)) {
+            assertThat(s.direct()).isFalse();
+        }
+    }
+
+    static List<Path> shards(Path model) throws IOException {
+        try (Stream<Path> s = Files.list(model)) {
+            return s.filter(f -> f.toString().endsWith(".safetensors")).toList();
+        }
     }
 
     @Test
