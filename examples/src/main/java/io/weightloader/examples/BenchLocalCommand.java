@@ -20,6 +20,7 @@ import java.io.IOException;
 import java.io.PrintWriter;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.LinkedHashMap;
@@ -79,6 +80,16 @@ final class BenchLocalCommand implements Callable<Integer> {
                     + "second baseline; default: ${DEFAULT-VALUE}).")
     String deviceText;
 
+    @Option(names = "--io", paramLabel = "MODE",
+            description = "How the loader reads the files: buffered, direct (O_DIRECT; adds a raw O_DIRECT parallel "
+                    + "read as a baseline) or auto (weight-loader.backends.local.io; default: its setting).")
+    String ioMode;
+
+    @Option(names = "--drop-caches",
+            description = "Cold measurements: run sync and write 3 to /proc/sys/vm/drop_caches before every measured"
+                    + " read (root only).")
+    boolean dropCaches;
+
     @Option(names = "--json", description = "Print the result as JSON.")
     boolean json;
 
@@ -104,7 +115,24 @@ final class BenchLocalCommand implements Callable<Integer> {
     /** The {@code --json} document. */
     record Result(String path, String device, int files, long fileBytes, long tensorBytes, int tensors, int repeat,
                   String engine, Timing raw, Timing loader, double ratio, ZeroCopy zeroCopy, GpuBaselines gpu,
-                  int rawThreads, Timing rawParallel, double ratioToParallel) {
+                  int rawThreads, Timing rawParallel, double ratioToParallel, String io, boolean cold,
+                  Timing rawDirect, Double ratioToDirect) {
+    }
+
+    static final Path DROP_CACHES = Path.of("/proc/sys/vm/drop_caches");
+
+    /** {@code sync; echo 3 > /proc/sys/vm/drop_caches}: the next read of every file comes from the disk. */
+    static void dropCaches() throws IOException {
+        try {
+            int rc = new ProcessBuilder("sync").inheritIO().start().waitFor();
+            if (rc != 0) {
+                throw new IOException("sync exited with " + rc);
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IOException("interrupted while running sync", e);
+        }
+        Files.writeString(DROP_CACHES, "3");
     }
 
     @Override
@@ -118,6 +146,13 @@ final class BenchLocalCommand implements Callable<Integer> {
         } catch (IllegalArgumentException e) {
             throw new ParameterException(spec.commandLine(), "--device: " + e.getMessage());
         }
+        if (ioMode != null && !List.of("buffered", "direct", "auto").contains(ioMode)) {
+            throw new ParameterException(spec.commandLine(), "--io must be buffered, direct or auto; got '" + ioMode + "'");
+        }
+        if (dropCaches && !Files.isWritable(DROP_CACHES)) {
+            throw new ParameterException(spec.commandLine(), "--drop-caches writes " + DROP_CACHES + ", which this"
+                    + " user (" + System.getProperty("user.name") + ") may not write: run as root, or measure without it");
+        }
         SafetensorsCheckpoint cp = SafetensorsCheckpoint.open(path);
         List<Path> files = cp.files().stream().map(SafetensorsFile::path).toList();
         ByteBuffer buffer = ByteBuffer.allocateDirect(RAW_BUFFER);
@@ -130,6 +165,9 @@ final class BenchLocalCommand implements Callable<Integer> {
         if (threads != null) {
             flags.put("weight-loader.backends.local.threads", threads);
         }
+        if (ioMode != null) {
+            flags.put("weight-loader.backends.local.io", ioMode);
+        }
         Config config = ConfigFactory.parseMap(flags, "bench-local").withFallback(ConfigFactory.load());
 
         double rawBest = Double.MAX_VALUE;
@@ -138,6 +176,8 @@ final class BenchLocalCommand implements Callable<Integer> {
         double touchBest = Double.MAX_VALUE;
         double copyBest = Double.MAX_VALUE;
         double parallelBest = Double.MAX_VALUE;
+        double directBest = Double.MAX_VALUE;
+        String ioUsed;
         int rawThreads;
         String engine;
         List<TensorSpec> specs;
@@ -145,11 +185,14 @@ final class BenchLocalCommand implements Callable<Integer> {
         try (WeightLoader loader = WeightLoader.open(config)) {
             engine = loader.backend().engine();
             // the same number of threads as the loader uses ("pread xN"), reading the same files in parallel
-            rawThreads = engine.startsWith("pread x") ? Integer.parseInt(engine.substring(7)) : 1;
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("^pread x(\\d+)").matcher(engine);
+            rawThreads = m.find() ? Integer.parseInt(m.group(1)) : 1;
+            ioUsed = config.getString("weight-loader.backends.local.io");
             specs = loader.available();
             tensorBytes = specs.stream().mapToLong(TensorSpec::byteSize).sum();
             try (TensorArena arena = TensorArena.allocate(device, specs);
                  HostMemory parallelTarget = HostMemory.allocate(Math.max(fileBytes, 1));
+                 HostMemory directTarget = ioUsed.equals("direct") ? HostMemory.allocate(alignedTotal(files)) : null;
                  PinnedMemory staging = device.isHost() ? null : PinnedMemory.allocate(RAW_BUFFER)) {
                 parallelTarget.zero();
                 if (device.isHost()) {
@@ -157,14 +200,26 @@ final class BenchLocalCommand implements Callable<Integer> {
                 }
                 LoadRequest request = LoadRequest.of(arena.destinations());
                 ZeroCopyLoader zeroCopy = device.isHost() && loader.backend() instanceof ZeroCopyLoader z ? z : null;
+                if (directTarget != null) {
+                    directTarget.zero();
+                }
                 for (int r = 0; r < repeat; r++) {
+                    coldIfAsked();
                     long t0 = System.nanoTime();
                     rawRead(files, buffer);
                     rawBest = Math.min(rawBest, (System.nanoTime() - t0) / 1e9);
 
+                    coldIfAsked();
                     t0 = System.nanoTime();
                     rawParallelRead(files, parallelTarget, rawThreads);
                     parallelBest = Math.min(parallelBest, (System.nanoTime() - t0) / 1e9);
+
+                    if (directTarget != null) {
+                        coldIfAsked();
+                        t0 = System.nanoTime();
+                        rawDirectRead(files, directTarget, rawThreads);
+                        directBest = Math.min(directBest, (System.nanoTime() - t0) / 1e9);
+                    }
 
                     if (staging != null) {
                         t0 = System.nanoTime();
@@ -172,11 +227,13 @@ final class BenchLocalCommand implements Callable<Integer> {
                         copyBest = Math.min(copyBest, (System.nanoTime() - t0) / 1e9);
                     }
 
+                    coldIfAsked();
                     t0 = System.nanoTime();
-                    loader.load(request);
+                    engine = loader.load(request).engine(); // with io = auto, what this load chose
                     loadBest = Math.min(loadBest, (System.nanoTime() - t0) / 1e9);
 
                     if (zeroCopy != null) {
+                        coldIfAsked();
                         t0 = System.nanoTime();
                         try (MappedWeights mapped = zeroCopy.map(specs, false)) {
                             long t1 = System.nanoTime();
@@ -203,10 +260,85 @@ final class BenchLocalCommand implements Callable<Integer> {
         Timing parallel = new Timing(parallelBest, fileBytes);
         double ratioToParallel = parallel.gigabytesPerSecond() <= 0 ? 0
                 : load.gigabytesPerSecond() / parallel.gigabytesPerSecond();
+        Timing direct = directBest == Double.MAX_VALUE ? null : new Timing(directBest, fileBytes);
+        Double ratioToDirect = direct == null || direct.gigabytesPerSecond() <= 0 ? null
+                : load.gigabytesPerSecond() / direct.gigabytesPerSecond();
         Result result = new Result(path.toString(), device.toString(), files.size(), fileBytes, tensorBytes,
-                specs.size(), repeat, engine, raw, load, ratio, zc, gpu, rawThreads, parallel, ratioToParallel);
+                specs.size(), repeat, engine, raw, load, ratio, zc, gpu, rawThreads, parallel, ratioToParallel, ioUsed,
+                dropCaches, direct, ratioToDirect);
         print(result);
         return 0;
+    }
+
+    private void coldIfAsked() throws IOException {
+        if (dropCaches) {
+            dropCaches();
+        }
+    }
+
+    private static final int DIRECT_ALIGN = 4096;
+
+    /** Bytes of a buffer that holds every file, each starting at a multiple of 4 KiB and rounded up to one. */
+    static long alignedTotal(List<Path> files) throws IOException {
+        long total = 0;
+        for (Path f : files) {
+            total += (Files.size(f) + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+        }
+        return Math.max(total, 1);
+    }
+
+    /**
+     * The raw O_DIRECT read: every file opened with {@code O_DIRECT} and read in 16 MiB positional reads spread over
+     * {@code threads} threads straight into one page-aligned host buffer (each file at a 4 KiB boundary, its last
+     * read rounded up to whole blocks and returning short at the end of the file).
+     */
+    static void rawDirectRead(List<Path> files, HostMemory target, int threads) throws IOException {
+        final long piece = 16L << 20;
+        List<java.util.concurrent.Callable<Void>> tasks = new java.util.ArrayList<>();
+        List<FileChannel> open = new java.util.ArrayList<>();
+        try {
+            long at = 0;
+            for (Path f : files) {
+                FileChannel ch = FileChannel.open(f, StandardOpenOption.READ, com.sun.nio.file.ExtendedOpenOption.DIRECT);
+                open.add(ch);
+                long size = ch.size();
+                long aligned = (size + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+                for (long off = 0; off < aligned; off += piece) {
+                    long fileOff = off;
+                    long dst = at + off;
+                    int len = (int) Math.min(piece, aligned - off);
+                    long want = Math.min(len, size - off);
+                    tasks.add(() -> {
+                        ByteBuffer view = target.byteBuffer(dst, len);
+                        long pos = fileOff;
+                        while (pos - fileOff < want) {
+                            int n = ch.read(view, pos);
+                            if (n <= 0) {
+                                throw new IOException(f + " ended early");
+                            }
+                            pos += n;
+                        }
+                        return null;
+                    });
+                }
+                at += aligned;
+            }
+            java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(
+                    Math.max(1, threads), io.weightloader.memory.Threads.daemon("bench-raw-direct"));
+            try {
+                for (java.util.concurrent.Future<Void> f : pool.invokeAll(tasks)) {
+                    f.get();
+                }
+            } catch (InterruptedException | java.util.concurrent.ExecutionException e) {
+                throw new IOException("raw O_DIRECT read failed: " + e, e);
+            } finally {
+                pool.shutdownNow();
+            }
+        } finally {
+            for (FileChannel ch : open) {
+                ch.close();
+            }
+        }
     }
 
     /** Every file read with positional reads of 16 MiB spread over {@code threads} threads into one host buffer. */
@@ -262,13 +394,17 @@ final class BenchLocalCommand implements Callable<Integer> {
         if (json) {
             out.println(WeightLoaderCli.JSON.writeValueAsString(r));
         } else {
-            out.printf(Locale.ROOT, "checkpoint %s: %d tensors, %s in %d file%s; page cache warm; best of %d%n",
+            out.printf(Locale.ROOT, "checkpoint %s: %d tensors, %s in %d file%s; page cache %s; io %s; best of %d%n",
                     r.path(), r.tensors(), Sizes.human(r.tensorBytes()), r.files(), r.files() == 1 ? "" : "s",
-                    r.repeat());
+                    r.cold() ? "dropped before every measurement (cold)" : "warm", r.io(), r.repeat());
             out.printf(Locale.ROOT, "raw read   (FileChannel.read, 64 MiB buffer): %7.3f s  %6.2f GB/s  (%s)%n",
                     r.raw().seconds(), r.raw().gigabytesPerSecond(), Sizes.human(r.raw().bytes()));
             out.printf(Locale.ROOT, "raw parallel read (%d threads, 16 MiB preads): %7.3f s  %6.2f GB/s%n",
                     r.rawThreads(), r.rawParallel().seconds(), r.rawParallel().gigabytesPerSecond());
+            if (r.rawDirect() != null) {
+                out.printf(Locale.ROOT, "raw O_DIRECT read (%d threads, 16 MiB preads):  %7.3f s  %6.2f GB/s%n",
+                        r.rawThreads(), r.rawDirect().seconds(), r.rawDirect().gigabytesPerSecond());
+            }
             if (r.gpu() != null) {
                 out.printf(Locale.ROOT, "raw copy   (cudaMemcpy, pinned 64 MiB -> %s): %7.3f s  %6.2f GB/s  (%s)%n",
                         r.device(), r.gpu().hostToDevice().seconds(), r.gpu().hostToDevice().gigabytesPerSecond(),
@@ -281,6 +417,9 @@ final class BenchLocalCommand implements Callable<Integer> {
                     r.loader().gigabytesPerSecond(), Sizes.human(r.loader().bytes()));
             out.printf(Locale.ROOT, "ratio loader/raw: %.3f; loader/raw parallel read with as many threads: %.3f"
                     + " (target >= 0.90)%n", r.ratio(), r.ratioToParallel());
+            if (r.ratioToDirect() != null) {
+                out.printf(Locale.ROOT, "ratio loader/raw O_DIRECT read with as many threads: %.3f%n", r.ratioToDirect());
+            }
             if (r.gpu() != null) {
                 out.printf(Locale.ROOT, "ratio loader/slower of raw read and raw copy: %.3f (1.0 = fully overlapped)%n",
                         r.gpu().ratioToSlowerBaseline());

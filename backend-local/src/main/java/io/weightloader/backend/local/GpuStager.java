@@ -4,8 +4,6 @@ import io.weightloader.api.Device;
 import io.weightloader.memory.cuda.Cuda;
 import io.weightloader.memory.cuda.PinnedMemory;
 import java.io.IOException;
-import java.nio.channels.FileChannel;
-import java.nio.file.Path;
 import org.bytedeco.cuda.cudart.CUevent_st;
 import org.bytedeco.cuda.cudart.CUstream_st;
 import org.bytedeco.cuda.global.cudart;
@@ -54,7 +52,7 @@ final class GpuStager implements AutoCloseable {
      * to {@code deviceAddress} onwards, back to back: runs are gathered into the two buffers, a chunk at a time, so a
      * slice's many short rows cost one copy per chunk, not one per row.
      */
-    void gather(FileChannel ch, Path file, String tensor, long[] positions, int[] lengths, long deviceAddress)
+    void gather(FileSource src, String tensor, long[] positions, int[] lengths, long deviceAddress)
             throws IOException {
         Cuda.use(device);
         long dev = deviceAddress;
@@ -68,7 +66,7 @@ final class GpuStager implements AutoCloseable {
                     fill = 0;
                 }
                 int n = Math.min(chunk - fill, lengths[r] - off);
-                SafetensorsFile.readFully(ch, buffers[b].byteBuffer(fill, n), positions[r] + off, file, tensor);
+                src.read(positions[r] + off, buffers[b].byteBuffer(fill, n), tensor);
                 fill += n;
                 off += n;
                 if (fill == chunk) {

@@ -18,16 +18,16 @@ import io.weightloader.api.spi.WeightLoaderBackend;
 import io.weightloader.api.spi.ZeroCopyLoader;
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.channels.FileChannel;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -47,6 +47,8 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     private final int pieceSize;
     private final int stagingSize;
     private final boolean zeroCopyPreferred;
+    private final LocalIo io;
+    private final Set<Path> toldBuffered = ConcurrentHashMap.newKeySet();
     private final ExecutorService pool;
 
     /** Pinned staging buffer size for GPU destinations when none is given ({@code staging-size}). */
@@ -58,6 +60,12 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
 
     public LocalBackend(SafetensorsCheckpoint checkpoint, int threads, int pieceSize, int stagingSize,
                         boolean zeroCopyPreferred) {
+        this(checkpoint, threads, pieceSize, stagingSize, zeroCopyPreferred, LocalIo.BUFFERED);
+    }
+
+    LocalBackend(SafetensorsCheckpoint checkpoint, int threads, int pieceSize, int stagingSize,
+                 boolean zeroCopyPreferred, LocalIo io) {
+        this.io = io;
         this.checkpoint = checkpoint;
         this.threads = threads;
         this.pieceSize = pieceSize;
@@ -87,7 +95,11 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
 
     @Override
     public String engine() {
-        return "pread x" + threads;
+        return "pread x" + threads + switch (io) {
+            case BUFFERED -> "";
+            case DIRECT -> " (O_DIRECT)";
+            case AUTO -> " (io auto: O_DIRECT for cold files of a checkpoint larger than the page cache)";
+        };
     }
 
     @Override
@@ -183,17 +195,21 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         long t0 = System.nanoTime();
         TensorMatcher.check("checkpoint " + checkpoint.root(), available(), request.specs(),
                 request.ignoreExtraTensors());
-        Map<Path, FileChannel> channels = new HashMap<>();
+        Map<Path, FileSource> channels = new HashMap<>();
+        String engine;
         try {
+            boolean large = io == LocalIo.AUTO && largerThanPageCache();
             for (SafetensorsFile f : checkpoint.files()) {
-                channels.put(f.path(), FileChannel.open(f.path(), StandardOpenOption.READ));
+                channels.put(f.path(), io.open(f.path(), toldBuffered, large));
             }
+            int direct = (int) channels.values().stream().filter(FileSource::direct).count();
+            engine = "pread x" + threads + LocalIo.engineNote(direct, channels.size());
             copyAll(request, channels);
         } catch (IOException e) {
             throw new WeightLoaderException("cannot open checkpoint files under " + checkpoint.root() + ": "
                     + e.getMessage(), e);
         } finally {
-            for (FileChannel ch : channels.values()) {
+            for (FileSource ch : channels.values()) {
                 try {
                     ch.close();
                 } catch (IOException ignored) {
@@ -209,10 +225,27 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         double secs = (System.nanoTime() - t0) / 1e9;
         String device = request.tensors().isEmpty() ? Device.CPU.toString()
                 : request.tensors().get(0).region().device().toString();
-        return new LoadReport(name(), engine(), source(), device, reports, request.totalBytes(), secs, null);
+        return new LoadReport(name(), engine, source(), device, reports, request.totalBytes(), secs, null);
     }
 
-    private void copyAll(LoadRequest request, Map<Path, FileChannel> channels) {
+    /** {@code io = auto}: whether the checkpoint's files are too large to stay in the page cache. */
+    private boolean largerThanPageCache() {
+        long bytes = 0;
+        for (SafetensorsFile f : checkpoint.files()) {
+            bytes += f.path().toFile().length();
+        }
+        long available = LocalIo.memAvailable();
+        if (available < 0) {
+            if (toldBuffered.add(checkpoint.root())) {
+                org.slf4j.LoggerFactory.getLogger(LocalBackend.class).info("{} = auto: cannot read MemAvailable from"
+                        + " /proc/meminfo; reading {} buffered", LocalIo.KEY, checkpoint.root());
+            }
+            return false;
+        }
+        return LocalIo.largerThanPageCache(bytes, available);
+    }
+
+    private void copyAll(LoadRequest request, Map<Path, FileSource> channels) {
         List<Piece> pieces = plan(request);
         Map<String, AtomicLong> remaining = new HashMap<>();
         for (TensorDestination d : request.tensors()) {
@@ -266,18 +299,20 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         }
     }
 
-    private void loadPiece(Piece p, Map<Path, FileChannel> channels, Map<Path, MappedFile> maps,
+    private void loadPiece(Piece p, Map<Path, FileSource> channels, Map<Path, MappedFile> maps,
                            Map<Device, BlockingQueue<GpuStager>> stagers) throws IOException, InterruptedException {
         Device dev = p.dest().region().device();
-        if (dev.isHost() && shortRows(p)) {
+        FileSource src = channels.get(p.src().file().path());
+        // short rows from a mapping: through the page cache, so not for files read with O_DIRECT
+        if (dev.isHost() && shortRows(p) && !(src instanceof DirectFileReader)) {
             copyRows(p, mapping(maps, p.src().file()));
         } else if (dev.isHost()) {
-            readPiece(p, channels.get(p.src().file().path()));
+            readPiece(p, src);
         } else {
             GpuStager g = stagers.get(dev).take();
             try {
-                g.gather(channels.get(p.src().file().path()), p.src().file().path(), p.dest().spec().name(),
-                        p.positions(), p.lengths(), p.dest().region().address() + p.dstOffset());
+                g.gather(src, p.dest().spec().name(), p.positions(), p.lengths(),
+                        p.dest().region().address() + p.dstOffset());
             } finally {
                 stagers.get(dev).add(g);
             }
@@ -365,11 +400,10 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         });
     }
 
-    private static void readPiece(Piece p, FileChannel ch) throws IOException {
+    private static void readPiece(Piece p, FileSource src) throws IOException {
         long at = p.dstOffset();
         for (int i = 0; i < p.positions().length; i++) {
-            SafetensorsFile.readFully(ch, p.dest().region().byteBuffer(at, p.lengths()[i]), p.positions()[i],
-                    p.src().file().path(), p.dest().spec().name());
+            src.read(p.positions()[i], p.dest().region().byteBuffer(at, p.lengths()[i]), p.dest().spec().name());
             at += p.lengths()[i];
         }
     }

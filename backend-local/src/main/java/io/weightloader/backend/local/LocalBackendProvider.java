@@ -34,7 +34,7 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
     }
 
     /** {@code weight-loader.backends.local}, read and checked once. */
-    record Settings(int threads, int pieceSize, int stagingSize, boolean zeroCopy, Path modelPath) {
+    record Settings(int threads, int pieceSize, int stagingSize, boolean zeroCopy, LocalIo io, Path modelPath) {
         static Settings from(BackendContext context) {
             SettingsReader r = new SettingsReader(context.config(), BackendContext.backendPath(NAME));
             int threads = r.integer("threads", 0, 256);
@@ -44,10 +44,11 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
             int piece = (int) r.size("piece-size", 4096, 1L << 30);
             int staging = (int) r.size("staging-size", 4096, 1L << 30);
             boolean zeroCopy = r.bool("zero-copy");
+            LocalIo io = LocalIo.parse(r.oneOf("io", List.of("buffered", "direct", "auto")));
             Path path = Path.of(context.settings().modelPath().orElseThrow(() ->
                     new WeightLoaderConfigException("weight-loader.model-path",
                             "the local backend needs a checkpoint file or directory")));
-            return new Settings(threads, piece, staging, zeroCopy, path);
+            return new Settings(threads, piece, staging, zeroCopy, io, path);
         }
     }
 
@@ -70,7 +71,7 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
     public WeightLoaderBackend create(BackendContext context) {
         Settings s = Settings.from(context);
         return new LocalBackend(SafetensorsCheckpoint.open(s.modelPath()), s.threads(), s.pieceSize(), s.stagingSize(),
-                s.zeroCopy());
+                s.zeroCopy(), s.io());
     }
 
     @Override
