@@ -40,26 +40,10 @@ final class LoadCommand implements Callable<Integer> {
     @Mixin
     SharedOptions shared;
 
-    @Option(names = "--load-format", paramLabel = "FORMAT",
-            description = "auto | safetensors | remote_instance (weight-loader.load-format).")
-    String loadFormat;
-
-    @Option(names = "--remote-instance-weight-loader-seed-instance-ip", paramLabel = "HOST",
-            description = "The seed's address (weight-loader.remote-instance.seed-instance-ip).")
-    String seedIp;
-
-    @Option(names = "--remote-instance-weight-loader-seed-instance-service-port", paramLabel = "PORT",
-            description = "The seed's control-plane port (weight-loader.remote-instance.seed-instance-service-port).")
-    Integer seedPort;
-
     @Option(names = "--remote-instance-weight-loader-send-weights-group-ports", paramLabel = "PORTS",
             description = "NCCL group ports, index = tp rank, as SGLang takes them ('[29601,29602]') or "
                     + "comma-separated (weight-loader.remote-instance.send-weights-group-ports).")
     String groupPorts;
-
-    @Option(names = "--remote-instance-weight-loader-backend", paramLabel = "NAME",
-            description = "transfer_engine | nccl (weight-loader.remote-instance.backend).")
-    String remoteBackend;
 
     @Option(names = {"--remote-instance-weight-loader-start-seed-via-transfer-engine",
             "--remote-instance-weight-loader-support-transfer-engine"},
@@ -80,9 +64,6 @@ final class LoadCommand implements Callable<Integer> {
     @Option(names = "--fallback", paramLabel = "MODE", description = "none | local (weight-loader.fallback).")
     String fallback;
 
-    @Option(names = "--checksum", paramLabel = "ALGO", description = "none | sha256 (weight-loader.checksum).")
-    String checksum;
-
     @Option(names = "--report", paramLabel = "FILE", description = "Write the load report as JSON to FILE.")
     Path reportFile;
 
@@ -99,16 +80,11 @@ final class LoadCommand implements Callable<Integer> {
         Map<String, Object> m = new LinkedHashMap<>();
         String root = "weight-loader.";
         String ri = root + "remote-instance.";
-        SharedOptions.put(m, root + "load-format", loadFormat);
-        SharedOptions.put(m, ri + "seed-instance-ip", seedIp);
-        SharedOptions.put(m, ri + "seed-instance-service-port", seedPort);
         SharedOptions.put(m, ri + "send-weights-group-ports", groupPorts);
-        SharedOptions.put(m, ri + "backend", remoteBackend);
         SharedOptions.put(m, ri + "start-seed-via-transfer-engine", startSeedViaTransferEngine);
         SharedOptions.put(m, root + "enable-memory-saver", enableMemorySaver);
         SharedOptions.put(m, root + "backend", backend);
         SharedOptions.put(m, root + "fallback", fallback);
-        SharedOptions.put(m, root + "checksum", checksum);
         SharedOptions.put(m, root + "backends.transfer_engine.bandwidth-limit", bandwidthLimit);
         if (zeroCopy) {
             m.put(root + "backends.local.zero-copy", true);

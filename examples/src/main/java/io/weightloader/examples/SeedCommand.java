@@ -69,6 +69,10 @@ final class SeedCommand implements Callable<Integer> {
                     + "(weight-loader.remote-instance.send-weights-group-ports).")
     String groupPorts;
 
+    @Option(names = "--allow-plain-token", description = "Beyond loopback without TLS, send the token in clear: only "
+            + "where the seed's traffic cannot be read (weight-loader.seed.allow-plain-token).")
+    Boolean allowPlainToken;
+
     @Option(names = "--ready-file", paramLabel = "FILE",
             description = "Write the control-plane port to FILE once serving (for scripts).")
     Path readyFile;
@@ -85,6 +89,7 @@ final class SeedCommand implements Callable<Integer> {
             m.put(root + "seed.serve", "transfer_engine,nccl");
         }
         SharedOptions.put(m, root + "remote-instance.send-weights-group-ports", groupPorts);
+        SharedOptions.put(m, root + "seed.allow-plain-token", allowPlainToken);
         SharedOptions.put(m, te + "hostname", hostname);
         SharedOptions.put(m, te + "builtin.port", enginePort);
         return shared.layered(spec, m);
@@ -102,30 +107,45 @@ final class SeedCommand implements Callable<Integer> {
                 ranks.ranks().stream().map(Ranks.Rank::device).distinct().toList());
         List<TensorArena> arenas = new ArrayList<>();
         Map<RankKey, List<TensorDestination>> held = new LinkedHashMap<>();
+        Relay relay = null;
         try {
-            List<Loaded> loaded = ranks.parallel(SeedCommand::load, l -> l.arena().close());
+            if (settings.loadFormat() == io.weightloader.api.config.LoadFormat.REMOTE_INSTANCE) {
+                // a relay: loads from its root seed, then serves what it holds (while loading, for a chain)
+                relay = Relay.start(settings, ranks, service, out);
+                held.putAll(relay.held());
+            }
+            List<Loaded> loaded = relay != null ? List.of() : ranks.parallel(SeedCommand::load, l -> l.arena().close());
             for (int i = 0; i < loaded.size(); i++) {
                 Loaded l = loaded.get(i);
                 arenas.add(l.arena());
                 held.put(ranks.ranks().get(i).key(), l.held());
                 out.println((ranks.single() ? "" : "rank " + ranks.ranks().get(i).key() + ": ") + l.report().summary());
             }
-            service.publish(held);
-            service.start();
+            if (relay == null) {
+                service.publish(held);
+                service.start();
+            }
         } catch (Exception | Error e) {
             service.close();
             arenas.forEach(TensorArena::close);
             throw e;
         }
+        Relay started = relay;
         CountDownLatch stopped = new CountDownLatch(1);
         java.time.Duration grace = settings.seed().shutdownGrace();
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(SeedCommand.class);
             log.warn("seed stopping: no new loads; waiting up to {} for loads in flight", grace);
+            if (started != null) {
+                started.close(); // out of the root's directory first: no new client is sent here
+            }
             boolean quiet = service.drain(grace);
             log.warn("seed stopped ({})", quiet ? "no load in flight" : "grace period over");
             service.close();
             arenas.forEach(TensorArena::close);
+            if (started != null) {
+                started.freeMemory();
+            }
             stopped.countDown();
         }, "weightloader-seed-shutdown"));
         long bytes = 0;
@@ -140,7 +160,10 @@ final class SeedCommand implements Callable<Integer> {
                     settings.seed().bindAddress(), service.port(), r.key(), r.device(), manifest.serves(),
                     manifest.tensors().size());
         }
-        out.printf("%d rank(s), %s in all%n", ranks.ranks().size(), Sizes.human(bytes));
+        out.printf("%d rank(s), %s in all%s%n", ranks.ranks().size(), Sizes.human(bytes),
+                started == null ? "" : "; relay " + started.address() + " of root "
+                        + settings.remote().seedIp().orElse("") + ":" + settings.remote().seedPort()
+                        + " (same generation and checksums)");
         String backend = settings.seed().serve().get(0);
         out.printf("load from it with: weightloader load --load-format remote_instance"
                         + " --remote-instance-weight-loader-seed-instance-ip %s"
@@ -152,7 +175,11 @@ final class SeedCommand implements Callable<Integer> {
                 settings.remote().token().isPresent() ? " --token ..." : "");
         out.flush();
         if (readyFile != null) {
-            Files.writeString(readyFile, Integer.toString(service.port()));
+            // written whole under another name, then renamed: a watcher never reads a half-written file
+            Path tmp = readyFile.resolveSibling(readyFile.getFileName() + ".tmp");
+            Files.writeString(tmp, Integer.toString(service.port()));
+            Files.move(tmp, readyFile, java.nio.file.StandardCopyOption.REPLACE_EXISTING,
+                    java.nio.file.StandardCopyOption.ATOMIC_MOVE);
         }
         stopped.await();
         return 0;

@@ -36,6 +36,30 @@ final class SharedOptions {
             description = "Tensor-parallel ranks, SGLang's --tp-size (weight-loader.rank.tp-size).")
     Integer tpSize;
 
+    @Option(names = "--load-format", paramLabel = "FORMAT",
+            description = "auto | safetensors | remote_instance (weight-loader.load-format); a seed given "
+                    + "remote_instance loads from another seed, then serves (a relay).")
+    String loadFormat;
+
+    @Option(names = "--remote-instance-weight-loader-seed-instance-ip", paramLabel = "HOST",
+            description = "The seed's address (weight-loader.remote-instance.seed-instance-ip).")
+    String seedIp;
+
+    @Option(names = "--remote-instance-weight-loader-seed-instance-service-port", paramLabel = "PORT",
+            description = "The seed's control-plane port (weight-loader.remote-instance.seed-instance-service-port).")
+    Integer seedPort;
+
+    @Option(names = "--remote-instance-weight-loader-backend", paramLabel = "NAME",
+            description = "transfer_engine | nccl (weight-loader.remote-instance.backend).")
+    String remoteBackend;
+
+    @Option(names = "--source-strategy", paramLabel = "NAME", description = "star | tree | chain: which instance "
+            + "serving the root seed's weights to read from (weight-loader.remote-instance.source-strategy).")
+    String sourceStrategy;
+
+    @Option(names = "--checksum", paramLabel = "ALGO", description = "none | sha256 (weight-loader.checksum).")
+    String checksum;
+
     @Option(names = "--tp-layout", paramLabel = "LAYOUT", description = "How tensors split over the tp ranks: none | "
             + "llama | a rules file (weight-loader.tp-layout); each rank then loads only its slices.")
     String tpLayout;
@@ -68,6 +92,12 @@ final class SharedOptions {
         put(m, "weight-loader.rank.tp", tpRank);
         put(m, "weight-loader.rank.tp-size", tpSize);
         put(m, "weight-loader.tp-layout", tpLayout);
+        put(m, "weight-loader.load-format", loadFormat);
+        put(m, "weight-loader.remote-instance.seed-instance-ip", seedIp);
+        put(m, "weight-loader.remote-instance.seed-instance-service-port", seedPort);
+        put(m, "weight-loader.remote-instance.backend", remoteBackend);
+        put(m, "weight-loader.remote-instance.source-strategy", sourceStrategy);
+        put(m, "weight-loader.checksum", checksum);
         put(m, "weight-loader.backends.transfer_engine.protocol", protocol);
         put(m, "weight-loader.rank.pp", ppRank);
         put(m, "weight-loader.remote-instance.token", token);

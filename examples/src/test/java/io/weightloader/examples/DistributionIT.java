@@ -272,6 +272,149 @@ class DistributionIT {
         assertThat(log).contains("seed stopping").contains("seed stopped");
     }
 
+    /** GET or POST (with a JSON body) to a seed's control plane, with the token. */
+    private static HttpResponse<String> http(int port, String path, String body) throws Exception {
+        HttpRequest.Builder b = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + path))
+                .timeout(Duration.ofSeconds(15)).header("Authorization", "Bearer tok");
+        if (body != null) {
+            b.POST(HttpRequest.BodyPublishers.ofString(body)).header("Content-Type", "application/json");
+        }
+        return HttpClient.newHttpClient().send(b.build(), HttpResponse.BodyHandlers.ofString());
+    }
+
+    private static JsonNode manifest(int port) throws Exception {
+        HttpResponse<String> r = http(port, "/v1/manifest?tp=0", null);
+        assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
+        return JSON.readTree(r.body());
+    }
+
+    /** Holds the root busy as a tree source: a client it assigned that has not said it is done. */
+    private static void holdRoot(int root, String client) throws Exception {
+        HttpResponse<String> r = http(root, "/v1/source?tp=0&strategy=tree&client=" + client, null);
+        assertThat(JSON.readTree(r.body()).get("address").asText()).isEqualTo("root");
+    }
+
+    private String[] relayArgs(int root, String strategy) {
+        return new String[] {"--load-format", "remote_instance", "--remote-instance-weight-loader-seed-instance-ip",
+                "127.0.0.1", "--remote-instance-weight-loader-seed-instance-service-port", String.valueOf(root),
+                "--token", "tok", "--source-strategy", strategy, "--checksum", "sha256"};
+    }
+
+    private Run loadFrom(int root, String strategy, Path report) throws Exception {
+        return run("load", "--load-format", "remote_instance", "--remote-instance-weight-loader-seed-instance-ip",
+                "127.0.0.1", "--remote-instance-weight-loader-seed-instance-service-port", String.valueOf(root),
+                "--token", "tok", "--source-strategy", strategy, "--checksum", "sha256", "--report", report.toString());
+    }
+
+    @Test
+    void relaysServeTheRootsGenerationAndChecksumsAndEachStrategyPicksItsSource() throws Exception {
+        int root = seed("--model-path", FIXTURES.resolve("sharded").toString(), "--token", "tok");
+        int a = seed(relayArgs(root, "chain"));
+        int b = seed(relayArgs(root, "chain"));
+        JsonNode rootManifest = manifest(root);
+        for (int relay : new int[] {a, b}) {
+            JsonNode m = manifest(relay);
+            assertThat(m.get("generation").asText()).isEqualTo(rootManifest.get("generation").asText());
+            for (int i = 0; i < m.get("tensors").size(); i++) {
+                assertThat(m.get("tensors").get(i).get("sha256")).isEqualTo(rootManifest.get("tensors").get(i).get("sha256"));
+            }
+        }
+        String relays = http(root, "/v1/relays?tp=0", null).body();
+        assertThat(relays).contains("127.0.0.1:" + a).contains("127.0.0.1:" + b).doesNotContain("\"ready\":false");
+
+        Path star = tmp.resolve("star.json");
+        assertThat(loadFrom(root, "star", star).exitCode()).isZero();
+        assertThat(JSON.readTree(star.toFile()).get("source").asText()).doesNotContain(" via ");
+        assertByteExact(JSON.readTree(star.toFile()));
+
+        // b asked after a, so a chain reads from b, the end (a plain client does not extend it)
+        Path chain = tmp.resolve("chain.json");
+        Run c = loadFrom(root, "chain", chain);
+        assertThat(c.exitCode()).as(c.err()).isZero();
+        assertThat(JSON.readTree(chain.toFile()).get("source").asText()).endsWith(" via 127.0.0.1:" + b);
+        assertByteExact(JSON.readTree(chain.toFile()));
+
+        // the root is busy: a tree client gets the first ready relay that serves no one
+        holdRoot(root, "someone");
+        Path tree = tmp.resolve("tree.json");
+        Run t = loadFrom(root, "tree", tree);
+        assertThat(t.exitCode()).as(t.err()).isZero();
+        assertThat(JSON.readTree(tree.toFile()).get("source").asText()).endsWith(" via 127.0.0.1:" + a);
+        assertByteExact(JSON.readTree(tree.toFile()));
+    }
+
+    @Test
+    void aRelayKilledMidLoadIsReplacedByAnotherSourceAndTheLoadStillVerifiesAgainstTheRoot() throws Exception {
+        Path model = tmp.resolve("model");
+        assertThat(run("generate", "--out", model.toString(), "--size", "48MiB").exitCode()).isZero();
+        int root = seed("--model-path", model.toString(), "--token", "tok");
+        int relay = seed(relayArgs(root, "tree"));
+        Process relayProcess = seeds.get(seeds.size() - 1);
+        holdRoot(root, "someone"); // so the client is sent to the relay
+        com.typesafe.config.Config client = com.typesafe.config.ConfigFactory.parseString(
+                "weight-loader { load-format = remote_instance, checksum = none\n"
+                + " remote-instance { seed-instance-ip = \"127.0.0.1\", seed-instance-service-port = " + root
+                + ", token = tok, source-strategy = tree, retries = 1 }\n"
+                + " backends.transfer_engine.bandwidth-limit = 16 MiB }");
+        java.util.concurrent.CountDownLatch moving = new java.util.concurrent.CountDownLatch(1);
+        try (io.weightloader.api.WeightLoader loader = io.weightloader.api.WeightLoader.open(client);
+             io.weightloader.memory.TensorArena arena = io.weightloader.memory.TensorArena.allocate(
+                     io.weightloader.api.Device.CPU, loader.available())) {
+            java.util.concurrent.CompletableFuture<io.weightloader.api.LoadReport> inFlight =
+                    java.util.concurrent.CompletableFuture.supplyAsync(() -> loader.load(
+                            io.weightloader.api.LoadRequest.of(arena.destinations()).withProgress((done, total, x, n) -> {
+                                if (done > 8 << 20) {
+                                    moving.countDown();
+                                }
+                            })));
+            assertThat(moving.await(60, TimeUnit.SECONDS)).as("the load moved its first bytes").isTrue();
+            relayProcess.destroyForcibly(); // SIGKILL: no goodbye to the root, connections cut mid-read
+            io.weightloader.api.LoadReport report = inFlight.get(120, TimeUnit.SECONDS);
+            assertThat(report.source()).endsWith(" via 127.0.0.1:" + relay + ", then root");
+            // a source died: every tensor was checked against the root's checksums, though none were asked for
+            JsonNode rootManifest = manifest(root);
+            java.util.Map<String, String> published = new java.util.HashMap<>();
+            rootManifest.get("tensors").forEach(e -> published.put(e.get("name").asText(), e.get("sha256").asText()));
+            for (io.weightloader.api.TensorDestination d : arena.destinations()) {
+                assertThat(io.weightloader.memory.Checksums.sha256(d.region(), d.byteSize())).as(d.spec().name())
+                        .isEqualTo(published.get(d.spec().name()));
+            }
+        }
+        assertThat(http(root, "/v1/relays?tp=0", null).body()).doesNotContain(":" + relay);
+    }
+
+    @Test
+    void aRelayOfAnotherGenerationIsRefusedByTheRootAndByTheClient() throws Exception {
+        Path model = FIXTURES.resolve("sharded");
+        int root = seed("--model-path", model.toString(), "--token", "tok");
+        int other = seed("--model-path", model.toString(), "--token", "tok"); // same bytes, its own generation
+        String generation = manifest(root).get("generation").asText();
+        HttpResponse<String> honest = http(root, "/v1/relays?tp=0", "{\"address\":\"127.0.0.1:" + other
+                + "\",\"generation\":\"" + manifest(other).get("generation").asText() + "\",\"ready\":true}");
+        assertThat(honest.statusCode()).isEqualTo(409);
+        assertThat(honest.body()).contains("serves generation").contains(generation);
+        // one that lies to the root about its generation is caught by the client, which goes elsewhere
+        assertThat(http(root, "/v1/relays?tp=0", "{\"address\":\"127.0.0.1:" + other + "\",\"generation\":\""
+                + generation + "\",\"ready\":true}").statusCode()).isEqualTo(200);
+        holdRoot(root, "someone");
+        Thread release = new Thread(() -> {
+            try {
+                Thread.sleep(1500);
+                http(root, "/v1/source/done?tp=0", "{\"source\":\"root\",\"client\":\"someone\"}");
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
+            }
+        });
+        release.start();
+        Path report = tmp.resolve("r.json");
+        Run r = loadFrom(root, "tree", report);
+        release.join();
+        assertThat(r.exitCode()).as(r.err()).isZero();
+        assertThat(r.err()).contains("127.0.0.1:" + other).contains("serves generation");
+        assertThat(JSON.readTree(report.toFile()).get("source").asText()).doesNotContain(" via ");
+        assertByteExact(JSON.readTree(report.toFile()));
+    }
+
     private String write(String hocon) throws IOException {
         Path p = tmp.resolve("c" + System.nanoTime() + ".conf");
         Files.writeString(p, hocon);

@@ -12,6 +12,7 @@ import java.net.Proxy;
 import java.net.URI;
 import java.net.URL;
 import java.time.Duration;
+import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 import org.slf4j.Logger;
@@ -70,6 +71,80 @@ public final class SeedClient {
     public SeedClient until(long deadlineNanos) {
         return new SeedClient(host, port, token, connectTimeout, requestTimeout, retries,
                 Math.min(deadline, deadlineNanos), tls);
+    }
+
+    /** The same client (token, TLS, timeouts, deadline) for another seed, {@code host:port} (a relay). */
+    public SeedClient at(String address) {
+        int colon = address.lastIndexOf(':');
+        if (colon <= 0) {
+            throw new WeightLoaderException("malformed seed address '" + address + "'");
+        }
+        String h = address.substring(0, colon);
+        if (h.startsWith("[") && h.endsWith("]")) {
+            h = h.substring(1, h.length() - 1);
+        }
+        int p;
+        try {
+            p = Integer.parseInt(address.substring(colon + 1));
+        } catch (NumberFormatException e) {
+            throw new WeightLoaderException("malformed seed address '" + address + "'");
+        }
+        return new SeedClient(h, p, token, connectTimeout, requestTimeout, retries, deadline, tls);
+    }
+
+    /** What a root seed's directory answered: a source ({@code root} or a relay's host:port) and the generation. */
+    public record SourceChoice(String address, boolean ready, String generation) {
+        public boolean isRoot() {
+            return Directory.ROOT.equals(address);
+        }
+    }
+
+    /**
+     * Asks this root seed for a source by {@code strategy}; null when it said to ask again (a tree client waiting for a
+     * free source). {@code exclude}: sources found dead. {@code failover}: the client's source died mid-load.
+     */
+    public SourceChoice source(RankKey rank, String strategy, String client, java.util.Collection<String> exclude,
+                               boolean failover, long waitMillis) {
+        StringBuilder q = new StringBuilder("/v1/source?tp=" + rank.tp() + "&pp=" + rank.pp() + "&strategy=" + strategy
+                + "&client=" + java.net.URLEncoder.encode(client, java.nio.charset.StandardCharsets.UTF_8)
+                + "&wait=" + waitMillis);
+        if (!exclude.isEmpty()) {
+            q.append("&exclude=").append(java.net.URLEncoder.encode(String.join(",", exclude),
+                    java.nio.charset.StandardCharsets.UTF_8));
+        }
+        if (failover) {
+            q.append("&failover=true");
+        }
+        byte[] body;
+        try {
+            body = new SeedClient(host, port, token, connectTimeout, requestTimeout, 0, deadline, tls).get(q.toString());
+        } catch (SeedRefusedException e) {
+            if (e.status() == 503) {
+                return null;
+            }
+            throw e;
+        }
+        try {
+            com.fasterxml.jackson.databind.JsonNode n = JSON.readTree(body);
+            String address = n.path("address").asText("");
+            String generation = n.path("generation").asText("");
+            if (address.isEmpty() || generation.isEmpty() || address.length() > 300) {
+                throw new WeightLoaderException("seed " + peer() + " answered /v1/source without a source");
+            }
+            return new SourceChoice(address, n.path("ready").asBoolean(true), generation);
+        } catch (IOException e) {
+            throw new WeightLoaderException("seed " + peer() + " sent a source that is not JSON: " + e.getMessage(), e);
+        }
+    }
+
+    /** Tells this root seed the client is done with {@code source} (best effort: failures are logged). */
+    public void sourceDone(RankKey rank, String source, String client) {
+        try {
+            post("/v1/source/done?tp=" + rank.tp() + "&pp=" + rank.pp(), JSON.writeValueAsBytes(
+                    Map.of("source", source, "client", client)), Set.of());
+        } catch (IOException | RuntimeException e) {
+            LOG.debug("telling {} that {} is done with {} failed", peer(), client, source, e);
+        }
     }
 
     /**

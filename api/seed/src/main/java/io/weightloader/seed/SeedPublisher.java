@@ -27,6 +27,11 @@ public interface SeedPublisher extends AutoCloseable {
         return java.util.Map.of();
     }
 
+    /** Whether reads wait for the {@link ReadyGate} given at publishing (a relay serving while it loads). */
+    default boolean gatesReads() {
+        return false;
+    }
+
     @Override
     void close();
 }

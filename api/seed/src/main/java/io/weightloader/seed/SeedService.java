@@ -257,14 +257,50 @@ public final class SeedService implements AutoCloseable {
                 token == null ? "off" : "on");
     }
 
+    /**
+     * Publishes what a relay holds for {@code rank}: the root's generation and checksums ({@code root}, the root's
+     * manifest of the rank, checked against what is held), so the relay's clients verify against the root. With a
+     * {@code gate}, reads wait for bytes not yet arrived and checked (the relay serves while it loads).
+     *
+     * @return whether every served engine honours the gate (else the relay must be announced only once ready)
+     */
+    public boolean publishRelay(RankKey rank, List<TensorDestination> tensors, Manifest root, ReadyGate gate) {
+        Map<String, Manifest.Entry> entries = root.entriesByName();
+        for (TensorDestination t : tensors) {
+            Manifest.Entry e = entries.get(t.spec().name());
+            if (e == null || !t.holdsSameAs(e.slice()) || !e.spec().equals(t.spec())) {
+                throw new WeightLoaderException("a relay serves exactly what its root's rank " + rank + " holds; tensor '"
+                        + t.spec().name() + "' here is " + t.held().describe() + (e == null ? ", which the root does"
+                        + " not hold" : ", the root's " + e.held().describe()) + " (give the relay the root's tp size"
+                        + " and layout)");
+            }
+        }
+        return publish(context, rank, tensors, false, root, gate);
+    }
+
     private void publish(BackendContext context, RankKey rank, List<TensorDestination> tensors, boolean checksums) {
-        Map<String, Checksum> sums = checksums ? checksums(tensors) : Map.of();
+        publish(context, rank, tensors, checksums, null, null);
+    }
+
+    private boolean publish(BackendContext context, RankKey rank, List<TensorDestination> tensors, boolean checksums,
+                            Manifest root, ReadyGate gate) {
+        Map<String, Checksum> sums = new LinkedHashMap<>();
+        if (root != null) {
+            for (Manifest.Entry e : root.tensors()) {
+                sums.put(e.name(), new Checksum(e.sha256(), e.blocks()));
+            }
+        } else if (checksums) {
+            sums = checksums(tensors);
+        }
         List<SeedPublisher> publishers = new ArrayList<>();
         Map<String, String> serves = new LinkedHashMap<>();
+        boolean gated = true;
         try {
             // in the order of seed.serve: ask for the providers again, since Map.copyOf does not keep it
             for (String name : context.settings().seed().serve()) {
-                SeedPublisher p = providers.get(name).publish(context, rank, tensors);
+                SeedPublisher p = gate == null ? providers.get(name).publish(context, rank, tensors)
+                        : providers.get(name).publish(context, rank, tensors, gate);
+                gated &= p.gatesReads();
                 publishers.add(p);
                 serves.put(name, p.engine());
             }
@@ -283,7 +319,10 @@ public final class SeedService implements AutoCloseable {
         SeedPublisher first = publishers.get(0);
         WeightLoaderSettings s = context.settings();
         boolean sliced = tensors.stream().anyMatch(t -> t.slice() != null);
-        Manifest m = new Manifest(Manifest.VERSION, rank.tp(), rank.pp(), UUID.randomUUID().toString(),
+        Manifest m = root != null
+                ? new Manifest(Manifest.VERSION, rank.tp(), rank.pp(), root.generation(), first.engine(),
+                first.sessionId(), device, serves, entries, root.tpSize(), root.layout())
+                : new Manifest(Manifest.VERSION, rank.tp(), rank.pp(), UUID.randomUUID().toString(),
                 first.engine(), first.sessionId(), device, serves, entries, s.tpSize(),
                 sliced || !s.tpLayout().isNone() ? s.tpLayout().name() : "none");
         Published old = ranks.put(rank, Published.of(tensors, List.copyOf(publishers), m, false));
@@ -294,6 +333,7 @@ public final class SeedService implements AutoCloseable {
             LOG.info("seed rank {}: {} tensors published via {} at {} (registration {} s)", rank, tensors.size(),
                     p.engine(), p.sessionId(), String.format("%.3f", p.registrationSeconds()));
         }
+        return gated;
     }
 
     /** A held tensor's SHA-256, whole and by blocks. */
@@ -318,6 +358,7 @@ public final class SeedService implements AutoCloseable {
      */
     public void weightsChanging(RankKey rank) {
         ranks.computeIfPresent(rank, (k, p) -> p.regenerated(true));
+        directory.clear(rank); // its relays serve the old weights
     }
 
     /**
@@ -328,6 +369,7 @@ public final class SeedService implements AutoCloseable {
      */
     public void weightsChanged(RankKey rank) {
         ranks.computeIfPresent(rank, (k, p) -> p.regenerated(false));
+        directory.clear(rank);
     }
 
     public int port() {
@@ -380,7 +422,9 @@ public final class SeedService implements AutoCloseable {
                 return;
             }
             java.util.Set<String> allowed = path.startsWith("/get_remote_instance") || path.startsWith("/remote_instance")
-                    ? java.util.Set.of("rank", "pp") : java.util.Set.of("tp", "pp");
+                    ? java.util.Set.of("rank", "pp")
+                    : path.equals("/v1/source") ? java.util.Set.of("tp", "pp", "strategy", "client", "exclude",
+                    "failover", "wait") : java.util.Set.of("tp", "pp");
             for (String name : q.keySet()) {
                 if (!allowed.contains(name)) {
                     reply(ex, 400, Map.of("error", "unknown query parameter '" + name + "' (" + path + " takes "
@@ -393,11 +437,22 @@ public final class SeedService implements AutoCloseable {
                 reply(ex, 503, Map.of("error", "this seed is shutting down and takes no new loads"));
                 return;
             }
+            if (post && DIRECTORY_POSTS.contains(path)) {
+                directoryPost(ex, path, q);
+                return;
+            }
             if (post) {
                 handlePost(ex, path, q);
                 return;
             }
             switch (path) {
+                case "/v1/source" -> source(ex, q);
+                case "/v1/relays" -> {
+                    RankKey rank = rank(ex, q, "tp");
+                    if (rank != null) {
+                        reply(ex, 200, Map.of("relays", directory.relays(rank)));
+                    }
+                }
                 case "/v1/manifest", "/v1/session" -> {
                     RankKey rank = rank(ex, q, "tp");
                     if (rank == null) {
@@ -420,6 +475,134 @@ public final class SeedService implements AutoCloseable {
         } catch (RuntimeException e) {
             LOG.warn("control-plane request failed", e);
         }
+    }
+
+    private static final java.util.Set<String> DIRECTORY_POSTS = java.util.Set.of("/v1/relays", "/v1/relays/leave",
+            "/v1/source/done");
+    private static final java.util.regex.Pattern ADDRESS =
+            java.util.regex.Pattern.compile("(\\[[0-9A-Fa-f:.]{2,64}\\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}");
+    private static final java.util.regex.Pattern CLIENT = java.util.regex.Pattern.compile("[A-Za-z0-9.:\\[\\]_-]{1,300}");
+    /** Longest a {@code tree} client waits in one request for a free source (it asks again after). */
+    private static final long MAX_SOURCE_WAIT_MILLIS = 5000;
+
+    /** The relays of this root seed and the strategies that pick a client's source (see {@link Directory}). */
+    private final Directory directory = new Directory();
+
+    /** GET /v1/source: a source for a client by strategy; 503 while a tree client must wait longer. */
+    private void source(HttpExchange ex, Map<String, String> q) throws IOException {
+        RankKey rank = rank(ex, q, "tp");
+        if (rank == null) {
+            return;
+        }
+        Published p = ranks.get(rank);
+        if (p == null) {
+            reply(ex, 404, Map.of("error", "this seed holds no weights for rank " + rank + "; it holds " + ranks.keySet()));
+            return;
+        }
+        String strategy = q.getOrDefault("strategy", "star");
+        String client = q.getOrDefault("client", "");
+        java.util.Set<String> exclude = new java.util.HashSet<>();
+        for (String e : q.getOrDefault("exclude", "").split(",")) {
+            if (!e.isEmpty()) {
+                exclude.add(java.net.URLDecoder.decode(e, StandardCharsets.UTF_8));
+            }
+        }
+        if (!CLIENT.matcher(client).matches() || !java.util.Set.of("star", "tree", "chain").contains(strategy)
+                || exclude.size() > 64 || exclude.stream().anyMatch(e -> !e.equals(Directory.ROOT)
+                && !ADDRESS.matcher(e).matches())) {
+            reply(ex, 400, Map.of("error", "/v1/source takes strategy (star, tree, chain), client (an id) and"
+                    + " exclude (addresses host:port)"));
+            return;
+        }
+        long wait;
+        try {
+            wait = Math.min(MAX_SOURCE_WAIT_MILLIS, Math.max(0, Long.parseLong(q.getOrDefault("wait", "0"))));
+        } catch (NumberFormatException e) {
+            reply(ex, 400, Map.of("error", "wait must be milliseconds"));
+            return;
+        }
+        Directory.Source s;
+        try {
+            s = directory.choose(rank, strategy, client, exclude, "true".equals(q.get("failover")), wait);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return;
+        }
+        if (s == null) {
+            ex.getResponseHeaders().set("Retry-After", "0");
+            reply(ex, 503, Map.of("error", "every ready source is serving a client; ask again"));
+            return;
+        }
+        Map<String, Object> body = new LinkedHashMap<>();
+        body.put("address", s.address());
+        body.put("ready", s.ready());
+        body.put("generation", p.manifest().generation());
+        reply(ex, 200, body);
+    }
+
+    /** POST /v1/relays (register, heartbeat), /v1/relays/leave, /v1/source/done. */
+    private void directoryPost(HttpExchange ex, String path, Map<String, String> q) throws IOException {
+        RankKey rank = rank(ex, q, "tp");
+        if (rank == null) {
+            return;
+        }
+        Published p = ranks.get(rank);
+        if (p == null) {
+            reply(ex, 404, Map.of("error", "this seed holds no weights for rank " + rank + "; it holds " + ranks.keySet()));
+            return;
+        }
+        byte[] raw = ex.getRequestBody().readNBytes(MAX_BODY + 1);
+        if (raw.length > MAX_BODY) {
+            reply(ex, 413, Map.of("error", "request body over " + MAX_BODY + " bytes"));
+            return;
+        }
+        com.fasterxml.jackson.databind.JsonNode body;
+        try {
+            body = JSON.readTree(raw);
+        } catch (IOException e) {
+            reply(ex, 400, Map.of("error", "the body is not JSON"));
+            return;
+        }
+        String address = text(body, path.equals("/v1/source/done") ? "source" : "address");
+        if (address == null || !(ADDRESS.matcher(address).matches() || path.equals("/v1/source/done")
+                && address.equals(Directory.ROOT))) {
+            reply(ex, 400, Map.of("error", "an address host:port is required"));
+            return;
+        }
+        switch (path) {
+            case "/v1/relays" -> {
+                String generation = text(body, "generation");
+                if (!p.manifest().generation().equals(generation)) {
+                    LOG.warn("refused relay {} of rank {}: it serves generation {}, this root {}", address, rank,
+                            generation, p.manifest().generation());
+                    reply(ex, 409, Map.of("error", "relay " + address + " serves generation " + generation
+                            + ", this root serves " + p.manifest().generation() + "; a relay serves the root's weights"
+                            + " only"));
+                    return;
+                }
+                boolean ready = body.path("ready").asBoolean(false);
+                directory.register(rank, address, ready, body.path("pipelined").asBoolean(false));
+                reply(ex, 200, Map.of("heartbeatMillis", Directory.HEARTBEAT_MILLIS));
+            }
+            case "/v1/relays/leave" -> {
+                directory.drop(rank, address);
+                reply(ex, 200, Map.of("ok", true));
+            }
+            default -> {
+                String client = text(body, "client");
+                if (client == null || !CLIENT.matcher(client).matches()) {
+                    reply(ex, 400, Map.of("error", "client is required"));
+                    return;
+                }
+                directory.done(rank, address, client);
+                reply(ex, 200, Map.of("ok", true));
+            }
+        }
+    }
+
+    private static String text(com.fasterxml.jackson.databind.JsonNode n, String field) {
+        com.fasterxml.jackson.databind.JsonNode v = n == null ? null : n.get(field);
+        return v != null && v.isTextual() ? v.textValue() : null;
     }
 
     private void handlePost(HttpExchange ex, String path, Map<String, String> q) throws IOException {

@@ -173,6 +173,22 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return servedEngine(m).substring(settings.enginePrefix().length());
     }
 
+    /** Destinations this engine and transport can fill, or an error naming what to change. */
+    private void checkDestinations(LoadRequest request, String transport) {
+        for (TensorDestination d : request.tensors()) {
+            if (!d.region().device().isHost() && settings.engine().equals("builtin")) {
+                throw new WeightLoaderException("engine builtin-tcp fills host memory only; tensor '"
+                        + d.spec().name() + "' has a " + d.region().device() + " destination (load into cpu, or use"
+                        + " engine = mooncake on both sides)");
+            }
+            if (d.region().device().isHost() && d.byteSize() > 0 && transport.equals("nvlink_intra")) {
+                throw new WeightLoaderException(source() + " serves transport nvlink_intra, which copies GPU memory"
+                        + " into GPU memory only, but tensor '" + d.spec().name() + "' has a host destination. Load"
+                        + " into cuda:N (weight-loader.device), or load from a seed that serves tcp or rdma");
+            }
+        }
+    }
+
     /** Part of one tensor covered by a read. */
     record Part(TensorDestination dest, long offset, long length) {
     }
@@ -273,6 +289,10 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     @Override
     public LoadReport load(LoadRequest request) {
         long t0 = System.nanoTime();
+        String strategy = settings.sourceStrategy();
+        if (!strategy.equals("star")) {
+            return loadFromDirectory(request, t0, strategy);
+        }
         // the whole load, control-plane requests included, ends within transfer-timeout plus one request-timeout
         SeedClient bounded = seed.until(t0 + transferTimeout.toNanos() + seed.requestTimeout().toNanos());
         Manifest held;
@@ -304,6 +324,159 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return loadWith(bounded, m, request, t0, phases);
     }
 
+    /**
+     * A load from the source the root's directory picks ({@code tree}, {@code chain}): the root's manifest gives the
+     * generation and the checksums; a relay's manifest its addresses, and it must serve the root's generation. A
+     * source that fails mid-load is reported dead and replaced by another (a ready one) for the tensors not complete,
+     * and the load then checks every tensor against the root's checksums. A request whose slices differ from the
+     * root's is resharded from the root itself.
+     */
+    private LoadReport loadFromDirectory(LoadRequest request, long t0, String strategy) {
+        long deadline = t0 + transferTimeout.toNanos();
+        SeedClient root = seed.until(deadline + seed.requestTimeout().toNanos());
+        Map<String, Double> phases = new LinkedHashMap<>();
+        Manifest rootManifest = checkedManifest(root);
+        synchronized (this) {
+            manifest = rootManifest;
+        }
+        phases.put("manifest", (System.nanoTime() - t0) / 1e9);
+        TensorMatcher.check(source(), rootManifest.specs(), request.specs(), request.ignoreExtraTensors());
+        Map<String, Manifest.Entry> published = rootManifest.entriesByName();
+        for (TensorDestination d : request.tensors()) {
+            if (!d.holdsSameAs(published.get(d.spec().name()).slice())) {
+                LOG.info("{}: this client's slices differ from the seed rank's; resharding from the root seed itself"
+                        + " (source-strategy {} picks among instances holding the root's slices)", source(), strategy);
+                return loadWith(root, rootManifest, request, t0, phases);
+            }
+        }
+        long tPrepare = System.nanoTime();
+        String transport = transport(rootManifest);
+        checkDestinations(request, transport);
+        OneSidedEngine engine = engineFor(transport);
+        long sliceSize = settings.sliceSizeFor(transport);
+        long cap = settings.bandwidthLimit();
+        if (cap > 0) {
+            sliceSize = Math.max(1 << 20, Math.min(sliceSize, cap / 20));
+        }
+        RankKey rk = new RankKey(rootManifest.tp(), rootManifest.pp());
+        String client = settings.clientId().orElseGet(() -> "client-" + java.util.UUID.randomUUID());
+        java.util.Set<String> exclude = new java.util.LinkedHashSet<>();
+        List<String> used = new ArrayList<>();
+        boolean failedOver = false;
+        Progress progress = new Progress(request);
+        List<MemoryRegion> local = RegionMerger.merge(request.tensors().stream().map(TensorDestination::bytes).toList());
+        engine.registerLocal(local);
+        phases.put("prepare", (System.nanoTime() - tPrepare) / 1e9);
+        long tTransfer = System.nanoTime();
+        long wait = Math.max(0, Math.min(5000, seed.requestTimeout().toMillis() - 1000));
+        try {
+            while (true) {
+                SeedClient.SourceChoice choice = null;
+                while (choice == null) {
+                    if (System.nanoTime() > deadline) {
+                        throw new WeightLoaderException(source() + ": no source became free within transfer-timeout ("
+                                + transferTimeout + ", weight-loader.remote-instance.transfer-timeout), strategy "
+                                + strategy);
+                    }
+                    choice = root.source(rk, strategy, client, exclude, failedOver, wait);
+                }
+                if (!choice.generation().equals(rootManifest.generation())) {
+                    throw new SeedChangedException(source() + " changed its weights during the load (generation "
+                            + rootManifest.generation() + " -> " + choice.generation() + "); nothing was loaded, load"
+                            + " again", rootManifest.generation(), choice.generation());
+                }
+                SeedClient from = choice.isRoot() ? root : root.at(choice.address());
+                Manifest m;
+                try {
+                    m = choice.isRoot() ? rootManifest : relayManifest(from, rk, rootManifest, request);
+                } catch (WeightLoaderException e) {
+                    LOG.warn("{}: source {} refused: {}; asking for another", source(), choice.address(), e.getMessage());
+                    root.sourceDone(rk, choice.address(), client);
+                    if (choice.isRoot()) {
+                        throw e;
+                    }
+                    exclude.add(choice.address());
+                    continue;
+                }
+                used.add(choice.address());
+                List<TensorDestination> todo = progress.incomplete();
+                try {
+                    if (!todo.isEmpty()) {
+                        transfer(engine, peer(engine, m.session()), new ArrayDeque<>(plan(todo, m, sliceSize)), progress,
+                                sliceSize, cap, deadline);
+                    }
+                    if (!choice.isRoot()) {
+                        String now = from.generation(rk);
+                        if (!now.equals(rootManifest.generation())) {
+                            throw new WeightLoaderException("relay " + choice.address() + " now serves generation " + now
+                                    + ", not the root's " + rootManifest.generation());
+                        }
+                    }
+                    root.sourceDone(rk, choice.address(), client);
+                    break;
+                } catch (WeightLoaderException e) {
+                    dropPeer(m.session());
+                    root.sourceDone(rk, choice.address(), client);
+                    if (choice.isRoot() || e instanceof SeedChangedException || System.nanoTime() > deadline
+                            || exclude.size() >= 64) {
+                        throw e;
+                    }
+                    LOG.warn("{}: source {} failed mid-load ({}); going on from another source for the tensors not"
+                            + " complete", source(), choice.address(), e.getMessage());
+                    exclude.add(choice.address());
+                    failedOver = true;
+                }
+            }
+        } finally {
+            engine.unregisterLocal(local);
+        }
+        progress.report();
+        long tVerify = System.nanoTime();
+        phases.put("transfer", (tVerify - tTransfer) / 1e9);
+        LoadRequest check = request;
+        if (failedOver) {
+            if (rootManifest.tensors().stream().anyMatch(e -> e.bytes() > 0 && e.sha256() == null)) {
+                throw new WeightLoaderException(source() + ": a source died mid-load and the root publishes no checksums"
+                        + " to check what it sent (weight-loader.seed.publish-checksums); nothing was loaded, load again");
+            }
+            check = request.withChecksum(true); // what a dead source sent is checked against the root
+        }
+        List<TensorReport> reports = RemoteLoads.verify(root, rk, rootManifest, check, source());
+        if (!request.checksum()) {
+            reports = reports.stream().map(r -> new TensorReport(r.name(), r.dtype(), r.shape(), r.bytes(), null,
+                    r.slice())).toList();
+        }
+        long end = System.nanoTime();
+        phases.put("verify", (end - tVerify) / 1e9);
+        String device = request.tensors().isEmpty() ? "cpu" : request.tensors().get(0).region().device().toString();
+        String via = used.size() == 1 && used.get(0).equals(io.weightloader.seed.Directory.ROOT) ? ""
+                : " via " + String.join(", then ", used);
+        return new LoadReport(name(), engine.name(), source() + " (" + strategy + ")" + via, device, reports,
+                request.totalBytes(), (end - t0) / 1e9, null, phases);
+    }
+
+    /** A relay's manifest, checked: the root's generation, tensors, slices and transport. */
+    private Manifest relayManifest(SeedClient relay, RankKey rk, Manifest root, LoadRequest request) {
+        Manifest m = checkManifest(relay.manifest(rk));
+        if (!m.generation().equals(root.generation())) {
+            throw new WeightLoaderException("relay " + relay.peer() + " serves generation " + m.generation()
+                    + ", the root " + root.generation() + ": not the root's weights");
+        }
+        if (!servedEngine(m).equals(servedEngine(root))) {
+            throw new WeightLoaderException("relay " + relay.peer() + " serves with " + servedEngine(m) + ", the root with "
+                    + servedEngine(root));
+        }
+        TensorMatcher.check("relay " + relay.peer(), m.specs(), request.specs(), request.ignoreExtraTensors());
+        Map<String, Manifest.Entry> entries = m.entriesByName();
+        for (TensorDestination d : request.tensors()) {
+            if (!d.holdsSameAs(entries.get(d.spec().name()).slice())) {
+                throw new WeightLoaderException("relay " + relay.peer() + " holds other slices of tensor '"
+                        + d.spec().name() + "' than the root");
+            }
+        }
+        return m;
+    }
+
     /** The seed's generation now; a failure to ask is added to {@code failure}, which is then thrown. */
     private String currentGeneration(SeedClient seed, WeightLoaderException failure) {
         try {
@@ -319,19 +492,9 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         long tPrepare = System.nanoTime();
         TensorMatcher.check(source(), m.specs(), request.specs(), request.ignoreExtraTensors());
         String transport = transport(m);
-        for (TensorDestination d : request.tensors()) {
-            if (!d.region().device().isHost() && settings.engine().equals("builtin")) {
-                throw new WeightLoaderException("engine builtin-tcp fills host memory only; tensor '"
-                        + d.spec().name() + "' has a " + d.region().device() + " destination (load into cpu, or use"
-                        + " engine = mooncake on both sides)");
-            }
-            if (d.region().device().isHost() && d.byteSize() > 0 && transport.equals("nvlink_intra")) {
-                throw new WeightLoaderException(source() + " serves transport nvlink_intra, which copies GPU memory"
-                        + " into GPU memory only, but tensor '" + d.spec().name() + "' has a host destination. Load"
-                        + " into cuda:N (weight-loader.device), or load from a seed that serves tcp or rdma");
-            }
-        }
+        checkDestinations(request, transport);
         OneSidedEngine engine = engineFor(transport);
+
         long sliceSize = settings.sliceSizeFor(transport);
         long cap = settings.bandwidthLimit();
         if (cap > 0) {
@@ -496,10 +659,30 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         synchronized void completed(Read r) {
             done += r.bytes();
             for (Part p : r.parts()) {
+                if (r.count() == 1) {
+                    request.progress().onArrived(p.dest(), p.offset(), p.length());
+                }
                 if (remaining.merge(p.dest().spec().name(), -p.length(), Long::sum) == 0) {
                     tensorsDone++;
                 }
             }
+        }
+
+        /**
+         * The tensors not yet complete, in request order; one that was partly read is reset, to be read again whole
+         * (after its source died).
+         */
+        synchronized List<TensorDestination> incomplete() {
+            List<TensorDestination> out = new ArrayList<>();
+            for (TensorDestination d : request.tensors()) {
+                long left = remaining.get(d.spec().name());
+                if (left > 0) {
+                    done -= d.byteSize() - left;
+                    remaining.put(d.spec().name(), d.byteSize());
+                    out.add(d);
+                }
+            }
+            return out;
         }
 
         synchronized void report() {

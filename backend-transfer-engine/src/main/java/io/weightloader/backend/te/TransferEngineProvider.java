@@ -155,6 +155,13 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
 
     @Override
     public SeedPublisher publish(BackendContext context, RankKey rank, List<TensorDestination> tensors) {
+        return publish(context, rank, tensors, null);
+    }
+
+    /** The built-in engine honours the gate (it sees every read); Mooncake's reads are one-sided and cannot wait. */
+    @Override
+    public SeedPublisher publish(BackendContext context, RankKey rank, List<TensorDestination> tensors,
+                                 io.weightloader.seed.ReadyGate gate) {
         WeightLoaderSettings s = context.settings();
         TransferEngineSettings te = TransferEngineSettings.from(context);
         String bind = s.seed().bindAddress();
@@ -184,7 +191,7 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
             }
             engine = BuiltinEngine.seed(bind, port, advertised, s.remote().token().orElse(null),
                     te.builtinMaxConnections(), io.weightloader.seed.Tls.forSeed(s.tls()).orElse(null),
-                    s.tls().ca().isPresent());
+                    s.tls().ca().isPresent()).gate(gate);
         } else {
             if (s.tls().serves()) {
                 LOG.warn("weight-loader.tls encrypts the control plane only here: Mooncake's transfers are not"
@@ -229,6 +236,11 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
             public long activity() {
                 // the built-in engine sees every byte it serves; Mooncake's reads are one-sided, invisible here
                 return engine instanceof BuiltinEngine b ? b.bytesServed() : -1;
+            }
+
+            @Override
+            public boolean gatesReads() {
+                return engine instanceof BuiltinEngine;
             }
 
             @Override

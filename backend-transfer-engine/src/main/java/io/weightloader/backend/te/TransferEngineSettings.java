@@ -18,7 +18,9 @@ record TransferEngineSettings(
         int builtinPort,
         int builtinConnections,
         int builtinMaxConnections,
-        Optional<String> mooncakeLibrary) {
+        Optional<String> mooncakeLibrary,
+        String sourceStrategy,
+        Optional<String> clientId) {
 
     static final String PATH = BackendContext.backendPath(TransferEngineProvider.NAME);
 
@@ -47,7 +49,8 @@ record TransferEngineSettings(
                 slice, r.integer("batch-size", 1, 1024), r.integer("batches-in-flight", 1, 16),
                 r.size("bandwidth-limit", 0, Long.MAX_VALUE), r.integer("builtin.port", 0, 65535),
                 r.integer("builtin.connections", 1, 64), r.integer("builtin.max-connections", 1, 4096),
-                r.optionalString("mooncake.library"));
+                r.optionalString("mooncake.library"), context.settings().remote().sourceStrategy(),
+                context.settings().remote().clientId());
     }
 
     /**

@@ -399,6 +399,9 @@ public final class BuiltinEngine implements OneSidedEngine {
                 long stride = in.readLong();
                 int count = in.readInt();
                 String problem = checkRequest(address, length, stride, count);
+                if (problem == null && gate != null) {
+                    problem = awaitGate(address, (count - 1L) * stride + length);
+                }
                 if (problem != null) {
                     refused.incrementAndGet();
                     byte[] msg = problem.getBytes(StandardCharsets.UTF_8);
@@ -468,6 +471,32 @@ public final class BuiltinEngine implements OneSidedEngine {
             if (slot) {
                 connectionSlots.release();
             }
+        }
+    }
+
+    /** A relay that serves while it loads: reads wait for their bytes (null: serve everything at once). */
+    private volatile io.weightloader.seed.ReadyGate gate;
+    /** Longest a read waits for a relay's bytes before it is refused (the client retries, then fails over). */
+    static final Duration GATE_WAIT = Duration.ofSeconds(30);
+
+    /** Makes reads wait until {@code gate} calls their bytes ready (a relay serving while it loads). */
+    public BuiltinEngine gate(io.weightloader.seed.ReadyGate gate) {
+        this.gate = gate;
+        return this;
+    }
+
+    private String awaitGate(long address, long span) throws IOException {
+        try {
+            if (!gate.awaitReady(address, span, System.nanoTime() + GATE_WAIT.toNanos())) {
+                return "read of " + span + " bytes at 0x" + Long.toHexString(address) + " refused: this relay has not"
+                        + " received those bytes within " + GATE_WAIT.toSeconds() + " s";
+            }
+            return null;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IOException("interrupted while waiting for a relay's bytes", e);
+        } catch (WeightLoaderException e) {
+            return "read refused: " + e.getMessage();
         }
     }
 

@@ -1,0 +1,226 @@
+package io.weightloader.seed;
+
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * A root seed's directory of the instances that serve its weights (relays), per rank, and the choice of a source for
+ * each client by a strategy:
+ * <ul>
+ *   <li>{@code star}: always the root.</li>
+ *   <li>{@code tree}: a ready source (the root, or a relay that has loaded and verified everything) serving no
+ *   client; when every ready source is busy the client waits for one, so each round of loads doubles the sources (a
+ *   binomial tree: about log2(N + 1) rounds for N clients).</li>
+ *   <li>{@code chain}: the end of the chain, so far the root; a client that is itself a relay serving as it loads
+ *   (pipelined) then becomes the end: every instance reads from the one before it while that one is still loading.</li>
+ * </ul>
+ * Relays register with a heartbeat and are dropped when it stops ({@link #EXPIRY_NANOS}), when they leave, or when a
+ * client reports one dead. A failover request (a client whose source died) gets a ready source, never a loading one, so
+ * a chain never loops. Thread-safe.
+ */
+public final class Directory {
+    /** How often relays re-register. */
+    public static final long HEARTBEAT_MILLIS = 1000;
+    /** A relay not heard from for this long is dropped. */
+    public static final long EXPIRY_NANOS = 4 * HEARTBEAT_MILLIS * 1_000_000L;
+    /** An assignment whose client never said it was done stops counting after this long. */
+    static final long ASSIGNMENT_NANOS = 10L * 60 * 1_000_000_000L;
+    public static final String ROOT = "root";
+
+    /** A source the directory hands out: a relay's control-plane address, or {@link #ROOT}. */
+    public record Source(String address, boolean ready) {
+    }
+
+    private static final class Relay {
+        final String address;
+        final long order;
+        long lastSeen;
+        boolean ready;
+        boolean pipelined;
+
+        Relay(String address, long order) {
+            this.address = address;
+            this.order = order;
+        }
+    }
+
+    private static final class Rank {
+        final Map<String, Relay> relays = new LinkedHashMap<>();
+        /** source -> client -> when assigned */
+        final Map<String, Map<String, Long>> clients = new HashMap<>();
+        /** The end of the chain: the last pipelined relay given a source (the root before any). */
+        String chainEnd = ROOT;
+        final Set<String> inChain = new HashSet<>();
+    }
+
+    private final Map<Object, Rank> ranks = new HashMap<>();
+    private long registrations;
+
+    private Rank rank(Object key) {
+        return ranks.computeIfAbsent(key, k -> new Rank());
+    }
+
+    /** A relay (re-)registers: {@code ready} once it holds every byte, checked; {@code pipelined} while loading. */
+    public synchronized void register(Object rankKey, String address, boolean ready, boolean pipelined) {
+        Rank r = rank(rankKey);
+        Relay relay = r.relays.get(address);
+        if (relay == null) {
+            relay = new Relay(address, registrations++);
+            r.relays.put(address, relay);
+        }
+        relay.lastSeen = System.nanoTime();
+        relay.ready = ready;
+        relay.pipelined = pipelined;
+        notifyAll();
+    }
+
+    /** A relay leaves, or a client found it dead: it is no one's source any more. */
+    public synchronized void drop(Object rankKey, String address) {
+        Rank r = rank(rankKey);
+        if (r.relays.remove(address) != null) {
+            r.clients.remove(address);
+            notifyAll();
+        }
+    }
+
+    /** Every relay of every rank: after the root's weights changed, they serve an old generation. */
+    public synchronized void clear(Object rankKey) {
+        ranks.remove(rankKey);
+        notifyAll();
+    }
+
+    /** The client is done with its source (loaded, or gave up). */
+    public synchronized void done(Object rankKey, String source, String client) {
+        Map<String, Long> c = rank(rankKey).clients.get(source);
+        if (c != null && c.remove(client) != null) {
+            notifyAll();
+        }
+    }
+
+    /** The live relays of a rank, in registration order, for diagnostics. */
+    public synchronized List<Map<String, Object>> relays(Object rankKey) {
+        Rank r = rank(rankKey);
+        expire(r);
+        List<Map<String, Object>> out = new ArrayList<>();
+        for (Relay x : r.relays.values()) {
+            Map<String, Object> m = new LinkedHashMap<>();
+            m.put("address", x.address);
+            m.put("ready", x.ready);
+            m.put("pipelined", x.pipelined);
+            m.put("clients", active(r, x.address));
+            out.add(m);
+        }
+        return out;
+    }
+
+    /**
+     * A source for {@code client} by {@code strategy}, never one in {@code exclude} (those are dropped: the client
+     * found them dead), never the client itself. {@code tree} waits up to {@code waitMillis} for a free ready source
+     * and returns null when none came free.
+     *
+     * @param failover the client's source died mid-load: a ready source with the fewest clients, at once
+     */
+    public synchronized Source choose(Object rankKey, String strategy, String client, Set<String> exclude,
+                                      boolean failover, long waitMillis) throws InterruptedException {
+        Rank r = rank(rankKey);
+        for (String dead : exclude) {
+            if (!dead.equals(ROOT)) {
+                drop(rankKey, dead);
+            }
+        }
+        long deadline = System.nanoTime() + waitMillis * 1_000_000L;
+        while (true) {
+            expire(r);
+            Source s = failover ? fewestClients(r, client, exclude)
+                    : switch (strategy) {
+                        case "star" -> new Source(ROOT, true);
+                        case "tree" -> freeReady(r, client, exclude);
+                        case "chain" -> chainEnd(r, client);
+                        default -> throw new IllegalArgumentException("unknown strategy '" + strategy
+                                + "' (star, tree, chain)");
+                    };
+            if (s != null) {
+                r.clients.computeIfAbsent(s.address(), k -> new LinkedHashMap<>()).put(client, System.nanoTime());
+                return s;
+            }
+            long left = deadline - System.nanoTime();
+            if (left <= 0) {
+                return null;
+            }
+            wait(Math.max(1, Math.min(left / 1_000_000L, HEARTBEAT_MILLIS)));
+        }
+    }
+
+    private Source freeReady(Rank r, String client, Set<String> exclude) {
+        if (active(r, ROOT) == 0 && !exclude.contains(ROOT)) {
+            return new Source(ROOT, true);
+        }
+        return r.relays.values().stream()
+                .filter(x -> x.ready && !x.address.equals(client) && !exclude.contains(x.address)
+                        && active(r, x.address) == 0)
+                .min(Comparator.comparingLong(x -> x.order)).map(x -> new Source(x.address, true)).orElse(null);
+    }
+
+    private Source fewestClients(Rank r, String client, Set<String> exclude) {
+        Source best = exclude.contains(ROOT) ? null : new Source(ROOT, true);
+        int bestClients = best == null ? Integer.MAX_VALUE : active(r, ROOT);
+        for (Relay x : r.relays.values()) {
+            if (x.ready && !x.address.equals(client) && !exclude.contains(x.address) && active(r, x.address) < bestClients) {
+                best = new Source(x.address, true);
+                bestClients = active(r, x.address);
+            }
+        }
+        return best;
+    }
+
+    private Source chainEnd(Rank r, String client) {
+        String end = r.chainEnd;
+        Relay relay = end.equals(ROOT) ? null : r.relays.get(end);
+        if (!end.equals(ROOT) && relay == null) {
+            // the end left or died: the chain goes on from the newest link still alive, else the root
+            end = ROOT;
+            for (Relay x : r.relays.values()) {
+                if (r.inChain.contains(x.address) && !x.address.equals(client)) {
+                    end = x.address;
+                }
+            }
+            relay = end.equals(ROOT) ? null : r.relays.get(end);
+        }
+        Relay self = r.relays.get(client);
+        if (self != null && self.pipelined && !r.inChain.contains(client)) {
+            r.chainEnd = client;
+            r.inChain.add(client);
+        }
+        return new Source(end, relay == null || relay.ready);
+    }
+
+    private static int active(Rank r, String source) {
+        Map<String, Long> c = r.clients.get(source);
+        if (c == null) {
+            return 0;
+        }
+        long now = System.nanoTime();
+        c.values().removeIf(t -> now - t > ASSIGNMENT_NANOS);
+        return c.size();
+    }
+
+    private void expire(Rank r) {
+        long now = System.nanoTime();
+        List<String> gone = new ArrayList<>();
+        for (Relay x : r.relays.values()) {
+            if (now - x.lastSeen > EXPIRY_NANOS) {
+                gone.add(x.address);
+            }
+        }
+        for (String g : gone) {
+            r.relays.remove(g);
+            r.clients.remove(g);
+        }
+    }
+}

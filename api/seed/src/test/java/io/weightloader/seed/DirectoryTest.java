@@ -1,0 +1,90 @@
+package io.weightloader.seed;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import java.util.Set;
+import org.junit.jupiter.api.Test;
+
+/** The root's directory: which source each strategy gives, and when. */
+class DirectoryTest {
+    private static final Object RANK = "tp0-pp0";
+    private final Directory d = new Directory();
+
+    @Test
+    void starIsAlwaysTheRoot() throws Exception {
+        d.register(RANK, "10.0.0.2:7000", true, true);
+        for (int i = 0; i < 3; i++) {
+            assertThat(d.choose(RANK, "star", "c" + i, Set.of(), false, 0).address()).isEqualTo(Directory.ROOT);
+        }
+    }
+
+    @Test
+    void treeGivesEachReadySourceOneClientAtATimeAndMakesTheRestWait() throws Exception {
+        assertThat(d.choose(RANK, "tree", "a", Set.of(), false, 0).address()).isEqualTo(Directory.ROOT);
+        // the root is busy and no relay is ready: the next client waits, and is told to ask again
+        assertThat(d.choose(RANK, "tree", "b", Set.of(), false, 50)).isNull();
+        // a loading relay is no tree source; a ready one is
+        d.register(RANK, "10.0.0.2:7000", false, true);
+        assertThat(d.choose(RANK, "tree", "b", Set.of(), false, 0)).isNull();
+        d.register(RANK, "10.0.0.2:7000", true, true);
+        assertThat(d.choose(RANK, "tree", "b", Set.of(), false, 0).address()).isEqualTo("10.0.0.2:7000");
+        // a waiting client gets the root as soon as its client is done
+        Thread done = new Thread(() -> d.done(RANK, Directory.ROOT, "a"));
+        done.start();
+        assertThat(d.choose(RANK, "tree", "c", Set.of(), false, 5000).address()).isEqualTo(Directory.ROOT);
+        done.join();
+        // never itself
+        d.done(RANK, "10.0.0.2:7000", "b");
+        assertThat(d.choose(RANK, "tree", "10.0.0.2:7000", Set.of(), false, 0)).isNull();
+    }
+
+    @Test
+    void chainLinksEachPipelinedRelayToTheOneBeforeItAndNeverLoops() throws Exception {
+        d.register(RANK, "a:1", false, true);
+        d.register(RANK, "b:1", false, true);
+        d.register(RANK, "c:1", false, true);
+        // in the order they ask, whatever the order they registered in
+        assertThat(d.choose(RANK, "chain", "b:1", Set.of(), false, 0).address()).isEqualTo(Directory.ROOT);
+        Directory.Source forC = d.choose(RANK, "chain", "c:1", Set.of(), false, 0);
+        assertThat(forC.address()).isEqualTo("b:1");
+        assertThat(forC.ready()).isFalse(); // read while b still loads
+        assertThat(d.choose(RANK, "chain", "a:1", Set.of(), false, 0).address()).isEqualTo("c:1");
+        // a plain client reads from the end and does not extend the chain
+        assertThat(d.choose(RANK, "chain", "client-x", Set.of(), false, 0).address()).isEqualTo("a:1");
+        assertThat(d.choose(RANK, "chain", "client-y", Set.of(), false, 0).address()).isEqualTo("a:1");
+        // the end leaves: the chain goes on from the newest link alive
+        d.drop(RANK, "a:1");
+        assertThat(d.choose(RANK, "chain", "client-z", Set.of(), false, 0).address()).isEqualTo("c:1");
+    }
+
+    @Test
+    void aClientWhoseSourceDiedGetsAReadySourceWithTheFewestClientsAndTheDeadOneIsDropped() throws Exception {
+        d.register(RANK, "a:1", true, false);
+        d.register(RANK, "b:1", false, true);
+        assertThat(d.choose(RANK, "tree", "x", Set.of(), false, 0).address()).isEqualTo(Directory.ROOT);
+        assertThat(d.choose(RANK, "tree", "y", Set.of(), false, 0).address()).isEqualTo("a:1");
+        // y's source a died: y gets the ready source with the fewest clients (the root has x, b is not ready)
+        Directory.Source s = d.choose(RANK, "tree", "y", Set.of("a:1"), true, 0);
+        assertThat(s.address()).isEqualTo(Directory.ROOT);
+        assertThat(d.relays(RANK)).extracting(m -> m.get("address")).containsExactly("b:1");
+    }
+
+    @Test
+    void aRelayThatStopsBeatingIsDroppedAndUnknownStrategiesAreRefused() throws Exception {
+        d.register(RANK, "a:1", true, false);
+        assertThat(d.relays(RANK)).hasSize(1);
+        assertThatThrownBy(() -> d.choose(RANK, "ring", "x", Set.of(), false, 0)).hasMessageContaining("ring");
+        java.lang.reflect.Field f = Directory.class.getDeclaredField("ranks");
+        f.setAccessible(true);
+        // age the relay past the expiry instead of sleeping for it
+        Object rank = ((java.util.Map<?, ?>) f.get(d)).get(RANK);
+        java.lang.reflect.Field relays = rank.getClass().getDeclaredField("relays");
+        relays.setAccessible(true);
+        Object relay = ((java.util.Map<?, ?>) relays.get(rank)).get("a:1");
+        java.lang.reflect.Field seen = relay.getClass().getDeclaredField("lastSeen");
+        seen.setAccessible(true);
+        seen.setLong(relay, System.nanoTime() - Directory.EXPIRY_NANOS - 1);
+        assertThat(d.relays(RANK)).isEmpty();
+    }
+}

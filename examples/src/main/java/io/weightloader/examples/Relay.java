@@ -1,0 +1,214 @@
+package io.weightloader.examples;
+
+import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.LoadReport;
+import io.weightloader.api.LoadRequest;
+import io.weightloader.api.ProgressListener;
+import io.weightloader.api.TensorDestination;
+import io.weightloader.api.WeightLoader;
+import io.weightloader.api.WeightLoaderException;
+import io.weightloader.api.config.RankKey;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.memory.Threads;
+import io.weightloader.seed.Directory;
+import io.weightloader.seed.Manifest;
+import io.weightloader.seed.ReadyGate;
+import io.weightloader.seed.SeedClient;
+import io.weightloader.seed.SeedRefusedException;
+import io.weightloader.seed.SeedService;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * A seed that loads from another seed (its root) and then serves what it loaded ({@code seed --load-format
+ * remote_instance}): it publishes the root's generation and checksums, registers with the root's directory (with a
+ * heartbeat), and, with {@code source-strategy = chain} and the built-in engine, serves while it loads (each block
+ * once it arrived and matched the root's checksum). It leaves the directory when it stops.
+ */
+final class Relay implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(Relay.class);
+
+    /** One rank: its loader, memory, the root's manifest and the gate of a pipelined relay. */
+    private record Held(Ranks.Rank rank, WeightLoader loader, Ranks.Held memory, Manifest root, ReadyGate gate,
+                        boolean pipelined) {
+    }
+
+    private final String address;
+    private final SeedClient root;
+    private final List<Held> held = new ArrayList<>();
+    private final ScheduledExecutorService heartbeat = Executors.newSingleThreadScheduledExecutor(
+            Threads.daemon("weightloader-relay-heartbeat"));
+    private volatile boolean ready;
+    private volatile boolean left;
+
+    private Relay(String address, SeedClient root) {
+        this.address = address;
+        this.root = root;
+    }
+
+    /** Where clients reach this relay's control plane: its bind address, or the engine's host name. */
+    static String advertised(WeightLoaderSettings s, int port) {
+        String host = s.seed().bindAddress();
+        if (host.equals("0.0.0.0") || host.equals("::") || host.equals("[::]")) {
+            throw new WeightLoaderConfigException("weight-loader.seed.bind-address", "a relay bound to " + host
+                    + " cannot tell its root's clients where to reach it: bind it to its address (--host)");
+        }
+        return (host.contains(":") ? "[" + host + "]" : host) + ":" + port;
+    }
+
+    /**
+     * Publishes every rank's memory (before loading when it serves while loading), starts the control plane,
+     * registers with the root, loads, checks, and announces itself ready.
+     */
+    static Relay start(WeightLoaderSettings settings, Ranks ranks, SeedService service, java.io.PrintWriter out)
+            throws Exception {
+        String address = advertised(settings, service.port());
+        Relay relay = new Relay(address, SeedClient.forSeedOf(settings, "relay"));
+        try {
+            String strategy = settings.remote().sourceStrategy();
+            for (Ranks.Rank r : ranks.ranks()) {
+                Map<String, Object> id = Map.of("weight-loader.remote-instance.client-id", address);
+                WeightLoader loader = WeightLoader.open(ConfigFactory.parseMap(id).withFallback(r.config()));
+                Ranks.Held memory = null;
+                try {
+                    memory = Ranks.allocate(r, loader.available());
+                    Manifest rootManifest = relay.root.manifest(r.key());
+                    boolean gateable = strategy.equals("chain") && r.device().isHost()
+                            && loader.backend().name().equals("transfer_engine");
+                    ReadyGate gate = gateable ? ReadyGate.of(memory.destinations(), rootManifest.entriesByName()) : null;
+                    boolean pipelined = service.publishRelay(r.key(), memory.destinations(), rootManifest, gate)
+                            && gate != null;
+                    relay.held.add(new Held(r, loader, memory, rootManifest, gate, pipelined));
+                } catch (RuntimeException | Error e) {
+                    if (memory != null) {
+                        memory.close();
+                    }
+                    loader.close();
+                    throw e;
+                }
+            }
+            service.start();
+            relay.register(); // a pipelined relay must be in the directory before it asks for its own source
+            relay.heartbeat.scheduleWithFixedDelay(relay::registerQuietly, Directory.HEARTBEAT_MILLIS,
+                    Directory.HEARTBEAT_MILLIS, TimeUnit.MILLISECONDS);
+            List<LoadReport> reports = ranks.parallel(r -> relay.load(relay.held.get(ranks.ranks().indexOf(r)),
+                    settings));
+            for (int i = 0; i < reports.size(); i++) {
+                out.println((ranks.single() ? "" : "rank " + ranks.ranks().get(i).key() + ": ") + reports.get(i).summary());
+            }
+            relay.ready = true;
+            relay.register();
+            return relay;
+        } catch (Exception | Error e) {
+            for (Held h : relay.held) {
+                if (h.gate() != null) {
+                    h.gate().fail("the relay's load failed: " + e.getMessage());
+                }
+            }
+            relay.close();
+            throw e;
+        }
+    }
+
+    /** One rank's load; a pipelined relay feeds its gate as bytes arrive and waits until every block is checked. */
+    private LoadReport load(Held h, WeightLoaderSettings settings) {
+        ProgressListener feed = h.gate() == null ? ProgressListener.NONE : new ProgressListener() {
+            @Override
+            public void onProgress(long bytesDone, long bytesTotal, int tensorsDone, int tensorsTotal) {
+            }
+
+            @Override
+            public void onArrived(TensorDestination dest, long offset, long length) {
+                h.gate().arrived(dest.region().address() + offset, length);
+            }
+        };
+        LoadReport report = h.loader().load(LoadRequest.of(h.memory().destinations()).withProgress(feed));
+        if (h.gate() != null) {
+            try {
+                h.gate().awaitAll(System.nanoTime() + settings.remote().transferTimeout().toNanos());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new WeightLoaderException("interrupted while checking the relay's bytes", e);
+            }
+        }
+        return report;
+    }
+
+    private void register() {
+        for (Held h : held) {
+            if (!ready && !h.pipelined()) {
+                continue; // announced only once it holds every byte
+            }
+            Map<String, Object> body = new LinkedHashMap<>();
+            body.put("address", address);
+            body.put("generation", h.root().generation());
+            body.put("ready", ready);
+            body.put("pipelined", h.pipelined());
+            try {
+                root.post("/v1/relays?tp=" + h.rank().key().tp() + "&pp=" + h.rank().key().pp(),
+                        WeightLoaderCli.JSON.writeValueAsBytes(body), Set.of());
+            } catch (SeedRefusedException e) {
+                throw new WeightLoaderException("root seed " + root.peer() + " refused relay " + address + ": "
+                        + e.getMessage(), e);
+            } catch (java.io.IOException e) {
+                throw new IllegalStateException(e);
+            }
+        }
+    }
+
+    private void registerQuietly() {
+        if (left) {
+            return;
+        }
+        try {
+            register();
+        } catch (RuntimeException e) {
+            LOG.warn("relay {}: heartbeat to root {} failed: {}", address, root.peer(), e.getMessage());
+        }
+    }
+
+    String address() {
+        return address;
+    }
+
+    @Override
+    public void close() {
+        left = true;
+        heartbeat.shutdownNow();
+        for (Held h : held) {
+            try {
+                root.post("/v1/relays/leave?tp=" + h.rank().key().tp() + "&pp=" + h.rank().key().pp(),
+                        WeightLoaderCli.JSON.writeValueAsBytes(Map.of("address", address)), Set.of());
+            } catch (java.io.IOException | RuntimeException e) {
+                LOG.debug("relay {}: leaving root {}'s directory failed", address, root.peer(), e);
+            }
+        }
+        for (Held h : held) {
+            if (h.gate() != null) {
+                h.gate().close();
+            }
+            h.loader().close();
+        }
+    }
+
+    /** The memory to free once the seed's engines no longer serve it. */
+    void freeMemory() {
+        held.forEach(h -> h.memory().close());
+    }
+
+    /** What the seed holds per rank, for the summary. */
+    Map<RankKey, List<TensorDestination>> held() {
+        Map<RankKey, List<TensorDestination>> out = new LinkedHashMap<>();
+        held.forEach(h -> out.put(h.rank().key(), h.memory().destinations()));
+        return out;
+    }
+}
