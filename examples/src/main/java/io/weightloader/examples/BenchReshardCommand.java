@@ -107,6 +107,10 @@ final class BenchReshardCommand implements Callable<Integer> {
     @Option(names = "--local-rank", paramLabel = "R", defaultValue = "3", description = "Local: rank (default: 3).")
     int localRank;
 
+    @Option(names = "--remote", negatable = true, defaultValue = "true", fallbackValue = "true",
+            description = "Run the remote part (seed and clients); --no-remote for the local part only.")
+    boolean remote;
+
     @Option(names = "--json", paramLabel = "FILE", description = "Write the results as JSON.")
     Path json;
 
@@ -138,7 +142,9 @@ final class BenchReshardCommand implements Callable<Integer> {
             for (int i = 0; i < tensors.size(); i++) {
                 fill(tensors.get(i), wholeDest.get(i).region());
             }
-            remote(out, specs, wholeDest, results);
+            if (remote) {
+                remote(out, specs, wholeDest, results);
+            }
             if (localDir != null) {
                 local(out, tensors, results);
             }
