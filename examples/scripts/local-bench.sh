@@ -2,6 +2,7 @@
 # Local loads on a GPU host, with their peers in the same run (docs/PERFORMANCE.md):
 #   1. the distribution's bench-local into host memory and into cuda:0 (same-run raw parallel read and raw pinned copy);
 #   2. Python's safetensors.torch.load_file of the same files onto cuda:0 (where Python, torch and safetensors exist);
+#   1b. the same into host memory with O_DIRECT (io = direct), warm, and cold where the page cache can be dropped;
 #   3. every tensor loaded onto each of the host's GPUs at once from one process (load --tp-size N --device cuda:
 #      each rank reads the whole checkpoint), against the raw parallel read of step 1.
 # Usage: examples/scripts/local-bench.sh OUT_DIR [SIZE]   (after examples/scripts/pack-device.sh)
@@ -17,6 +18,14 @@ gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 {
   echo "== bench-local, host"; "$wl" bench-local "$model" --repeat 3
   echo "== bench-local, cuda:0"; "$wl" bench-local "$model" --repeat 3 --device cuda:0
+  echo "== bench-local, host, O_DIRECT (page cache warm)"; "$wl" bench-local "$model" --repeat 3 --io direct
+  if [ -w /proc/sys/vm/drop_caches ]; then
+    echo "== bench-local, host, cold (caches dropped before each repeat), buffered"
+    "$wl" bench-local "$model" --repeat 3 --drop-caches
+    echo "== bench-local, host, cold, O_DIRECT"; "$wl" bench-local "$model" --repeat 3 --io direct --drop-caches
+  else
+    echo "== cold runs skipped: /proc/sys/vm/drop_caches is not writable here"
+  fi
 } > "$out/bench-local.txt" 2>&1
 python3 - "$model" > "$out/python.txt" 2>&1 <<'PY'
 import glob, os, sys, time
@@ -47,6 +56,6 @@ print(f"{sys.argv[2]} GPUs at once from one process: {total} bytes in {slowest:.
       f"{total / slowest / 1e9:.2f} GB/s aggregate; per rank: "
       + ", ".join(f"{k} {r['device']} {r['gigabytesPerSecond']:.2f} GB/s" for k, r in ranks.items()))
 PY
-grep -E "==|parallel|raw copy|loader  |ratio loader/raw" "$out/bench-local.txt"
+grep -E "==|parallel|raw copy|loader  |ratio loader/raw|O_DIRECT|direct" "$out/bench-local.txt"
 cat "$out/python.txt"
 tail -1 "$out/multi-gpu.txt"
