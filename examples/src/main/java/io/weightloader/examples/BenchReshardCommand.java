@@ -301,7 +301,12 @@ final class BenchReshardCommand implements Callable<Integer> {
                     List<Future<?>> f = new ArrayList<>();
                     for (int r = 0; r < manifests.size(); r++) {
                         int rank = r;
-                        f.add(pool.submit(() -> RawReads.readAll(peers.get(rank), ops.get(rank), 64)));
+                        f.add(pool.submit(() -> {
+                            if (!dev.isHost()) {
+                                io.weightloader.memory.cuda.Cuda.use(dev); // Mooncake opens handles on this thread
+                            }
+                            RawReads.readAll(peers.get(rank), ops.get(rank), 64);
+                        }));
                     }
                     for (Future<?> x : f) {
                         x.get();

@@ -55,6 +55,26 @@ final class Relay implements AutoCloseable {
         this.root = root;
     }
 
+    /**
+     * A relay serves with the transport its root serves (Mooncake's {@code nvlink_intra} from a GPU root, say) unless
+     * {@code backends.transfer_engine.protocol} says otherwise: its clients were sent by the root and expect it.
+     */
+    static com.typesafe.config.Config withRootTransport(com.typesafe.config.Config config, WeightLoaderSettings s) {
+        String key = "weight-loader.backends.transfer_engine.protocol";
+        if (!config.hasPath(key) || !config.getString(key).isEmpty()
+                || !"mooncake".equals(config.getString("weight-loader.backends.transfer_engine.engine"))) {
+            return config;
+        }
+        Manifest m = SeedClient.forSeedOf(s, "relay").manifest(new RankKey(0, s.rank().pp()));
+        String served = m.serves() == null ? m.engine() : m.serves().getOrDefault("transfer_engine", "");
+        if (!served.startsWith("mooncake-")) {
+            return config;
+        }
+        String protocol = served.substring("mooncake-".length());
+        LOG.info("relay: serving with its root's transport {} ({} is not set)", protocol, key);
+        return ConfigFactory.parseMap(Map.of(key, protocol), "the root's transport").withFallback(config);
+    }
+
     /** Where clients reach this relay's control plane: its bind address, or the engine's host name. */
     static String advertised(WeightLoaderSettings s, int port) {
         String host = s.seed().bindAddress();

@@ -100,6 +100,10 @@ final class SeedCommand implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         Config config = config();
         WeightLoaderSettings settings = WeightLoaderSettings.from(config);
+        if (settings.loadFormat() == io.weightloader.api.config.LoadFormat.REMOTE_INSTANCE) {
+            config = Relay.withRootTransport(config, settings);
+            settings = WeightLoaderSettings.from(config);
+        }
         Ranks ranks = Ranks.of(config, shared);
         BackendRegistry registry = BackendRegistry.discover();
         // Everything is checked, and the port bound, before a byte of the checkpoint is read.

@@ -701,6 +701,15 @@ final class TransferEngineBackend implements WeightLoaderBackend {
      */
     private void transfer(OneSidedEngine engine, OneSidedEngine.Peer peer, Deque<Read> queue, Progress progress, long sliceSize, long cap,
                           long deadline) {
+        // Mooncake's GPU transports open the peer's memory handles on the submitting thread, which needs a current
+        // device: the destination's (a pool thread of a resharded load, or a host's own thread, may have none)
+        for (Read r : queue) {
+            io.weightloader.api.Device d = r.parts().get(0).dest().region().device();
+            if (!d.isHost()) {
+                io.weightloader.memory.cuda.Cuda.use(d);
+            }
+            break;
+        }
         int maxBatch = Math.min(settings.batchSize(), peer.maxBatchSize());
         long maxBatchBytes = cap > 0 ? Math.max(sliceSize, cap / 10) : Long.MAX_VALUE;
         int depth = cap > 0 ? 1 : settings.batchesInFlight();
