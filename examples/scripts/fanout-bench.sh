@@ -3,10 +3,13 @@
 # serving when they start at once from one root seed, per source strategy, on links of a fixed rate.
 #
 # For each N and strategy: sim-cluster.sh up N (prefix wlb-); the root seed in h0 (10.77.0.1:7000) serving
-# --model-path; once it is ready, all N instances at once, instance i in host hi (10.77.0.(i+1)), each
+# --model-path; once it is ready, all N instances, instance i in host hi (10.77.0.(i+1)), each
 #   weightloader seed --load-format remote_instance ... --source-strategy STRATEGY --checksum sha256 --ready-file F
-# (it loads from the source the root assigns it, verifies, then serves others; F is written once it is serving).
-# The time of (N, strategy) is from the launch until the last instance's ready file appears (polled every 50 ms,
+#       --start-when GO
+# (it serves, registers with the root, waits for GO, then loads from the source the root assigns it, verifies and
+# serves others; F is written once it is serving). GO is created once every instance waits for it (F.armed): the
+# JVMs of N simulated hosts start on this machine's few cores, far slower than on N hosts, so the clock starts
+# when all are up. The time of (N, strategy) is from GO until the last instance's ready file appears (polled every 50 ms,
 # bounded by --timeout); an instance that exits first, or the timeout, is recorded as a failure with its log's tail.
 # N=1 star runs first as the baseline "time of one".
 #
@@ -135,17 +138,30 @@ run_one() {
         sleep 0.05
     done
 
-    # all N at once
-    echo "$EPOCHREALTIME" > "$rdir/launch"
+    # all N started, each waits (--start-when) once it serves and is registered: this box's few cores start N JVMs
+    # far slower than N hosts would; the clock starts when every instance is up and they are released at once
     for i in $(seq 1 "$n"); do
         addr=$("$sim" addr "$i")
         start "$i" "$ldir/h$i.log" "$wl" seed --load-format remote_instance \
             --remote-instance-weight-loader-seed-instance-ip "$("$sim" addr 0)" \
             --remote-instance-weight-loader-seed-instance-service-port "$PORT" \
             --host "$addr" --port "$PORT" --engine builtin --engine-port "$ENGINE_PORT" --token "$TOKEN" \
-            --allow-plain-token --source-strategy "$strategy" --checksum sha256 --ready-file "$rdir/$i.ready"
+            --allow-plain-token --source-strategy "$strategy" --checksum sha256 --ready-file "$rdir/$i.ready" \
+            --start-when "$rdir/go"
         pids[i]=$started; state[i]=pending
     done
+    deadline=$(( $(date +%s) + timeout_s ))
+    for _ in $(seq 1 $((timeout_s * 20 + 20))); do
+        pending=0
+        for i in $(seq 1 "$n"); do
+            [ -e "$rdir/$i.ready.armed" ] || { kill -0 "${pids[i]}" 2>/dev/null && pending=$((pending + 1)); }
+        done
+        [ "$pending" -eq 0 ] && break
+        [ "$(date +%s)" -lt "$deadline" ] || break
+        sleep 0.05
+    done
+    echo "$EPOCHREALTIME" > "$rdir/launch"
+    touch "$rdir/go"
     deadline=$(( $(date +%s) + timeout_s ))
     # bounded: at most timeout/50 ms polls (plus the time the checks take), and the deadline
     for _ in $(seq 1 $((timeout_s * 20 + 20))); do

@@ -89,21 +89,32 @@ final class Relay implements AutoCloseable {
      * Publishes every rank's memory (before loading when it serves while loading), starts the control plane,
      * registers with the root, loads, checks, and announces itself ready.
      */
-    static Relay start(WeightLoaderSettings settings, Ranks ranks, SeedService service, java.io.PrintWriter out)
-            throws Exception {
+    static Relay start(WeightLoaderSettings settings, Ranks ranks, SeedService service, java.io.PrintWriter out,
+                       Runnable beforeLoading) throws Exception {
         String address = advertised(settings, service.port());
         Relay relay = new Relay(address, SeedClient.forSeedOf(settings, "relay"));
         try {
             String strategy = settings.remote().sourceStrategy();
             for (Ranks.Rank r : ranks.ranks()) {
-                Map<String, Object> id = Map.of("weight-loader.remote-instance.client-id", address);
+                boolean gateable = strategy.equals("chain") && r.device().isHost()
+                        && r.settings().backend().equals("transfer_engine");
+                Map<String, Object> id = new LinkedHashMap<>();
+                id.put("weight-loader.remote-instance.client-id", address);
+                if (gateable) {
+                    // the gate checks every block against the root's checksums as it arrives: no second pass
+                    id.put("weight-loader.checksum", "none");
+                    // and small reads, reported as each completes: what it serves onwards trails what it received
+                    // by about one read per connection, not by a 64 MiB slice
+                    id.put("weight-loader.backends.transfer_engine.slice-size", "512 KiB");
+                    // one connection: reads arrive one after the other at the link's full rate (with four, each
+                    // read takes four times as long, and so does the lag of every relay behind this one)
+                    id.put("weight-loader.backends.transfer_engine.builtin.connections", 1);
+                }
                 WeightLoader loader = WeightLoader.open(ConfigFactory.parseMap(id).withFallback(r.config()));
                 Ranks.Held memory = null;
                 try {
                     memory = Ranks.allocate(r, loader.available());
                     Manifest rootManifest = relay.root.manifest(r.key());
-                    boolean gateable = strategy.equals("chain") && r.device().isHost()
-                            && loader.backend().name().equals("transfer_engine");
                     ReadyGate gate = gateable ? ReadyGate.of(memory.destinations(), rootManifest.entriesByName()) : null;
                     boolean pipelined = service.publishRelay(r.key(), memory.destinations(), rootManifest, gate)
                             && gate != null;
@@ -120,6 +131,7 @@ final class Relay implements AutoCloseable {
             relay.register(); // a pipelined relay must be in the directory before it asks for its own source
             relay.heartbeat.scheduleWithFixedDelay(relay::registerQuietly, Directory.HEARTBEAT_MILLIS,
                     Directory.HEARTBEAT_MILLIS, TimeUnit.MILLISECONDS);
+            beforeLoading.run();
             List<LoadReport> reports = ranks.parallel(r -> relay.load(relay.held.get(ranks.ranks().indexOf(r)),
                     settings));
             for (int i = 0; i < reports.size(); i++) {

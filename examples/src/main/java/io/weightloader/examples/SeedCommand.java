@@ -73,6 +73,11 @@ final class SeedCommand implements Callable<Integer> {
             + "where the seed's traffic cannot be read (weight-loader.seed.allow-plain-token).")
     Boolean allowPlainToken;
 
+    @Option(names = "--start-when", paramLabel = "FILE", description = "A relay: once it serves and is registered "
+            + "with its root, wait until FILE exists before loading (an orchestrator releasing a wave of instances at "
+            + "once); with --ready-file, READY_FILE.armed says it is waiting.")
+    Path startWhen;
+
     @Option(names = "--ready-file", paramLabel = "FILE",
             description = "Write the control-plane port to FILE once serving (for scripts).")
     Path readyFile;
@@ -115,7 +120,7 @@ final class SeedCommand implements Callable<Integer> {
         try {
             if (settings.loadFormat() == io.weightloader.api.config.LoadFormat.REMOTE_INSTANCE) {
                 // a relay: loads from its root seed, then serves what it holds (while loading, for a chain)
-                relay = Relay.start(settings, ranks, service, out);
+                relay = Relay.start(settings, ranks, service, out, this::awaitStart);
                 held.putAll(relay.held());
             }
             List<Loaded> loaded = relay != null ? List.of() : ranks.parallel(SeedCommand::load, l -> l.arena().close());
@@ -187,6 +192,31 @@ final class SeedCommand implements Callable<Integer> {
         }
         stopped.await();
         return 0;
+    }
+
+    /** {@code --start-when}: says it is waiting ({@code READY_FILE.armed}), then waits for the file, bounded. */
+    private void awaitStart() {
+        if (startWhen == null) {
+            return;
+        }
+        try {
+            if (readyFile != null) {
+                Files.writeString(readyFile.resolveSibling(readyFile.getFileName() + ".armed"), "");
+            }
+            long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.HOURS.toNanos(1);
+            while (!Files.exists(startWhen)) {
+                if (System.nanoTime() > deadline) {
+                    throw new io.weightloader.api.WeightLoaderException("--start-when " + startWhen
+                            + " did not appear within an hour");
+                }
+                Thread.sleep(10);
+            }
+        } catch (java.io.IOException e) {
+            throw new io.weightloader.api.WeightLoaderException("--start-when: " + e.getMessage(), e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new io.weightloader.api.WeightLoaderException("interrupted while waiting for " + startWhen, e);
+        }
     }
 
     /** One rank's weights, loaded and held. */

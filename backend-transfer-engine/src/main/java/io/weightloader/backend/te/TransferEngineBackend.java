@@ -398,12 +398,15 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                     exclude.add(choice.address());
                     continue;
                 }
-                used.add(choice.address());
+                used.add(choice.ready() ? choice.address() : choice.address() + " (while it loaded)");
                 List<TensorDestination> todo = progress.incomplete();
                 try {
                     if (!todo.isEmpty()) {
-                        transfer(engine, peer(engine, m.session()), new ArrayDeque<>(plan(todo, m, sliceSize)), progress,
-                                sliceSize, cap, deadline);
+                        // from a relay that still loads, small reads: each is served as soon as its bytes are in,
+                        // so this client trails its source by a read, not by a 64 MiB slice
+                        long slice = choice.ready() ? sliceSize : Math.min(sliceSize, PIPELINED_SLICE);
+                        transfer(engine, peer(engine, m.session()), new ArrayDeque<>(plan(todo, m, slice)), progress,
+                                slice, cap, deadline);
                     }
                     if (!choice.isRoot()) {
                         String now = from.generation(rk);
@@ -454,6 +457,9 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return new LoadReport(name(), engine.name(), source() + " (" + strategy + ")" + via, device, reports,
                 request.totalBytes(), (end - t0) / 1e9, null, phases);
     }
+
+    /** Largest read from a relay that is still loading (see {@link #loadFromDirectory}). */
+    static final long PIPELINED_SLICE = 512L << 10;
 
     /** A relay's manifest, checked: the root's generation, tensors, slices and transport. */
     private Manifest relayManifest(SeedClient relay, RankKey rk, Manifest root, LoadRequest request) {
@@ -749,7 +755,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                     Read r = f.reads().get(i);
                     OpStatus st = statuses.get(i);
                     if (st.state() == OpState.COMPLETED) {
-                        progress.completed(r);
+                        continue; // reported as it completed (awaitFinal)
                     } else if (r.attempt() >= retries) {
                         throw new WeightLoaderException("reading " + r.describe() + " from " + source() + " via "
                                 + engine.name() + " failed after " + (r.attempt() + 1) + " attempt(s): " + st.detail());
@@ -785,12 +791,19 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         }
     }
 
-    /** Polls every read to a final state, in order (reads finish roughly in order), until the deadline. */
+    /**
+     * Polls every read to a final state, in order (reads finish roughly in order), until the deadline; each read that
+     * completed is reported at once, not at the batch's end (a relay serves its bytes onwards as they arrive).
+     */
     private void awaitFinal(Batch batch, long deadline, List<Read> slices, Progress progress) {
         long pause = 20_000;
         int next = 0;
         while (next < batch.size()) {
-            if (batch.status(next).isFinal()) {
+            OpStatus st = batch.status(next);
+            if (st.isFinal()) {
+                if (st.state() == OpState.COMPLETED) {
+                    progress.completed(slices.get(next));
+                }
                 next++;
                 pause = 20_000;
                 continue;
