@@ -18,7 +18,16 @@ echo "== host, built-in engine" > "$out/reshard.txt"
 timeout 600 "$wl" bench-reshard --size "$size" --client-tp 1,4 --local-dir /tmp/wl-reshard-local \
   --json "$out/reshard-host.json" >> "$out/reshard.txt" 2>&1
 echo "== GPUs, Mooncake nvlink_intra" >> "$out/reshard.txt"
-timeout 600 "$wl" bench-reshard --size "$size" --engine mooncake --protocol nvlink_intra --mooncake-library "$lib" \
-  --seed-device cuda:0,cuda:1 --client-device cuda:1,cuda:0 --client-tp 1,4 --json "$out/reshard-gpu.json" \
-  >> "$out/reshard.txt" 2>&1
+# nvlink_intra cannot read GPU memory of its own process: the seed runs apart, holding a checkpoint of the same size
+model=/tmp/wl-reshard-gpu
+"$wl" generate --out "$model" --size "$size" --force > /dev/null
+rm -f "$out/seed.ready"
+"$wl" seed --model-path "$model" --tp-size 2 --tp-layout llama --device cuda --engine mooncake --protocol nvlink_intra \
+  --mooncake-library "$lib" --token bench-token --port 0 --ready-file "$out/seed.ready" > "$out/seed.log" 2>&1 &
+seed=$!
+for _ in $(seq 1 600); do [ -s "$out/seed.ready" ] && break; kill -0 $seed 2>/dev/null || break; sleep 0.2; done
+timeout 400 "$wl" bench-reshard --size "$size" --seed "127.0.0.1:$(cat "$out/seed.ready")" --engine mooncake \
+  --protocol nvlink_intra --mooncake-library "$lib" --client-device cuda:1,cuda:0 --client-tp 1,4 \
+  --json "$out/reshard-gpu.json" >> "$out/reshard.txt" 2>&1
+kill $seed; wait $seed 2>/dev/null
 grep -vE "^\[|^\s*$" "$out/reshard.txt" | grep -v "WARN\|INFO" | head -40

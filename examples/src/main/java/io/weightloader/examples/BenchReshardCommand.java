@@ -107,6 +107,11 @@ final class BenchReshardCommand implements Callable<Integer> {
     @Option(names = "--local-rank", paramLabel = "R", defaultValue = "3", description = "Local: rank (default: 3).")
     int localRank;
 
+    @Option(names = "--seed", paramLabel = "HOST:PORT", description = "Use a running seed (tp --seed-tp, llama layout, "
+            + "holding a checkpoint generated with the same --size) instead of one in this process: Mooncake's "
+            + "nvlink_intra cannot read GPU memory of its own process.")
+    String externalSeed;
+
     @Option(names = "--remote", negatable = true, defaultValue = "true", fallbackValue = "true",
             description = "Run the remote part (seed and clients); --no-remote for the local part only.")
     boolean remote;
@@ -142,7 +147,10 @@ final class BenchReshardCommand implements Callable<Integer> {
             for (int i = 0; i < tensors.size(); i++) {
                 fill(tensors.get(i), wholeDest.get(i).region());
             }
-            if (remote) {
+            if (remote && externalSeed != null) {
+                measure(out, seedClient(externalSeed), Integer.parseInt(externalSeed.substring(
+                        externalSeed.lastIndexOf(':') + 1)), results);
+            } else if (remote) {
                 remote(out, specs, wholeDest, results);
             }
             if (localDir != null) {
@@ -184,29 +192,41 @@ final class BenchReshardCommand implements Callable<Integer> {
                     "weight-loader.seed.publish-checksums", false));
             try (SeedService seed = SeedService.start(new BackendContext(WeightLoaderSettings.from(seedConfig),
                     seedConfig), BackendRegistry.discover(), held)) {
-                List<Manifest> manifests = new ArrayList<>();
-                for (int r = 0; r < seedTp; r++) {
-                    manifests.add(seed.manifest(new RankKey(r, 0)).orElseThrow());
-                }
-                double raw = rawRead(manifests);
-                double same = clientLoads(seed.port(), seedTp);
-                out.printf("  raw engine read of every seed rank's memory, all ranks at once   %8.2f GB/s%n", raw / 1e9);
-                out.printf("  same tp (%d -> %d), every client rank at once                     %8.2f GB/s   %.3f of raw%n",
-                        seedTp, seedTp, same / 1e9, same / raw);
-                results.put("rawReadGBps", raw / 1e9);
-                results.put("sameTpGBps", same / 1e9);
-                Map<String, Object> reshard = new LinkedHashMap<>();
-                for (int c : clientTps) {
-                    double r = clientLoads(seed.port(), c);
-                    out.printf("  resharded (%d -> %d), every client rank at once                   %8.2f GB/s   %.3f of same tp, %.3f of raw%n",
-                            seedTp, c, r / 1e9, r / same, r / raw);
-                    reshard.put(Integer.toString(c), Map.of("GBps", r / 1e9, "ofSameTp", r / same, "ofRaw", r / raw));
-                }
-                results.put("resharded", reshard);
+                measure(out, null, seed.port(), results);
             }
         } finally {
             seedArenas.forEach(TensorArena::close);
         }
+    }
+
+    private io.weightloader.seed.SeedClient seedClient(String address) {
+        return new io.weightloader.seed.SeedClient("127.0.0.1", 1, java.util.Optional.of(TOKEN), Duration.ofSeconds(5),
+                Duration.ofSeconds(30), 3).at(address);
+    }
+
+    /** The raw read, the same-tp load and each resharded load, against the seed at {@code port}. */
+    private void measure(PrintWriter out, io.weightloader.seed.SeedClient external, int port,
+                         Map<String, Object> results) throws Exception {
+        List<Manifest> manifests = new ArrayList<>();
+        io.weightloader.seed.SeedClient client = external != null ? external : seedClient("127.0.0.1:" + port);
+        for (int r = 0; r < seedTp; r++) {
+            manifests.add(client.manifest(new RankKey(r, 0)));
+        }
+        double raw = rawRead(manifests);
+        double same = clientLoads(port, seedTp);
+        out.printf("  raw engine read of every seed rank's memory, all ranks at once   %8.2f GB/s%n", raw / 1e9);
+        out.printf("  same tp (%d -> %d), every client rank at once                     %8.2f GB/s   %.3f of raw%n",
+                seedTp, seedTp, same / 1e9, same / raw);
+        results.put("rawReadGBps", raw / 1e9);
+        results.put("sameTpGBps", same / 1e9);
+        Map<String, Object> reshard = new LinkedHashMap<>();
+        for (int c : clientTps) {
+            double r = clientLoads(port, c);
+            out.printf("  resharded (%d -> %d), every client rank at once                   %8.2f GB/s   %.3f of same tp, %.3f of raw%n",
+                    seedTp, c, r / 1e9, r / same, r / raw);
+            reshard.put(Integer.toString(c), Map.of("GBps", r / 1e9, "ofSameTp", r / same, "ofRaw", r / raw));
+        }
+        results.put("resharded", reshard);
     }
 
     /** Every client rank of tp {@code c} at once, each with its own loader and memory; best of N, bytes per second. */

@@ -24,12 +24,38 @@ final class Resharding {
     private Resharding() {
     }
 
-    /** The reads per seed rank (index = seed tp rank), and the (tensor, seed rank) pairs to verify. */
-    record Plan(List<List<Read>> reads, List<Check> checks) {
+    /**
+     * The reads per seed rank (index = seed tp rank), the staged copies per seed rank (rows moved as whole spans through
+     * a staging buffer, for engines that read each row as a task of its own), and the (tensor, seed rank) pairs to
+     * verify.
+     */
+    record Plan(List<List<Read>> reads, List<List<Span>> spans, List<Check> checks) {
+    }
+
+    /**
+     * Rows {@code [first, first + rows)} of copy {@code copy} into {@code dest}, read as one contiguous span of the seed
+     * rank's memory (rows at the source's stride, the bytes between them included) and then placed row by row.
+     */
+    record Span(TensorDestination dest, long remoteBase, SliceCopy copy, long first, long rows) {
         long bytes() {
-            return reads.stream().flatMap(List::stream).mapToLong(Read::bytes).sum();
+            return (rows - 1) * copy.srcStride() + copy.length();
+        }
+
+        long remote() {
+            return remoteBase + copy.srcOffset() + first * copy.srcStride();
+        }
+
+        long dstOffset() {
+            return copy.dstOffset() + first * copy.dstStride();
+        }
+
+        long useful() {
+            return rows * copy.length();
         }
     }
+
+    /** Rows shorter than this are staged as spans when the engine reads each row as a task. */
+    static final long SPAN_ROWS_BELOW = 4L << 20;
 
     /** What the client read of {@code dest} from seed rank {@code seedRank}'s {@code entry}. */
     record Check(TensorDestination dest, int seedRank, Manifest.Entry entry) {
@@ -40,14 +66,25 @@ final class Resharding {
      */
     static Plan plan(List<TensorDestination> request, List<Manifest> seed, int clientRank, long sliceSize, int maxRuns,
                      String source) {
+        return plan(request, seed, clientRank, sliceSize, maxRuns, 0, source);
+    }
+
+    /**
+     * @param staging when above 0, copies of many short rows become {@link Span}s of at most this many bytes (the
+     *                engine reads each row as a task of its own, e.g. Mooncake)
+     */
+    static Plan plan(List<TensorDestination> request, List<Manifest> seed, int clientRank, long sliceSize, int maxRuns,
+                     long staging, String source) {
         int s = seed.size();
         List<Map<String, Manifest.Entry>> entries = new ArrayList<>();
         for (Manifest m : seed) {
             entries.add(m.entriesByName());
         }
         List<List<Read>> reads = new ArrayList<>();
+        List<List<Span>> spans = new ArrayList<>();
         for (int k = 0; k < s; k++) {
             reads.add(new ArrayList<>());
+            spans.add(new ArrayList<>());
         }
         List<Check> checks = new ArrayList<>();
         for (int i = 0; i < request.size(); i++) {
@@ -84,7 +121,11 @@ final class Resharding {
                 checks.add(new Check(d, k, e));
                 for (SliceCopy c : copies) {
                     covered += c.bytes();
-                    addReads(reads.get(k), d, e.address(), c, sliceSize, maxRuns);
+                    if (staging > 0 && c.count() > 1 && c.length() < SPAN_ROWS_BELOW) {
+                        addSpans(spans.get(k), d, e.address(), c, staging);
+                    } else {
+                        addReads(reads.get(k), d, e.address(), c, sliceSize, maxRuns);
+                    }
                 }
             }
             if (covered != d.byteSize()) {
@@ -92,7 +133,7 @@ final class Resharding {
                         + " bytes of tensor '" + full.name() + "' this client needs; nothing was loaded");
             }
         }
-        return new Plan(reads, checks);
+        return new Plan(reads, spans, checks);
     }
 
     /** A split tensor: every seed rank holds a slice of the same dimension, disjoint, together the whole extent. */
@@ -118,6 +159,14 @@ final class Resharding {
         if (at != full.shape().get(slices.get(0).dim())) {
             throw new WeightLoaderException(source + ": the seed's ranks hold " + slices + " of tensor '" + full.name()
                     + "' " + full.shape() + ", not all of it; nothing was loaded");
+        }
+    }
+
+    /** A copy's rows in groups whose span fits the staging buffer. */
+    private static void addSpans(List<Span> out, TensorDestination d, long remoteBase, SliceCopy c, long staging) {
+        long perSpan = Math.max(1, (staging - c.length()) / c.srcStride() + 1);
+        for (long i = 0; i < c.count(); i += perSpan) {
+            out.add(new Span(d, remoteBase, c, i, Math.min(perSpan, c.count() - i)));
         }
     }
 

@@ -569,8 +569,17 @@ final class TransferEngineBackend implements WeightLoaderBackend {
             ranks.add(mk);
         }
         String from = "seed " + seed.peer() + " tp size " + size + " (" + ref.layout() + ")";
-        int maxRuns = peer(engine, ranks.get(0).session()).maxRunsPerOp();
-        Resharding.Plan plan = Resharding.plan(request.tensors(), ranks, rank.tp(), sliceSize, maxRuns, from);
+        OneSidedEngine.Peer first = peer(engine, ranks.get(0).session());
+        int maxRuns = first.maxRunsPerOp();
+        // an engine that reads each row of a strided read as a task of its own (Mooncake) gets short rows as whole
+        // spans through a staging buffer, placed row by row on this side (a 2-D copy)
+        boolean staged = switch (settings.reshardStaging()) {
+            case "always" -> true;
+            case "never" -> false;
+            default -> first.cost(new ReadOp(0, 0, 1, 1, 1, 2)) > 1;
+        };
+        Resharding.Plan plan = Resharding.plan(request.tensors(), ranks, rank.tp(), sliceSize, maxRuns,
+                staged ? STAGING_BYTES : 0, from);
         Progress progress = new Progress(request);
         List<MemoryRegion> local = RegionMerger.merge(request.tensors().stream().map(TensorDestination::bytes).toList());
         engine.registerLocal(local);
@@ -579,7 +588,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         phases.put("prepare", (tTransfer - tPrepare) / 1e9);
         List<Integer> used = new ArrayList<>();
         for (int k = 0; k < size; k++) {
-            if (!plan.reads().get(k).isEmpty()) {
+            if (!plan.reads().get(k).isEmpty() || !plan.spans().get(k).isEmpty()) {
                 used.add(k);
             }
         }
@@ -590,10 +599,12 @@ final class TransferEngineBackend implements WeightLoaderBackend {
             for (int k : used) {
                 String session = ranks.get(k).session();
                 Deque<Read> queue = new ArrayDeque<>(plan.reads().get(k));
+                List<Resharding.Span> spans = plan.spans().get(k);
                 futures.add(pool.submit(() -> {
                     try {
-                        transfer(engine, peer(engine, session), queue, progress, sliceSize,
-                                cap > 0 ? Math.max(1, cap / used.size()) : 0, deadline);
+                        long share = cap > 0 ? Math.max(1, cap / used.size()) : 0;
+                        transfer(engine, peer(engine, session), queue, progress, sliceSize, share, deadline);
+                        staged(engine, peer(engine, session), spans, request, progress, sliceSize, share, deadline);
                     } catch (RuntimeException e) {
                         dropPeer(session);
                         throw e;
@@ -643,6 +654,61 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                 request.totalBytes(), (end - t0) / 1e9, null, phases);
     }
 
+    /** Staging buffer per seed rank for the spans of a resharded load (Mooncake reads each row as a task). */
+    static final long STAGING_BYTES = 256L << 20;
+
+    /**
+     * The spans of one seed rank: packed into a staging buffer on the destinations' device, read contiguously (bounded
+     * batches, retries, the deadline), then placed row by row with a 2-D copy; the buffer is registered with the engine
+     * for the duration.
+     */
+    private void staged(OneSidedEngine engine, OneSidedEngine.Peer peer, List<Resharding.Span> spans, LoadRequest request,
+                        Progress progress, long sliceSize, long cap, long deadline) {
+        if (spans.isEmpty()) {
+            return;
+        }
+        io.weightloader.api.Device device = spans.get(0).dest().region().device();
+        long largest = spans.stream().mapToLong(Resharding.Span::bytes).max().orElse(0);
+        long size = Math.min(STAGING_BYTES, Math.max(largest, 1));
+        try (io.weightloader.memory.TensorArena staging = io.weightloader.memory.TensorArena.allocate(device,
+                List.of(TensorSpec.of("staging", io.weightloader.api.DType.U8, size)))) {
+            MemoryRegion buffer = staging.destinations().get(0).region();
+            List<MemoryRegion> registered = List.of(buffer);
+            engine.registerLocal(registered);
+            try {
+                Progress wave = new Progress(request.withProgress(io.weightloader.api.ProgressListener.NONE));
+                int i = 0;
+                while (i < spans.size()) {
+                    List<Read> reads = new ArrayList<>();
+                    List<long[]> placed = new ArrayList<>(); // span index, staging offset
+                    long off = 0;
+                    int j = i;
+                    while (j < spans.size() && (j == i || off + spans.get(j).bytes() <= size)) {
+                        Resharding.Span sp = spans.get(j);
+                        placed.add(new long[]{j, off});
+                        for (long at = 0; at < sp.bytes(); at += sliceSize) {
+                            long n = Math.min(sliceSize, sp.bytes() - at);
+                            reads.add(new Read(buffer.address() + off + at, sp.remote() + at, n,
+                                    List.of(new Part(sp.dest(), sp.dstOffset(), 0)), 0));
+                        }
+                        off += (sp.bytes() + 255) / 256 * 256;
+                        j++;
+                    }
+                    transfer(engine, peer, new ArrayDeque<>(reads), wave, sliceSize, cap, deadline);
+                    for (long[] p : placed) {
+                        Resharding.Span sp = spans.get((int) p[0]);
+                        io.weightloader.memory.cuda.DeviceCopies.copy2D(sp.dest().region(), sp.dstOffset(),
+                                sp.copy().dstStride(), buffer, p[1], sp.copy().srcStride(), sp.copy().length(), sp.rows());
+                        progress.staged(sp.dest(), sp.useful());
+                    }
+                    i = j;
+                }
+            } finally {
+                engine.unregisterLocal(registered);
+            }
+        }
+    }
+
     /** Bytes and whole tensors done, reported to the request's listener. */
     private static final class Progress {
         private final LoadRequest request;
@@ -689,6 +755,14 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                 }
             }
             return out;
+        }
+
+        /** Bytes of {@code d} placed from a staging buffer. */
+        synchronized void staged(TensorDestination d, long bytes) {
+            done += bytes;
+            if (remaining.merge(d.spec().name(), -bytes, Long::sum) == 0) {
+                tensorsDone++;
+            }
         }
 
         synchronized void report() {

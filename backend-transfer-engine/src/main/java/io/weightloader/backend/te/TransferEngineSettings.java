@@ -20,7 +20,8 @@ record TransferEngineSettings(
         int builtinMaxConnections,
         Optional<String> mooncakeLibrary,
         String sourceStrategy,
-        Optional<String> clientId) {
+        Optional<String> clientId,
+        String reshardStaging) {
 
     static final String PATH = BackendContext.backendPath(TransferEngineProvider.NAME);
 
@@ -50,7 +51,7 @@ record TransferEngineSettings(
                 r.size("bandwidth-limit", 0, Long.MAX_VALUE), r.integer("builtin.port", 0, 65535),
                 r.integer("builtin.connections", 1, 64), r.integer("builtin.max-connections", 1, 4096),
                 r.optionalString("mooncake.library"), context.settings().remote().sourceStrategy(),
-                context.settings().remote().clientId());
+                context.settings().remote().clientId(), r.oneOf("reshard-staging", List.of("auto", "always", "never")));
     }
 
     /**

@@ -80,8 +80,13 @@ class ReshardingTest {
 
     /** Loads rank {@code r} of {@code tp} under llama from the seed and checks every byte and checksum. */
     private LoadReport loadAndCheck(SeedService svc, int tp, int r, String layout, boolean checksum) {
+        return loadAndCheck(svc, tp, r, layout, checksum, "auto");
+    }
+
+    private LoadReport loadAndCheck(SeedService svc, int tp, int r, String layout, boolean checksum, String staging) {
         String extra = "weight-loader { rank { tp-size = " + tp + ", tp = " + r + " }, tp-layout = " + layout
-                + ", checksum = " + (checksum ? "sha256" : "none") + " }";
+                + ", checksum = " + (checksum ? "sha256" : "none") + " }\n"
+                + "weight-loader.backends.transfer_engine.reshard-staging = " + staging;
         try (WeightLoader loader = WeightLoader.open(SeedServiceTest.client(svc.port(), extra)
                 .withFallback(ConfigFactory.defaultReference()).resolve())) {
             TpLayout l = loader.settings().tpLayout();
@@ -110,6 +115,17 @@ class ReshardingTest {
             for (int r = 0; r < clientTp; r++) {
                 LoadReport report = loadAndCheck(svc, clientTp, r, "llama", true);
                 assertThat(report.source()).contains(seedTp == clientTp ? "rank tp" + r : "resharded into rank tp" + r);
+            }
+        }
+    }
+
+    /** The path Mooncake takes (rows as spans through a staging buffer, a 2-D copy), forced with the built-in engine. */
+    @ParameterizedTest(name = "seed tp {0} -> client tp {1}, staged")
+    @CsvSource({"2,1", "2,4", "4,2"})
+    void rowsStagedAsSpansArriveAsSlicingGivesThem(int seedTp, int clientTp) {
+        try (SeedService svc = seed(seedTp, TpLayout.LLAMA, "llama")) {
+            for (int r = 0; r < clientTp; r++) {
+                loadAndCheck(svc, clientTp, r, "llama", true, "always");
             }
         }
     }

@@ -29,6 +29,31 @@ public final class DeviceCopies {
                 + dst.device() + ")");
     }
 
+    /**
+     * Copies {@code rows} rows of {@code width} bytes, row i from {@code src + srcOffset + i * srcPitch} to {@code dst +
+     * dstOffset + i * dstPitch}: one {@code cudaMemcpy2D} when either side is a GPU's, a loop of host copies otherwise.
+     * Blocks until done.
+     */
+    public static void copy2D(MemoryRegion dst, long dstOffset, long dstPitch, MemoryRegion src, long srcOffset,
+                              long srcPitch, long width, long rows) {
+        if (rows == 0 || width == 0) {
+            return;
+        }
+        if (src.device().isHost() && dst.device().isHost()) {
+            for (long i = 0; i < rows; i++) {
+                for (long off = 0; off < width; off += Integer.MAX_VALUE) {
+                    int n = (int) Math.min(Integer.MAX_VALUE, width - off);
+                    dst.byteBuffer(dstOffset + i * dstPitch + off, n).put(src.byteBuffer(srcOffset + i * srcPitch + off, n));
+                }
+            }
+            return;
+        }
+        Cuda.use(!dst.device().isHost() ? dst.device() : src.device());
+        Cuda.check(cudart.cudaMemcpy2D(Cuda.pointer(dst.address() + dstOffset), dstPitch,
+                Cuda.pointer(src.address() + srcOffset), srcPitch, width, rows, cudart.cudaMemcpyDefault),
+                "cudaMemcpy2D(" + rows + " rows of " + width + " bytes, " + src.device() + " -> " + dst.device() + ")");
+    }
+
     /** Lower-case hex SHA-256 of the first {@code length} bytes of a device region. */
     public static String sha256(MemoryRegion device, long length) {
         try (PinnedMemory staging = PinnedMemory.allocate(Math.min(PIECE, Math.max(length, 1)))) {
