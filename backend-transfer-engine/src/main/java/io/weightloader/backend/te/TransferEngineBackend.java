@@ -668,14 +668,12 @@ final class TransferEngineBackend implements WeightLoaderBackend {
             return;
         }
         io.weightloader.api.Device device = spans.get(0).dest().region().device();
-        long largest = spans.stream().mapToLong(Resharding.Span::bytes).max().orElse(0);
-        long size = Math.min(STAGING_BYTES, Math.max(largest, 1));
-        try (io.weightloader.memory.TensorArena staging = io.weightloader.memory.TensorArena.allocate(device,
-                List.of(TensorSpec.of("staging", io.weightloader.api.DType.U8, size)))) {
+        io.weightloader.memory.TensorArena staging = takeStaging(engine, device);
+        boolean ok = false;
+        try {
             MemoryRegion buffer = staging.destinations().get(0).region();
-            List<MemoryRegion> registered = List.of(buffer);
-            engine.registerLocal(registered);
-            try {
+            long size = buffer.length();
+            {
                 Progress wave = new Progress(request.withProgress(io.weightloader.api.ProgressListener.NONE));
                 int i = 0;
                 while (i < spans.size()) {
@@ -703,10 +701,56 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                     }
                     i = j;
                 }
-            } finally {
-                engine.unregisterLocal(registered);
+            }
+            ok = true;
+        } finally {
+            returnStaging(engine, device, staging, ok);
+        }
+    }
+
+    /**
+     * Staging buffers kept for the backend's life, registered once (allocating and registering 256 MiB of GPU memory
+     * per load cost more than a 4 GiB load over NVLink): one per seed rank being read at once.
+     */
+    private final Map<io.weightloader.api.Device, Deque<io.weightloader.memory.TensorArena>> stagingCache = new HashMap<>();
+
+    private io.weightloader.memory.TensorArena takeStaging(OneSidedEngine engine, io.weightloader.api.Device device) {
+        synchronized (stagingCache) {
+            Deque<io.weightloader.memory.TensorArena> q = stagingCache.get(device);
+            if (q != null && !q.isEmpty()) {
+                return q.poll();
             }
         }
+        io.weightloader.memory.TensorArena a = io.weightloader.memory.TensorArena.allocate(device,
+                List.of(TensorSpec.of("staging", io.weightloader.api.DType.U8, STAGING_BYTES)));
+        try {
+            engine.registerLocal(List.of(a.destinations().get(0).region()));
+        } catch (RuntimeException e) {
+            a.close();
+            throw e;
+        }
+        return a;
+    }
+
+    /** Back to the cache after a good load; after a failure its state is unknown, so it is freed. */
+    private void returnStaging(OneSidedEngine engine, io.weightloader.api.Device device,
+                               io.weightloader.memory.TensorArena staging, boolean ok) {
+        if (ok) {
+            synchronized (stagingCache) {
+                stagingCache.computeIfAbsent(device, d -> new ArrayDeque<>()).add(staging);
+            }
+            return;
+        }
+        freeStaging(engine, staging);
+    }
+
+    private static void freeStaging(OneSidedEngine engine, io.weightloader.memory.TensorArena staging) {
+        try {
+            engine.unregisterLocal(List.of(staging.destinations().get(0).region()));
+        } catch (RuntimeException e) {
+            LOG.debug("unregistering a staging buffer failed", e);
+        }
+        staging.close();
     }
 
     /** Bytes and whole tensors done, reported to the request's listener. */
@@ -932,6 +976,10 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     @Override
     public void close() {
         synchronized (this) {
+            synchronized (stagingCache) {
+                stagingCache.values().forEach(q -> q.forEach(a -> freeStaging(engine, a)));
+                stagingCache.clear();
+            }
             peers.values().forEach(OneSidedEngine.Peer::close);
             peers.clear();
             if (engine != null) {
