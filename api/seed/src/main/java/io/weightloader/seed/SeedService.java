@@ -488,15 +488,20 @@ public final class SeedService implements AutoCloseable {
     /** The relays of this root seed and the strategies that pick a client's source (see {@link Directory}). */
     private final Directory directory = new Directory();
 
-    /** GET /v1/source: a source for a client by strategy; 503 while a tree client must wait longer. */
-    private void source(HttpExchange ex, Map<String, String> q) throws IOException {
-        RankKey rank = rank(ex, q, "tp");
-        if (rank == null) {
-            return;
-        }
+    /** What {@code rank} publishes, or null after answering 404 naming the ranks held. */
+    private Published held(HttpExchange ex, RankKey rank) throws IOException {
         Published p = ranks.get(rank);
         if (p == null) {
             reply(ex, 404, Map.of("error", "this seed holds no weights for rank " + rank + "; it holds " + ranks.keySet()));
+        }
+        return p;
+    }
+
+    /** GET /v1/source: a source for a client by strategy; 503 while a tree client must wait longer. */
+    private void source(HttpExchange ex, Map<String, String> q) throws IOException {
+        RankKey rank = rank(ex, q, "tp");
+        Published p = rank == null ? null : held(ex, rank);
+        if (p == null) {
             return;
         }
         String strategy = q.getOrDefault("strategy", "star");
@@ -543,12 +548,8 @@ public final class SeedService implements AutoCloseable {
     /** POST /v1/relays (register, heartbeat), /v1/relays/leave, /v1/source/done. */
     private void directoryPost(HttpExchange ex, String path, Map<String, String> q) throws IOException {
         RankKey rank = rank(ex, q, "tp");
-        if (rank == null) {
-            return;
-        }
-        Published p = ranks.get(rank);
+        Published p = rank == null ? null : held(ex, rank);
         if (p == null) {
-            reply(ex, 404, Map.of("error", "this seed holds no weights for rank " + rank + "; it holds " + ranks.keySet()));
             return;
         }
         byte[] raw = ex.getRequestBody().readNBytes(MAX_BODY + 1);

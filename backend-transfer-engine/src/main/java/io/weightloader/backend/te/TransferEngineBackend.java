@@ -173,6 +173,13 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return servedEngine(m).substring(settings.enginePrefix().length());
     }
 
+    /** Reads of at most this many bytes over {@code transport}: the setting, smaller under a bandwidth cap. */
+    private long sliceSize(String transport) {
+        long slice = settings.sliceSizeFor(transport);
+        long cap = settings.bandwidthLimit();
+        return cap > 0 ? Math.max(1 << 20, Math.min(slice, cap / 20)) : slice;
+    }
+
     /** Destinations this engine and transport can fill, or an error naming what to change. */
     private void checkDestinations(LoadRequest request, String transport) {
         for (TensorDestination d : request.tensors()) {
@@ -353,11 +360,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         String transport = transport(rootManifest);
         checkDestinations(request, transport);
         OneSidedEngine engine = engineFor(transport);
-        long sliceSize = settings.sliceSizeFor(transport);
         long cap = settings.bandwidthLimit();
-        if (cap > 0) {
-            sliceSize = Math.max(1 << 20, Math.min(sliceSize, cap / 20));
-        }
+        long sliceSize = sliceSize(transport);
         RankKey rk = new RankKey(rootManifest.tp(), rootManifest.pp());
         String client = settings.clientId().orElseGet(() -> "client-" + java.util.UUID.randomUUID());
         java.util.Set<String> exclude = new java.util.LinkedHashSet<>();
@@ -501,11 +505,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         checkDestinations(request, transport);
         OneSidedEngine engine = engineFor(transport);
 
-        long sliceSize = settings.sliceSizeFor(transport);
         long cap = settings.bandwidthLimit();
-        if (cap > 0) {
-            sliceSize = Math.max(1 << 20, Math.min(sliceSize, cap / 20));
-        }
+        long sliceSize = sliceSize(transport);
         Map<String, Manifest.Entry> published = m.entriesByName();
         for (TensorDestination d : request.tensors()) {
             if (!d.holdsSameAs(published.get(d.spec().name()).slice())) {
