@@ -52,12 +52,16 @@ class ReshardingTest {
 
     /** A seed holding every rank of {@code tp} under {@code layout}, each rank's memory filled with its slices. */
     private SeedService seed(int tp, TpLayout layout, String layoutSetting) {
+        return seed(tp, layout, layoutSetting, "");
+    }
+
+    private SeedService seed(int tp, TpLayout layout, String layoutSetting, String extra) {
         Map<RankKey, List<TensorDestination>> held = new LinkedHashMap<>();
         for (int r = 0; r < tp; r++) {
             held.put(new RankKey(r, 0), hold(layout.isNone() ? Map.of() : layout.plan(SPECS, tp, r), true));
         }
         return SeedService.start(SeedServiceTest.seedContext("weight-loader.rank.tp-size = " + tp
-                + "\nweight-loader.tp-layout = " + layoutSetting), BackendRegistry.discover(), held);
+                + "\nweight-loader.tp-layout = " + layoutSetting + "\n" + extra), BackendRegistry.discover(), held);
     }
 
     /** Memory for the slices, filled with what slicing the whole tensors gives when {@code fill}. */
@@ -84,9 +88,14 @@ class ReshardingTest {
     }
 
     private LoadReport loadAndCheck(SeedService svc, int tp, int r, String layout, boolean checksum, String staging) {
+        return loadAndCheck(svc, tp, r, layout, checksum, staging, "");
+    }
+
+    private LoadReport loadAndCheck(SeedService svc, int tp, int r, String layout, boolean checksum, String staging,
+                                    String engine) {
         String extra = "weight-loader { rank { tp-size = " + tp + ", tp = " + r + " }, tp-layout = " + layout
                 + ", checksum = " + (checksum ? "sha256" : "none") + " }\n"
-                + "weight-loader.backends.transfer_engine.reshard-staging = " + staging;
+                + "weight-loader.backends.transfer_engine.reshard-staging = " + staging + "\n" + engine;
         try (WeightLoader loader = WeightLoader.open(SeedServiceTest.client(svc.port(), extra)
                 .withFallback(ConfigFactory.defaultReference()).resolve())) {
             TpLayout l = loader.settings().tpLayout();
@@ -126,6 +135,26 @@ class ReshardingTest {
         try (SeedService svc = seed(seedTp, TpLayout.LLAMA, "llama")) {
             for (int r = 0; r < clientTp; r++) {
                 loadAndCheck(svc, clientTp, r, "llama", true, "always");
+            }
+        }
+    }
+
+    /** Over Mooncake (tcp, two engines in this JVM): rows staged as spans, as on GPUs. */
+    @ParameterizedTest(name = "Mooncake tcp: seed tp {0} -> client tp {1}")
+    @CsvSource({"2,1", "2,4", "4,2"})
+    void overMooncakeAClientOfAnyTpSizeLoadsExactlyItsSlices(int seedTp, int clientTp) {
+        String lib = System.getenv("WEIGHTLOADER_MOONCAKE_LIB");
+        if (lib == null || lib.isBlank()) {
+            System.err.println("SKIPPED overMooncakeAClientOfAnyTpSizeLoadsExactlyItsSlices: needs Mooncake: set"
+                    + " WEIGHTLOADER_MOONCAKE_LIB=/path/libtransfer_engine.so");
+            org.junit.jupiter.api.Assumptions.abort("needs WEIGHTLOADER_MOONCAKE_LIB");
+        }
+        String engine = "weight-loader.backends.transfer_engine { engine = mooncake, protocol = tcp, mooncake.library = \""
+                + lib + "\" }";
+        try (SeedService svc = seed(seedTp, TpLayout.LLAMA, "llama", engine)) {
+            for (int r = 0; r < clientTp; r++) {
+                LoadReport report = loadAndCheck(svc, clientTp, r, "llama", true, "auto", engine);
+                assertThat(report.engine()).isEqualTo("mooncake-tcp");
             }
         }
     }
