@@ -103,6 +103,7 @@ final class Relay implements AutoCloseable {
                 if (gateable) {
                     // the gate checks every block against the root's checksums as it arrives: no second pass
                     id.put("weight-loader.checksum", "none");
+                    id.put("weight-loader.remote-instance.verify-relays", false);
                     // and small reads, reported as each completes: what it serves onwards trails what it received
                     // by about one read per connection, not by a 64 MiB slice
                     id.put("weight-loader.backends.transfer_engine.slice-size", "512 KiB");

@@ -441,12 +441,16 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         long tVerify = System.nanoTime();
         phases.put("transfer", (tVerify - tTransfer) / 1e9);
         LoadRequest check = request;
+        boolean fromRelay = used.stream().anyMatch(a -> !a.equals(io.weightloader.seed.Directory.ROOT));
+        boolean rootSums = rootManifest.tensors().stream().allMatch(e -> e.bytes() == 0 || e.sha256() != null);
         if (failedOver) {
-            if (rootManifest.tensors().stream().anyMatch(e -> e.bytes() > 0 && e.sha256() == null)) {
+            if (!rootSums) {
                 throw new WeightLoaderException(source() + ": a source died mid-load and the root publishes no checksums"
                         + " to check what it sent (weight-loader.seed.publish-checksums); nothing was loaded, load again");
             }
             check = request.withChecksum(true); // what a dead source sent is checked against the root
+        } else if (fromRelay && settings.verifyRelays() && rootSums) {
+            check = request.withChecksum(true); // a relay is a third party: what it sent is checked against the root
         }
         List<TensorReport> reports = RemoteLoads.verify(root, rk, rootManifest, check, source());
         if (!request.checksum()) {

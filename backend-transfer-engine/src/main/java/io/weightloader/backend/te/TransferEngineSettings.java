@@ -21,7 +21,8 @@ record TransferEngineSettings(
         Optional<String> mooncakeLibrary,
         String sourceStrategy,
         Optional<String> clientId,
-        String reshardStaging) {
+        String reshardStaging,
+        boolean verifyRelays) {
 
     static final String PATH = BackendContext.backendPath(TransferEngineProvider.NAME);
 
@@ -51,7 +52,8 @@ record TransferEngineSettings(
                 r.size("bandwidth-limit", 0, Long.MAX_VALUE), r.integer("builtin.port", 0, 65535),
                 r.integer("builtin.connections", 1, 64), r.integer("builtin.max-connections", 1, 4096),
                 r.optionalString("mooncake.library"), context.settings().remote().sourceStrategy(),
-                context.settings().remote().clientId(), r.oneOf("reshard-staging", List.of("auto", "always", "never")));
+                context.settings().remote().clientId(), r.oneOf("reshard-staging", List.of("auto", "always", "never")),
+                context.settings().remote().verifyRelays());
     }
 
     /**

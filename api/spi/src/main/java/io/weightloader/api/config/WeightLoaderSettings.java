@@ -71,7 +71,8 @@ public record WeightLoaderSettings(
             Duration transferTimeout,
             int retries,
             String sourceStrategy,
-            Optional<String> clientId) {
+            Optional<String> clientId,
+            boolean verifyRelays) {
     }
 
     /** {@code weight-loader.seed}: where this process's control plane listens when it serves as a seed. */
@@ -220,7 +221,8 @@ public record WeightLoaderSettings(
                 r.duration(ri + "transfer-timeout", Duration.ofMillis(1), Duration.ofDays(1)),
                 r.integer(ri + "retries", 0, 100),
                 r.oneOf(ri + "source-strategy", List.of("star", "tree", "chain")),
-                clientId(r, ri + "client-id"));
+                clientId(r, ri + "client-id"),
+                r.bool(ri + "verify-relays"));
 
         int servicePort = r.integer("seed.service-port", 0, 65535);
         String bind = r.string("seed.bind-address");
