@@ -598,24 +598,43 @@ final class TransferEngineBackend implements WeightLoaderBackend {
             }
         }
         java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(
-                Math.max(1, used.size()), io.weightloader.memory.Threads.daemon("weightloader-reshard"));
+                Math.max(1, used.size() * (1 + STAGING_LANES)), io.weightloader.memory.Threads.daemon("weightloader-reshard"));
         try {
             List<java.util.concurrent.Future<?>> futures = new ArrayList<>();
+            // per seed rank at once: its strided or contiguous reads, and its spans in STAGING_LANES lanes, each lane
+            // with a staging buffer of its own (one lane's read overlaps another's placement)
+            int lanes = 1 + STAGING_LANES;
+            long share = cap > 0 ? Math.max(1, cap / (used.size() * (long) lanes)) : 0;
             for (int k : used) {
                 String session = ranks.get(k).session();
+                List<Runnable> work = new ArrayList<>();
                 Deque<Read> queue = new ArrayDeque<>(plan.reads().get(k));
+                work.add(() -> transfer(engine, peer(engine, session), queue, progress, sliceSize, share, deadline));
+                List<List<Resharding.Span>> byLane = new ArrayList<>();
+                for (int l = 0; l < STAGING_LANES; l++) {
+                    byLane.add(new ArrayList<>());
+                }
                 List<Resharding.Span> spans = plan.spans().get(k);
-                futures.add(pool.submit(() -> {
-                    try {
-                        long share = cap > 0 ? Math.max(1, cap / used.size()) : 0;
-                        transfer(engine, peer(engine, session), queue, progress, sliceSize, share, deadline);
-                        staged(engine, peer(engine, session), spans, request, progress, sliceSize, share, deadline);
-                    } catch (RuntimeException e) {
-                        dropPeer(session);
-                        throw e;
+                for (int i = 0; i < spans.size(); i++) {
+                    byLane.get(i % STAGING_LANES).add(spans.get(i));
+                }
+                for (List<Resharding.Span> lane : byLane) {
+                    if (!lane.isEmpty()) {
+                        work.add(() -> staged(engine, peer(engine, session), lane, request, progress, sliceSize, share,
+                                deadline));
                     }
-                    return null;
-                }));
+                }
+                for (Runnable w : work) {
+                    futures.add(pool.submit(() -> {
+                        try {
+                            w.run();
+                        } catch (RuntimeException e) {
+                            dropPeer(session);
+                            throw e;
+                        }
+                        return null;
+                    }));
+                }
             }
             WeightLoaderException failure = null;
             for (java.util.concurrent.Future<?> f : futures) {
@@ -659,8 +678,10 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                 request.totalBytes(), (end - t0) / 1e9, null, phases);
     }
 
-    /** Staging buffer per seed rank for the spans of a resharded load (Mooncake reads each row as a task). */
+    /** Staging buffer per lane for the spans of a resharded load (Mooncake reads each row as a task). */
     static final long STAGING_BYTES = 256L << 20;
+    /** Lanes of spans per seed rank, each with its own staging buffer. */
+    static final int STAGING_LANES = 2;
 
     /**
      * The spans of one seed rank: packed into a staging buffer on the destinations' device, read contiguously (bounded
