@@ -20,8 +20,8 @@ import java.util.Set;
  *   <li>{@code chain}: the end of the chain, so far the root; a client that is itself a relay serving as it loads
  *   (pipelined) then becomes the end: every instance reads from the one before it while that one is still loading.</li>
  * </ul>
- * Relays register with a heartbeat and are dropped when it stops ({@link #EXPIRY_NANOS}), when they leave, or when a
- * client reports one dead. A failover request (a client whose source died) gets a ready source, never a loading one, so
+ * Relays register with a heartbeat and are dropped when it stops ({@link #EXPIRY_NANOS}) or when they leave; a source a
+ * client reports dead is never that client's source again. A failover request (a client whose source died) gets a ready source, never a loading one, so
  * a chain never loops. Thread-safe.
  */
 public final class Directory {
@@ -120,8 +120,8 @@ public final class Directory {
     }
 
     /**
-     * A source for {@code client} by {@code strategy}, never one in {@code exclude} (those are dropped: the client
-     * found them dead), never the client itself. {@code tree} waits up to {@code waitMillis} for a free ready source
+     * A source for {@code client} by {@code strategy}, never one in {@code exclude} (the client found them dead), never
+     * the client itself. {@code tree} waits up to {@code waitMillis} for a free ready source
      * and returns null when none came free.
      *
      * @param failover the client's source died mid-load: a ready source with the fewest clients, at once
@@ -129,11 +129,8 @@ public final class Directory {
     public synchronized Source choose(Object rankKey, String strategy, String client, Set<String> exclude,
                                       boolean failover, long waitMillis) throws InterruptedException {
         Rank r = rank(rankKey);
-        for (String dead : exclude) {
-            if (!dead.equals(ROOT)) {
-                drop(rankKey, dead);
-            }
-        }
+        // what a client found dead is never its source again; the directory drops a relay only when it leaves or its
+        // heartbeat stops (a dead one within EXPIRY_NANOS), so a client failing for reasons of its own cannot empty it
         long deadline = System.nanoTime() + waitMillis * 1_000_000L;
         while (true) {
             expire(r);
@@ -141,7 +138,7 @@ public final class Directory {
                     : switch (strategy) {
                         case "star" -> new Source(ROOT, true);
                         case "tree" -> freeReady(r, client, exclude);
-                        case "chain" -> chainEnd(r, client);
+                        case "chain" -> chainEnd(r, client, exclude);
                         default -> throw new IllegalArgumentException("unknown strategy '" + strategy
                                 + "' (star, tree, chain)");
                     };
@@ -179,14 +176,14 @@ public final class Directory {
         return best;
     }
 
-    private Source chainEnd(Rank r, String client) {
+    private Source chainEnd(Rank r, String client, Set<String> exclude) {
         String end = r.chainEnd;
         Relay relay = end.equals(ROOT) ? null : r.relays.get(end);
-        if (!end.equals(ROOT) && relay == null) {
+        if (!end.equals(ROOT) && (relay == null || exclude.contains(end))) {
             // the end left or died: the chain goes on from the newest link still alive, else the root
             end = ROOT;
             for (Relay x : r.relays.values()) {
-                if (r.inChain.contains(x.address) && !x.address.equals(client)) {
+                if (r.inChain.contains(x.address) && !x.address.equals(client) && !exclude.contains(x.address)) {
                     end = x.address;
                 }
             }
