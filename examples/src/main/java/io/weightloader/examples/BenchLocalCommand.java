@@ -293,27 +293,43 @@ final class BenchLocalCommand implements Callable<Integer> {
      * read rounded up to whole blocks and returning short at the end of the file).
      */
     static void rawDirectRead(List<Path> files, HostMemory target, int threads) throws IOException {
+        parallelRead(files, target, threads, true);
+    }
+
+    /** Every file read with positional reads of 16 MiB spread over {@code threads} threads into one host buffer. */
+    static void rawParallelRead(List<Path> files, HostMemory target, int threads) throws IOException {
+        parallelRead(files, target, threads, false);
+    }
+
+    /**
+     * The two raw reads: 16 MiB positional reads of every file, back to back in {@code target}, on {@code threads}
+     * threads; with {@code direct}, through {@code O_DIRECT}, each file's extent rounded up to whole 4 KiB blocks.
+     */
+    private static void parallelRead(List<Path> files, HostMemory target, int threads, boolean direct)
+            throws IOException {
         final long piece = 16L << 20;
         List<java.util.concurrent.Callable<Void>> tasks = new java.util.ArrayList<>();
         List<FileChannel> open = new java.util.ArrayList<>();
         try {
             long at = 0;
             for (Path f : files) {
-                FileChannel ch = FileChannel.open(f, StandardOpenOption.READ, com.sun.nio.file.ExtendedOpenOption.DIRECT);
+                FileChannel ch = direct
+                        ? FileChannel.open(f, StandardOpenOption.READ, com.sun.nio.file.ExtendedOpenOption.DIRECT)
+                        : FileChannel.open(f, StandardOpenOption.READ);
                 open.add(ch);
                 long size = ch.size();
-                long aligned = (size + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
-                for (long off = 0; off < aligned; off += piece) {
+                long extent = direct ? (size + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN : size;
+                for (long off = 0; off < extent; off += piece) {
                     long fileOff = off;
                     long dst = at + off;
-                    int len = (int) Math.min(piece, aligned - off);
-                    long want = Math.min(len, size - off);
+                    int len = (int) Math.min(piece, extent - off);
+                    long want = Math.min(len, size - off); // an O_DIRECT read returns short at the end of the file
                     tasks.add(() -> {
                         ByteBuffer view = target.byteBuffer(dst, len);
                         long pos = fileOff;
                         while (pos - fileOff < want) {
                             int n = ch.read(view, pos);
-                            if (n <= 0) {
+                            if (n < 0 || direct && n == 0) {
                                 throw new IOException(f + " ended early");
                             }
                             pos += n;
@@ -321,64 +337,16 @@ final class BenchLocalCommand implements Callable<Integer> {
                         return null;
                     });
                 }
-                at += aligned;
+                at += extent;
             }
             java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(
-                    Math.max(1, threads), io.weightloader.memory.Threads.daemon("bench-raw-direct"));
+                    Math.max(1, threads), io.weightloader.memory.Threads.daemon(direct ? "bench-raw-direct" : "bench-raw"));
             try {
                 for (java.util.concurrent.Future<Void> f : pool.invokeAll(tasks)) {
                     f.get();
                 }
             } catch (InterruptedException | java.util.concurrent.ExecutionException e) {
-                throw new IOException("raw O_DIRECT read failed: " + e, e);
-            } finally {
-                pool.shutdownNow();
-            }
-        } finally {
-            for (FileChannel ch : open) {
-                ch.close();
-            }
-        }
-    }
-
-    /** Every file read with positional reads of 16 MiB spread over {@code threads} threads into one host buffer. */
-    static void rawParallelRead(List<Path> files, HostMemory target, int threads) throws IOException {
-        final long piece = 16L << 20;
-        List<java.util.concurrent.Callable<Void>> tasks = new java.util.ArrayList<>();
-        List<FileChannel> open = new java.util.ArrayList<>();
-        try {
-            long at = 0;
-            for (Path f : files) {
-                FileChannel ch = FileChannel.open(f, java.nio.file.StandardOpenOption.READ);
-                open.add(ch);
-                long size = ch.size();
-                for (long off = 0; off < size; off += piece) {
-                    long fileOff = off;
-                    long dst = at + off;
-                    int len = (int) Math.min(piece, size - off);
-                    tasks.add(() -> {
-                        ByteBuffer view = target.byteBuffer(dst, len);
-                        long pos = fileOff;
-                        while (view.hasRemaining()) {
-                            int n = ch.read(view, pos);
-                            if (n < 0) {
-                                throw new IOException(f + " ended early");
-                            }
-                            pos += n;
-                        }
-                        return null;
-                    });
-                }
-                at += size;
-            }
-            java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(
-                    Math.max(1, threads), io.weightloader.memory.Threads.daemon("bench-raw"));
-            try {
-                for (java.util.concurrent.Future<Void> f : pool.invokeAll(tasks)) {
-                    f.get();
-                }
-            } catch (InterruptedException | java.util.concurrent.ExecutionException e) {
-                throw new IOException("raw parallel read failed: " + e, e);
+                throw new IOException((direct ? "raw O_DIRECT read" : "raw parallel read") + " failed: " + e, e);
             } finally {
                 pool.shutdownNow();
             }

@@ -142,20 +142,14 @@ final class BenchReshardCommand implements Callable<Integer> {
         out.printf("bench-reshard: %d tensors, %s, llama layout, seed tp %d on %s, engine %s%s, %d cores, best of %d%n",
                 specs.size(), Sizes.human(total), seedTp, seedDevice, engine,
                 engine.equals("mooncake") ? "-" + protocol : "", Runtime.getRuntime().availableProcessors(), repeat);
-        try (TensorArena whole = TensorArena.allocate(Device.CPU, specs)) {
-            List<TensorDestination> wholeDest = whole.destinations();
-            for (int i = 0; i < tensors.size(); i++) {
-                fill(tensors.get(i), wholeDest.get(i).region());
-            }
-            if (remote && externalSeed != null) {
-                measure(out, seedClient(externalSeed), Integer.parseInt(externalSeed.substring(
-                        externalSeed.lastIndexOf(':') + 1)), results);
-            } else if (remote) {
-                remote(out, specs, wholeDest, results);
-            }
-            if (localDir != null) {
-                local(out, tensors, results);
-            }
+        if (remote && externalSeed != null) {
+            measure(out, seedClient(externalSeed), Integer.parseInt(externalSeed.substring(
+                    externalSeed.lastIndexOf(':') + 1)), results);
+        } else if (remote) {
+            remote(out, tensors, results);
+        }
+        if (localDir != null) {
+            local(out, tensors, results);
         }
         if (json != null) {
             WeightLoaderCli.JSON.writeValue(json.toFile(), results);
@@ -165,12 +159,18 @@ final class BenchReshardCommand implements Callable<Integer> {
         return 0;
     }
 
-    private void remote(PrintWriter out, List<TensorSpec> specs, List<TensorDestination> whole,
-                        Map<String, Object> results) throws Exception {
+    /** A seed in this process holding every rank's slices of the model, then the measurements against it. */
+    private void remote(PrintWriter out, List<SafetensorsWriter.Tensor> tensors, Map<String, Object> results)
+            throws Exception {
+        List<TensorSpec> specs = tensors.stream().map(SafetensorsWriter.Tensor::spec).toList();
         List<Device> seedDevices = devices(seedDevice);
         List<TensorArena> seedArenas = new ArrayList<>();
         Map<RankKey, List<TensorDestination>> held = new LinkedHashMap<>();
-        try {
+        try (TensorArena wholeArena = TensorArena.allocate(Device.CPU, specs)) {
+            List<TensorDestination> whole = wholeArena.destinations();
+            for (int i = 0; i < tensors.size(); i++) {
+                fill(tensors.get(i), whole.get(i).region());
+            }
             for (int r = 0; r < seedTp; r++) {
                 Device dev = seedDevices.get(r % seedDevices.size());
                 Map<String, TensorSlice> slices = TpLayout.LLAMA.plan(specs, seedTp, r);
@@ -461,30 +461,11 @@ final class BenchReshardCommand implements Callable<Integer> {
         return ConfigFactory.parseMap(m).withFallback(ConfigFactory.load()).resolve();
     }
 
-    /** Copies the slice {@code d} holds out of the whole tensor in host memory, through a host buffer for GPUs. */
+    /** Copies the slice {@code d} holds out of the whole tensor in host memory, row by row (a 2-D copy). */
     private static void copySlice(TensorDestination whole, TensorDestination d) {
-        long n = d.byteSize();
-        if (n == 0) {
-            return;
-        }
-        try (HostMemory tmp = HostMemory.allocate(n)) {
-            for (SliceCopy c : SliceCopy.plan(whole.spec(), null, d.slice())) {
-                for (long i = 0; i < c.count(); i++) {
-                    for (long off = 0; off < c.length(); off += Integer.MAX_VALUE) {
-                        int len = (int) Math.min(Integer.MAX_VALUE, c.length() - off);
-                        tmp.byteBuffer(c.dstOffset() + i * c.dstStride() + off, len)
-                                .put(whole.region().byteBuffer(c.srcOffset() + i * c.srcStride() + off, len));
-                    }
-                }
-            }
-            if (d.region().device().isHost()) {
-                for (long off = 0; off < n; off += Integer.MAX_VALUE) {
-                    int len = (int) Math.min(Integer.MAX_VALUE, n - off);
-                    d.region().byteBuffer(off, len).put(tmp.byteBuffer(off, len));
-                }
-            } else {
-                DeviceCopies.copy(d.region(), 0, tmp, 0, n);
-            }
+        for (SliceCopy c : SliceCopy.plan(whole.spec(), null, d.slice())) {
+            DeviceCopies.copy2D(d.region(), c.dstOffset(), c.dstStride(), whole.region(), c.srcOffset(), c.srcStride(),
+                    c.length(), c.count());
         }
     }
 

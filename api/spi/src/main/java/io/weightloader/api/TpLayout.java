@@ -211,7 +211,7 @@ public final class TpLayout {
             try {
                 out.put(s.name(), sliceFor(s, tpSize, rank));
             } catch (WeightLoaderConfigException e) {
-                problems.add(e.getMessage().replaceFirst("^" + Pattern.quote(PATH) + ":? *", ""));
+                problems.add(e.problem());
             }
         }
         if (!problems.isEmpty()) {

@@ -63,13 +63,6 @@ final class Resharding {
 
     /**
      * @param maxRuns most rows one read may carry (the engine's limit: a Mooncake batch holds 256 tasks)
-     */
-    static Plan plan(List<TensorDestination> request, List<Manifest> seed, int clientRank, long sliceSize, int maxRuns,
-                     String source) {
-        return plan(request, seed, clientRank, sliceSize, maxRuns, 0, source);
-    }
-
-    /**
      * @param staging when above 0, copies of many short rows become {@link Span}s of at most this many bytes (the
      *                engine reads each row as a task of its own, e.g. Mooncake)
      */

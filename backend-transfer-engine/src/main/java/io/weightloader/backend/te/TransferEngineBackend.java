@@ -699,34 +699,32 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         try {
             MemoryRegion buffer = staging.destinations().get(0).region();
             long size = buffer.length();
-            {
-                Progress wave = new Progress(request.withProgress(io.weightloader.api.ProgressListener.NONE));
-                int i = 0;
-                while (i < spans.size()) {
-                    List<Read> reads = new ArrayList<>();
-                    List<long[]> placed = new ArrayList<>(); // span index, staging offset
-                    long off = 0;
-                    int j = i;
-                    while (j < spans.size() && (j == i || off + spans.get(j).bytes() <= size)) {
-                        Resharding.Span sp = spans.get(j);
-                        placed.add(new long[]{j, off});
-                        for (long at = 0; at < sp.bytes(); at += sliceSize) {
-                            long n = Math.min(sliceSize, sp.bytes() - at);
-                            reads.add(new Read(buffer.address() + off + at, sp.remote() + at, n,
-                                    List.of(new Part(sp.dest(), sp.dstOffset(), 0)), 0));
-                        }
-                        off += (sp.bytes() + 255) / 256 * 256;
-                        j++;
+            Progress wave = new Progress(request.withProgress(io.weightloader.api.ProgressListener.NONE));
+            int i = 0;
+            while (i < spans.size()) {
+                List<Read> reads = new ArrayList<>();
+                List<long[]> placed = new ArrayList<>(); // span index, staging offset
+                long off = 0;
+                int j = i;
+                while (j < spans.size() && (j == i || off + spans.get(j).bytes() <= size)) {
+                    Resharding.Span sp = spans.get(j);
+                    placed.add(new long[]{j, off});
+                    for (long at = 0; at < sp.bytes(); at += sliceSize) {
+                        long n = Math.min(sliceSize, sp.bytes() - at);
+                        reads.add(new Read(buffer.address() + off + at, sp.remote() + at, n,
+                                List.of(new Part(sp.dest(), sp.dstOffset(), 0)), 0));
                     }
-                    transfer(engine, peer, new ArrayDeque<>(reads), wave, sliceSize, cap, deadline);
-                    for (long[] p : placed) {
-                        Resharding.Span sp = spans.get((int) p[0]);
-                        io.weightloader.memory.cuda.DeviceCopies.copy2D(sp.dest().region(), sp.dstOffset(),
-                                sp.copy().dstStride(), buffer, p[1], sp.copy().srcStride(), sp.copy().length(), sp.rows());
-                        progress.staged(sp.dest(), sp.useful());
-                    }
-                    i = j;
+                    off += (sp.bytes() + 255) / 256 * 256;
+                    j++;
                 }
+                transfer(engine, peer, new ArrayDeque<>(reads), wave, sliceSize, cap, deadline);
+                for (long[] p : placed) {
+                    Resharding.Span sp = spans.get((int) p[0]);
+                    io.weightloader.memory.cuda.DeviceCopies.copy2D(sp.dest().region(), sp.dstOffset(),
+                            sp.copy().dstStride(), buffer, p[1], sp.copy().srcStride(), sp.copy().length(), sp.rows());
+                    progress.staged(sp.dest(), sp.useful());
+                }
+                i = j;
             }
             ok = true;
         } finally {
@@ -853,12 +851,9 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                           long deadline) {
         // Mooncake's GPU transports open the peer's memory handles on the submitting thread, which needs a current
         // device: the destination's (a pool thread of a resharded load, or a host's own thread, may have none)
-        for (Read r : queue) {
-            io.weightloader.api.Device d = r.parts().get(0).dest().region().device();
-            if (!d.isHost()) {
-                io.weightloader.memory.cuda.Cuda.use(d);
-            }
-            break;
+        Read head = queue.peek();
+        if (head != null && !head.parts().get(0).dest().region().device().isHost()) {
+            io.weightloader.memory.cuda.Cuda.use(head.parts().get(0).dest().region().device());
         }
         int maxBatch = Math.min(settings.batchSize(), peer.maxBatchSize());
         long maxBatchBytes = cap > 0 ? Math.max(sliceSize, cap / 10) : Long.MAX_VALUE;

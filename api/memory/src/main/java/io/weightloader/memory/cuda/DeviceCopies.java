@@ -49,8 +49,10 @@ public final class DeviceCopies {
             return;
         }
         Cuda.use(!dst.device().isHost() ? dst.device() : src.device());
-        Cuda.check(cudart.cudaMemcpy2D(Cuda.pointer(dst.address() + dstOffset), dstPitch,
-                Cuda.pointer(src.address() + srcOffset), srcPitch, width, rows, cudart.cudaMemcpyDefault),
+        // one row: its pitches do not matter, but CUDA wants them at least as wide as the row
+        Cuda.check(cudart.cudaMemcpy2D(Cuda.pointer(dst.address() + dstOffset), rows == 1 ? width : dstPitch,
+                Cuda.pointer(src.address() + srcOffset), rows == 1 ? width : srcPitch, width, rows,
+                cudart.cudaMemcpyDefault),
                 "cudaMemcpy2D(" + rows + " rows of " + width + " bytes, " + src.device() + " -> " + dst.device() + ")");
     }
 
