@@ -116,6 +116,12 @@ final class Relay implements AutoCloseable {
                 try {
                     memory = Ranks.allocate(r, loader.available());
                     Manifest rootManifest = relay.root.manifest(r.key());
+                    if (!rootManifest.publishesChecksums()) {
+                        throw new WeightLoaderException("root seed " + relay.root.peer() + " publishes no checksums"
+                                + " (its weight-loader.seed.publish-checksums = false): clients could not check what a"
+                                + " relay sends, so it takes no relays; load from it as a client (load --load-format"
+                                + " remote_instance), or start the root with checksums");
+                    }
                     ReadyGate gate = gateable ? ReadyGate.of(memory.destinations(), rootManifest.entriesByName()) : null;
                     boolean pipelined = service.publishRelay(r.key(), memory.destinations(), rootManifest, gate)
                             && gate != null;

@@ -21,16 +21,19 @@ import java.util.Set;
  *   (pipelined) then becomes the end: every instance reads from the one before it while that one is still loading.</li>
  * </ul>
  * Relays register with a heartbeat and are dropped when it stops ({@link #EXPIRY_NANOS}) or when they leave; a source a
- * client reports dead is never that client's source again. A failover request (a client whose source died) gets a ready source, never a loading one, so
- * a chain never loops. Thread-safe.
+ * client reports dead is never that client's source again. A relay a client reports for wrong bytes (its bytes did not
+ * match the root's checksums) is no one's source again until it leaves or its heartbeat stops. An assignment is a
+ * lease of its client: it ends when the client says it is done or stops renewing it ({@link #LEASE_NANOS}), so a client
+ * killed mid-load frees its source within seconds. A failover request (a client whose source died) gets a ready source,
+ * never a loading one, so a chain never loops. Thread-safe.
  */
 public final class Directory {
     /** How often relays re-register. */
     public static final long HEARTBEAT_MILLIS = 1000;
     /** A relay not heard from for this long is dropped. */
     public static final long EXPIRY_NANOS = 4 * HEARTBEAT_MILLIS * 1_000_000L;
-    /** An assignment whose client never said it was done stops counting after this long. */
-    static final long ASSIGNMENT_NANOS = 10L * 60 * 1_000_000_000L;
+    /** An assignment its client has not renewed for this long ends (the client died, or hangs). */
+    public static final long LEASE_NANOS = 4 * HEARTBEAT_MILLIS * 1_000_000L;
     public static final String ROOT = "root";
 
     /** A source the directory hands out: a relay's control-plane address, or {@link #ROOT}. */
@@ -43,6 +46,8 @@ public final class Directory {
         long lastSeen;
         boolean ready;
         boolean pipelined;
+        /** Why a client reported it (wrong bytes), or null: a reported relay is no one's source. */
+        String reported;
 
         Relay(String address, long order) {
             this.address = address;
@@ -52,7 +57,7 @@ public final class Directory {
 
     private static final class Rank {
         final Map<String, Relay> relays = new LinkedHashMap<>();
-        /** source -> client -> when assigned */
+        /** source -> client -> when assigned or last renewed */
         final Map<String, Map<String, Long>> clients = new HashMap<>();
         /** The end of the chain: the last pipelined relay given a source (the root before any). */
         String chainEnd = ROOT;
@@ -95,12 +100,70 @@ public final class Directory {
         notifyAll();
     }
 
+    /**
+     * A client renews its lease on {@code source} (it is still reading).
+     *
+     * @return false when the client holds no such assignment (it expired, or was never given)
+     */
+    public synchronized boolean renew(Object rankKey, String source, String client) {
+        Map<String, Long> c = rank(rankKey).clients.get(source);
+        if (c == null || !c.containsKey(client)) {
+            return false;
+        }
+        c.put(client, System.nanoTime());
+        return true;
+    }
+
+    /**
+     * A client found that {@code address} sent bytes that do not match the root's checksums: it is no one's source
+     * again until it leaves or its heartbeat stops.
+     *
+     * @return false when no such relay is registered
+     */
+    public synchronized boolean report(Object rankKey, String address, String client, String reason) {
+        Relay x = rank(rankKey).relays.get(address);
+        if (x == null) {
+            return false;
+        }
+        if (x.reported == null) {
+            x.reported = "client " + client + ": " + reason;
+        }
+        notifyAll();
+        return true;
+    }
+
     /** The client is done with its source (loaded, or gave up). */
     public synchronized void done(Object rankKey, String source, String client) {
         Map<String, Long> c = rank(rankKey).clients.get(source);
         if (c != null && c.remove(client) != null) {
             notifyAll();
         }
+    }
+
+    /** What a client told to wait is waiting for: the ready sources and their clients (a few, then a count). */
+    public synchronized String busy(Object rankKey) {
+        Rank r = rank(rankKey);
+        expire(r);
+        StringBuilder sb = new StringBuilder("the root serves " + active(r, ROOT) + " client(s)");
+        int listed = 0;
+        int more = 0;
+        int loading = 0;
+        for (Relay x : r.relays.values()) {
+            if (!x.ready) {
+                loading++;
+            } else if (x.reported == null && listed++ < 4) {
+                sb.append(", relay ").append(x.address).append(' ').append(active(r, x.address));
+            } else if (x.reported == null) {
+                more++;
+            }
+        }
+        if (more > 0) {
+            sb.append(" and ").append(more).append(" more ready relay(s)");
+        }
+        if (loading > 0) {
+            sb.append("; ").append(loading).append(" relay(s) still loading");
+        }
+        return sb.toString();
     }
 
     /** The live relays of a rank, in registration order, for diagnostics. */
@@ -114,6 +177,9 @@ public final class Directory {
             m.put("ready", x.ready);
             m.put("pipelined", x.pipelined);
             m.put("clients", active(r, x.address));
+            if (x.reported != null) {
+                m.put("reported", x.reported);
+            }
             out.add(m);
         }
         return out;
@@ -159,7 +225,7 @@ public final class Directory {
             return new Source(ROOT, true);
         }
         return r.relays.values().stream()
-                .filter(x -> x.ready && !x.address.equals(client) && !exclude.contains(x.address)
+                .filter(x -> x.ready && x.reported == null && !x.address.equals(client) && !exclude.contains(x.address)
                         && active(r, x.address) == 0)
                 .min(Comparator.comparingLong(x -> x.order)).map(x -> new Source(x.address, true)).orElse(null);
     }
@@ -168,7 +234,8 @@ public final class Directory {
         Source best = exclude.contains(ROOT) ? null : new Source(ROOT, true);
         int bestClients = best == null ? Integer.MAX_VALUE : active(r, ROOT);
         for (Relay x : r.relays.values()) {
-            if (x.ready && !x.address.equals(client) && !exclude.contains(x.address) && active(r, x.address) < bestClients) {
+            if (x.ready && x.reported == null && !x.address.equals(client) && !exclude.contains(x.address)
+                    && active(r, x.address) < bestClients) {
                 best = new Source(x.address, true);
                 bestClients = active(r, x.address);
             }
@@ -179,11 +246,12 @@ public final class Directory {
     private Source chainEnd(Rank r, String client, Set<String> exclude) {
         String end = r.chainEnd;
         Relay relay = end.equals(ROOT) ? null : r.relays.get(end);
-        if (!end.equals(ROOT) && (relay == null || exclude.contains(end))) {
+        if (!end.equals(ROOT) && (relay == null || relay.reported != null || exclude.contains(end))) {
             // the end left or died: the chain goes on from the newest link still alive, else the root
             end = ROOT;
             for (Relay x : r.relays.values()) {
-                if (r.inChain.contains(x.address) && !x.address.equals(client) && !exclude.contains(x.address)) {
+                if (r.inChain.contains(x.address) && x.reported == null && !x.address.equals(client)
+                        && !exclude.contains(x.address)) {
                     end = x.address;
                 }
             }
@@ -203,7 +271,7 @@ public final class Directory {
             return 0;
         }
         long now = System.nanoTime();
-        c.values().removeIf(t -> now - t > ASSIGNMENT_NANOS);
+        c.values().removeIf(t -> now - t > LEASE_NANOS);
         return c.size();
     }
 

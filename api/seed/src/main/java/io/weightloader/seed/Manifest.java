@@ -185,6 +185,14 @@ public record Manifest(int version, int tp, int pp, String generation, String en
     }
 
     /** The entries by name, in manifest order: build it once where many tensors are looked up. */
+    /**
+     * Whether a SHA-256 is published for every tensor that has bytes: only then can a client check what a third party
+     * (a relay) sends, and only then does a root take relays.
+     */
+    public boolean publishesChecksums() {
+        return tensors().stream().allMatch(e -> e.bytes() == 0 || e.sha256() != null);
+    }
+
     public Map<String, Entry> entriesByName() {
         Map<String, Entry> m = new LinkedHashMap<>(tensors.size() * 2);
         for (Entry e : tensors) {

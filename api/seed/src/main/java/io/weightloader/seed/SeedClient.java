@@ -92,37 +92,49 @@ public final class SeedClient {
         return new SeedClient(h, p, token, connectTimeout, requestTimeout, retries, deadline, tls);
     }
 
-    /** What a root seed's directory answered: a source ({@code root} or a relay's host:port) and the generation. */
-    public record SourceChoice(String address, boolean ready, String generation) {
+    /** This client with {@code n} retries per request (a relay is tried once before the client moves on). */
+    public SeedClient withRetries(int n) {
+        return new SeedClient(host, port, token, connectTimeout, requestTimeout, n, deadline, tls);
+    }
+
+    /**
+     * What a root seed's directory answered: a source ({@code root} or a relay's host:port) and the generation; or,
+     * with no address, that every ready source is busy and why ({@code busy}): ask again.
+     */
+    public record SourceChoice(String address, boolean ready, String generation, String busy) {
         public boolean isRoot() {
             return Directory.ROOT.equals(address);
+        }
+
+        /** Whether the client must ask again (a tree client waiting for a free source). */
+        public boolean waits() {
+            return address == null;
         }
     }
 
     /**
-     * Asks this root seed for a source by {@code strategy}; null when it said to ask again (a tree client waiting for a
-     * free source). {@code exclude}: sources found dead. {@code failover}: the client's source died mid-load.
+     * Asks this root seed for a source by {@code strategy} ({@code POST /v1/source}: the sources the client found dead,
+     * {@code exclude}, travel in the body, however many). {@code failover}: the client's source died mid-load.
      */
     public SourceChoice source(RankKey rank, String strategy, String client, java.util.Collection<String> exclude,
                                boolean failover, long waitMillis) {
-        StringBuilder q = new StringBuilder("/v1/source?tp=" + rank.tp() + "&pp=" + rank.pp() + "&strategy=" + strategy
-                + "&client=" + java.net.URLEncoder.encode(client, java.nio.charset.StandardCharsets.UTF_8)
-                + "&wait=" + waitMillis);
-        if (!exclude.isEmpty()) {
-            q.append("&exclude=").append(java.net.URLEncoder.encode(String.join(",", exclude),
-                    java.nio.charset.StandardCharsets.UTF_8));
-        }
-        if (failover) {
-            q.append("&failover=true");
-        }
+        Map<String, Object> ask = new java.util.LinkedHashMap<>();
+        ask.put("strategy", strategy);
+        ask.put("client", client);
+        ask.put("exclude", java.util.List.copyOf(exclude));
+        ask.put("failover", failover);
+        ask.put("wait", waitMillis);
         byte[] body;
         try {
-            body = new SeedClient(host, port, token, connectTimeout, requestTimeout, 0, deadline, tls).get(q.toString());
+            body = new SeedClient(host, port, token, connectTimeout, requestTimeout, 0, deadline, tls)
+                    .post("/v1/source?tp=" + rank.tp() + "&pp=" + rank.pp(), JSON.writeValueAsBytes(ask), Set.of());
         } catch (SeedRefusedException e) {
             if (e.status() == 503) {
-                return null;
+                return new SourceChoice(null, false, null, e.getMessage());
             }
             throw e;
+        } catch (IOException e) {
+            throw new WeightLoaderException("asking seed " + peer() + " for a source failed: " + e.getMessage(), e);
         }
         try {
             com.fasterxml.jackson.databind.JsonNode n = JSON.readTree(body);
@@ -131,7 +143,7 @@ public final class SeedClient {
             if (address.isEmpty() || generation.isEmpty() || address.length() > 300) {
                 throw new WeightLoaderException("seed " + peer() + " answered /v1/source without a source");
             }
-            return new SourceChoice(address, n.path("ready").asBoolean(true), generation);
+            return new SourceChoice(address, n.path("ready").asBoolean(true), generation, null);
         } catch (IOException e) {
             throw new WeightLoaderException("seed " + peer() + " sent a source that is not JSON: " + e.getMessage(), e);
         }
@@ -139,11 +151,28 @@ public final class SeedClient {
 
     /** Tells this root seed the client is done with {@code source} (best effort: failures are logged). */
     public void sourceDone(RankKey rank, String source, String client) {
+        bestEffort("/v1/source/done", rank, Map.of("source", source, "client", client), "done with " + source);
+    }
+
+    /** Renews the client's lease on {@code source} while it reads (best effort: failures are logged). */
+    public void renewSource(RankKey rank, String source, String client) {
+        bestEffort("/v1/source/renew", rank, Map.of("source", source, "client", client), "renewing " + source);
+    }
+
+    /**
+     * Reports a relay whose bytes did not match the root's checksums: the root's directory assigns it to no one again
+     * (best effort: failures are logged).
+     */
+    public void reportRelay(RankKey rank, String relay, String client, String reason) {
+        bestEffort("/v1/relays/report", rank, Map.of("address", relay, "client", client,
+                "reason", reason.length() > 1000 ? reason.substring(0, 1000) : reason), "reporting relay " + relay);
+    }
+
+    private void bestEffort(String path, RankKey rank, Map<String, Object> body, String what) {
         try {
-            post("/v1/source/done?tp=" + rank.tp() + "&pp=" + rank.pp(), JSON.writeValueAsBytes(
-                    Map.of("source", source, "client", client)), Set.of());
+            withRetries(0).post(path + "?tp=" + rank.tp() + "&pp=" + rank.pp(), JSON.writeValueAsBytes(body), Set.of());
         } catch (IOException | RuntimeException e) {
-            LOG.debug("telling {} that {} is done with {} failed", peer(), client, source, e);
+            LOG.debug("{} at seed {} failed", what, peer(), e);
         }
     }
 

@@ -50,7 +50,7 @@ import org.slf4j.LoggerFactory;
  */
 public final class SeedService implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(SeedService.class);
-    private static final ObjectMapper JSON = new ObjectMapper();
+    static final ObjectMapper JSON = new ObjectMapper();
     private static final int MAX_QUERY = 256;
     private static final int MAX_BODY = 1 << 20;
 
@@ -358,7 +358,7 @@ public final class SeedService implements AutoCloseable {
      */
     public void weightsChanging(RankKey rank) {
         ranks.computeIfPresent(rank, (k, p) -> p.regenerated(true));
-        directory.clear(rank); // its relays serve the old weights
+        directory.directory().clear(rank); // its relays serve the old weights
     }
 
     /**
@@ -369,7 +369,7 @@ public final class SeedService implements AutoCloseable {
      */
     public void weightsChanged(RankKey rank) {
         ranks.computeIfPresent(rank, (k, p) -> p.regenerated(false));
-        directory.clear(rank);
+        directory.directory().clear(rank);
     }
 
     public int port() {
@@ -423,8 +423,7 @@ public final class SeedService implements AutoCloseable {
             }
             java.util.Set<String> allowed = path.startsWith("/get_remote_instance") || path.startsWith("/remote_instance")
                     ? java.util.Set.of("rank", "pp")
-                    : path.equals("/v1/source") ? java.util.Set.of("tp", "pp", "strategy", "client", "exclude",
-                    "failover", "wait") : java.util.Set.of("tp", "pp");
+                    : path.equals("/v1/source") && !post ? DirectoryEndpoints.SOURCE_QUERY : java.util.Set.of("tp", "pp");
             for (String name : q.keySet()) {
                 if (!allowed.contains(name)) {
                     reply(ex, 400, Map.of("error", "unknown query parameter '" + name + "' (" + path + " takes "
@@ -437,8 +436,8 @@ public final class SeedService implements AutoCloseable {
                 reply(ex, 503, Map.of("error", "this seed is shutting down and takes no new loads"));
                 return;
             }
-            if (post && DIRECTORY_POSTS.contains(path)) {
-                directoryPost(ex, path, q);
+            if (post ? DirectoryEndpoints.POSTS.contains(path) : DirectoryEndpoints.GETS.contains(path)) {
+                directory.handle(ex, path, post, q);
                 return;
             }
             if (post) {
@@ -446,13 +445,6 @@ public final class SeedService implements AutoCloseable {
                 return;
             }
             switch (path) {
-                case "/v1/source" -> source(ex, q);
-                case "/v1/relays" -> {
-                    RankKey rank = rank(ex, q, "tp");
-                    if (rank != null) {
-                        reply(ex, 200, Map.of("relays", directory.relays(rank)));
-                    }
-                }
                 case "/v1/manifest", "/v1/session" -> {
                     RankKey rank = rank(ex, q, "tp");
                     if (rank == null) {
@@ -477,16 +469,11 @@ public final class SeedService implements AutoCloseable {
         }
     }
 
-    private static final java.util.Set<String> DIRECTORY_POSTS = java.util.Set.of("/v1/relays", "/v1/relays/leave",
-            "/v1/source/done");
-    private static final java.util.regex.Pattern ADDRESS =
-            java.util.regex.Pattern.compile("(\\[[0-9A-Fa-f:.]{2,64}\\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}");
-    private static final java.util.regex.Pattern CLIENT = java.util.regex.Pattern.compile("[A-Za-z0-9.:\\[\\]_-]{1,300}");
-    /** Longest a {@code tree} client waits in one request for a free source (it asks again after). */
-    private static final long MAX_SOURCE_WAIT_MILLIS = 5000;
-
-    /** The relays of this root seed and the strategies that pick a client's source (see {@link Directory}). */
-    private final Directory directory = new Directory();
+    /** The directory of this root seed's relays and its endpoints (see {@link DirectoryEndpoints}). */
+    private final DirectoryEndpoints directory = new DirectoryEndpoints((ex, rank) -> {
+        Published p = held(ex, rank);
+        return p == null ? null : p.manifest();
+    }, MAX_BODY);
 
     /** What {@code rank} publishes, or null after answering 404 naming the ranks held. */
     private Published held(HttpExchange ex, RankKey rank) throws IOException {
@@ -495,115 +482,6 @@ public final class SeedService implements AutoCloseable {
             reply(ex, 404, Map.of("error", "this seed holds no weights for rank " + rank + "; it holds " + ranks.keySet()));
         }
         return p;
-    }
-
-    /** GET /v1/source: a source for a client by strategy; 503 while a tree client must wait longer. */
-    private void source(HttpExchange ex, Map<String, String> q) throws IOException {
-        RankKey rank = rank(ex, q, "tp");
-        Published p = rank == null ? null : held(ex, rank);
-        if (p == null) {
-            return;
-        }
-        String strategy = q.getOrDefault("strategy", "star");
-        String client = q.getOrDefault("client", "");
-        java.util.Set<String> exclude = new java.util.HashSet<>();
-        for (String e : q.getOrDefault("exclude", "").split(",")) {
-            if (!e.isEmpty()) {
-                exclude.add(java.net.URLDecoder.decode(e, StandardCharsets.UTF_8));
-            }
-        }
-        if (!CLIENT.matcher(client).matches() || !java.util.Set.of("star", "tree", "chain").contains(strategy)
-                || exclude.size() > 64 || exclude.stream().anyMatch(e -> !e.equals(Directory.ROOT)
-                && !ADDRESS.matcher(e).matches())) {
-            reply(ex, 400, Map.of("error", "/v1/source takes strategy (star, tree, chain), client (an id) and"
-                    + " exclude (addresses host:port)"));
-            return;
-        }
-        long wait;
-        try {
-            wait = Math.min(MAX_SOURCE_WAIT_MILLIS, Math.max(0, Long.parseLong(q.getOrDefault("wait", "0"))));
-        } catch (NumberFormatException e) {
-            reply(ex, 400, Map.of("error", "wait must be milliseconds"));
-            return;
-        }
-        Directory.Source s;
-        try {
-            s = directory.choose(rank, strategy, client, exclude, "true".equals(q.get("failover")), wait);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return;
-        }
-        if (s == null) {
-            ex.getResponseHeaders().set("Retry-After", "0");
-            reply(ex, 503, Map.of("error", "every ready source is serving a client; ask again"));
-            return;
-        }
-        Map<String, Object> body = new LinkedHashMap<>();
-        body.put("address", s.address());
-        body.put("ready", s.ready());
-        body.put("generation", p.manifest().generation());
-        reply(ex, 200, body);
-    }
-
-    /** POST /v1/relays (register, heartbeat), /v1/relays/leave, /v1/source/done. */
-    private void directoryPost(HttpExchange ex, String path, Map<String, String> q) throws IOException {
-        RankKey rank = rank(ex, q, "tp");
-        Published p = rank == null ? null : held(ex, rank);
-        if (p == null) {
-            return;
-        }
-        byte[] raw = ex.getRequestBody().readNBytes(MAX_BODY + 1);
-        if (raw.length > MAX_BODY) {
-            reply(ex, 413, Map.of("error", "request body over " + MAX_BODY + " bytes"));
-            return;
-        }
-        com.fasterxml.jackson.databind.JsonNode body;
-        try {
-            body = JSON.readTree(raw);
-        } catch (IOException e) {
-            reply(ex, 400, Map.of("error", "the body is not JSON"));
-            return;
-        }
-        String address = text(body, path.equals("/v1/source/done") ? "source" : "address");
-        if (address == null || !(ADDRESS.matcher(address).matches() || path.equals("/v1/source/done")
-                && address.equals(Directory.ROOT))) {
-            reply(ex, 400, Map.of("error", "an address host:port is required"));
-            return;
-        }
-        switch (path) {
-            case "/v1/relays" -> {
-                String generation = text(body, "generation");
-                if (!p.manifest().generation().equals(generation)) {
-                    LOG.warn("refused relay {} of rank {}: it serves generation {}, this root {}", address, rank,
-                            generation, p.manifest().generation());
-                    reply(ex, 409, Map.of("error", "relay " + address + " serves generation " + generation
-                            + ", this root serves " + p.manifest().generation() + "; a relay serves the root's weights"
-                            + " only"));
-                    return;
-                }
-                boolean ready = body.path("ready").asBoolean(false);
-                directory.register(rank, address, ready, body.path("pipelined").asBoolean(false));
-                reply(ex, 200, Map.of("heartbeatMillis", Directory.HEARTBEAT_MILLIS));
-            }
-            case "/v1/relays/leave" -> {
-                directory.drop(rank, address);
-                reply(ex, 200, Map.of("ok", true));
-            }
-            default -> {
-                String client = text(body, "client");
-                if (client == null || !CLIENT.matcher(client).matches()) {
-                    reply(ex, 400, Map.of("error", "client is required"));
-                    return;
-                }
-                directory.done(rank, address, client);
-                reply(ex, 200, Map.of("ok", true));
-            }
-        }
-    }
-
-    private static String text(com.fasterxml.jackson.databind.JsonNode n, String field) {
-        com.fasterxml.jackson.databind.JsonNode v = n == null ? null : n.get(field);
-        return v != null && v.isTextual() ? v.textValue() : null;
     }
 
     private void handlePost(HttpExchange ex, String path, Map<String, String> q) throws IOException {
@@ -697,7 +575,7 @@ public final class SeedService implements AutoCloseable {
     }
 
     /** The rank named by the query ({@code tpParam}, plus optional {@code pp}); null after answering 400. */
-    private static RankKey rank(HttpExchange ex, Map<String, String> q, String tpParam) throws IOException {
+    static RankKey rank(HttpExchange ex, Map<String, String> q, String tpParam) throws IOException {
         try {
             return new RankKey(intParam(q, tpParam, -1), intParam(q, "pp", 0));
         } catch (IllegalArgumentException e) {
@@ -730,7 +608,7 @@ public final class SeedService implements AutoCloseable {
         reply(ex, 503, Map.of("error", "the weights of rank " + rank + " are being updated; try again"));
     }
 
-    private static void reply(HttpExchange ex, int code, Object body) throws IOException {
+    static void reply(HttpExchange ex, int code, Object body) throws IOException {
         replyJson(ex, code, JSON.writeValueAsBytes(body));
     }
 

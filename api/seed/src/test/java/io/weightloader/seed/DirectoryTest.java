@@ -94,4 +94,60 @@ class DirectoryTest {
         seen.setLong(relay, System.nanoTime() - Directory.EXPIRY_NANOS - 1);
         assertThat(d.relays(RANK)).isEmpty();
     }
+
+    @Test
+    void anAssignmentIsALeaseThatEndsWhenItsClientStopsRenewingIt() throws Exception {
+        assertThat(d.choose(RANK, "tree", "a", Set.of(), false, 0).address()).isEqualTo(Directory.ROOT);
+        assertThat(d.choose(RANK, "tree", "b", Set.of(), false, 0)).isNull();
+        assertThat(d.busy(RANK)).contains("the root serves 1 client(s)");
+        // a renews while it reads: still its source
+        age("root", "a");
+        assertThat(d.renew(RANK, Directory.ROOT, "a")).isTrue();
+        assertThat(d.choose(RANK, "tree", "b", Set.of(), false, 0)).isNull();
+        // a was killed: no renewal, no done; the lease runs out and b gets the root
+        age("root", "a");
+        assertThat(d.choose(RANK, "tree", "b", Set.of(), false, 0).address()).isEqualTo(Directory.ROOT);
+        assertThat(d.renew(RANK, Directory.ROOT, "a")).isFalse();
+    }
+
+    @Test
+    void aRelayReportedForWrongBytesIsNoOnesSourceUntilItLeaves() throws Exception {
+        d.register(RANK, "bad:1", true, true);
+        d.register(RANK, "good:1", false, true);
+        assertThat(d.choose(RANK, "chain", "bad:1", Set.of(), false, 0).address()).isEqualTo(Directory.ROOT);
+        d.done(RANK, Directory.ROOT, "bad:1");
+        assertThat(d.choose(RANK, "tree", "x", Set.of(), false, 0).address()).isEqualTo(Directory.ROOT);
+        assertThat(d.report(RANK, "bad:1", "x", "tensor 'w' did not match")).isTrue();
+        assertThat(d.report(RANK, "nobody:1", "x", "whatever")).isFalse();
+        // not for tree, not as the chain's end, not on failover; listed with the report
+        assertThat(d.choose(RANK, "tree", "y", Set.of(), false, 0)).isNull();
+        assertThat(d.choose(RANK, "chain", "z", Set.of(), false, 0).address()).isEqualTo(Directory.ROOT);
+        assertThat(d.choose(RANK, "tree", "y", Set.of(), true, 0).address()).isEqualTo(Directory.ROOT);
+        assertThat(d.relays(RANK)).filteredOn(m -> m.get("address").equals("bad:1"))
+                .extracting(m -> m.get("reported")).containsExactly("client x: tensor 'w' did not match");
+        // heartbeats do not clear the report; leaving and coming back does
+        d.register(RANK, "bad:1", true, false);
+        assertThat(d.choose(RANK, "tree", "y2", Set.of(), true, 0).address()).isEqualTo(Directory.ROOT);
+        d.drop(RANK, "bad:1");
+        d.register(RANK, "bad:1", true, false);
+        d.done(RANK, Directory.ROOT, "x");
+        d.done(RANK, Directory.ROOT, "y");
+        d.done(RANK, Directory.ROOT, "y2");
+        d.done(RANK, Directory.ROOT, "z");
+        d.done(RANK, Directory.ROOT, "bad:1");
+        assertThat(d.choose(RANK, "tree", "w", Set.of(Directory.ROOT), false, 0).address()).isEqualTo("bad:1");
+    }
+
+    /** Ages {@code client}'s assignment to {@code source} past the lease instead of sleeping for it. */
+    @SuppressWarnings("unchecked")
+    private void age(String source, String client) throws Exception {
+        java.lang.reflect.Field f = Directory.class.getDeclaredField("ranks");
+        f.setAccessible(true);
+        Object rank = ((java.util.Map<?, ?>) f.get(d)).get(RANK);
+        java.lang.reflect.Field clients = rank.getClass().getDeclaredField("clients");
+        clients.setAccessible(true);
+        java.util.Map<String, java.util.Map<String, Long>> c =
+                (java.util.Map<String, java.util.Map<String, Long>>) clients.get(rank);
+        c.get(source).put(client, System.nanoTime() - Directory.LEASE_NANOS - 1);
+    }
 }

@@ -25,10 +25,12 @@ import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Deque;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.locks.LockSupport;
 import java.util.function.Function;
 import org.slf4j.Logger;
@@ -86,6 +88,15 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return "seed " + seed.peer() + " rank " + rank;
     }
 
+    /** Keeps {@code m} for the next load (see {@link #load}). */
+    synchronized void remember(Manifest m) {
+        manifest = m;
+    }
+
+    Duration transferTimeout() {
+        return transferTimeout;
+    }
+
     @Override
     public synchronized String engine() {
         if (engine != null) {
@@ -97,7 +108,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     }
 
     /** The engine for {@code transport}, started on first use. */
-    private synchronized OneSidedEngine engineFor(String transport) {
+    synchronized OneSidedEngine engineFor(String transport) {
         if (engine == null) {
             engine = engines.apply(transport);
         } else if (!engine.name().equals(settings.enginePrefix() + transport)) {
@@ -119,7 +130,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
      * The manifest of this client's rank; when the seed has no such rank (a seed of a smaller tp size), that of its
      * rank tp0 of the same pp stage, whose tp size and slices the load then reshards from.
      */
-    private Manifest checkedManifest(SeedClient seed) {
+    Manifest checkedManifest(SeedClient seed) {
         Manifest m;
         try {
             m = seed.manifest(rank);
@@ -135,7 +146,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return checkManifest(m);
     }
 
-    private Manifest checkManifest(Manifest m) {
+    Manifest checkManifest(Manifest m) {
         if (m.serves() != null && !m.serves().containsKey(TransferEngineProvider.NAME)) {
             throw new WeightLoaderException(source() + " does not serve transfer_engine clients; it serves "
                     + m.serves().keySet() + ". Load with weight-loader.remote-instance.backend = "
@@ -164,24 +175,24 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     }
 
     /** The engine a manifest serves transfer_engine clients with (older seeds name only one engine). */
-    private static String servedEngine(Manifest m) {
+    static String servedEngine(Manifest m) {
         return m.serves() != null ? m.serves().get(TransferEngineProvider.NAME) : m.engine();
     }
 
     /** The transport of a checked manifest. */
-    private String transport(Manifest m) {
+    String transport(Manifest m) {
         return servedEngine(m).substring(settings.enginePrefix().length());
     }
 
     /** Reads of at most this many bytes over {@code transport}: the setting, smaller under a bandwidth cap. */
-    private long sliceSize(String transport) {
+    long sliceSize(String transport) {
         long slice = settings.sliceSizeFor(transport);
         long cap = settings.bandwidthLimit();
         return cap > 0 ? Math.max(1 << 20, Math.min(slice, cap / 20)) : slice;
     }
 
     /** Destinations this engine and transport can fill, or an error naming what to change. */
-    private void checkDestinations(LoadRequest request, String transport) {
+    void checkDestinations(LoadRequest request, String transport) {
         for (TensorDestination d : request.tensors()) {
             if (!d.region().device().isHost() && settings.engine().equals("builtin")) {
                 throw new WeightLoaderException("engine builtin-tcp fills host memory only; tensor '"
@@ -298,7 +309,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         long t0 = System.nanoTime();
         String strategy = settings.sourceStrategy();
         if (!strategy.equals("star")) {
-            return loadFromDirectory(request, t0, strategy);
+            return new DirectoryLoad(this, settings, seed, request, strategy, t0, transferTimeout.toNanos()).run();
         }
         // the whole load, control-plane requests included, ends within transfer-timeout plus one request-timeout
         SeedClient bounded = seed.until(t0 + transferTimeout.toNanos() + seed.requestTimeout().toNanos());
@@ -331,166 +342,6 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return loadWith(bounded, m, request, t0, phases);
     }
 
-    /**
-     * A load from the source the root's directory picks ({@code tree}, {@code chain}): the root's manifest gives the
-     * generation and the checksums; a relay's manifest its addresses, and it must serve the root's generation. A
-     * source that fails mid-load is reported dead and replaced by another (a ready one) for the tensors not complete,
-     * and the load then checks every tensor against the root's checksums. A request whose slices differ from the
-     * root's is resharded from the root itself.
-     */
-    private LoadReport loadFromDirectory(LoadRequest request, long t0, String strategy) {
-        long deadline = t0 + transferTimeout.toNanos();
-        SeedClient root = seed.until(deadline + seed.requestTimeout().toNanos());
-        Map<String, Double> phases = new LinkedHashMap<>();
-        Manifest rootManifest = checkedManifest(root);
-        synchronized (this) {
-            manifest = rootManifest;
-        }
-        phases.put("manifest", (System.nanoTime() - t0) / 1e9);
-        TensorMatcher.check(source(), rootManifest.specs(), request.specs(), request.ignoreExtraTensors());
-        Map<String, Manifest.Entry> published = rootManifest.entriesByName();
-        for (TensorDestination d : request.tensors()) {
-            if (!d.holdsSameAs(published.get(d.spec().name()).slice())) {
-                LOG.info("{}: this client's slices differ from the seed rank's; resharding from the root seed itself"
-                        + " (source-strategy {} picks among instances holding the root's slices)", source(), strategy);
-                return loadWith(root, rootManifest, request, t0, phases);
-            }
-        }
-        long tPrepare = System.nanoTime();
-        String transport = transport(rootManifest);
-        checkDestinations(request, transport);
-        OneSidedEngine engine = engineFor(transport);
-        long cap = settings.bandwidthLimit();
-        long sliceSize = sliceSize(transport);
-        RankKey rk = new RankKey(rootManifest.tp(), rootManifest.pp());
-        String client = settings.clientId().orElseGet(() -> "client-" + java.util.UUID.randomUUID());
-        java.util.Set<String> exclude = new java.util.LinkedHashSet<>();
-        List<String> used = new ArrayList<>();
-        boolean failedOver = false;
-        Progress progress = new Progress(request);
-        List<MemoryRegion> local = RegionMerger.merge(request.tensors().stream().map(TensorDestination::bytes).toList());
-        engine.registerLocal(local);
-        phases.put("prepare", (System.nanoTime() - tPrepare) / 1e9);
-        long tTransfer = System.nanoTime();
-        long wait = Math.max(0, Math.min(5000, seed.requestTimeout().toMillis() - 1000));
-        try {
-            while (true) {
-                SeedClient.SourceChoice choice = null;
-                while (choice == null) {
-                    if (System.nanoTime() > deadline) {
-                        throw new WeightLoaderException(source() + ": no source became free within transfer-timeout ("
-                                + transferTimeout + ", weight-loader.remote-instance.transfer-timeout), strategy "
-                                + strategy);
-                    }
-                    choice = root.source(rk, strategy, client, exclude, failedOver, wait);
-                }
-                if (!choice.generation().equals(rootManifest.generation())) {
-                    throw new SeedChangedException(source() + " changed its weights during the load (generation "
-                            + rootManifest.generation() + " -> " + choice.generation() + "); nothing was loaded, load"
-                            + " again", rootManifest.generation(), choice.generation());
-                }
-                SeedClient from = choice.isRoot() ? root : root.at(choice.address());
-                Manifest m;
-                try {
-                    m = choice.isRoot() ? rootManifest : relayManifest(from, rk, rootManifest, request);
-                } catch (WeightLoaderException e) {
-                    LOG.warn("{}: source {} refused: {}; asking for another", source(), choice.address(), e.getMessage());
-                    root.sourceDone(rk, choice.address(), client);
-                    if (choice.isRoot()) {
-                        throw e;
-                    }
-                    exclude.add(choice.address());
-                    continue;
-                }
-                used.add(choice.ready() ? choice.address() : choice.address() + " (while it loaded)");
-                List<TensorDestination> todo = progress.incomplete();
-                try {
-                    if (!todo.isEmpty()) {
-                        // from a relay that still loads, small reads: each is served as soon as its bytes are in,
-                        // so this client trails its source by a read, not by a 64 MiB slice
-                        long slice = choice.ready() ? sliceSize : Math.min(sliceSize, PIPELINED_SLICE);
-                        transfer(engine, peer(engine, m.session()), new ArrayDeque<>(plan(todo, m, slice)), progress,
-                                slice, cap, deadline);
-                    }
-                    if (!choice.isRoot()) {
-                        String now = from.generation(rk);
-                        if (!now.equals(rootManifest.generation())) {
-                            throw new WeightLoaderException("relay " + choice.address() + " now serves generation " + now
-                                    + ", not the root's " + rootManifest.generation());
-                        }
-                    }
-                    root.sourceDone(rk, choice.address(), client);
-                    break;
-                } catch (WeightLoaderException e) {
-                    dropPeer(m.session());
-                    root.sourceDone(rk, choice.address(), client);
-                    if (choice.isRoot() || e instanceof SeedChangedException || System.nanoTime() > deadline
-                            || exclude.size() >= 64) {
-                        throw e;
-                    }
-                    LOG.warn("{}: source {} failed mid-load ({}); going on from another source for the tensors not"
-                            + " complete", source(), choice.address(), e.getMessage());
-                    exclude.add(choice.address());
-                    failedOver = true;
-                }
-            }
-        } finally {
-            engine.unregisterLocal(local);
-        }
-        progress.report();
-        long tVerify = System.nanoTime();
-        phases.put("transfer", (tVerify - tTransfer) / 1e9);
-        LoadRequest check = request;
-        boolean fromRelay = used.stream().anyMatch(a -> !a.equals(io.weightloader.seed.Directory.ROOT));
-        boolean rootSums = rootManifest.tensors().stream().allMatch(e -> e.bytes() == 0 || e.sha256() != null);
-        if (failedOver) {
-            if (!rootSums) {
-                throw new WeightLoaderException(source() + ": a source died mid-load and the root publishes no checksums"
-                        + " to check what it sent (weight-loader.seed.publish-checksums); nothing was loaded, load again");
-            }
-            check = request.withChecksum(true); // what a dead source sent is checked against the root
-        } else if (fromRelay && settings.verifyRelays() && rootSums) {
-            check = request.withChecksum(true); // a relay is a third party: what it sent is checked against the root
-        }
-        List<TensorReport> reports = RemoteLoads.verify(root, rk, rootManifest, check, source());
-        if (!request.checksum()) {
-            reports = reports.stream().map(r -> new TensorReport(r.name(), r.dtype(), r.shape(), r.bytes(), null,
-                    r.slice())).toList();
-        }
-        long end = System.nanoTime();
-        phases.put("verify", (end - tVerify) / 1e9);
-        String device = request.tensors().isEmpty() ? "cpu" : request.tensors().get(0).region().device().toString();
-        String via = used.size() == 1 && used.get(0).equals(io.weightloader.seed.Directory.ROOT) ? ""
-                : " via " + String.join(", then ", used);
-        return new LoadReport(name(), engine.name(), source() + " (" + strategy + ")" + via, device, reports,
-                request.totalBytes(), (end - t0) / 1e9, null, phases);
-    }
-
-    /** Largest read from a relay that is still loading (see {@link #loadFromDirectory}). */
-    static final long PIPELINED_SLICE = 512L << 10;
-
-    /** A relay's manifest, checked: the root's generation, tensors, slices and transport. */
-    private Manifest relayManifest(SeedClient relay, RankKey rk, Manifest root, LoadRequest request) {
-        Manifest m = checkManifest(relay.manifest(rk));
-        if (!m.generation().equals(root.generation())) {
-            throw new WeightLoaderException("relay " + relay.peer() + " serves generation " + m.generation()
-                    + ", the root " + root.generation() + ": not the root's weights");
-        }
-        if (!servedEngine(m).equals(servedEngine(root))) {
-            throw new WeightLoaderException("relay " + relay.peer() + " serves with " + servedEngine(m) + ", the root with "
-                    + servedEngine(root));
-        }
-        TensorMatcher.check("relay " + relay.peer(), m.specs(), request.specs(), request.ignoreExtraTensors());
-        Map<String, Manifest.Entry> entries = m.entriesByName();
-        for (TensorDestination d : request.tensors()) {
-            if (!d.holdsSameAs(entries.get(d.spec().name()).slice())) {
-                throw new WeightLoaderException("relay " + relay.peer() + " holds other slices of tensor '"
-                        + d.spec().name() + "' than the root");
-            }
-        }
-        return m;
-    }
-
     /** The seed's generation now; a failure to ask is added to {@code failure}, which is then thrown. */
     private String currentGeneration(SeedClient seed, WeightLoaderException failure) {
         try {
@@ -501,7 +352,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         }
     }
 
-    private LoadReport loadWith(SeedClient bounded, Manifest m, LoadRequest request, long t0,
+    LoadReport loadWith(SeedClient bounded, Manifest m, LoadRequest request, long t0,
                                 Map<String, Double> phases) {
         long tPrepare = System.nanoTime();
         TensorMatcher.check(source(), m.specs(), request.specs(), request.ignoreExtraTensors());
@@ -609,7 +460,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                 String session = ranks.get(k).session();
                 List<Runnable> work = new ArrayList<>();
                 Deque<Read> queue = new ArrayDeque<>(plan.reads().get(k));
-                work.add(() -> transfer(engine, peer(engine, session), queue, progress, sliceSize, share, deadline));
+                work.add(() -> transfer(engine, peer(engine, session), queue, progress, sliceSize, share, deadline,
+                        "seed " + seed.peer() + " rank tp" + k));
                 List<List<Resharding.Span>> byLane = new ArrayList<>();
                 for (int l = 0; l < STAGING_LANES; l++) {
                     byLane.add(new ArrayList<>());
@@ -778,7 +630,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     }
 
     /** Bytes and whole tensors done, reported to the request's listener. */
-    private static final class Progress {
+    static final class Progress {
         private final LoadRequest request;
         private final Map<String, Long> remaining = new HashMap<>();
         private final long total;
@@ -825,6 +677,29 @@ final class TransferEngineBackend implements WeightLoaderBackend {
             return out;
         }
 
+        /** The names of the tensors with bytes that are complete. */
+        synchronized Set<String> complete() {
+            Set<String> out = new HashSet<>();
+            for (TensorDestination d : request.tensors()) {
+                if (d.byteSize() > 0 && remaining.get(d.spec().name()) == 0) {
+                    out.add(d.spec().name());
+                }
+            }
+            return out;
+        }
+
+        /** {@code tensors} are to be read again whole (their bytes were wrong). */
+        synchronized void reset(List<TensorDestination> tensors) {
+            for (TensorDestination d : tensors) {
+                long left = remaining.get(d.spec().name());
+                if (left == 0 && d.byteSize() > 0) {
+                    tensorsDone--;
+                }
+                done -= d.byteSize() - left;
+                remaining.put(d.spec().name(), d.byteSize());
+            }
+        }
+
         /** Bytes of {@code d} placed from a staging buffer. */
         synchronized void staged(TensorDestination d, long bytes) {
             done += bytes;
@@ -847,8 +722,14 @@ final class TransferEngineBackend implements WeightLoaderBackend {
      * between batches; each batch is polled to a final state under the deadline, failed reads are retried (first)
      * until their attempts run out, and the submissions are paced to the bandwidth cap.
      */
-    private void transfer(OneSidedEngine engine, OneSidedEngine.Peer peer, Deque<Read> queue, Progress progress, long sliceSize, long cap,
-                          long deadline) {
+    private void transfer(OneSidedEngine engine, OneSidedEngine.Peer peer, Deque<Read> queue, Progress progress,
+                          long sliceSize, long cap, long deadline) {
+        transfer(engine, peer, queue, progress, sliceSize, cap, deadline, source());
+    }
+
+    /** {@link #transfer} from the peer called {@code from} in messages (a relay, or this backend's seed). */
+    void transfer(OneSidedEngine engine, OneSidedEngine.Peer peer, Deque<Read> queue, Progress progress, long sliceSize,
+                  long cap, long deadline, String from) {
         // Mooncake's GPU transports open the peer's memory handles on the submitting thread, which needs a current
         // device: the destination's (a pool thread of a resharded load, or a host's own thread, may have none)
         Read head = queue.peek();
@@ -882,7 +763,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                 }
                 InFlight f = inFlight.peek();
                 List<OpStatus> statuses = new ArrayList<>(f.reads().size());
-                awaitFinal(f.batch(), deadline, f.reads(), progress);
+                awaitFinal(f.batch(), deadline, f.reads(), progress, from);
                 for (int i = 0; i < f.reads().size(); i++) {
                     statuses.add(f.batch().status(i));
                 }
@@ -896,7 +777,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                     if (st.state() == OpState.COMPLETED) {
                         continue; // reported as it completed (awaitFinal)
                     } else if (r.attempt() >= retries) {
-                        throw new WeightLoaderException("reading " + r.describe() + " from " + source() + " via "
+                        throw new WeightLoaderException("reading " + r.describe() + " from " + from + " via "
                                 + engine.name() + " failed after " + (r.attempt() + 1) + " attempt(s): " + st.detail());
                     } else {
                         if (retried++ == 0) {
@@ -907,7 +788,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                     }
                 }
                 if (retried > 0) {
-                    LOG.warn("retrying {} failed read(s) from {}; first: {}", retried, source(), firstRetry);
+                    LOG.warn("retrying {} failed read(s) from {}; first: {}", retried, from, firstRetry);
                     LockSupport.parkNanos(Math.min(deadline - System.nanoTime(), 200_000_000L));
                 }
                 progress.report();
@@ -934,7 +815,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
      * Polls every read to a final state, in order (reads finish roughly in order), until the deadline; each read that
      * completed is reported at once, not at the batch's end (a relay serves its bytes onwards as they arrive).
      */
-    private void awaitFinal(Batch batch, long deadline, List<Read> slices, Progress progress) {
+    private void awaitFinal(Batch batch, long deadline, List<Read> slices, Progress progress, String from) {
         long pause = 20_000;
         int next = 0;
         while (next < batch.size()) {
@@ -954,14 +835,14 @@ final class TransferEngineBackend implements WeightLoaderBackend {
                         pending++;
                     }
                 }
-                throw new WeightLoaderException("transfer from " + source() + " via " + engine()
+                throw new WeightLoaderException("transfer from " + from + " via " + engine()
                         + " did not finish within " + transferTimeout
                         + " (weight-loader.remote-instance.transfer-timeout): " + progress.done + " of " + progress.total
                         + " bytes done, " + pending + " read(s) pending, e.g. " + slices.get(next).describe());
             }
             if (Thread.currentThread().isInterrupted()) {
                 // parkNanos returns at once for an interrupted thread: stop instead of spinning to the deadline
-                throw new WeightLoaderException("load from " + source() + " interrupted");
+                throw new WeightLoaderException("load from " + from + " interrupted");
             }
             LockSupport.parkNanos(pause);
             pause = Math.min(pause * 2, 200_000);
@@ -979,11 +860,11 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     /** Connections to seeds, kept for the backend's life (a host may load more than once). */
     private final Map<String, OneSidedEngine.Peer> peers = new HashMap<>();
 
-    private synchronized OneSidedEngine.Peer peer(OneSidedEngine engine, String session) {
+    synchronized OneSidedEngine.Peer peer(OneSidedEngine engine, String session) {
         return peers.computeIfAbsent(session, engine::open);
     }
 
-    private synchronized void dropPeer(String session) {
+    synchronized void dropPeer(String session) {
         OneSidedEngine.Peer p = peers.remove(session);
         if (p != null) {
             try {
