@@ -243,6 +243,33 @@ class BadInputTest {
     }
 
     @Test
+    void aZeroCopyLoadOfAFileCutShortWithinItsLastPageIsRefusedNotHashedWithZerosForTheLostBytes() throws IOException {
+        // bytes lost within the last page read as zeros through the mapping instead of faulting: only the size tells
+        Path p = dir.resolve("cut-tail.safetensors");
+        byte[] data = new byte[10_000];
+        java.util.Arrays.fill(data, (byte) 7);
+        SafetensorsWriter.write(p, List.of(SafetensorsWriter.Tensor.of(TensorSpec.of("w", DType.U8, 10_000), data)),
+                Map.of());
+        long whole = Files.size(p);
+        long cut = whole - 3;
+        assertThat((whole - 1) / 4096).as("the cut stays within the last page").isEqualTo(cut / 4096);
+        SafetensorsCheckpoint cp = SafetensorsCheckpoint.open(p);
+        try (LocalBackend b = new LocalBackend(cp, 2, 4096, true)) {
+            b.afterMapping = () -> {
+                try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(p,
+                        java.nio.file.StandardOpenOption.WRITE)) {
+                    ch.truncate(cut);
+                } catch (IOException e) {
+                    throw new java.io.UncheckedIOException(e);
+                }
+            };
+            assertThatThrownBy(() -> b.map(cp.specs(), true)).isInstanceOf(SafetensorsFormatException.class)
+                    .hasMessageContaining(p.toString()).hasMessageContaining(cut + " bytes now")
+                    .hasMessageContaining("needs " + whole).hasMessageContaining("truncated");
+        }
+    }
+
+    @Test
     void expectationsThatDifferAreAllListed() throws IOException {
         Path p = file("m.safetensors", GOOD, 16);
         try (LocalBackend b = new LocalBackend(SafetensorsCheckpoint.open(p), 2, 4096, false);
