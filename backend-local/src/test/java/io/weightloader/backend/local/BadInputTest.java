@@ -215,6 +215,65 @@ class BadInputTest {
     }
 
     @Test
+    void anIndexWithAnEmptyWeightMapBesideShardsIsRefusedNamingHowManyShardsThereAre() throws IOException {
+        // it loaded as a checkpoint of no tensors
+        Path d = sharded("{\"metadata\":{\"total_size\":16},\"weight_map\":{}}");
+        file("s2.safetensors", GOOD, 16);
+        Files.copy(dir.resolve("s2.safetensors"), d.resolve("s2.safetensors"));
+        assertThatThrownBy(() -> SafetensorsCheckpoint.open(d)).isInstanceOf(SafetensorsFormatException.class)
+                .hasMessageContaining(d.resolve(SafetensorsCheckpoint.INDEX).toString())
+                .hasMessageContaining("weight_map is empty").hasMessageContaining("2 *.safetensors files");
+        // and whatever allow-empty says: shards beside an empty index are a damaged checkpoint, not an empty one
+        assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseMap(Map.of("weight-loader.model-path",
+                d.toString(), "weight-loader.backends.local.allow-empty", true))))
+                .hasMessageContaining("weight_map is empty");
+    }
+
+    @Test
+    void anIndexWhoseTotalSizeDisagreesWithItsShardsIsRefusedNamingBothSums() throws IOException {
+        // shard s2 left out of the weight_map: without total_size nothing tells the index lost it
+        Path d = sharded("{\"metadata\":{\"total_size\":32},\"weight_map\":{\"a\":\"s1.safetensors\","
+                + "\"b\":\"s1.safetensors\"}}");
+        Files.write(d.resolve("s2.safetensors"), Files.readAllBytes(file("s2.safetensors",
+                "{\"c\":{\"dtype\":\"U8\",\"shape\":[16],\"data_offsets\":[0,16]}}", 16)));
+        long fileBytes = Files.size(d.resolve("s1.safetensors"));
+        assertThatThrownBy(() -> SafetensorsCheckpoint.open(d)).isInstanceOf(SafetensorsFormatException.class)
+                .hasMessageContaining(d.resolve(SafetensorsCheckpoint.INDEX).toString())
+                .hasMessageContaining("total_size is 32 bytes").hasMessageContaining("hold 16 bytes of tensors")
+                .hasMessageContaining(fileBytes + " bytes of files");
+        for (String bad : List.of("1e400", "-1", "16.5", "\"16\"")) {
+            Files.writeString(d.resolve(SafetensorsCheckpoint.INDEX), "{\"metadata\":{\"total_size\":" + bad
+                    + "},\"weight_map\":{\"a\":\"s1.safetensors\",\"b\":\"s1.safetensors\"}}");
+            assertThatThrownBy(() -> SafetensorsCheckpoint.open(d)).as(bad)
+                    .isInstanceOf(SafetensorsFormatException.class).hasMessageContaining("total_size");
+        }
+        // what writers mean by it: the tensors' bytes (Hugging Face, as a float by old transformers), or the shard
+        // files' bytes (mlx-lm); absent or null, nothing is compared
+        for (String good : List.of("16", "16.0", String.valueOf(fileBytes), "null")) {
+            Files.writeString(d.resolve(SafetensorsCheckpoint.INDEX), "{\"metadata\":{\"total_size\":" + good
+                    + "},\"weight_map\":{\"a\":\"s1.safetensors\",\"b\":\"s1.safetensors\"}}");
+            assertThat(SafetensorsCheckpoint.open(d).tensors()).as(good).containsOnlyKeys("a", "b");
+        }
+    }
+
+    @Test
+    void aCheckpointWithNoTensorsIsRefusedUnlessAllowEmptyIsSet() throws IOException {
+        Path single = file("empty.safetensors", "{}      ", 0);
+        Path indexed = Files.createDirectories(dir.resolve("empty-index"));
+        Files.writeString(indexed.resolve(SafetensorsCheckpoint.INDEX), "{\"weight_map\":{}}");
+        for (Path p : List.of(single, indexed)) {
+            assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseMap(Map.of("weight-loader.model-path",
+                    p.toString())))).as(p.toString()).isInstanceOf(SafetensorsFormatException.class)
+                    .hasMessageContaining(p.toString()).hasMessageContaining("no tensors")
+                    .hasMessageContaining("weight-loader.backends.local.allow-empty");
+            try (WeightLoader loader = WeightLoader.open(ConfigFactory.parseMap(Map.of("weight-loader.model-path",
+                    p.toString(), "weight-loader.backends.local.allow-empty", true)))) {
+                assertThat(loader.available()).as(p.toString()).isEmpty();
+            }
+        }
+    }
+
+    @Test
     void aFileTruncatedAfterOpeningFailsTheLoad() throws IOException {
         Path p = file("shrinks.safetensors", GOOD, 16);
         SafetensorsCheckpoint cp = SafetensorsCheckpoint.open(p);
