@@ -106,6 +106,15 @@ public final class SafetensorsCheckpoint {
             }
             root = JSON.readTree(Files.readAllBytes(index));
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            SafetensorsFile.Duplicate d = SafetensorsFile.Duplicate.of(e);
+            if (d != null && "weight_map".equals(d.in())) {
+                throw new SafetensorsFormatException(index, d.key(), "is listed twice in weight_map; Python's json"
+                        + " (transformers) keeps the last, but which shard the writer meant is ambiguous", e);
+            }
+            if (d != null) {
+                throw new SafetensorsFormatException(index, d.describe("index") + "; which value is meant is ambiguous",
+                        e);
+            }
             throw new SafetensorsFormatException(index, "index is not valid JSON: " + e.getOriginalMessage(), e);
         } catch (IOException e) {
             throw new SafetensorsFormatException(index, SafetensorsFile.cannotRead(e), e);
