@@ -7,7 +7,6 @@ import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.memory.MappedFile;
 import io.weightloader.api.MappedWeights;
-import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.SliceCopy;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorMatcher;
@@ -21,7 +20,6 @@ import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -437,97 +435,13 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         return out;
     }
 
-    private static Map<String, String> collect(Map<String, Future<String>> futures) {
-        Map<String, String> out = new HashMap<>();
-        try {
-            for (Map.Entry<String, Future<String>> e : futures.entrySet()) {
-                out.put(e.getKey(), e.getValue().get());
-            }
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new WeightLoaderException("checksum interrupted", e);
-        } catch (ExecutionException e) {
-            if (e.getCause() instanceof WeightLoaderException w) {
-                throw w;
-            }
-            throw new WeightLoaderException("checksum failed: " + e.getCause(), e.getCause());
-        }
-        return out;
-    }
+    /** Tests: runs in {@link #map} once every file is mapped and checked, before a tensor is read. */
+    volatile Runnable afterMapping = () -> { };
 
     @Override
     public MappedWeights map(List<TensorSpec> expected, boolean checksum) {
-        long t0 = System.nanoTime();
         TensorMatcher.check("checkpoint " + checkpoint.root(), available(), expected, false);
-        Map<Path, MappedFile> maps = new LinkedHashMap<>();
-        try {
-            for (SafetensorsFile f : checkpoint.files()) {
-                MappedFile m = MappedFile.map(f.path());
-                maps.put(f.path(), m);
-                long needed = f.dataStart() + f.entries().values().stream().mapToLong(SafetensorsFile.Entry::end)
-                        .max().orElse(0);
-                if (m.length() < needed) {
-                    throw new SafetensorsFormatException(f.path(), "is " + m.length() + " bytes now, but its header"
-                            + " needs " + needed + ": the file was truncated after it was opened; nothing was mapped");
-                }
-            }
-        } catch (RuntimeException e) {
-            maps.values().forEach(MappedFile::close);
-            throw e;
-        }
-        Map<String, MemoryRegion> regions = new LinkedHashMap<>();
-        for (TensorSpec s : expected) {
-            SafetensorsCheckpoint.Located l = checkpoint.tensors().get(s.name());
-            MappedFile m = maps.get(l.file().path());
-            regions.put(s.name(), l.entry().bytes() == 0
-                    ? MemoryRegion.of(0, 0, Device.CPU) : m.slice(l.fileOffset(), l.entry().bytes()));
-        }
-        Map<String, String> sums = new HashMap<>();
-        if (checksum) {
-            Map<String, Future<String>> futures = new LinkedHashMap<>();
-            regions.forEach((name, r) -> futures.put(name, pool.submit(() -> {
-                try {
-                    return Checksums.sha256(r);
-                } catch (InternalError fault) {
-                    // the JVM's word for SIGBUS on mapped memory: the file shrank under the mapping
-                    Path file = checkpoint.tensors().get(name).file().path();
-                    throw new WeightLoaderException("tensor '" + name + "' of " + file + " could not be read through"
-                            + " its memory mapping: the file was truncated or replaced while mapped (" + fault.getMessage()
-                            + "); nothing was loaded", fault);
-                }
-            })));
-            try {
-                sums = collect(futures);
-            } catch (RuntimeException e) {
-                maps.values().forEach(MappedFile::close);
-                throw e;
-            }
-        }
-        List<TensorReport> reports = new ArrayList<>();
-        long total = 0;
-        for (TensorSpec s : expected) {
-            reports.add(TensorReport.of(s, sums.get(s.name())));
-            total += s.byteSize();
-        }
-        LoadReport report = new LoadReport(name(), "mmap", source(), Device.CPU.toString(), reports, total,
-                (System.nanoTime() - t0) / 1e9, null);
-        Map<String, MemoryRegion> view = java.util.Collections.unmodifiableMap(regions);
-        return new MappedWeights() {
-            @Override
-            public Map<String, MemoryRegion> regions() {
-                return view;
-            }
-
-            @Override
-            public LoadReport report() {
-                return report;
-            }
-
-            @Override
-            public void close() {
-                maps.values().forEach(MappedFile::close);
-            }
-        };
+        return new MappedLoad(checkpoint, pool, name(), source(), afterMapping).map(expected, checksum);
     }
 
     @Override

@@ -34,7 +34,8 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
     }
 
     /** {@code weight-loader.backends.local}, read and checked once. */
-    record Settings(int threads, int pieceSize, int stagingSize, boolean zeroCopy, LocalIo io, Path modelPath) {
+    record Settings(int threads, int pieceSize, int stagingSize, boolean zeroCopy, LocalIo io, boolean allowEmpty,
+                    Path modelPath) {
         static Settings from(BackendContext context) {
             SettingsReader r = new SettingsReader(context.config(), BackendContext.backendPath(NAME));
             int threads = r.integer("threads", 0, 256);
@@ -45,10 +46,11 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
             int staging = (int) r.size("staging-size", 4096, 1L << 30);
             boolean zeroCopy = r.bool("zero-copy");
             LocalIo io = LocalIo.parse(r.oneOf("io", List.of("buffered", "direct", "auto")));
+            boolean allowEmpty = r.bool("allow-empty");
             Path path = Path.of(context.settings().modelPath().orElseThrow(() ->
                     new WeightLoaderConfigException("weight-loader.model-path",
                             "the local backend needs a checkpoint file or directory")));
-            return new Settings(threads, piece, staging, zeroCopy, io, path);
+            return new Settings(threads, piece, staging, zeroCopy, io, allowEmpty, path);
         }
     }
 
@@ -70,8 +72,12 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
     @Override
     public WeightLoaderBackend create(BackendContext context) {
         Settings s = Settings.from(context);
-        return new LocalBackend(SafetensorsCheckpoint.open(s.modelPath()), s.threads(), s.pieceSize(), s.stagingSize(),
-                s.zeroCopy(), s.io());
+        SafetensorsCheckpoint checkpoint = SafetensorsCheckpoint.open(s.modelPath());
+        if (checkpoint.tensors().isEmpty() && !s.allowEmpty()) {
+            throw new SafetensorsFormatException(s.modelPath(), "the checkpoint holds no tensors; set "
+                    + BackendContext.backendPath(NAME) + ".allow-empty = true if an empty checkpoint is meant");
+        }
+        return new LocalBackend(checkpoint, s.threads(), s.pieceSize(), s.stagingSize(), s.zeroCopy(), s.io());
     }
 
     @Override

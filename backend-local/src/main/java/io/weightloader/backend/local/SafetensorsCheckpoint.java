@@ -20,7 +20,11 @@ import java.util.TreeMap;
  *
  * <p>Index checks: a JSON object with a {@code weight_map} of tensor name to shard file; shard names must
  * stay inside the directory (no absolute paths, no {@code ..}); every named shard must exist; every tensor of
- * the index must be in its shard, and every tensor of a shard must be in the index.
+ * the index must be in its shard, and every tensor of a shard must be in the index; an empty weight_map beside
+ * shard files is refused, and {@code metadata.total_size}, when present, must match the shards.
+ *
+ * <p>A checkpoint with no tensors opens here; the local backend refuses it unless
+ * {@code weight-loader.backends.local.allow-empty} is set.
  */
 public final class SafetensorsCheckpoint {
     public static final String INDEX = "model.safetensors.index.json";
@@ -102,6 +106,15 @@ public final class SafetensorsCheckpoint {
             }
             root = JSON.readTree(Files.readAllBytes(index));
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            SafetensorsFile.Duplicate d = SafetensorsFile.Duplicate.of(e);
+            if (d != null && "weight_map".equals(d.in())) {
+                throw new SafetensorsFormatException(index, d.key(), "is listed twice in weight_map; Python's json"
+                        + " (transformers) keeps the last, but which shard the writer meant is ambiguous", e);
+            }
+            if (d != null) {
+                throw new SafetensorsFormatException(index, d.describe("index") + "; which value is meant is ambiguous",
+                        e);
+            }
             throw new SafetensorsFormatException(index, "index is not valid JSON: " + e.getOriginalMessage(), e);
         } catch (IOException e) {
             throw new SafetensorsFormatException(index, SafetensorsFile.cannotRead(e), e);
@@ -112,6 +125,14 @@ public final class SafetensorsCheckpoint {
         JsonNode weightMap = root.get("weight_map");
         if (weightMap == null || !weightMap.isObject()) {
             throw new SafetensorsFormatException(index, "index has no weight_map object");
+        }
+        if (weightMap.isEmpty()) {
+            int shards = countShardFiles(dir);
+            if (shards > 0) {
+                throw new SafetensorsFormatException(index, "the index's weight_map is empty, but the directory holds "
+                        + shards + " *.safetensors file" + (shards == 1 ? "" : "s")
+                        + ": the index is damaged or does not belong to them; nothing was loaded");
+            }
         }
         Path base = dir.toAbsolutePath().normalize();
         Map<String, String> tensorToShard = new LinkedHashMap<>();
@@ -149,7 +170,61 @@ public final class SafetensorsCheckpoint {
                 }
             }
         }
+        checkTotalSize(index, root.get("metadata"), shards.values());
         return new SafetensorsCheckpoint(dir, List.copyOf(shards.values()), tensors);
+    }
+
+    /**
+     * {@code metadata.total_size}, when the index has one, must agree with the shards it names, so that an index that
+     * lost entries (whole shards left out of its weight_map) is not loaded as a smaller model. Writers mean one of two
+     * things by it: Hugging Face's ({@code huggingface_hub}, {@code transformers}, and this project's writer) the bytes
+     * of tensor data, mlx-lm's and many conversion scripts' the bytes of the shard files, headers included. Either is
+     * accepted; any other value is refused, naming both sums (docs/SECURITY.md, "Hostile input").
+     */
+    private static void checkTotalSize(Path index, JsonNode metadata, java.util.Collection<SafetensorsFile> shards) {
+        if (metadata == null || !metadata.isObject()) {
+            return;
+        }
+        JsonNode total = metadata.get("total_size");
+        if (total == null || total.isNull()) {
+            return;
+        }
+        if (!total.isNumber()) {
+            throw new SafetensorsFormatException(index, "metadata.total_size is " + total
+                    + ", not a number of bytes");
+        }
+        long tensorBytes = 0;
+        long fileBytes = 0;
+        for (SafetensorsFile f : shards) {
+            fileBytes += f.fileSize();
+            for (SafetensorsFile.Entry e : f.entries().values()) {
+                tensorBytes += e.bytes();
+            }
+        }
+        if (!total.isFloatingPointNumber() || Double.isFinite(total.doubleValue())) { // 1e400 has no decimal value
+            java.math.BigDecimal declared = total.decimalValue();
+            if (declared.compareTo(java.math.BigDecimal.valueOf(tensorBytes)) == 0
+                    || declared.compareTo(java.math.BigDecimal.valueOf(fileBytes)) == 0) {
+                return;
+            }
+        }
+        throw new SafetensorsFormatException(index, "metadata.total_size is " + total.asText() + " bytes, but the "
+                + shards.size() + " shard" + (shards.size() == 1 ? "" : "s") + " its weight_map names hold "
+                + tensorBytes + " bytes of tensors (" + fileBytes + " bytes of files): tensors are missing from the"
+                + " weight_map, or total_size is stale; correct or remove total_size if the shards are complete");
+    }
+
+    /** The {@code *.safetensors} files directly in {@code dir}. */
+    private static int countShardFiles(Path dir) {
+        int n = 0;
+        try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, "*.safetensors")) {
+            for (Path ignored : ds) {
+                n++;
+            }
+        } catch (IOException e) {
+            throw new SafetensorsFormatException(dir, "cannot list directory: " + e.getMessage(), e);
+        }
+        return n;
     }
 
     private static boolean listedIn(Map<String, String> tensorToShard, String name, SafetensorsFile f, Path base) {

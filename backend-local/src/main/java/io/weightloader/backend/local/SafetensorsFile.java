@@ -36,11 +36,16 @@ import java.util.Set;
  * section. Checked: N within bounds and the file, strict UTF-8, a JSON object without duplicate keys, known
  * dtypes, non-negative dimensions, shape x dtype size equal to the byte range, ranges inside the data
  * section, and ranges that neither overlap nor leave holes (as the format requires).
+ *
+ * <p>Against the reference implementation (docs/SECURITY.md, "Hostile input"): a file it reads loads here unless it is
+ * ambiguous. Fields of a tensor entry other than dtype, shape and data_offsets are ignored as it ignores them (with one
+ * warning per file); a key given twice is refused, where it keeps the last; an empty tensor name is refused.
  */
 public final class SafetensorsFile {
-    /** Largest header accepted, as in the reference implementation. */
-    public static final long MAX_HEADER_BYTES = 100L << 20;
+    /** Largest header accepted, as in the reference implementation ({@code MAX_HEADER_SIZE}, 100,000,000 bytes). */
+    public static final long MAX_HEADER_BYTES = 100_000_000L;
     private static final Set<String> TENSOR_KEYS = Set.of("dtype", "shape", "data_offsets");
+    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(SafetensorsFile.class);
     /** Strict as the reference parser: duplicate keys and anything after the header's JSON object are refused. */
     static final ObjectMapper JSON = JsonMapper.builder()
             .enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION)
@@ -186,7 +191,15 @@ public final class SafetensorsFile {
         try {
             root = JSON.readTree(text);
         } catch (JsonProcessingException e) {
-            throw new SafetensorsFormatException(path, "header is not valid JSON: " + e.getOriginalMessage());
+            Duplicate d = Duplicate.of(e);
+            if (d == null) {
+                throw new SafetensorsFormatException(path, "header is not valid JSON: " + e.getOriginalMessage());
+            }
+            throw d.in == null && !d.key.equals("__metadata__")
+                    ? new SafetensorsFormatException(path, d.key, "is listed twice in the header; the reference"
+                            + " implementation keeps the last entry, but which one the writer meant is ambiguous")
+                    : new SafetensorsFormatException(path, d.describe("header") + "; which value is meant is"
+                            + " ambiguous");
         }
         if (root == null || !root.isObject()) {
             throw new SafetensorsFormatException(path, "header is not a JSON object");
@@ -195,13 +208,22 @@ public final class SafetensorsFile {
         long dataSize = size - dataStart;
         Map<String, String> metadata = new LinkedHashMap<>();
         List<Entry> list = new ArrayList<>();
+        Map<String, Set<String>> ignored = new LinkedHashMap<>();
         for (Iterator<Map.Entry<String, JsonNode>> it = root.fields(); it.hasNext(); ) {
             Map.Entry<String, JsonNode> f = it.next();
             if (f.getKey().equals("__metadata__")) {
                 parseMetadata(path, f.getValue(), metadata);
             } else {
-                list.add(parseEntry(path, f.getKey(), f.getValue(), dataSize));
+                list.add(parseEntry(path, f.getKey(), f.getValue(), dataSize, ignored));
             }
+        }
+        if (!ignored.isEmpty()) {
+            Map.Entry<String, Set<String>> first = ignored.entrySet().iterator().next();
+            LOG.warn("{}: {} hold{} fields the safetensors format does not define ({}); ignored, as the reference"
+                    + " implementation ignores them", path, ignored.size() == 1 ? "tensor '" + first.getKey() + "'"
+                            : ignored.size() + " tensor entries (the first '" + first.getKey() + "')",
+                    ignored.size() == 1 ? "s" : "", first.getValue().stream().map(k -> "'" + k + "'")
+                            .collect(java.util.stream.Collectors.joining(", ")));
         }
         list.sort(Comparator.comparingLong(Entry::begin).thenComparingLong(Entry::end));
         long expectedBegin = 0;
@@ -245,9 +267,12 @@ public final class SafetensorsFile {
         }
     }
 
-    private static Entry parseEntry(Path path, String name, JsonNode node, long dataSize) {
+    private static Entry parseEntry(Path path, String name, JsonNode node, long dataSize,
+                                    Map<String, Set<String>> ignored) {
         if (name.isEmpty()) {
-            throw new SafetensorsFormatException(path, "a tensor has an empty name");
+            throw new SafetensorsFormatException(path, "a tensor has an empty name (\"\"): the reference implementation"
+                    + " reads it, but no PyTorch module can hold a parameter or buffer named \"\", and this library"
+                    + " names tensors in requests, seed manifests and reports, where an empty name means none");
         }
         if (!node.isObject()) {
             throw new SafetensorsFormatException(path, name, "entry is not a JSON object");
@@ -255,7 +280,7 @@ public final class SafetensorsFile {
         for (Iterator<String> it = node.fieldNames(); it.hasNext(); ) {
             String key = it.next();
             if (!TENSOR_KEYS.contains(key)) {
-                throw new SafetensorsFormatException(path, name, "unexpected field '" + key + "'");
+                ignored.computeIfAbsent(name, n -> new java.util.TreeSet<>()).add(key);
             }
         }
         JsonNode dtypeNode = node.get("dtype");
@@ -308,6 +333,32 @@ public final class SafetensorsFile {
                     + spec.byteSize() + " bytes but data_offsets " + offs + " cover " + (end - begin));
         }
         return new Entry(spec, begin, end);
+    }
+
+    /**
+     * A key given twice in one JSON object, as Jackson's strict duplicate detection reports it: {@code key}, and the
+     * key of the object it is in ({@code in}, null at the top level).
+     */
+    record Duplicate(String key, String in) {
+        /** The duplicate {@code e} reports, or null when it reports something else. */
+        static Duplicate of(JsonProcessingException e) {
+            if (!(e.getProcessor() instanceof JsonParser p) || e.getOriginalMessage() == null
+                    || !e.getOriginalMessage().startsWith("Duplicate field")) {
+                return null;
+            }
+            com.fasterxml.jackson.core.JsonStreamContext object = p.getParsingContext();
+            if (object == null || object.getCurrentName() == null) {
+                return null;
+            }
+            com.fasterxml.jackson.core.JsonStreamContext parent = object.getParent();
+            return new Duplicate(object.getCurrentName(),
+                    parent == null || parent.inRoot() ? null : parent.getCurrentName());
+        }
+
+        /** "key 'k' appears twice in X" for the messages of one file. */
+        String describe(String document) {
+            return "key '" + key + "' appears twice in " + (in == null ? "the " + document : "'" + in + "'");
+        }
     }
 
     static void readFully(FileChannel ch, ByteBuffer buf, long position, Path path) throws IOException {

@@ -13,6 +13,10 @@ public class SafetensorsFormatException extends WeightLoaderException {
         super(file + ": tensor '" + tensor + "': " + problem);
     }
 
+    public SafetensorsFormatException(Path file, String tensor, String problem, Throwable cause) {
+        super(file + ": tensor '" + tensor + "': " + problem, cause);
+    }
+
     public SafetensorsFormatException(Path file, String problem, Throwable cause) {
         super(file + ": " + problem, cause);
     }

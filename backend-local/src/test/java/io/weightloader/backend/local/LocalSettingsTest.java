@@ -17,7 +17,8 @@ class LocalSettingsTest {
     @CsvSource({"threads, 300, must be in 0..256", "piece-size, 100, between 4 KiB and 1 GiB",
             "staging-size, 1024, between 4 KiB and 1 GiB", "staging-size, 2 GiB, between 4 KiB and 1 GiB",
             "staging-size, lots, is not a size", "piece-size, lots, is not a size", "threads, 1.5, whole number",
-            "io, fast, must be buffered or direct or auto", "io, DIRECT, must be buffered or direct or auto"})
+            "io, fast, must be buffered or direct or auto", "io, DIRECT, must be buffered or direct or auto",
+            "allow-empty, maybe, must be true or false"})
     void aBadSettingIsNamedByItsPath(String key, String value, String why) {
         assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseMap(Map.of(
                 "weight-loader.model-path", ReferenceFixturesTest.FIXTURES.resolve("all_dtypes.safetensors").toString(),
