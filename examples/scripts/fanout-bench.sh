@@ -2,8 +2,9 @@
 # Fan-out benchmark on a simulated cluster (issue 13): how long N new instances take to all be loaded, verified and
 # serving when they start at once from one root seed, per source strategy, on links of a fixed rate.
 #
-# For each N and strategy: sim-cluster.sh up N (prefix wlb-); the root seed in h0 (10.77.0.1:7000) serving
-# --model-path; once it is ready, all N instances, instance i in host hi (10.77.0.(i+1)), each
+# For each N and strategy: sim-cluster.sh up N (prefix wlb<pid>-, a free 10.x subnet S: this run's own, so runs side
+# by side never remove each other's clusters); the root seed in h0 (S.0.1:7000) serving --model-path; once it is
+# ready, all N instances, instance i in host hi (S.0.(i+1)), each
 #   weightloader seed --load-format remote_instance ... --source-strategy STRATEGY --checksum sha256 --ready-file F
 #       --start-when GO
 # (it serves, registers with the root, waits for GO, then loads from the source the root assigns it, verifies and
@@ -18,13 +19,16 @@
 #
 # Usage: examples/scripts/fanout-bench.sh --weightloader PATH/bin/weightloader --model-path CKPT --out DIR
 #            [--n 2,4,8,16] [--strategies star,tree,chain] [--rate 1gbit] [--delay 0ms] [--timeout 300]
+#            [--prefix P] [--subnet S]
+# --prefix and --subnet (sim-cluster.sh's) default to this run's own; clusters that runs killed before cleaning up
+# (prefix wlb<pid>- of a process gone) are removed first.
 # Output: a table (N, strategy, seconds, ideal, ratio to the ideal, ratio to the one-instance time) on stdout,
 # DIR/fanout.json, every process's log under DIR/logs/N<n>-<strategy>/. Needs root (network namespaces, tc).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 sim="$here/sim-cluster.sh"
-readonly PREFIX=wlb- PORT=7000 ENGINE_PORT=7001 TOKEN=bench-token ROOT_READY_S=120 STOP_WAIT_S=10
+readonly PORT=7000 ENGINE_PORT=7001 TOKEN=bench-token ROOT_READY_S=120 STOP_WAIT_S=10
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
@@ -33,6 +37,7 @@ usage() {
 die() { echo "fanout-bench: error: $*" >&2; exit 1; }
 
 wl=""; model=""; out=""; ns_list="2,4,8,16"; strategies="star,tree,chain"; rate=1gbit; delay=0ms; timeout_s=300
+PREFIX="wlb$$-"; subnet=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --weightloader) wl="${2:?--weightloader needs a value}"; shift 2 ;;
@@ -43,6 +48,8 @@ while [ $# -gt 0 ]; do
         --rate) rate="${2:?--rate needs a value}"; shift 2 ;;
         --delay) delay="${2:?--delay needs a value}"; shift 2 ;;
         --timeout) timeout_s="${2:?--timeout needs a value}"; shift 2 ;;
+        --prefix) PREFIX="${2:?--prefix needs a value}"; shift 2 ;;
+        --subnet) subnet="${2:?--subnet needs a value}"; shift 2 ;;
         -h|--help) usage ;;
         *) echo "fanout-bench: error: unknown option '$1'" >&2; usage ;;
     esac
@@ -56,9 +63,14 @@ model="$(cd "$(dirname "$model")" && pwd)/$(basename "$model")"
 for n in ${ns_list//,/ }; do [ "$n" -ge 1 ] && [ "$n" -le 253 ] || die "bad N $n in --n: 1..253"; done
 [[ "$strategies" =~ ^(star|tree|chain)(,(star|tree|chain))*$ ]] || die "bad --strategies '$strategies' (star, tree, chain)"
 [[ "$timeout_s" =~ ^[0-9]+$ ]] && [ "$timeout_s" -ge 1 ] || die "bad --timeout '$timeout_s' (seconds)"
+[[ "$PREFIX" =~ ^[A-Za-z0-9_-]{1,32}$ ]] || die "bad --prefix '$PREFIX': letters, digits, '-' and '_' only (1-32)"
 [ "$(id -u)" -eq 0 ] || die "needs root (it runs sim-cluster.sh: network namespaces, veths, tc)"
 for tool in ip tc python3 setsid; do command -v "$tool" >/dev/null 2>&1 || die "$tool is missing"; done
 rate_bps=$("$sim" rate-bytes "$rate")
+[ -n "$subnet" ] || subnet=$("$sim" free-subnet)
+"$sim" addr 0 --subnet "$subnet" >/dev/null
+# every sim-cluster.sh call of this run (up, addr, down) works on this run's cluster only
+export SIM_CLUSTER_PREFIX="$PREFIX" SIM_CLUSTER_SUBNET="$subnet"
 
 # S: the checkpoint's bytes; the largest tensor from `weightloader inspect --json` ({"tensors": [{"bytes"}...]})
 if [ -d "$model" ]; then
@@ -114,7 +126,8 @@ run_one() {
     rdir="$out/runs/$name"; ldir="$out/logs/$name"
     rm -rf "$rdir" "$ldir"; mkdir -p "$rdir" "$ldir"
     echo "fanout-bench: $name: $n instance(s), $strategy, $rate${delay:+, delay $delay}" >&2
-    if ! "$sim" up "$n" --rate "$rate" ${delay:+--delay "$delay"} --prefix "$PREFIX" > "$ldir/cluster.log" 2>&1; then
+    if ! "$sim" up "$n" --rate "$rate" ${delay:+--delay "$delay"} --prefix "$PREFIX" --subnet "$subnet" \
+            > "$ldir/cluster.log" 2>&1; then
         printf 'cluster\tfailed\t\t%s\n' "sim-cluster up failed: $(tail -1 "$ldir/cluster.log")" > "$rdir/result.tsv"
         return 0
     fi
@@ -193,9 +206,10 @@ run_one() {
     "$sim" down --prefix "$PREFIX" >> "$ldir/cluster.log" 2>&1
 }
 
-if [ -n "$("$sim" down --prefix "$PREFIX" 2>&1 | grep -v 'removed 0 ')" ]; then
-    echo "fanout-bench: removed the leftovers of an earlier run (prefix $PREFIX)" >&2
+if [ -n "$("$sim" down --stale wlb 2>&1 | grep -v 'removed 0 ')" ]; then
+    echo "fanout-bench: removed the leftovers of earlier runs that were killed (prefix wlb<pid>-)" >&2
 fi
+echo "fanout-bench: clusters with prefix $PREFIX on $subnet.0.0/16" >&2
 case "$delay" in 0|0ms|0us|0s) delay="" ;; esac
 runs=("1 star")
 for n in ${ns_list//,/ }; do
@@ -208,11 +222,11 @@ done
 
 # ---- results: a table and fanout.json -------------------------------------------------------------------------
 python3 - "$out" "$rate" "$rate_bps" "${delay:-0ms}" "$ckpt_bytes" "$largest" "$wl" "$model" "$timeout_s" \
-    "${runs[@]}" <<'PY'
+    "$subnet" "${runs[@]}" <<'PY'
 import json, math, os, sys
-out, rate, bps, delay, S, largest, wl, model, timeout = sys.argv[1:10]
+out, rate, bps, delay, S, largest, wl, model, timeout, subnet = sys.argv[1:11]
 bps, S, largest = int(bps), int(S), int(largest)
-runs = [r.split() for r in sys.argv[10:]]
+runs = [r.split() for r in sys.argv[11:]]
 slice_bytes = largest / 16
 
 def ideal(n, strategy):
@@ -246,7 +260,7 @@ for n, strategy in runs:
             run["errors"].append({"who": who, "error": detail,
                                   "logTail": tail(os.path.join(ldir, ("root" if who == "root" else "cluster") + ".log"))})
             continue
-        inst = {"instance": int(who), "host": f"10.77.0.{int(who) + 1}", "ok": status == "ready", "seconds": None}
+        inst = {"instance": int(who), "host": f"{subnet}.0.{int(who) + 1}", "ok": status == "ready", "seconds": None}
         if status == "ready":
             polled = float(when) - launch
             # the ready file's mtime is when it was written; the poll saw it up to 50 ms later

@@ -3,7 +3,8 @@
 # rate-limited with tc (and optionally delayed), each host able to run a real process (a seed, an instance).
 #
 #   ${P}sw            the switch: a Linux bridge br0 with one port per host (p0, p1, ...)
-#   ${P}h0 .. ${P}hN  the hosts: eth0 = 10.77.0.(i+1)/16 (h0 = 10.77.0.1 is the root seed), lo up, no default route
+#   ${P}h0 .. ${P}hN  the hosts: eth0 = S.0.(i+1)/16 (S = the subnet, 10.77 by default: h0 = 10.77.0.1 is the
+#                     root seed), lo up, no default route
 #
 # Each link is limited in both directions: the egress of eth0 in the host (what the host sends) and the egress of
 # its port in the switch (what the host receives), with a tbf of RATE; with --delay, a netem delay of DELAY on the
@@ -11,18 +12,24 @@
 # Traffic only flows between these namespaces: nothing is added to the root namespace (the veths are created
 # directly inside the switch and host namespaces) and no host has a route out.
 #
-# Usage: examples/scripts/sim-cluster.sh up N [--rate RATE] [--delay DELAY] [--prefix P]
+# Usage: examples/scripts/sim-cluster.sh up N [--rate RATE] [--delay DELAY] [--prefix P] [--subnet S]
 #        examples/scripts/sim-cluster.sh down [--prefix P]
+#        examples/scripts/sim-cluster.sh down --stale STEM     (clusters STEM<pid>...- whose process <pid> is gone)
 #        examples/scripts/sim-cluster.sh exec I [--prefix P] -- CMD [ARGS...]
-#        examples/scripts/sim-cluster.sh addr I
-#        examples/scripts/sim-cluster.sh selftest [--rate RATE]
+#        examples/scripts/sim-cluster.sh addr I [--subnet S]
+#        examples/scripts/sim-cluster.sh selftest [--rate RATE] [--prefix P] [--subnet S]
+#        examples/scripts/sim-cluster.sh free-subnet           (a 10.x subnet this machine does not use, for scripts)
 #        examples/scripts/sim-cluster.sh rate-bytes RATE       (a tc rate in bytes per second, for scripts)
-# Defaults: --prefix wl-, --rate 1gbit, no delay. RATE is a tc rate (100mbit, 1gbit, 10gbit, 50mbps, ...), DELAY
-# a tc time (5ms, 200us). up, down, exec and selftest need root (selftest prints "SKIP: reason" and exits 77 without).
+# Defaults: --prefix $SIM_CLUSTER_PREFIX or wl-, --subnet $SIM_CLUSTER_SUBNET or 10.77 (S is the first two octets of
+# a /16), --rate 1gbit, no delay. RATE is a tc rate (100mbit, 1gbit, 10gbit, 50mbps, ...), DELAY a tc time (5ms,
+# 200us). Clusters of different prefixes are independent: down removes only its prefix's namespaces (and with them
+# their links), so runs side by side must use their own prefix. selftest uses its own by default, wlt<its pid>- on a
+# free 10.x subnet, and first removes the clusters of selftests that died without cleaning up (down --stale wlt).
+# up, down, exec and selftest need root (selftest prints "SKIP: reason" and exits 77 without).
 set -euo pipefail
 
-readonly SUBNET=10.77
-readonly MAX_HOSTS=253          # h0..h253 = 10.77.0.1 .. 10.77.0.254
+SUBNET="${SIM_CLUSTER_SUBNET:-10.77}"   # the /16 of the hosts' addresses (--subnet)
+readonly MAX_HOSTS=253                  # h0..h253 = S.0.1 .. S.0.254
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
@@ -38,12 +45,37 @@ need_root() {
 check_prefix() {
     [[ "$1" =~ ^[A-Za-z0-9_-]{1,32}$ ]] || die "bad --prefix '$1': letters, digits, '-' and '_' only (1-32)"
 }
+# output_has PATTERN CMD...: whether CMD's output has a line matching PATTERN (grep -E). Not `CMD | grep -q`: under
+# pipefail that fails whenever grep exits at its match before CMD wrote its last line (CMD dies of SIGPIPE), which
+# made checks fail about one time in five
+output_has() {
+    local pattern="$1" out; shift
+    out=$("$@" 2>/dev/null) || return 1
+    grep -qE -- "$pattern" <<< "$out"
+}
+check_subnet() {
+    [[ "$1" =~ ^([0-9]{1,3})\.([0-9]{1,3})$ ]] && [ "${BASH_REMATCH[1]}" -le 255 ] && [ "${BASH_REMATCH[2]}" -le 255 ] \
+        || die "bad --subnet '$1': the first two octets of a /16, e.g. 10.77"
+}
 check_index() {
     [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -le "$MAX_HOSTS" ] || die "bad host index '$1': 0..$MAX_HOSTS"
 }
 
-# addr I: 10.77.0.(I+1)
+# addr I: S.0.(I+1)
 addr_of() { check_index "$1"; echo "$SUBNET.0.$(($1 + 1))"; }
+
+# free-subnet: a 10.x (x in 100..249) that no address or route of this namespace uses, picked at random so that
+# clusters side by side rarely share one (sharing is harmless: each cluster's addresses live in its own namespaces)
+free_subnet() {
+    local used x
+    used=$( { ip -o -4 addr show 2>/dev/null | awk '{print $4}'; ip -4 route show table all 2>/dev/null \
+        | awk '{print ($1 == "local" || $1 == "broadcast") ? $2 : $1}'; } )
+    for _ in $(seq 1 200); do
+        x=$(( 100 + (RANDOM ^ $$) % 150 ))
+        grep -q "^10\.$x\." <<< "$used" || { echo "10.$x"; return 0; }
+    done
+    die "no free subnet 10.100..10.249 here (every one has an address or a route)"
+}
 
 # rate-bytes RATE: a tc rate in bytes per second (tc's units: bit/kbit/mbit/gbit/tbit are bits per second,
 # bps/kbps/mbps/gbps/tbps bytes per second; k = 1000; the binary kibit/mibit/gibit... also accepted).
@@ -105,6 +137,7 @@ cmd_up() {
     local n="$1" rate="$2" delay="$3" p="$4" i ns ip
     need_root up
     check_prefix "$p"
+    check_subnet "$SUBNET"
     [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le "$MAX_HOSTS" ] || die "bad N '$n': 1..$MAX_HOSTS"
     rate_bytes "$rate" >/dev/null
     if [ -n "$(cluster_namespaces "$p")" ]; then
@@ -144,6 +177,23 @@ cmd_up() {
     for i in $(seq 0 "$n"); do echo "  ${p}h$i  eth0 $(addr_of "$i")/16  <-> ${p}sw p$i"; done
 }
 
+# down --stale STEM: every cluster STEM<pid>[a-z]*- whose process <pid> no longer runs (a run that was killed before
+# it could clean up); the clusters of live runs are left alone
+cmd_down_stale() {
+    local stem="$1" name pid seen=" " p
+    need_root down
+    check_prefix "$stem"
+    for name in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+        if [[ "$name" =~ ^${stem}([0-9]+)([a-z]*)-(sw|h[0-9]+)$ ]]; then
+            pid=${BASH_REMATCH[1]}; p="${stem}${pid}${BASH_REMATCH[2]}-"
+            if [ ! -d "/proc/$pid" ] && [[ "$seen" != *" $p "* ]]; then
+                seen+="$p "
+                cmd_down "$p"
+            fi
+        fi
+    done
+}
+
 up_abort() {
     local code=$?
     echo "sim-cluster: up failed; removing what it created" >&2
@@ -156,7 +206,7 @@ cmd_exec() {
     need_root exec
     check_prefix "$p"; check_index "$i"
     [ $# -gt 0 ] || die "exec: no command after --"
-    ip netns list | awk '{print $1}' | grep -qx "${p}h$i" || die "no host ${p}h$i (bring the cluster up first)"
+    output_has "^${p}h$i( |\$)" ip netns list || die "no host ${p}h$i (bring the cluster up first)"
     exec ip netns exec "${p}h$i" "$@"
 }
 
@@ -167,12 +217,18 @@ st_check() { # st_check DESCRIPTION OK(0/1) DETAIL
 }
 
 cmd_selftest() {
-    local rate="$1" p=wlt- dir pids=() bytes size t0 out secs got ratio i code
+    local rate="$1" p="$2" dir pids=() bytes size t0 out secs got ratio i code
     if [ "$(id -u)" -ne 0 ]; then echo "SKIP: selftest needs root (network namespaces, veths, tc)"; exit 77; fi
     for tool in ip tc python3 curl timeout; do
         command -v "$tool" >/dev/null 2>&1 || { echo "SKIP: $tool is missing"; exit 77; }
     done
     if ! ip netns list >/dev/null 2>&1; then echo "SKIP: ip netns is not available"; exit 77; fi
+    # this run's own prefix and subnet: another selftest (or cluster) running beside it is never touched
+    [ -n "$p" ] || p="wlt$$-"
+    check_prefix "$p"
+    [ -n "$SUBNET" ] || SUBNET=$(free_subnet)
+    check_subnet "$SUBNET"
+    cmd_down_stale wlt | grep -v 'removed 0 ' || true
     bytes=$(rate_bytes "$rate")
     # about 2 s of the rate, within 1 MiB .. 256 MiB (20 MB at 100mbit... 25 MB)
     size=$((bytes * 2)); [ "$size" -ge 1048576 ] || size=1048576; [ "$size" -le 268435456 ] || size=268435456
@@ -180,7 +236,7 @@ cmd_selftest() {
         echo "sim-cluster: selftest: leftovers of an earlier run with prefix '$p'; removing them"
         cmd_down "$p"
     fi
-    echo "sim-cluster: selftest at $rate ($bytes bytes/s), 3 hosts, prefix $p"
+    echo "sim-cluster: selftest at $rate ($bytes bytes/s), 3 hosts, prefix $p, subnet $SUBNET.0.0/16"
     cmd_up 2 "$rate" "" "$p" >/dev/null      # on a failure, up removes what it made and exits
     dir=$(mktemp -d /tmp/sim-cluster-selftest.XXXXXX)
     # shellcheck disable=SC2064  # the values are fixed now
@@ -190,14 +246,14 @@ cmd_selftest() {
     # 1. hosts: address, no default route, the shaping in place
     for i in 0 1 2; do
         st_check "h$i has $(addr_of "$i") and no default route" \
-            "$( { ip -n "${p}h$i" -o addr show dev eth0 | grep -q " $(addr_of "$i")/16 " \
+            "$( { output_has " $(addr_of "$i")/16 " ip -n "${p}h$i" -o addr show dev eth0 \
                 && [ -z "$(ip -n "${p}h$i" route show default)" ]; } && echo 0 || echo 1)"
     done
     st_check "tbf on h1 eth0 and on its switch port" \
-        "$( { tc -n "${p}h1" qdisc show dev eth0 | grep -q tbf && tc -n "${p}sw" qdisc show dev p1 | grep -q tbf; } \
+        "$( { output_has tbf tc -n "${p}h1" qdisc show dev eth0 && output_has tbf tc -n "${p}sw" qdisc show dev p1; } \
             && echo 0 || echo 1)"
 
-    # 2. TCP from h1 to h0 and h2: an HTTP server in h0 and in h2, bound to their 10.77 addresses
+    # 2. TCP from h1 to h0 and h2: an HTTP server in h0 and in h2, bound to their $SUBNET addresses
     mkdir -p "$dir/www"
     echo hello > "$dir/www/hello.txt"
     head -c "$size" /dev/zero > "$dir/www/blob"
@@ -233,14 +289,14 @@ cmd_selftest() {
         st_check "bounded transfer h0 -> h1 ($size bytes)" 1 "got '$got' bytes in '$secs' s"
     fi
 
-    # 4. isolation: the root namespace has no address or route into 10.77.0.0/16, so it cannot reach
-    #    10.77.0.1. Probed with a real connection only when the root namespace has no route at all for it (the
+    # 4. isolation: the root namespace has no address or route into S.0.0/16, so it cannot reach
+    #    S.0.1. Probed with a real connection only when the root namespace has no route at all for it (the
     #    connection then fails locally); with a default route a probe would leave this machine, so it is not sent.
     local leak=0 detail="" route
-    ip -o addr show | grep -q " $SUBNET\." && { leak=1; detail="a 10.77 address in the root namespace"; }
+    output_has " $SUBNET\." ip -o addr show && { leak=1; detail="a $SUBNET address in the root namespace"; }
     if route=$(ip route get "$SUBNET.0.1" 2>&1); then
-        if ip route show | grep -q "^$SUBNET\."; then leak=1; detail="a 10.77 route in the root namespace: $route"; fi
-        [ -n "$detail" ] || detail="no 10.77 address or route here (root's route for it: ${route%% uid*}; not probed)"
+        if output_has "^$SUBNET\." ip route show; then leak=1; detail="a $SUBNET route in the root namespace: $route"; fi
+        [ -n "$detail" ] || detail="no $SUBNET address or route here (root's route for it: ${route%% uid*}; not probed)"
     else
         if curl -s --max-time 2 -o /dev/null "http://$SUBNET.0.1:8000/hello.txt"; then
             leak=1; detail="the root namespace reached http://$SUBNET.0.1:8000"
@@ -274,7 +330,7 @@ st_cleanup() {
 # ---- command line --------------------------------------------------------------------------------------------
 [ $# -ge 1 ] || usage
 sub="$1"; shift
-prefix=wl-; rate=1gbit; delay=""
+prefix="${SIM_CLUSTER_PREFIX:-wl-}"; rate=1gbit; delay=""
 case "$sub" in
     up)
         [ $# -ge 1 ] || usage
@@ -284,16 +340,22 @@ case "$sub" in
                 --rate) rate="${2:?--rate needs a value}"; shift 2 ;;
                 --delay) delay="${2:?--delay needs a value}"; shift 2 ;;
                 --prefix) prefix="${2:?--prefix needs a value}"; shift 2 ;;
+                --subnet) SUBNET="${2:?--subnet needs a value}"; shift 2 ;;
                 *) die "up: unknown option '$1'" ;;
             esac
         done
         case "$delay" in 0|0ms|0us|0s) delay="" ;; esac
         cmd_up "$n" "$rate" "$delay" "$prefix" ;;
     down)
+        stale=""
         while [ $# -gt 0 ]; do
-            case "$1" in --prefix) prefix="${2:?--prefix needs a value}"; shift 2 ;; *) die "down: unknown option '$1'" ;; esac
+            case "$1" in
+                --prefix) prefix="${2:?--prefix needs a value}"; shift 2 ;;
+                --stale) stale="${2:?--stale needs a value}"; shift 2 ;;
+                *) die "down: unknown option '$1'" ;;
+            esac
         done
-        cmd_down "$prefix" ;;
+        if [ -n "$stale" ]; then cmd_down_stale "$stale"; else cmd_down "$prefix"; fi ;;
     exec)
         [ $# -ge 1 ] || usage
         i="$1"; shift
@@ -306,17 +368,31 @@ case "$sub" in
         done
         cmd_exec "$i" "$prefix" "$@" ;;
     addr)
-        [ $# -eq 1 ] || usage
-        addr_of "$1" ;;
+        [ $# -ge 1 ] || usage
+        i="$1"; shift
+        while [ $# -gt 0 ]; do
+            case "$1" in --subnet) SUBNET="${2:?--subnet needs a value}"; shift 2 ;; *) die "addr: unknown option '$1'" ;; esac
+        done
+        check_subnet "$SUBNET"
+        addr_of "$i" ;;
+    free-subnet)
+        [ $# -eq 0 ] || usage
+        free_subnet ;;
     rate-bytes)
         [ $# -eq 1 ] || usage
         rate_bytes "$1" ;;
     selftest)
-        rate=100mbit
+        # its own prefix and subnet unless given (not the variables: those name a cluster someone brought up)
+        rate=100mbit; prefix=""; SUBNET=""
         while [ $# -gt 0 ]; do
-            case "$1" in --rate) rate="${2:?--rate needs a value}"; shift 2 ;; *) die "selftest: unknown option '$1'" ;; esac
+            case "$1" in
+                --rate) rate="${2:?--rate needs a value}"; shift 2 ;;
+                --prefix) prefix="${2:?--prefix needs a value}"; shift 2 ;;
+                --subnet) SUBNET="${2:?--subnet needs a value}"; shift 2 ;;
+                *) die "selftest: unknown option '$1'" ;;
+            esac
         done
-        cmd_selftest "$rate" ;;
+        cmd_selftest "$rate" "$prefix" ;;
     -h|--help|help) usage ;;
     *) echo "sim-cluster: error: unknown subcommand '$sub'" >&2; usage ;;
 esac

@@ -34,6 +34,7 @@ class DistributionIT {
     @TempDir
     Path tmp;
     private final List<Process> seeds = new ArrayList<>();
+    private final List<Process> clients = new ArrayList<>();
 
     record Run(int exitCode, String out, String err) {
     }
@@ -44,18 +45,57 @@ class DistributionIT {
     }
 
     Run runWith(Map<String, String> env, String... args) throws Exception {
+        return start(env, args).finish();
+    }
+
+    /** A launcher run in progress: its output so far can be watched while it runs. */
+    record Started(Process process, Path out, Path err, String[] args) {
+        String errSoFar() throws IOException {
+            return Files.readString(err);
+        }
+
+        /** Waits (bounded) for it to exit. */
+        Run finish() throws Exception {
+            if (!process.waitFor(120, TimeUnit.SECONDS)) {
+                process.destroyForcibly();
+                throw new AssertionError("weightloader " + String.join(" ", args) + " did not finish in 120 s; its"
+                        + " stderr:\n" + errSoFar());
+            }
+            return new Run(process.exitValue(), Files.readString(out), Files.readString(err));
+        }
+    }
+
+    private int runs;
+
+    /** Starts the launcher, with a clean environment for the settings it reads; {@link Started#finish} waits for it. */
+    Started start(Map<String, String> env, String... args) throws IOException {
         List<String> cmd = new ArrayList<>(List.of(LAUNCHER.toString()));
         cmd.addAll(List.of(args));
-        ProcessBuilder pb = new ProcessBuilder(cmd).redirectOutput(tmp.resolve("out.txt").toFile())
-                .redirectError(tmp.resolve("err.txt").toFile());
+        int n = runs++;
+        Path out = tmp.resolve("out-" + n + ".txt");
+        Path err = tmp.resolve("err-" + n + ".txt");
+        ProcessBuilder pb = new ProcessBuilder(cmd).redirectOutput(out.toFile()).redirectError(err.toFile());
         pb.environment().keySet().removeIf(k -> k.startsWith("WEIGHT_LOADER_") || k.startsWith("WEIGHTLOADER_"));
         pb.environment().putAll(env);
         Process p = pb.start();
-        if (!p.waitFor(120, TimeUnit.SECONDS)) {
-            p.destroyForcibly();
-            throw new AssertionError("weightloader " + String.join(" ", args) + " did not finish in 120 s");
+        clients.add(p);
+        return new Started(p, out, err, args);
+    }
+
+    /**
+     * Waits until {@code condition} holds, polling every 50 ms, at most {@code seconds}: the way these tests wait for
+     * a process to reach a state (never a fixed sleep, which a slow machine outlasts). Fails naming {@code what} and
+     * the state {@code diagnosis} describes.
+     */
+    static void await(String what, long seconds, java.util.concurrent.Callable<Boolean> condition,
+                      java.util.concurrent.Callable<String> diagnosis) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds);
+        while (!condition.call()) {
+            if (System.nanoTime() > deadline) {
+                throw new AssertionError("waited " + seconds + " s for " + what + "; " + diagnosis.call());
+            }
+            Thread.sleep(50);
         }
-        return new Run(p.exitValue(), Files.readString(tmp.resolve("out.txt")), Files.readString(tmp.resolve("err.txt")));
     }
 
     /** Starts {@code weightloader seed ARGS} and waits (bounded) until it is serving; returns its port. */
@@ -81,6 +121,9 @@ class DistributionIT {
 
     @AfterEach
     void stopSeeds() throws InterruptedException {
+        for (Process p : clients) {
+            p.destroyForcibly(); // a client a failed test left running
+        }
         for (Process p : seeds) {
             p.destroy();
             if (!p.waitFor(10, TimeUnit.SECONDS)) {
@@ -237,7 +280,8 @@ class DistributionIT {
     void aSeedStoppedWithSigtermLetsTheLoadInFlightFinishAndTakesNoNewOne() throws Exception {
         Path model = tmp.resolve("model");
         assertThat(run("generate", "--out", model.toString(), "--size", "48MiB").exitCode()).isZero();
-        int port = seed("--model-path", model.toString());
+        // a grace long enough for this test's own requests (below) to keep the stopping seed up on a slow machine
+        int port = seed("--model-path", model.toString(), "--config", write("weight-loader.seed.shutdown-grace = 60s"));
         Process seed = seeds.get(seeds.size() - 1);
         // a load in flight (this JVM, capped at 16 MiB/s: about 3 s) that has moved its first bytes when the seed is
         // told to stop; its manifest is held, so what it still needs is the engine and the final check
@@ -258,13 +302,41 @@ class DistributionIT {
                     })));
             assertThat(moving.await(60, TimeUnit.SECONDS)).as("the load started moving bytes").isTrue();
             seed.destroy(); // SIGTERM
-            Thread.sleep(300);
-            Run late = run("load", "--load-format", "remote_instance", "--remote-instance-weight-loader-seed-instance-ip",
-                    "127.0.0.1", "--remote-instance-weight-loader-seed-instance-service-port", String.valueOf(port),
-                    "--config", write("weight-loader.remote-instance.retries = 0"));
+            // draining: the control plane answers any request but a load's final /v1/session with 503
+            await("the seed to drain after SIGTERM (GET /v1/manifest answered 503)", 60,
+                    () -> http(port, "/v1/manifest?tp=0", null).statusCode() == 503,
+                    () -> "the seed is " + (seed.isAlive() ? "alive" : "gone") + "; its log:\n"
+                            + Files.readString(tmp.resolve("seed-" + (seeds.size() - 1) + ".log")));
+            // the late client is a JVM that can take seconds to start here; meanwhile the load in flight may finish
+            // and the seed stop once no load has talked to it for a second. So the test talks to it as a load in
+            // flight does (GET /v1/session) until the late client has its answer: the seed stays up (within its grace)
+            java.util.concurrent.atomic.AtomicBoolean lateDone = new java.util.concurrent.atomic.AtomicBoolean();
+            java.util.concurrent.CompletableFuture<Void> keepUp = java.util.concurrent.CompletableFuture.runAsync(() -> {
+                try {
+                    while (!lateDone.get()) {
+                        HttpResponse<String> s = http(port, "/v1/session?tp=0", null);
+                        if (s.statusCode() != 200) {
+                            throw new IllegalStateException("/v1/session answered " + s.statusCode() + ": " + s.body());
+                        }
+                        Thread.sleep(200);
+                    }
+                } catch (Exception e) {
+                    throw new IllegalStateException("the draining seed stopped answering /v1/session", e);
+                }
+            });
+            Run late;
+            try {
+                late = run("load", "--load-format", "remote_instance",
+                        "--remote-instance-weight-loader-seed-instance-ip", "127.0.0.1",
+                        "--remote-instance-weight-loader-seed-instance-service-port", String.valueOf(port),
+                        "--config", write("weight-loader.remote-instance.retries = 0"));
+            } finally {
+                lateDone.set(true);
+            }
+            keepUp.get(30, TimeUnit.SECONDS);
             io.weightloader.api.LoadReport report = inFlight.get(60, TimeUnit.SECONDS);
             assertThat(report.tensors()).allSatisfy(t -> assertThat(t.sha256()).isNotNull());
-            assertThat(late.exitCode()).isEqualTo(1);
+            assertThat(late.exitCode()).as(late.err()).isEqualTo(1);
             assertThat(late.err()).contains("shutting down");
         }
         assertThat(seed.waitFor(30, TimeUnit.SECONDS)).as("the seed stopped").isTrue();
@@ -381,11 +453,9 @@ class DistributionIT {
             }
         }
         // the dead relay's heartbeat stopped: the root drops it within its expiry (4 s)
-        long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(15);
-        while (http(root, "/v1/relays?tp=0", null).body().contains(":" + relay) && System.nanoTime() < until) {
-            Thread.sleep(200);
-        }
-        assertThat(http(root, "/v1/relays?tp=0", null).body()).doesNotContain(":" + relay);
+        await("the root to drop the killed relay 127.0.0.1:" + relay, 15,
+                () -> !http(root, "/v1/relays?tp=0", null).body().contains(":" + relay),
+                () -> "the root's directory: " + http(root, "/v1/relays?tp=0", null).body());
     }
 
     @Test
@@ -398,22 +468,48 @@ class DistributionIT {
                 + "\",\"generation\":\"" + manifest(other).get("generation").asText() + "\",\"ready\":true}");
         assertThat(honest.statusCode()).isEqualTo(409);
         assertThat(honest.body()).contains("serves generation").contains(generation);
-        // one that lies to the root about its generation is caught by the client, which goes elsewhere
-        assertThat(http(root, "/v1/relays?tp=0", "{\"address\":\"127.0.0.1:" + other + "\",\"generation\":\""
-                + generation + "\",\"ready\":true}").statusCode()).isEqualTo(200);
-        holdRoot(root, "someone");
-        Thread release = new Thread(() -> {
+        // one that lies to the root about its generation is caught by the client, which goes elsewhere. The lie is
+        // repeated as a relay's heartbeat (Directory.HEARTBEAT_MILLIS) until the client has met it: registered once,
+        // it would leave the directory after 4 s, before a client that starts slowly asks for a source
+        String lie = "{\"address\":\"127.0.0.1:" + other + "\",\"generation\":\"" + generation + "\",\"ready\":true}";
+        assertThat(http(root, "/v1/relays?tp=0", lie).statusCode()).isEqualTo(200);
+        java.util.concurrent.atomic.AtomicBoolean beating = new java.util.concurrent.atomic.AtomicBoolean(true);
+        java.util.concurrent.CompletableFuture<Void> heartbeat = java.util.concurrent.CompletableFuture.runAsync(() -> {
             try {
-                Thread.sleep(1500);
-                http(root, "/v1/source/done?tp=0", "{\"source\":\"root\",\"client\":\"someone\"}");
+                while (beating.get()) {
+                    HttpResponse<String> beat = http(root, "/v1/relays?tp=0", lie);
+                    if (beat.statusCode() != 200) {
+                        throw new IllegalStateException("the root refused the heartbeat: " + beat.body());
+                    }
+                    Thread.sleep(500);
+                }
             } catch (Exception e) {
                 throw new IllegalStateException(e);
             }
         });
-        release.start();
+        holdRoot(root, "someone"); // the root busy: the tree client is sent to the lying relay first
         Path report = tmp.resolve("r.json");
-        Run r = loadFrom(root, "tree", report);
-        release.join();
+        Started client = start(Map.of(), "load", "--load-format", "remote_instance",
+                "--remote-instance-weight-loader-seed-instance-ip", "127.0.0.1",
+                "--remote-instance-weight-loader-seed-instance-service-port", String.valueOf(root), "--token", "tok",
+                "--source-strategy", "tree", "--checksum", "sha256", "--report", report.toString());
+        try {
+            await("the client to meet the lying relay 127.0.0.1:" + other + " and refuse it", 120,
+                    () -> client.errSoFar().contains("127.0.0.1:" + other) && client.errSoFar().contains("serves generation")
+                            || !client.process().isAlive() || heartbeat.isDone(),
+                    () -> "the root's directory: " + http(root, "/v1/relays?tp=0", null).body()
+                            + "; the client's stderr so far:\n" + client.errSoFar());
+            assertThat(heartbeat).as("the relay's heartbeat").isNotDone();
+            assertThat(client.process().isAlive()).as("the client still runs, waiting for a source; its stderr:\n%s",
+                    client.errSoFar()).isTrue();
+        } finally {
+            beating.set(false);
+        }
+        heartbeat.get(30, TimeUnit.SECONDS);
+        // now the root comes free: the client, which excluded the relay, loads from it
+        assertThat(http(root, "/v1/source/done?tp=0", "{\"source\":\"root\",\"client\":\"someone\"}").statusCode())
+                .isEqualTo(200);
+        Run r = client.finish();
         assertThat(r.exitCode()).as(r.err()).isZero();
         assertThat(r.err()).contains("127.0.0.1:" + other).contains("serves generation");
         assertThat(JSON.readTree(report.toFile()).get("source").asText()).doesNotContain(" via ");

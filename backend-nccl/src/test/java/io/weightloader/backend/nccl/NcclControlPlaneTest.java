@@ -74,7 +74,7 @@ class NcclControlPlaneTest {
     }
 
     @Test
-    void theUniqueIdTravelsOverTheControlPlaneAndTensorsAreMatchedByName() {
+    void theUniqueIdTravelsOverTheControlPlaneAndTensorsAreMatchedByName() throws InterruptedException {
         FakeNccl seedNccl = new FakeNccl();
         FakeNccl clientNccl = new FakeNccl();
         try (SeedService svc = seed(seedNccl, "");
@@ -90,10 +90,12 @@ class NcclControlPlaneTest {
             var report = loader.load(LoadRequest.of(dest).withIgnoreExtraTensors(true));
             assertThat(report.backend()).isEqualTo("nccl");
             assertThat(report.engine()).isEqualTo("nccl-send-recv");
-            long until = System.nanoTime() + 5_000_000_000L;
+            // the seed sends on its own thread: wait (bounded, without spinning on a busy machine's cores) for it
+            long until = System.nanoTime() + 30_000_000_000L;
             while (seedNccl.calls.isEmpty() && System.nanoTime() < until) {
-                Thread.onSpinWait();
+                Thread.sleep(5);
             }
+            assertThat(seedNccl.calls).as("the seed's send within 30 s").isNotEmpty();
             FakeNccl.Call sent = seedNccl.calls.get(0);
             FakeNccl.Call received = clientNccl.calls.get(0);
             assertThat(sent.rank()).isZero();
@@ -155,12 +157,21 @@ class NcclControlPlaneTest {
             assertThatThrownBy(() -> second.load(LoadRequest.of(d).withIgnoreExtraTensors(true)))
                     .hasMessageContaining("busy");
             seedNccl.hold.countDown();
-            long until = System.nanoTime() + 5_000_000_000L;
-            while (seedNccl.calls.size() < 1 && System.nanoTime() < until) {
-                Thread.onSpinWait();
+            // the seed frees its sender once the held transfer has returned; until then it answers busy (409), the
+            // state this waits on (bounded), not a fixed time a slow machine can outlast
+            long until = System.nanoTime() + 30_000_000_000L;
+            while (true) {
+                try {
+                    second.load(LoadRequest.of(d).withIgnoreExtraTensors(true)); // served one after another
+                    break;
+                } catch (RuntimeException e) {
+                    if (!String.valueOf(e.getMessage()).contains("busy") || System.nanoTime() > until) {
+                        throw new AssertionError("the seed did not serve the second client within 30 s of releasing"
+                                + " the first", e);
+                    }
+                    Thread.sleep(50);
+                }
             }
-            Thread.sleep(200);
-            second.load(LoadRequest.of(d).withIgnoreExtraTensors(true)); // served one after another
             assertThat(seedNccl.calls).hasSize(2);
         }
     }

@@ -67,10 +67,15 @@ class FrozenSeedDeadlineTest {
              WeightLoader loader = WeightLoader.open(TwoProcessTransferTest.client(seed.port, TOKEN, settings(),
                      "weight-loader.backends.transfer_engine { bandwidth-limit = 16 MiB, slice-size = 1 MiB }"));
              HostMemory arena = TestWeights.arena(specs)) {
+            java.util.concurrent.CountDownLatch moving = new java.util.concurrent.CountDownLatch(1);
             Thread freezer = new Thread(() -> {
                 try {
-                    Thread.sleep(800);
-                    signal(seed.process, "STOP");
+                    // mid-transfer: once its first bytes arrived (a load that fails first never gets here)
+                    if (moving.await(60, TimeUnit.SECONDS)) {
+                        signal(seed.process, "STOP");
+                    }
+                } catch (InterruptedException e) {
+                    // the load ended first
                 } catch (Exception e) {
                     throw new IllegalStateException(e);
                 }
@@ -78,13 +83,15 @@ class FrozenSeedDeadlineTest {
             long t0 = System.nanoTime();
             freezer.start();
             try {
-                assertThatThrownBy(() -> TwoProcessTransferTest.loadAll(loader, specs, arena))
+                assertThatThrownBy(() -> TwoProcessTransferTest.loadAll(loader, specs, arena, moving))
                         .hasMessageContaining("127.0.0.1");
+                assertThat(moving.getCount()).as("the seed froze after the first bytes arrived").isZero();
                 double secs = (System.nanoTime() - t0) / 1e9;
                 System.out.printf("FrozenSeedDeadlineTest: frozen mid-transfer: failed after %.2f s (deadline %.0f s)%n",
                         secs, TRANSFER_S + REQUEST_S);
                 assertThat(secs).isLessThan(TRANSFER_S + REQUEST_S + SLACK_S);
             } finally {
+                freezer.interrupt();
                 freezer.join();
                 signal(seed.process, "CONT");
             }

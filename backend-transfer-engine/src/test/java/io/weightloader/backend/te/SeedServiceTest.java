@@ -174,10 +174,14 @@ class SeedServiceTest {
              SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
                      Map.of(new RankKey(0, 0), TestWeights.held(m, specs, 3)));
              WeightLoader loader = WeightLoader.open(client(svc.port(),
-                     "weight-loader.backends.transfer_engine.bandwidth-limit = 16 MiB"));
+                     "weight-loader.backends.transfer_engine.bandwidth-limit = 8 MiB"));
              HostMemory dst = TestWeights.arena(specs)) {
-            CompletableFuture<LoadReport> f = CompletableFuture.supplyAsync(() -> load(loader, specs, dst));
-            Thread.sleep(300);
+            java.util.concurrent.CountDownLatch moving = new java.util.concurrent.CountDownLatch(1);
+            CompletableFuture<LoadReport> f = CompletableFuture.supplyAsync(() -> TwoProcessTransferTest.loadAll(loader,
+                    specs, dst, moving));
+            // during the load: its first bytes arrived (16 MiB at 8 MiB/s: about 2 s to go)
+            assertThat(moving.await(60, java.util.concurrent.TimeUnit.SECONDS)).as("the load moved its first bytes")
+                    .isTrue();
             svc.weightsChanged(new RankKey(0, 0));
             assertThatThrownBy(f::join).hasCauseInstanceOf(WeightLoaderException.class)
                     .hasMessageContaining("changed its weights during the load");

@@ -94,12 +94,23 @@ class TwoProcessTransferTest {
     }
 
     static LoadReport loadAll(WeightLoader loader, List<TensorSpec> specs, HostMemory arena) {
+        return loadAll(loader, specs, arena, null);
+    }
+
+    /** A load that counts {@code moving} down once its first bytes arrived (null: none). */
+    static LoadReport loadAll(WeightLoader loader, List<TensorSpec> specs, HostMemory arena,
+                              java.util.concurrent.CountDownLatch moving) {
         List<TensorDestination> d = new ArrayList<>();
         List<MemoryRegion> r = TestWeights.slices(arena, specs);
         for (int i = 0; i < specs.size(); i++) {
             d.add(new TensorDestination(specs.get(i), r.get(i)));
         }
-        return loader.load(LoadRequest.of(d));
+        LoadRequest request = LoadRequest.of(d);
+        return loader.load(moving == null ? request : request.withProgress((done, total, t, n) -> {
+            if (done > 0) {
+                moving.countDown();
+            }
+        }));
     }
 
     @Test
@@ -160,7 +171,7 @@ class TwoProcessTransferTest {
     }
 
     @Test
-    void aReadOutsideRegisteredMemoryIsRefused() {
+    void aReadOutsideRegisteredMemoryIsRefused() throws InterruptedException {
         Manifest m = new SeedClient("127.0.0.1", seed.port, Optional.of(TOKEN), Duration.ofSeconds(2),
                 Duration.ofSeconds(5), 0).manifest(new RankKey(0, 0));
         Manifest.Entry first = m.tensors().get(0);
@@ -173,10 +184,11 @@ class TwoProcessTransferTest {
                     new OneSidedEngine.ReadOp(dst.address(), lastByte + (1 << 20), 4096),     // beyond the weights
                     new OneSidedEngine.ReadOp(dst.address(), first.address() - 4096, 8192),   // straddles the start
                     new OneSidedEngine.ReadOp(dst.address(), 8, 4096)));                       // a null-ish pointer
-            long until = System.nanoTime() + 5_000_000_000L;
+            // bounded, without spinning on a busy machine's cores
+            long until = System.nanoTime() + 30_000_000_000L;
             while (!(b.status(0).isFinal() && b.status(1).isFinal() && b.status(2).isFinal() && b.status(3).isFinal())
                     && System.nanoTime() < until) {
-                Thread.onSpinWait();
+                Thread.sleep(5);
             }
             assertThat(b.status(0).state()).isEqualTo(OneSidedEngine.OpState.COMPLETED);
             for (int i = 1; i < 4; i++) {
@@ -247,8 +259,11 @@ class TwoProcessTransferTest {
              WeightLoader loader = WeightLoader.open(client(doomed.port, TOKEN,
                      "weight-loader.backends.transfer_engine.bandwidth-limit = 16 MiB"));
              HostMemory arena = TestWeights.arena(big)) {
-            CompletableFuture<LoadReport> load = CompletableFuture.supplyAsync(() -> loadAll(loader, big, arena));
-            Thread.sleep(1500);
+            java.util.concurrent.CountDownLatch moving = new java.util.concurrent.CountDownLatch(1);
+            CompletableFuture<LoadReport> load = CompletableFuture.supplyAsync(() -> loadAll(loader, big, arena, moving));
+            // mid-transfer: its first bytes arrived (128 MiB at 16 MiB/s: about 8 s to go)
+            assertThat(moving.await(60, java.util.concurrent.TimeUnit.SECONDS)).as("the load moved its first bytes")
+                    .isTrue();
             assertThat(load).isNotDone();
             long t0 = System.nanoTime();
             doomed.kill();

@@ -44,17 +44,24 @@ class UnauthenticatedPeersTest {
             int enginePort = enginePort(seed.port);
             AtomicBoolean stop = new AtomicBoolean();
             AtomicInteger cuts = new AtomicInteger();
+            AtomicInteger holding = new AtomicInteger();
             ExecutorService peers = Executors.newFixedThreadPool(2 * PEERS_PER_PORT);
             long attackEnds = System.currentTimeMillis() + ATTACK_LIMIT_MS;
             try {
                 for (int i = 0; i < PEERS_PER_PORT; i++) {
                     boolean slow = i % 2 == 0;
                     peers.submit(() -> attack(seed.port, "GET /health HTTP/1.1\r\nHost: x\r\n", slow, stop, cuts,
-                            attackEnds));
+                            holding, attackEnds));
                     // the engine's hello starts with its magic number; then nothing, or one byte a second
-                    peers.submit(() -> attack(enginePort, "WLTE", slow, stop, cuts, attackEnds));
+                    peers.submit(() -> attack(enginePort, "WLTE", slow, stop, cuts, holding, attackEnds));
                 }
-                Thread.sleep(1500); // every peer connected and holding
+                // every peer connected and sent its opening (a count the peers keep, not a time)
+                long until = System.nanoTime() + 60_000_000_000L;
+                while (holding.get() < 2 * PEERS_PER_PORT) {
+                    assertThat(System.nanoTime() < until).as("all %d peers connected within 60 s; %d did, %d cut",
+                            2 * PEERS_PER_PORT, holding.get(), cuts.get()).isTrue();
+                    Thread.sleep(20);
+                }
                 double attacked = load(seed.port, specs);
                 System.out.printf("UnauthenticatedPeersTest: %d slow or idle peers without the token on each port;"
                                 + " load of %d MiB: %.3f s unattacked, %.3f s under attack; peers cut so far: %d%n",
@@ -90,14 +97,24 @@ class UnauthenticatedPeersTest {
         }
     }
 
-    /** One peer: connects, sends {@code opening}, then one byte a second (slow) or nothing; reconnects when cut. */
-    static void attack(int port, String opening, boolean slow, AtomicBoolean stop, AtomicInteger cuts, long endsAt) {
+    /**
+     * One peer: connects, sends {@code opening}, then one byte a second (slow) or nothing; reconnects when cut.
+     * {@code holding} counts it up after its first connection and opening.
+     */
+    static void attack(int port, String opening, boolean slow, AtomicBoolean stop, AtomicInteger cuts,
+                       AtomicInteger holding, long endsAt) {
+        boolean counted = false;
         byte[] first = opening.getBytes(StandardCharsets.US_ASCII);
         for (int attempt = 0; attempt < 1000 && !stop.get() && System.currentTimeMillis() < endsAt; attempt++) {
             try (Socket s = new Socket()) {
                 s.connect(new InetSocketAddress("127.0.0.1", port), 2000);
                 OutputStream out = s.getOutputStream();
                 out.write(first, 0, slow ? 1 : first.length);
+                out.flush();
+                if (!counted) {
+                    counted = true;
+                    holding.incrementAndGet();
+                }
                 for (int k = slow ? 1 : first.length; !stop.get() && System.currentTimeMillis() < endsAt; k++) {
                     Thread.sleep(1000);
                     if (slow) {
