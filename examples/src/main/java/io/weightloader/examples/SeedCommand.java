@@ -112,7 +112,9 @@ final class SeedCommand implements Callable<Integer> {
         Ranks ranks = Ranks.of(config, shared);
         BackendRegistry registry = BackendRegistry.discover();
         // Everything is checked, and the port bound, before a byte of the checkpoint is read.
-        SeedService service = SeedService.bind(new BackendContext(settings, config), registry,
+        BackendContext context = new BackendContext(settings, config);
+        registry.validateSettings(context, settings.backend());
+        SeedService service = SeedService.bind(context, registry,
                 ranks.ranks().stream().map(Ranks.Rank::device).distinct().toList());
         List<TensorArena> arenas = new ArrayList<>();
         Map<RankKey, List<TensorDestination>> held = new LinkedHashMap<>();

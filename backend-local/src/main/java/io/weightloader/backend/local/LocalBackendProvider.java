@@ -36,6 +36,19 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
     /** {@code weight-loader.backends.local}, read and checked once. */
     record Settings(int threads, int pieceSize, int stagingSize, boolean zeroCopy, LocalIo io, Path modelPath) {
         static Settings from(BackendContext context) {
+            Settings own = own(context);
+            Path path = Path.of(context.settings().modelPath().orElseThrow(() ->
+                    new WeightLoaderConfigException("weight-loader.model-path",
+                            "the local backend needs a checkpoint file or directory")));
+            if (!java.nio.file.Files.exists(path)) {
+                throw new WeightLoaderConfigException("weight-loader.model-path", "no such file or directory: "
+                        + path.toAbsolutePath());
+            }
+            return new Settings(own.threads(), own.pieceSize(), own.stagingSize(), own.zeroCopy(), own.io(), path);
+        }
+
+        /** {@code weight-loader.backends.local} alone (no model path). */
+        static Settings own(BackendContext context) {
             SettingsReader r = new SettingsReader(context.config(), BackendContext.backendPath(NAME));
             int threads = r.integer("threads", 0, 256);
             if (threads == 0) {
@@ -45,10 +58,7 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
             int staging = (int) r.size("staging-size", 4096, 1L << 30);
             boolean zeroCopy = r.bool("zero-copy");
             LocalIo io = LocalIo.parse(r.oneOf("io", List.of("buffered", "direct", "auto")));
-            Path path = Path.of(context.settings().modelPath().orElseThrow(() ->
-                    new WeightLoaderConfigException("weight-loader.model-path",
-                            "the local backend needs a checkpoint file or directory")));
-            return new Settings(threads, piece, staging, zeroCopy, io, path);
+            return new Settings(threads, piece, staging, zeroCopy, io, null);
         }
     }
 
@@ -65,6 +75,11 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
     @Override
     public void validate(BackendContext context) {
         Settings.from(context);
+    }
+
+    @Override
+    public void validateSettings(BackendContext context) {
+        Settings.own(context);
     }
 
     @Override

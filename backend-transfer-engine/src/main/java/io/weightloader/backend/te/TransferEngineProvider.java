@@ -55,6 +55,11 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     }
 
     @Override
+    public void validateSettings(BackendContext context) {
+        TransferEngineSettings.from(context);
+    }
+
+    @Override
     public void validate(BackendContext context) {
         TransferEngineSettings.from(context);
         SeedClient.checkedSeedAddress(context.settings(), NAME);
