@@ -292,7 +292,7 @@ class WeightLoaderCliTest {
     void badSettingsAreUsageErrorsNamingTheConfigKey() {
         Run r = run("load", "--model-path", FIXTURES.resolve("sharded").toString(), "--fallback", "sometimes");
         assertThat(r.exitCode()).isEqualTo(2);
-        assertThat(r.err()).startsWith("weightloader: error: weight-loader.fallback:");
+        assertThat(r.err()).startsWith("weightloader: error: weight-loader.fallback (--fallback):");
 
         Run remote = run("load", "--load-format", "remote_instance");
         assertThat(remote.exitCode()).isEqualTo(2);
