@@ -186,7 +186,9 @@ public final class WeightLoaderCli implements Runnable {
         @Override
         public String[] getVersion() {
             String v = WeightLoaderCli.class.getPackage().getImplementationVersion();
-            return new String[] {"weightloader " + (v != null ? v : "(development build)")};
+            return new String[] {"weightloader " + (v != null ? v : "(development build)"),
+                    "Java " + System.getProperty("java.version") + " (" + System.getProperty("java.vm.name") + ") at "
+                            + System.getProperty("java.home")};
         }
     }
 }

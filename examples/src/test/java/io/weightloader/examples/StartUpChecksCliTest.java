@@ -12,6 +12,8 @@ import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * What the command line refuses before it loads or serves anything, as a user sees it: the exit code (2 for bad usage
@@ -92,6 +94,19 @@ class StartUpChecksCliTest {
         }
     }
 
+    @ParameterizedTest
+    @ValueSource(strings = {"load", "inspect", "bench-local"})
+    void aMissingModelPathIsBadUsage(String command) {
+        String missing = tmp.resolve("no-such-model").toString();
+        WeightLoaderCliTest.Run r = command.equals("load") ? run("load", "--model-path", missing)
+                : run(command, missing);
+        assertThat(r.exitCode()).as(r.err()).isEqualTo(2);
+        assertThat(r.err()).startsWith("weightloader: error: ").contains("no such file or directory").contains(missing);
+        if (command.equals("load")) {
+            assertThat(r.err()).contains("weight-loader.model-path (--model-path)");
+        }
+    }
+
     @Test
     void aCheckpointThatCannotBeReadIsAFailedLoad() throws Exception {
         Path bad = tmp.resolve("bad.safetensors");
@@ -112,5 +127,25 @@ class StartUpChecksCliTest {
         assertThat(r.exitCode()).isEqualTo(1);
         assertThat(r.err()).contains("overflows 64 bits").contains(file.toString());
         assertThat(r.err().split("'big'", -1)).as("times the tensor is named in: " + r.err()).hasSize(2);
+    }
+
+    @Test
+    void backendsHelpListsOnlyItsOwnOptions() {
+        WeightLoaderCliTest.Run r = run("backends", "--help");
+        assertThat(r.exitCode()).isZero();
+        assertThat(r.out()).contains("--json", "--config", "--mooncake-library")
+                .doesNotContain("--model-path", "--token", "--tp-size", "--load-format", "--checksum");
+    }
+
+    @Test
+    void loadSaysItLoadsIntoGpusToo() {
+        assertThat(run("load", "--help").out()).contains("GPU");
+    }
+
+    @Test
+    void versionSaysWhichJavaRunsIt() {
+        WeightLoaderCliTest.Run r = run("--version");
+        assertThat(r.out()).contains("Java " + System.getProperty("java.version"))
+                .contains(System.getProperty("java.home"));
     }
 }

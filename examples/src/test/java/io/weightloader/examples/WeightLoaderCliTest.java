@@ -274,8 +274,9 @@ class WeightLoaderCliTest {
     }
 
     @Test
-    void verboseAddsTheStackTrace() {
-        Run r = run("inspect", tmp.resolve("missing").toString(), "--verbose");
+    void verboseAddsTheStackTrace() throws IOException {
+        Path bad = Files.writeString(tmp.resolve("bad.safetensors"), "not a checkpoint");
+        Run r = run("inspect", bad.toString(), "--verbose");
         assertThat(r.exitCode()).isEqualTo(1);
         assertThat(r.err()).startsWith("weightloader: error: ").contains("SafetensorsFormatException", "\tat ");
     }
