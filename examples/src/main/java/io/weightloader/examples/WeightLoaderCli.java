@@ -95,6 +95,8 @@ public final class WeightLoaderCli implements Runnable {
         if (System.getProperty("org.slf4j.simpleLogger.defaultLogLevel") == null) {
             System.setProperty("org.slf4j.simpleLogger.defaultLogLevel", verbose ? "info" : "warn");
         }
+        // the seed's own lifecycle (stopping, stopped after how long) is news at INFO, not a warning
+        System.getProperties().putIfAbsent("org.slf4j.simpleLogger.log." + SeedCommand.class.getName(), "info");
         System.exit(commandLine().execute(args));
     }
 
