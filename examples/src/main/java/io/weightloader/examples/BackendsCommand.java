@@ -16,7 +16,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
-import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
@@ -31,8 +30,13 @@ final class BackendsCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Mixin
-    SharedOptions shared;
+    @Option(names = "--config", paramLabel = "FILE", description = "HOCON file of weight-loader settings (where a"
+            + " backend's native library is looked for).")
+    java.nio.file.Path configFile;
+
+    @Option(names = "--mooncake-library", paramLabel = "PATH",
+            description = "libtransfer_engine.so (weight-loader.backends.transfer_engine.mooncake.library).")
+    String mooncakeLibrary;
 
     @Option(names = "--json", description = "Print JSON.")
     boolean json;
@@ -45,7 +49,10 @@ final class BackendsCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
-        Config config = shared.layered(spec, Map.of());
+        Map<String, Object> flags = new LinkedHashMap<>();
+        SharedOptions.put(flags, "weight-loader.backends.transfer_engine.mooncake.library", mooncakeLibrary);
+        Config config = SharedOptions.layered(spec, com.typesafe.config.ConfigFactory.parseMap(flags,
+                "command-line flags"), configFile);
         BackendContext context = new BackendContext(WeightLoaderSettings.from(config), config);
         BackendRegistry registry = BackendRegistry.discover();
         List<Entry> entries = new ArrayList<>();

@@ -140,6 +140,9 @@ final class BenchLocalCommand implements Callable<Integer> {
         if (repeat < 1) {
             throw new ParameterException(spec.commandLine(), "--repeat must be at least 1, got " + repeat);
         }
+        if (!java.nio.file.Files.exists(path)) {
+            throw new ParameterException(spec.commandLine(), "PATH: no such file or directory: " + path);
+        }
         Device device;
         try {
             device = Device.parse(deviceText);

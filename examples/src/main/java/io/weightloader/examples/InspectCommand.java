@@ -47,6 +47,10 @@ final class InspectCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        if (!java.nio.file.Files.exists(path)) { // a path that is not there is bad usage (2), not a failed read (1)
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "PATH: no such file or directory: "
+                    + path);
+        }
         Inspection result = inspect(path);
         PrintWriter out = spec.commandLine().getOut();
         if (json) {

@@ -30,7 +30,8 @@ import picocli.CommandLine.Spec;
  * every module's {@code reference.conf}.
  */
 @Command(name = "load", mixinStandardHelpOptions = true, sortOptions = false,
-        description = "Load every tensor of a checkpoint or seed into host memory and report what was loaded.")
+        description = "Load every tensor of a checkpoint or seed into host or GPU memory (--device cpu | cuda:N; "
+                + "several tp ranks onto several GPUs) and report what was loaded.")
 final class LoadCommand implements Callable<Integer> {
     private static final int SHORT_TABLE_ROWS = 20;
 

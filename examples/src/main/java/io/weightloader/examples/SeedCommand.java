@@ -112,7 +112,9 @@ final class SeedCommand implements Callable<Integer> {
         Ranks ranks = Ranks.of(config, shared);
         BackendRegistry registry = BackendRegistry.discover();
         // Everything is checked, and the port bound, before a byte of the checkpoint is read.
-        SeedService service = SeedService.bind(new BackendContext(settings, config), registry,
+        BackendContext context = new BackendContext(settings, config);
+        registry.validateSettings(context, settings.backend());
+        SeedService service = SeedService.bind(context, registry,
                 ranks.ranks().stream().map(Ranks.Rank::device).distinct().toList());
         List<TensorArena> arenas = new ArrayList<>();
         Map<RankKey, List<TensorDestination>> held = new LinkedHashMap<>();
@@ -144,12 +146,19 @@ final class SeedCommand implements Callable<Integer> {
         java.time.Duration grace = settings.seed().shutdownGrace();
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(SeedCommand.class);
-            log.warn("seed stopping: no new loads; waiting up to {} for loads in flight", grace);
+            long t0 = System.nanoTime();
+            log.info("seed stopping: no new loads; waiting up to {} for loads in flight", Sizes.human(grace));
             if (started != null) {
                 started.close(); // out of the root's directory first: no new client is sent here
             }
             boolean quiet = service.drain(grace);
-            log.warn("seed stopped ({})", quiet ? "no load in flight" : "grace period over");
+            String took = Sizes.human(java.time.Duration.ofNanos(System.nanoTime() - t0));
+            if (quiet) {
+                log.info("seed stopped after {} (no load in flight)", took);
+            } else {
+                log.warn("seed stopped after {}: weight-loader.seed.shutdown-grace ({}) is over, loads still in flight"
+                        + " were cut off", took, Sizes.human(grace));
+            }
             service.close();
             arenas.forEach(TensorArena::close);
             if (started != null) {
@@ -178,10 +187,11 @@ final class SeedCommand implements Callable<Integer> {
                         + " --remote-instance-weight-loader-seed-instance-ip %s"
                         + " --remote-instance-weight-loader-seed-instance-service-port %d"
                         + " --remote-instance-weight-loader-backend %s%s%s%n",
-                settings.seed().bindAddress(), service.port(), backend,
+                dialAddress(config, settings), service.port(), backend,
                 (ranks.single() ? "" : " --tp-size " + settings.tpSize())
                         + (settings.tpLayout().isNone() ? "" : " --tp-layout " + settings.tpLayout().name()),
-                settings.remote().token().isPresent() ? " --token ..." : "");
+                (settings.remote().token().isPresent() ? " --token ..." : "")
+                        + (settings.tls().serves() ? " --tls-ca CA.pem" : ""));
         out.flush();
         if (readyFile != null) {
             // written whole under another name, then renamed: a watcher never reads a half-written file
@@ -192,6 +202,15 @@ final class SeedCommand implements Callable<Integer> {
         }
         stopped.await();
         return 0;
+    }
+
+    /** What clients dial: the bind address, or, when that is a wildcard, the engine's host name (set by then). */
+    private static String dialAddress(Config config, WeightLoaderSettings settings) {
+        String bind = settings.seed().bindAddress();
+        String key = "weight-loader.backends.transfer_engine.hostname";
+        String hostname = config.hasPath(key) ? config.getString(key).trim() : "";
+        boolean wildcard = bind.equals("0.0.0.0") || bind.equals("::") || bind.equals("[::]");
+        return wildcard ? (hostname.isEmpty() ? "ADDRESS" : hostname) : bind;
     }
 
     /** {@code --start-when}: says it is waiting ({@code READY_FILE.armed}), then waits for the file, bounded. */

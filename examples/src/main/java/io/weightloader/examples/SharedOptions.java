@@ -74,6 +74,19 @@ final class SharedOptions {
     @Option(names = "--token", paramLabel = "TOKEN", description = "weight-loader.remote-instance.token.")
     String token;
 
+    @Option(names = "--tls-certificate", paramLabel = "PEM", description = "Certificate chain: a seed serves TLS "
+            + "with it and --tls-key; a client shows it when its seed asks (weight-loader.tls.certificate).")
+    String tlsCertificate;
+
+    @Option(names = "--tls-key", paramLabel = "PEM", description = "PKCS#8 private key of --tls-certificate "
+            + "(weight-loader.tls.key).")
+    String tlsKey;
+
+    @Option(names = "--tls-ca", paramLabel = "PEM", description = "Certificates trusted: a client speaks TLS and "
+            + "accepts only a seed whose certificate chains to them and names the address dialled; a seed with it "
+            + "requires client certificates (weight-loader.tls.ca).")
+    String tlsCa;
+
     @Option(names = "--engine", paramLabel = "NAME", description = "transfer_engine's engine: builtin | mooncake "
             + "(weight-loader.backends.transfer_engine.engine).")
     String engine;
@@ -101,6 +114,9 @@ final class SharedOptions {
         put(m, "weight-loader.backends.transfer_engine.protocol", protocol);
         put(m, "weight-loader.rank.pp", ppRank);
         put(m, "weight-loader.remote-instance.token", token);
+        put(m, "weight-loader.tls.certificate", tlsCertificate);
+        put(m, "weight-loader.tls.key", tlsKey);
+        put(m, "weight-loader.tls.ca", tlsCa);
         put(m, "weight-loader.backends.transfer_engine.engine", engine);
         put(m, "weight-loader.backends.transfer_engine.mooncake.library", mooncakeLibrary);
         return m;
@@ -121,6 +137,11 @@ final class SharedOptions {
 
     /** The command's own flags and the shared ones over the file over {@link ConfigFactory#load()}. */
     Config layered(CommandSpec spec, Map<String, Object> commandFlags) {
+        return layered(spec, flagsConfig(commandFlags), configFile);
+    }
+
+    /** {@code flags} over {@code --config FILE} (when given) over {@link ConfigFactory#load()}. */
+    static Config layered(CommandSpec spec, Config flags, Path configFile) {
         Config file = ConfigFactory.empty();
         if (configFile != null) {
             if (!Files.isRegularFile(configFile)) {
@@ -128,6 +149,6 @@ final class SharedOptions {
             }
             file = ConfigFactory.parseFile(configFile.toFile(), ConfigParseOptions.defaults().setAllowMissing(false));
         }
-        return flagsConfig(commandFlags).withFallback(file).withFallback(ConfigFactory.load()).resolve();
+        return flags.withFallback(file).withFallback(ConfigFactory.load()).resolve();
     }
 }

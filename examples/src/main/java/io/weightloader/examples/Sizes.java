@@ -27,6 +27,22 @@ final class Sizes {
         return u == 0 ? bytes + " B" : String.format(Locale.ROOT, "%.2f %s", v, units[u]);
     }
 
+    /** A duration as people write it: {@code 250 ms}, {@code 1.2 s}, {@code 10 s}, {@code 2 min 5 s}, {@code 1 h}. */
+    static String human(java.time.Duration d) {
+        long ms = d.toMillis();
+        if (ms < 1000) {
+            return ms + " ms";
+        }
+        if (ms < 60_000) {
+            return ms % 1000 == 0 ? ms / 1000 + " s" : String.format(Locale.ROOT, "%.1f s", ms / 1000.0);
+        }
+        long s = d.toSeconds();
+        if (s < 3600) {
+            return s / 60 + " min" + (s % 60 == 0 ? "" : " " + s % 60 + " s");
+        }
+        return s / 3600 + " h" + (s % 3600 / 60 == 0 ? "" : " " + s % 3600 / 60 + " min");
+    }
+
     /** picocli converter: a bad size is a usage error naming the option. */
     static final class Converter implements CommandLine.ITypeConverter<Long> {
         @Override

@@ -6,6 +6,7 @@ import com.fasterxml.jackson.databind.json.JsonMapper;
 import com.typesafe.config.ConfigException;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import java.io.PrintWriter;
+import java.util.Map;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.FileSystemException;
 import java.nio.file.NoSuchFileException;
@@ -78,7 +79,8 @@ public final class WeightLoaderCli implements Runnable {
         cli.setParameterExceptionHandler(WeightLoaderCli::usageError);
         cli.setExecutionExceptionHandler((ex, cmd, parseResult) -> {
             PrintWriter err = cmd.getErr();
-            err.println("weightloader: error: " + describe(ex));
+            err.println("weightloader: error: " + (ex instanceof WeightLoaderConfigException
+                    ? withFlags(describe(ex), cmd.getCommandSpec()) : describe(ex)));
             if (verbose(parseResult)) {
                 ex.printStackTrace(err);
             }
@@ -93,6 +95,8 @@ public final class WeightLoaderCli implements Runnable {
         if (System.getProperty("org.slf4j.simpleLogger.defaultLogLevel") == null) {
             System.setProperty("org.slf4j.simpleLogger.defaultLogLevel", verbose ? "info" : "warn");
         }
+        // the seed's own lifecycle (stopping, stopped after how long) is news at INFO, not a warning
+        System.getProperties().putIfAbsent("org.slf4j.simpleLogger.log." + SeedCommand.class.getName(), "info");
         System.exit(commandLine().execute(args));
     }
 
@@ -127,6 +131,40 @@ public final class WeightLoaderCli implements Runnable {
         return verbose(spec.root().commandLine().getParseResult());
     }
 
+    private static final java.util.regex.Pattern CONFIG_PATH =
+            java.util.regex.Pattern.compile("weight-loader(?:\\.[A-Za-z0-9_-]+)+");
+
+    /**
+     * A setting's error names its config path; on the command line the flag that sets it is named beside it, at the
+     * path's first mention ({@code weight-loader.seed.allow-plain-token (--allow-plain-token)}), unless the message
+     * names that flag already. The flags are those of {@code command} whose description names the path.
+     */
+    static String withFlags(String message, CommandSpec command) {
+        Map<String, String> flags = new java.util.HashMap<>();
+        for (picocli.CommandLine.Model.OptionSpec o : command.options()) {
+            java.util.regex.Matcher m = CONFIG_PATH.matcher(String.join(" ", o.description()));
+            if (m.find()) {
+                flags.putIfAbsent(m.group(), o.names()[0]);
+            }
+        }
+        java.util.regex.Matcher m = CONFIG_PATH.matcher(message);
+        StringBuilder out = new StringBuilder();
+        java.util.Set<String> named = new java.util.HashSet<>();
+        while (m.find()) {
+            String path = m.group();
+            String flag = flags.get(path);
+            boolean joined = m.end() < message.length() && message.charAt(m.end()) == '/'; // bind-address/service-port
+            String text = path;
+            if (flag != null && !joined && named.add(path)
+                    && !java.util.regex.Pattern.compile("(?<![\\w-])" + flag + "(?![\\w-])").matcher(message).find()) {
+                text = path + " (" + flag + ")";
+            }
+            m.appendReplacement(out, java.util.regex.Matcher.quoteReplacement(text));
+        }
+        m.appendTail(out);
+        return out.toString();
+    }
+
     /** One line saying what went wrong, naming the file where there is one. */
     static String describe(Throwable e) {
         if (e instanceof NoSuchFileException n) {
@@ -150,7 +188,9 @@ public final class WeightLoaderCli implements Runnable {
         @Override
         public String[] getVersion() {
             String v = WeightLoaderCli.class.getPackage().getImplementationVersion();
-            return new String[] {"weightloader " + (v != null ? v : "(development build)")};
+            return new String[] {"weightloader " + (v != null ? v : "(development build)"),
+                    "Java " + System.getProperty("java.version") + " (" + System.getProperty("java.vm.name") + ") at "
+                            + System.getProperty("java.home")};
         }
     }
 }

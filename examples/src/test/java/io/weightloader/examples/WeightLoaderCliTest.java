@@ -162,7 +162,7 @@ class WeightLoaderCliTest {
         Path report = tmp.resolve("r.json");
 
         Run fromFile = run("load", "--config", conf.toString());
-        assertThat(fromFile.exitCode()).isEqualTo(1);
+        assertThat(fromFile.exitCode()).isEqualTo(2); // a model path that is not there is a bad setting
         assertThat(fromFile.err()).contains("/does/not/exist");
 
         Run overridden = run("load", "--config", conf.toString(), "--model-path",
@@ -274,8 +274,9 @@ class WeightLoaderCliTest {
     }
 
     @Test
-    void verboseAddsTheStackTrace() {
-        Run r = run("inspect", tmp.resolve("missing").toString(), "--verbose");
+    void verboseAddsTheStackTrace() throws IOException {
+        Path bad = Files.writeString(tmp.resolve("bad.safetensors"), "not a checkpoint");
+        Run r = run("inspect", bad.toString(), "--verbose");
         assertThat(r.exitCode()).isEqualTo(1);
         assertThat(r.err()).startsWith("weightloader: error: ").contains("SafetensorsFormatException", "\tat ");
     }
@@ -292,7 +293,7 @@ class WeightLoaderCliTest {
     void badSettingsAreUsageErrorsNamingTheConfigKey() {
         Run r = run("load", "--model-path", FIXTURES.resolve("sharded").toString(), "--fallback", "sometimes");
         assertThat(r.exitCode()).isEqualTo(2);
-        assertThat(r.err()).startsWith("weightloader: error: weight-loader.fallback:");
+        assertThat(r.err()).startsWith("weightloader: error: weight-loader.fallback (--fallback):");
 
         Run remote = run("load", "--load-format", "remote_instance");
         assertThat(remote.exitCode()).isEqualTo(2);

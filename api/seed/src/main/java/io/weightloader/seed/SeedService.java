@@ -388,10 +388,6 @@ public final class SeedService implements AutoCloseable {
     }
 
     private void handle(HttpExchange ex) throws IOException {
-        String requested = ex.getRequestURI().getPath();
-        if (!requested.equals("/health") && (!draining || requested.equals("/v1/session"))) {
-            lastRequestNanos = System.nanoTime(); // what a stopping seed counts as a load still talking to it
-        }
         try (ex) {
             String path = ex.getRequestURI().getPath();
             boolean post = "POST".equals(ex.getRequestMethod());
@@ -413,6 +409,12 @@ public final class SeedService implements AutoCloseable {
                 LOG.warn("refused {} from {}: missing or wrong token", path, ex.getRemoteAddress());
                 reply(ex, 401, Map.of("error", "missing or wrong token"));
                 return;
+            }
+            if (!path.startsWith("/v1/relays")) {
+                // what a stopping seed waits for: a load still talking to it, and a new one being told 503 (it
+                // retries; closing the port under it would turn the 503 into 'connection refused'); not relays'
+                // heartbeats, nor peers without the token
+                lastRequestNanos = System.nanoTime();
             }
             Map<String, String> q;
             try {

@@ -24,7 +24,11 @@ public record TensorSpec(String name, DType dtype, List<Long> shape) {
             }
         }
         // validates that the element count and byte size are representable and whole
-        dtype.byteSize(numel(name, shape));
+        try {
+            dtype.byteSize(numel(shape));
+        } catch (ArithmeticException e) {
+            throw overflow(dtype, shape, e);
+        }
     }
 
     public static TensorSpec of(String name, DType dtype, long... shape) {
@@ -37,7 +41,7 @@ public record TensorSpec(String name, DType dtype, List<Long> shape) {
 
     /** Number of elements (1 for a scalar). */
     public long numel() {
-        return numel(name, shape);
+        return numel(shape);
     }
 
     /** Number of bytes the tensor occupies. */
@@ -45,16 +49,21 @@ public record TensorSpec(String name, DType dtype, List<Long> shape) {
         return dtype.byteSize(numel());
     }
 
-    private static long numel(String name, List<Long> shape) {
+    private static long numel(List<Long> shape) {
         long n = 1;
-        try {
-            for (long d : shape) {
-                n = Math.multiplyExact(n, d);
-            }
-        } catch (ArithmeticException e) {
-            throw new IllegalArgumentException("tensor '" + name + "' shape " + shape + " overflows 64 bits", e);
+        for (long d : shape) {
+            n = Math.multiplyExact(n, d);
         }
         return n;
+    }
+
+    /**
+     * Without the tensor's name: the parsers that meet such shapes (safetensors headers, manifests) name the tensor
+     * (and its file or seed) themselves, so the name would be said twice.
+     */
+    private static IllegalArgumentException overflow(DType dtype, List<Long> shape, ArithmeticException e) {
+        return new IllegalArgumentException("shape " + shape + " of " + dtype + " is more than 2^63 bytes (its size"
+                + " overflows 64 bits)", e);
     }
 
     /** Human-readable form, e.g. {@code model.embed BF16[32000, 4096]}. */

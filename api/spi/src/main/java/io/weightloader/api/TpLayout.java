@@ -5,6 +5,8 @@ import com.typesafe.config.ConfigException;
 import com.typesafe.config.ConfigFactory;
 import com.typesafe.config.ConfigParseOptions;
 import io.weightloader.api.config.WeightLoaderConfigException;
+import java.io.IOException;
+import java.math.BigDecimal;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -30,6 +32,14 @@ import java.util.regex.PatternSyntaxException;
  */
 public final class TpLayout {
     public static final String PATH = "weight-loader.tp-layout";
+    /** Largest rules file read, in bytes: a layout is a handful of rules, not a data set. */
+    public static final long MAX_FILE_BYTES = 1L << 20;
+    /** Most rules in a file. */
+    public static final int MAX_RULES = 10_000;
+    /** Longest {@code match} pattern, in characters (compiling a pattern of millions of characters hangs start-up). */
+    public static final int MAX_PATTERN_CHARS = 4096;
+    /** Indivisible tensors named in {@link #plan}'s error before the rest are only counted. */
+    static final int LISTED_PROBLEMS = 3;
 
     /** One rule: a pattern over the whole tensor name, and the dimension it splits, or -1 to replicate. */
     public record Rule(String match, int split, String origin) {
@@ -79,6 +89,16 @@ public final class TpLayout {
 
     /** Reads a rules file: {@code rules = [ { match = "regex", split = DIM } | { match = "regex", replicate = true } ]}. */
     public static TpLayout fromFile(Path file) {
+        long bytes;
+        try {
+            bytes = Files.size(file);
+        } catch (IOException e) {
+            throw new WeightLoaderConfigException(PATH, "rules file " + file + " cannot be read: " + e);
+        }
+        if (bytes > MAX_FILE_BYTES) {
+            throw new WeightLoaderConfigException(PATH, "rules file " + file + " is " + bytes + " bytes, more than the "
+                    + MAX_FILE_BYTES + " a rules file may have");
+        }
         Config c;
         try {
             c = ConfigFactory.parseFile(file.toFile(), ConfigParseOptions.defaults().setAllowMissing(false)).resolve();
@@ -95,6 +115,10 @@ public final class TpLayout {
             throw new WeightLoaderConfigException(PATH, "rules file " + file + ": 'rules' must be a list of objects: "
                     + e.getMessage());
         }
+        if (list.size() > MAX_RULES) {
+            throw new WeightLoaderConfigException(PATH, "rules file " + file + " has " + list.size()
+                    + " rules, more than the " + MAX_RULES + " allowed");
+        }
         List<Rule> rules = new ArrayList<>();
         for (int i = 0; i < list.size(); i++) {
             Config r = list.get(i);
@@ -108,6 +132,10 @@ public final class TpLayout {
             String match;
             try {
                 match = r.getString("match");
+                if (match.length() > MAX_PATTERN_CHARS) {
+                    throw new WeightLoaderConfigException(PATH, where + ": 'match' is " + match.length()
+                            + " characters long, more than the " + MAX_PATTERN_CHARS + " allowed");
+                }
                 Pattern.compile(match);
             } catch (ConfigException e) {
                 throw new WeightLoaderConfigException(PATH, where + ": 'match' (a regular expression over the whole"
@@ -124,12 +152,18 @@ public final class TpLayout {
             }
             try {
                 if (split) {
-                    int dim = r.getInt("split");
+                    Object given = r.getValue("split").unwrapped();
+                    long dim;
+                    try {
+                        dim = new BigDecimal(String.valueOf(given).trim()).longValueExact();
+                    } catch (NumberFormatException | ArithmeticException e) {
+                        dim = -1;
+                    }
                     if (dim < 0 || dim > 7) {
                         throw new WeightLoaderConfigException(PATH, where + " ('" + match + "'): split must be a"
-                                + " dimension 0..7, got " + dim);
+                                + " dimension, a whole number 0..7; got '" + given + "'");
                     }
-                    rules.add(new Rule(match, dim, where));
+                    rules.add(new Rule(match, (int) dim, where));
                 } else {
                     if (!r.getBoolean("replicate")) {
                         throw new WeightLoaderConfigException(PATH, where + " ('" + match + "'): replicate must be"
@@ -216,8 +250,9 @@ public final class TpLayout {
         }
         if (!problems.isEmpty()) {
             throw new WeightLoaderConfigException(PATH, "layout " + name + " cannot split the model over " + tpSize
-                    + " rank(s): " + String.join("; ", problems.subList(0, Math.min(10, problems.size())))
-                    + (problems.size() > 10 ? "; and " + (problems.size() - 10) + " more" : ""));
+                    + " rank(s): " + String.join("; ", problems.subList(0, Math.min(LISTED_PROBLEMS, problems.size())))
+                    + (problems.size() > LISTED_PROBLEMS ? "; ... and " + (problems.size() - LISTED_PROBLEMS)
+                    + " more" : ""));
         }
         return out;
     }

@@ -73,6 +73,7 @@ public final class WeightLoader implements AutoCloseable {
             registry.remoteProvider(settings.backend(), settings.backendFromRemoteInstance()
                     ? "weight-loader.remote-instance.backend" : "weight-loader.backend");
         }
+        registry.validateSettings(context, settings.backend());
         validate(registry, settings.backend(), context);
         if (!settings.remote().groupPorts().isEmpty()) {
             LOG.warn("weight-loader.remote-instance.send-weights-group-ports is a seed's setting (the NCCL bootstrap"

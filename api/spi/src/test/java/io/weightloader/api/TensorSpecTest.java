@@ -24,6 +24,15 @@ class TensorSpecTest {
                 .hasMessageContaining("negative");
         assertThatThrownBy(() -> TensorSpec.of("f4", DType.F4, 3)).hasMessageContaining("whole bytes");
         assertThatThrownBy(() -> TensorSpec.of("o", DType.F64, Long.MAX_VALUE, 4)).hasMessageContaining("overflows");
+        // the element count fits in 64 bits, its bytes do not: the same message, not a bare "long overflow"
+        assertThatThrownBy(() -> TensorSpec.of("o", DType.F64, 1L << 60)).hasMessageContaining("overflows 64 bits");
+    }
+
+    @Test
+    void theOverflowMessageLeavesTheNameToTheParserThatNamesTheTensor() {
+        // a parser says "file: tensor 'o': <message>": the message must not name the tensor a second time
+        assertThatThrownBy(() -> TensorSpec.of("model.big.weight", DType.F64, 1L << 62, 4))
+                .hasMessage("shape [4611686018427387904, 4] of F64 is more than 2^63 bytes (its size overflows 64 bits)");
     }
 
     @Test

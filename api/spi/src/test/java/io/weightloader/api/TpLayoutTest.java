@@ -11,6 +11,7 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 class TpLayoutTest {
@@ -95,6 +96,60 @@ class TpLayoutTest {
         assertThatThrownBy(() -> settings(typo.toString())).hasMessageContaining("unknown key 'spilt'");
         assertThat(settings("llama").tpLayout()).isSameAs(TpLayout.LLAMA);
         assertThat(settings("none").tpLayout().isNone()).isTrue();
+    }
+
+    @Test
+    @Timeout(value = 120, threadMode = Timeout.ThreadMode.SEPARATE_THREAD) // before the bound: compiling never ended
+    void oversizeRulesFilesRulesListsAndPatternsAreRefusedNamingTheFileAndRule() throws Exception {
+        // a 2,000,000-character pattern used to hang start-up in Pattern.compile
+        Path huge = dir.resolve("huge.conf");
+        Files.writeString(huge, "rules = [ { match = \"" + "a".repeat(2_000_000) + "\", split = 0 } ]");
+        assertThatThrownBy(() -> settings(huge.toString()))
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageContaining("weight-loader.tp-layout")
+                .hasMessageContaining(huge.toString())
+                .hasMessageContaining("more than the 1048576");
+        Path longPattern = dir.resolve("long.conf");
+        Files.writeString(longPattern, "rules = [ { match = \"a\", split = 0 }\n { match = \"" + "b".repeat(5000)
+                + "\", split = 0 } ]");
+        assertThatThrownBy(() -> settings(longPattern.toString()))
+                .hasMessageContaining(longPattern + " rule 2")
+                .hasMessageContaining("5000 characters long, more than the 4096 allowed");
+        Path many = dir.resolve("many.conf");
+        Files.writeString(many, "rules = [" + "{ match = \"x\", replicate = true }\n".repeat(10_001) + "]");
+        assertThatThrownBy(() -> settings(many.toString()))
+                .hasMessageContaining(many.toString())
+                .hasMessageContaining("10001 rules, more than the 10000 allowed");
+    }
+
+    @Test
+    void aFractionalSplitIsRefusedNotTruncated() throws Exception {
+        Path frac = dir.resolve("frac.conf");
+        Files.writeString(frac, "rules = [ { match = \"a\", replicate = true }\n { match = \"b\", split = 1.5 } ]");
+        assertThatThrownBy(() -> settings(frac.toString()))
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageContaining("weight-loader.tp-layout")
+                .hasMessageContaining(frac + " rule 2")
+                .hasMessageContaining("whole number 0..7; got '1.5'");
+        Path word = dir.resolve("word.conf");
+        Files.writeString(word, "rules = [ { match = \"b\", split = first } ]");
+        assertThatThrownBy(() -> settings(word.toString())).hasMessageContaining("got 'first'");
+        Path whole = dir.resolve("whole.conf");
+        Files.writeString(whole, "rules = [ { match = \"b\", split = 1 } ]");
+        assertThat(settings(whole.toString()).tpLayout().rules().get(0).split()).isEqualTo(1);
+    }
+
+    @Test
+    void manyIndivisibleTensorsListAFewThenACount() {
+        List<TensorSpec> specs = new java.util.ArrayList<>();
+        for (int i = 0; i < 215; i++) {
+            specs.add(TensorSpec.of("model.layers." + i + ".self_attn.q_proj.weight", T, 63, 64));
+        }
+        assertThatThrownBy(() -> TpLayout.LLAMA.plan(specs, 2, 0))
+                .hasMessageContaining("model.layers.0.self_attn.q_proj.weight")
+                .hasMessageContaining("... and 212 more")
+                .hasMessageNotContaining("model.layers.3.self_attn")
+                .satisfies(e -> assertThat(e.getMessage()).hasSizeLessThan(1000));
     }
 
     private static WeightLoaderSettings settings(String layout) {

@@ -11,6 +11,7 @@ import io.weightloader.api.spi.NativePart;
 import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import io.weightloader.memory.cuda.Cuda;
 import java.util.List;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.EnumSet;
 
@@ -37,6 +38,20 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
     record Settings(int threads, int pieceSize, int stagingSize, boolean zeroCopy, LocalIo io, boolean allowEmpty,
                     Path modelPath) {
         static Settings from(BackendContext context) {
+            Settings own = own(context);
+            Path path = Path.of(context.settings().modelPath().orElseThrow(() ->
+                    new WeightLoaderConfigException("weight-loader.model-path",
+                            "the local backend needs a checkpoint file or directory")));
+            if (!Files.exists(path)) {
+                throw new WeightLoaderConfigException("weight-loader.model-path", "no such file or directory: "
+                        + path.toAbsolutePath());
+            }
+            return new Settings(own.threads(), own.pieceSize(), own.stagingSize(), own.zeroCopy(), own.io(),
+                    own.allowEmpty(), path);
+        }
+
+        /** {@code weight-loader.backends.local} alone (no model path). */
+        static Settings own(BackendContext context) {
             SettingsReader r = new SettingsReader(context.config(), BackendContext.backendPath(NAME));
             int threads = r.integer("threads", 0, 256);
             if (threads == 0) {
@@ -47,10 +62,7 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
             boolean zeroCopy = r.bool("zero-copy");
             LocalIo io = LocalIo.parse(r.oneOf("io", List.of("buffered", "direct", "auto")));
             boolean allowEmpty = r.bool("allow-empty");
-            Path path = Path.of(context.settings().modelPath().orElseThrow(() ->
-                    new WeightLoaderConfigException("weight-loader.model-path",
-                            "the local backend needs a checkpoint file or directory")));
-            return new Settings(threads, piece, staging, zeroCopy, io, allowEmpty, path);
+            return new Settings(threads, piece, staging, zeroCopy, io, allowEmpty, null);
         }
     }
 
@@ -67,6 +79,11 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
     @Override
     public void validate(BackendContext context) {
         Settings.from(context);
+    }
+
+    @Override
+    public void validateSettings(BackendContext context) {
+        Settings.own(context);
     }
 
     @Override

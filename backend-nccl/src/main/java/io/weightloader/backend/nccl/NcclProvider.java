@@ -65,6 +65,12 @@ public final class NcclProvider implements WeightLoaderBackendProvider, SeedPubl
     }
 
     @Override
+    public void validateSettings(BackendContext context) {
+        initTimeout(context);
+        primitive(context);
+    }
+
+    @Override
     public void validate(BackendContext context) {
         initTimeout(context);
         primitive(context);

@@ -55,6 +55,11 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     }
 
     @Override
+    public void validateSettings(BackendContext context) {
+        TransferEngineSettings.from(context);
+    }
+
+    @Override
     public void validate(BackendContext context) {
         TransferEngineSettings.from(context);
         SeedClient.checkedSeedAddress(context.settings(), NAME);
@@ -84,6 +89,20 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
                 te.devices().orElse(null));
     }
 
+    /** 0.0.0.0, ::, and their spellings; a host name is never looked up here. */
+    private static boolean isWildcard(String address) {
+        String a = address.startsWith("[") && address.endsWith("]") ? address.substring(1, address.length() - 1)
+                : address;
+        if (!a.matches("[0-9.]+|[0-9a-fA-F:]*:[0-9a-fA-F:]*")) {
+            return false;
+        }
+        try {
+            return InetAddress.getByName(a).isAnyLocalAddress();
+        } catch (UnknownHostException e) {
+            return false;
+        }
+    }
+
     /** True when {@code host} is this machine (loopback or one of its addresses): nvlink_intra reaches it. */
     static boolean isThisHost(String host) {
         try {
@@ -98,11 +117,16 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     public void validateSeed(BackendContext context, Device device) {
         WeightLoaderSettings s = context.settings();
         TransferEngineSettings te = TransferEngineSettings.from(context);
-        String advertised = te.hostname().orElse(s.seed().bindAddress());
-        if (advertised.equals("0.0.0.0") || advertised.equals("::")) {
-            throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".hostname",
-                    "the seed binds a wildcard address (" + s.seed().bindAddress()
-                    + "); set the host name clients should dial");
+        if (te.hostname().isPresent() && isWildcard(te.hostname().get())) {
+            throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".hostname", "is "
+                    + te.hostname().get() + ", a wildcard address that clients cannot dial: set the host name or"
+                    + " address clients should dial to reach this seed's engine");
+        }
+        if (te.hostname().isEmpty() && isWildcard(s.seed().bindAddress())) {
+            throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".hostname", "is not set, so the"
+                    + " engine would advertise the seed's bind address, the wildcard " + s.seed().bindAddress()
+                    + " of weight-loader.seed.bind-address, which clients cannot dial: set the host name or address"
+                    + " clients should dial");
         }
         if (!device.isHost() && te.engine().equals("builtin")) {
             throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".engine", "the builtin engine serves"

@@ -174,6 +174,27 @@ public final class BackendRegistry {
     }
 
     /**
+     * Checks the own settings of every installed backend ({@link WeightLoaderBackendProvider#validateSettings}),
+     * whichever is selected: a bad value under {@code weight-loader.backends.<name>} is refused at start-up.
+     *
+     * @throws WeightLoaderConfigException naming the bad path, and, for a backend other than {@code selected}, that
+     *                                     its settings are checked because it is installed
+     */
+    public void validateSettings(BackendContext context, String selected) {
+        for (WeightLoaderBackendProvider p : providers.values()) {
+            try {
+                p.validateSettings(context);
+            } catch (WeightLoaderConfigException e) {
+                if (p.name().equals(selected)) {
+                    throw e;
+                }
+                throw new WeightLoaderConfigException(e.path(), e.problem() + " (backend '" + p.name() + "' is"
+                        + " installed: the settings of every installed backend are checked, whichever one loads)", e);
+            }
+        }
+    }
+
+    /**
      * Creates the named backend; a provider that throws is reported with its name and class.
      */
     public WeightLoaderBackend create(String name, BackendContext context) {

@@ -49,6 +49,17 @@ public interface WeightLoaderBackendProvider {
     }
 
     /**
+     * Reads and checks this backend's own settings ({@code weight-loader.backends.<name>}) alone: nothing that depends
+     * on which backend is selected (a seed address, a model path), no native code. Called at start-up for every
+     * installed backend, selected or not, so a bad value under any backend's subtree is refused before it can surface
+     * in a later load, and {@link #validate} of the selected one follows.
+     *
+     * @throws io.weightloader.api.config.WeightLoaderConfigException naming the bad path
+     */
+    default void validateSettings(BackendContext context) {
+    }
+
+    /**
      * The native libraries this backend can use and whether this machine has them, for diagnostics
      * ({@code weightloader backends}). May open libraries with the dynamic linker; must not throw.
      */

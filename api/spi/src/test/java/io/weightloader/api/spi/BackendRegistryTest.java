@@ -70,6 +70,15 @@ class BackendRegistryTest {
     }
 
     @Test
+    void theSettingsOfEveryInstalledBackendAreCheckedWhicheverIsSelected() throws IOException {
+        ClassLoader cl = withProviders(TestProviders.Alpha.class, TestProviders.Picky.class);
+        assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseString("weight-loader.backend = alpha"), cl))
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageStartingWith("weight-loader.backends.picky.level: must be in 0..9; got 70000")
+                .hasMessageContaining("backend 'picky' is installed");
+    }
+
+    @Test
     void aBackendThatCannotFillTheDeviceIsRefusedByConfigPath() throws IOException {
         ClassLoader cl = withProviders(TestProviders.Beta.class);
         assertThatThrownBy(() -> WeightLoader.open(

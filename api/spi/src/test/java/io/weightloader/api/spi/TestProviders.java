@@ -66,4 +66,18 @@ public final class TestProviders {
             throw new AbstractMethodError("com.example.Stale.capabilities()");
         }
     }
+
+    /** Installed but not selected, with a bad setting of its own. */
+    public static class Picky extends Alpha {
+        @Override
+        public String name() {
+            return "picky";
+        }
+
+        @Override
+        public void validateSettings(BackendContext context) {
+            throw new io.weightloader.api.config.WeightLoaderConfigException("weight-loader.backends.picky.level",
+                    "must be in 0..9; got 70000");
+        }
+    }
 }
