@@ -331,6 +331,9 @@ public final class SeedClient {
                 if (status < 500 && !retryOn.contains(status)) {
                     throw new SeedRefusedException(msg, status);
                 }
+                if (status == 503 && msg.contains("shutting down")) {
+                    throw new SeedRefusedException(msg, status); // it will not come back: asking again only delays
+                }
                 last = new SeedRefusedException(msg, status);
             } catch (IOException e) {
                 if (c != null) {

@@ -139,4 +139,14 @@ class SeedClientTest {
                 .hasMessageContaining("cannot reach seed 127.0.0.1:" + port + " for /health")
                 .hasMessageContaining("(after 2 attempts)");
     }
+
+    @Test
+    void aSeedThatIsShuttingDownIsNotAskedAgain() throws Exception {
+        SeedClient c = serve((ex, n) -> reply(ex, 503,
+                "{\"error\":\"this seed is shutting down and takes no new loads\"}"), Optional.empty(),
+                Duration.ofSeconds(2));
+        assertThatThrownBy(() -> c.get("/v1/manifest?tp=0&pp=0")).isInstanceOf(SeedRefusedException.class)
+                .hasMessageContaining("shutting down");
+        assertThat(calls.get()).isEqualTo(1); // a seed that stops does not come back: retrying only delays the error
+    }
 }

@@ -8,7 +8,10 @@ import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
 import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import io.weightloader.api.spi.WeightLoaderBackend;
+import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
+import java.util.Objects;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -133,12 +136,71 @@ public final class WeightLoader implements AutoCloseable {
     }
 
     /**
+     * What this rank holds of {@link #available()} under {@code weight-loader.tp-layout}: each split tensor's slice
+     * (its shape is the slice's), every other tensor whole. Allocate memory for these, then load
+     * {@link #rankRequest(List)}. With {@code tp-layout = none} (or one rank) this is {@link #available()}.
+     *
+     * @throws io.weightloader.api.config.WeightLoaderConfigException naming {@code weight-loader.tp-layout} when a
+     *         tensor cannot be split over the tp size
+     */
+    public synchronized List<TensorSpec> rankSpecs() {
+        List<TensorSpec> specs = available();
+        return TpLayout.heldSpecs(specs, rankSlices(specs));
+    }
+
+    /**
+     * The request that loads this rank's slices into {@code memory}: one destination per spec of {@link #rankSpecs()},
+     * in that order (as {@code TensorArena.allocate(device, loader.rankSpecs()).destinations()} gives them).
+     */
+    public synchronized LoadRequest rankRequest(List<TensorDestination> memory) {
+        List<TensorSpec> specs = available();
+        return LoadRequest.of(TpLayout.destinations(specs, memory, rankSlices(specs)));
+    }
+
+    /** The slice of each split tensor this rank holds under the configured layout (empty: every tensor whole). */
+    private Map<String, TensorSlice> rankSlices(List<TensorSpec> specs) {
+        TpLayout layout = settings.tpLayout();
+        return layout.isNone() ? Map.of() : layout.plan(specs, settings.tpSize(), settings.rank().tp());
+    }
+
+    /**
+     * With a {@code tp-layout}, a request must ask for exactly this rank's slices: a host that allocated whole
+     * tensors would otherwise get whole tensors where its rank holds slices.
+     */
+    private void checkRankSlices(LoadRequest request) {
+        TpLayout layout = settings.tpLayout();
+        if (layout.isNone()) {
+            return;
+        }
+        Map<String, TensorSlice> planned = layout.plan(request.specs(), settings.tpSize(), settings.rank().tp());
+        List<String> wrong = new ArrayList<>();
+        for (TensorDestination d : request.tensors()) {
+            if (!Objects.equals(planned.get(d.spec().name()), d.slice())) {
+                wrong.add("'" + d.spec().name() + "' (" + (d.slice() == null ? "whole" : d.slice().toString())
+                        + ", the layout gives this rank " + (planned.get(d.spec().name()) == null ? "the whole tensor"
+                        : planned.get(d.spec().name()).toString()) + ")");
+            }
+        }
+        if (!wrong.isEmpty()) {
+            throw new io.weightloader.api.config.WeightLoaderConfigException(TpLayout.PATH, "tp-layout "
+                    + layout.name() + " gives rank " + settings.rank().tp() + " of " + settings.tpSize()
+                    + " other slices than the request holds for " + wrong.size() + " tensor(s): "
+                    + String.join(", ", wrong.subList(0, Math.min(3, wrong.size())))
+                    + (wrong.size() > 3 ? " and " + (wrong.size() - 3) + " more" : "")
+                    + "; allocate loader.rankSpecs() and load loader.rankRequest(destinations), or set tp-layout"
+                    + " = none to load whole tensors");
+        }
+    }
+
+    /**
      * Loads the request with the selected backend, applying the configured checksum and extra-tensor policy
-     * on top of the request's own flags.
+     * on top of the request's own flags. With a {@code tp-layout}, the request must hold this rank's slices
+     * ({@link #rankRequest(List)}).
      */
     public synchronized LoadReport load(LoadRequest request) {
         LoadRequest effective = request.withChecksum(request.checksum() || settings.checksum())
                 .withIgnoreExtraTensors(request.ignoreExtraTensors() || settings.ignoreExtraTensors());
+        checkRankSlices(effective);
         try {
             refuseSlicesUnlessLoaded(effective);
             return withFallbackReason(backend.load(effective));
