@@ -1,5 +1,6 @@
 package io.weightloader.examples;
 
+import io.weightloader.host.HostRanks;
 import com.typesafe.config.Config;
 import io.weightloader.memory.TensorArena;
 import io.weightloader.api.LoadReport;
@@ -107,7 +108,7 @@ final class LoadCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter err = spec.commandLine().getErr();
-        Ranks ranks = Ranks.of(config(), shared);
+        HostRanks ranks = HostRanks.of(config(), shared.device);
         List<LoadReport> reports = ranks.parallel(rank -> load(rank, err, ranks.single()));
         if (reportFile != null) {
             if (ranks.single()) {
@@ -135,7 +136,7 @@ final class LoadCommand implements Callable<Integer> {
     }
 
     /** Loads one rank: every tensor its source offers, into one arena on its device (or mapped). */
-    private LoadReport load(Ranks.Rank rank, PrintWriter err, boolean showProgress) {
+    private LoadReport load(HostRanks.Rank rank, PrintWriter err, boolean showProgress) {
         try (WeightLoader loader = WeightLoader.open(rank.config())) {
             List<TensorSpec> specs = loader.available();
             if (zeroCopy && !loader.settings().tpLayout().isNone()) {
@@ -156,10 +157,10 @@ final class LoadCommand implements Callable<Integer> {
         }
     }
 
-    private LoadReport copy(WeightLoader loader, Ranks.Rank rank, List<TensorSpec> specs, PrintWriter err,
+    private LoadReport copy(WeightLoader loader, HostRanks.Rank rank, List<TensorSpec> specs, PrintWriter err,
                             boolean oneRank) {
         boolean showProgress = oneRank && (progress != null ? progress : System.console() != null);
-        try (Ranks.Held held = Ranks.allocate(rank, specs)) {
+        try (HostRanks.Held held = HostRanks.allocate(rank, specs)) {
             LoadRequest request = LoadRequest.of(held.destinations());
             if (!showProgress) {
                 return loader.load(request);

@@ -1,23 +1,14 @@
 package io.weightloader.examples;
 
+import io.weightloader.host.HostRanks;
+import io.weightloader.host.SeedHost;
 import com.typesafe.config.Config;
-import io.weightloader.memory.TensorArena;
-import io.weightloader.api.LoadReport;
-import io.weightloader.api.LoadRequest;
-import io.weightloader.api.TensorDestination;
-import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
-import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.seed.SeedService;
-import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
 import java.io.PrintWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
@@ -104,54 +95,20 @@ final class SeedCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
         Config config = config();
+        SeedHost host = SeedHost.start(config, shared.device, this::awaitStart);
         WeightLoaderSettings settings = WeightLoaderSettings.from(config);
-        if (settings.loadFormat() == io.weightloader.api.config.LoadFormat.REMOTE_INSTANCE) {
-            config = Relay.withRootTransport(config, settings);
-            settings = WeightLoaderSettings.from(config);
+        HostRanks ranks = host.ranks();
+        for (int i = 0; i < host.reports().size(); i++) {
+            out.println((ranks.single() ? "" : "rank " + ranks.ranks().get(i).key() + ": ")
+                    + host.reports().get(i).summary());
         }
-        Ranks ranks = Ranks.of(config, shared);
-        BackendRegistry registry = BackendRegistry.discover();
-        // Everything is checked, and the port bound, before a byte of the checkpoint is read.
-        BackendContext context = new BackendContext(settings, config);
-        registry.validateSettings(context, settings.backend());
-        SeedService service = SeedService.bind(context, registry,
-                ranks.ranks().stream().map(Ranks.Rank::device).distinct().toList());
-        List<TensorArena> arenas = new ArrayList<>();
-        Map<RankKey, List<TensorDestination>> held = new LinkedHashMap<>();
-        Relay relay = null;
-        try {
-            if (settings.loadFormat() == io.weightloader.api.config.LoadFormat.REMOTE_INSTANCE) {
-                // a relay: loads from its root seed, then serves what it holds (while loading, for a chain)
-                relay = Relay.start(settings, ranks, service, out, this::awaitStart);
-                held.putAll(relay.held());
-            }
-            List<Loaded> loaded = relay != null ? List.of() : ranks.parallel(SeedCommand::load, l -> l.arena().close());
-            for (int i = 0; i < loaded.size(); i++) {
-                Loaded l = loaded.get(i);
-                arenas.add(l.arena());
-                held.put(ranks.ranks().get(i).key(), l.held());
-                out.println((ranks.single() ? "" : "rank " + ranks.ranks().get(i).key() + ": ") + l.report().summary());
-            }
-            if (relay == null) {
-                service.publish(held);
-                service.start();
-            }
-        } catch (Exception | Error e) {
-            service.close();
-            arenas.forEach(TensorArena::close);
-            throw e;
-        }
-        Relay started = relay;
         CountDownLatch stopped = new CountDownLatch(1);
         java.time.Duration grace = settings.seed().shutdownGrace();
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(SeedCommand.class);
             long t0 = System.nanoTime();
             log.info("seed stopping: no new loads; waiting up to {} for loads in flight", Sizes.human(grace));
-            if (started != null) {
-                started.close(); // out of the root's directory first: no new client is sent here
-            }
-            boolean quiet = service.drain(grace);
+            boolean quiet = host.stop(grace);
             String took = Sizes.human(java.time.Duration.ofNanos(System.nanoTime() - t0));
             if (quiet) {
                 log.info("seed stopped after {} (no load in flight)", took);
@@ -159,29 +116,18 @@ final class SeedCommand implements Callable<Integer> {
                 log.warn("seed stopped after {}: weight-loader.seed.shutdown-grace ({}) is over, loads still in flight"
                         + " were cut off", took, Sizes.human(grace));
             }
-            service.close();
-            arenas.forEach(TensorArena::close);
-            if (started != null) {
-                started.freeMemory();
-            }
             stopped.countDown();
         }, "weightloader-seed-shutdown"));
-        long bytes = 0;
-        for (List<TensorDestination> h : held.values()) {
-            for (TensorDestination t : h) {
-                bytes += t.byteSize();
-            }
-        }
-        for (Ranks.Rank r : ranks.ranks()) {
+        SeedService service = host.service();
+        for (HostRanks.Rank r : ranks.ranks()) {
             var manifest = service.manifest(r.key()).orElseThrow();
             out.printf("seed ready: control plane %s:%d, rank %s on %s, serving %s, %d tensors%n",
                     settings.seed().bindAddress(), service.port(), r.key(), r.device(), manifest.serves(),
                     manifest.tensors().size());
         }
-        out.printf("%d rank(s), %s in all%s%n", ranks.ranks().size(), Sizes.human(bytes),
-                started == null ? "" : "; relay " + started.address() + " of root "
-                        + settings.remote().seedIp().orElse("") + ":" + settings.remote().seedPort()
-                        + " (same generation and checksums)");
+        out.printf("%d rank(s), %s in all%s%n", ranks.ranks().size(), Sizes.human(host.bytes()),
+                host.relayAddress().map(a -> "; relay " + a + " of root " + settings.remote().seedIp().orElse("") + ":"
+                        + settings.remote().seedPort() + " (same generation and checksums)").orElse(""));
         String backend = settings.seed().serve().get(0);
         out.printf("load from it with: weightloader load --load-format remote_instance"
                         + " --remote-instance-weight-loader-seed-instance-ip %s"
@@ -235,24 +181,6 @@ final class SeedCommand implements Callable<Integer> {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new io.weightloader.api.WeightLoaderException("interrupted while waiting for " + startWhen, e);
-        }
-    }
-
-    /** One rank's weights, loaded and held. */
-    private record Loaded(TensorArena arena, List<TensorDestination> held, LoadReport report) {
-    }
-
-    private static Loaded load(Ranks.Rank rank) {
-        try (WeightLoader loader = WeightLoader.open(rank.config())) {
-            List<TensorSpec> specs = loader.available();
-            Ranks.Held held = Ranks.allocate(rank, specs);
-            try {
-                LoadReport report = loader.load(LoadRequest.of(held.destinations()));
-                return new Loaded(held.arena(), held.destinations(), report);
-            } catch (RuntimeException | Error e) {
-                held.close();
-                throw e;
-            }
         }
     }
 }

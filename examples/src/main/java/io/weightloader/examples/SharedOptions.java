@@ -100,7 +100,7 @@ final class SharedOptions {
         Map<String, Object> m = new LinkedHashMap<>();
         put(m, "weight-loader.model-path", modelPath);
         if (device != null && !device.contains(",") && !device.equals("cuda")) {
-            put(m, "weight-loader.device", device); // a list is one device per rank: see Ranks
+            put(m, "weight-loader.device", device); // a list is one device per rank: see HostRanks
         }
         put(m, "weight-loader.rank.tp", tpRank);
         put(m, "weight-loader.rank.tp-size", tpSize);

@@ -1,5 +1,6 @@
-package io.weightloader.examples;
+package io.weightloader.host;
 
+import com.fasterxml.jackson.databind.ObjectMapper;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
@@ -36,9 +37,10 @@ import org.slf4j.LoggerFactory;
  */
 final class Relay implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Relay.class);
+    private static final ObjectMapper JSON = new ObjectMapper();
 
     /** One rank: its loader, memory, the root's manifest and the gate of a pipelined relay. */
-    private record Held(Ranks.Rank rank, WeightLoader loader, Ranks.Held memory, Manifest root, ReadyGate gate,
+    private record Held(HostRanks.Rank rank, WeightLoader loader, HostRanks.Held memory, Manifest root, ReadyGate gate,
                         boolean pipelined) {
     }
 
@@ -48,6 +50,8 @@ final class Relay implements AutoCloseable {
     private final ScheduledExecutorService heartbeat = Executors.newSingleThreadScheduledExecutor(
             Threads.daemon("weightloader-relay-heartbeat"));
     private volatile boolean ready;
+    /** The load of each rank, in rank order. */
+    private List<LoadReport> reports = List.of();
     private volatile boolean left;
 
     private Relay(String address, SeedClient root) {
@@ -89,13 +93,13 @@ final class Relay implements AutoCloseable {
      * Publishes every rank's memory (before loading when it serves while loading), starts the control plane,
      * registers with the root, loads, checks, and announces itself ready.
      */
-    static Relay start(WeightLoaderSettings settings, Ranks ranks, SeedService service, java.io.PrintWriter out,
-                       Runnable beforeLoading) throws Exception {
+    static Relay start(WeightLoaderSettings settings, HostRanks ranks, SeedService service, Runnable beforeLoading)
+            throws Exception {
         String address = advertised(settings, service.port());
         Relay relay = new Relay(address, SeedClient.forSeedOf(settings, "relay"));
         try {
             String strategy = settings.remote().sourceStrategy();
-            for (Ranks.Rank r : ranks.ranks()) {
+            for (HostRanks.Rank r : ranks.ranks()) {
                 boolean gateable = strategy.equals("chain") && r.device().isHost()
                         && r.settings().backend().equals("transfer_engine");
                 Map<String, Object> id = new LinkedHashMap<>();
@@ -112,9 +116,9 @@ final class Relay implements AutoCloseable {
                     id.put("weight-loader.backends.transfer_engine.builtin.connections", 1);
                 }
                 WeightLoader loader = WeightLoader.open(ConfigFactory.parseMap(id).withFallback(r.config()));
-                Ranks.Held memory = null;
+                HostRanks.Held memory = null;
                 try {
-                    memory = Ranks.allocate(r, loader.available());
+                    memory = HostRanks.allocate(r, loader.available());
                     Manifest rootManifest = relay.root.manifest(r.key());
                     if (!rootManifest.publishesChecksums()) {
                         throw new WeightLoaderException("root seed " + relay.root.peer() + " publishes no checksums"
@@ -139,11 +143,7 @@ final class Relay implements AutoCloseable {
             relay.heartbeat.scheduleWithFixedDelay(relay::registerQuietly, Directory.HEARTBEAT_MILLIS,
                     Directory.HEARTBEAT_MILLIS, TimeUnit.MILLISECONDS);
             beforeLoading.run();
-            List<LoadReport> reports = ranks.parallel(r -> relay.load(relay.held.get(ranks.ranks().indexOf(r)),
-                    settings));
-            for (int i = 0; i < reports.size(); i++) {
-                out.println((ranks.single() ? "" : "rank " + ranks.ranks().get(i).key() + ": ") + reports.get(i).summary());
-            }
+            relay.reports = ranks.parallel(r -> relay.load(relay.held.get(ranks.ranks().indexOf(r)), settings));
             relay.ready = true;
             relay.register();
             return relay;
@@ -194,7 +194,7 @@ final class Relay implements AutoCloseable {
             body.put("pipelined", h.pipelined());
             try {
                 root.post("/v1/relays?tp=" + h.rank().key().tp() + "&pp=" + h.rank().key().pp(),
-                        WeightLoaderCli.JSON.writeValueAsBytes(body), Set.of());
+                        JSON.writeValueAsBytes(body), Set.of());
             } catch (SeedRefusedException e) {
                 throw new WeightLoaderException("root seed " + root.peer() + " refused relay " + address + ": "
                         + e.getMessage(), e);
@@ -219,6 +219,11 @@ final class Relay implements AutoCloseable {
         return address;
     }
 
+    /** Each rank's load from the root, in rank order. */
+    List<LoadReport> reports() {
+        return reports;
+    }
+
     @Override
     public void close() {
         left = true;
@@ -226,7 +231,7 @@ final class Relay implements AutoCloseable {
         for (Held h : held) {
             try {
                 root.post("/v1/relays/leave?tp=" + h.rank().key().tp() + "&pp=" + h.rank().key().pp(),
-                        WeightLoaderCli.JSON.writeValueAsBytes(Map.of("address", address)), Set.of());
+                        JSON.writeValueAsBytes(Map.of("address", address)), Set.of());
             } catch (java.io.IOException | RuntimeException e) {
                 LOG.debug("relay {}: leaving root {}'s directory failed", address, root.peer(), e);
             }

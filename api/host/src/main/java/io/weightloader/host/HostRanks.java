@@ -1,40 +1,71 @@
-package io.weightloader.examples;
+package io.weightloader.host;
 
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.Device;
+import io.weightloader.api.LoadReport;
+import io.weightloader.api.LoadRequest;
+import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorSlice;
+import io.weightloader.api.TensorSpec;
+import io.weightloader.api.TpLayout;
+import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.memory.TensorArena;
 import io.weightloader.memory.Threads;
 import java.util.ArrayList;
+import java.util.Collections;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CancellationException;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorCompletionService;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
+import java.util.function.Function;
 
 /**
- * The tensor-parallel ranks one process handles, as inference servers run them: {@code --tp-size N} alone means
- * every rank 0..N-1 in this process, {@code --tp-rank r} (or {@code rank.tp} set in any source) only rank r. Each rank has its own device: the {@code --device} list's r-th entry, or {@code cuda:r} with
- * {@code --device cuda}, or the one device named (the host by default).
- * Each rank gets its own config ({@code rank.tp} and {@code device} set), so its own backend and engine.
+ * The tensor-parallel ranks one host process handles, as inference servers run them: {@code rank.tp-size = N} alone
+ * means every rank 0..N-1 in this process, {@code rank.tp = r} set in any source (a file, {@code -D}, the
+ * environment, a flag) only rank r. Each rank has its own device: the r-th entry of a device list, or {@code cuda:r}
+ * for the list {@code cuda}, or the one configured device ({@code weight-loader.device}, the host by default). Each rank
+ * gets its own config ({@code rank.tp} and {@code device} set), so its own loader, backend and engine, and
+ * {@link #allocate} gives it memory for exactly what it holds under {@code tp-layout}.
  */
-record Ranks(List<Rank> ranks) {
+public record HostRanks(List<Rank> ranks) {
 
     /** One rank this process handles, with its settings. */
-    record Rank(RankKey key, Device device, Config config, WeightLoaderSettings settings) {
+    public record Rank(RankKey key, Device device, Config config, WeightLoaderSettings settings) {
+        /** A loader for this rank (its backend and engine): the caller closes it. */
+        public WeightLoader open() {
+            return WeightLoader.open(config);
+        }
     }
 
-    static Ranks of(Config config, SharedOptions shared) {
+    /** The ranks {@code config} gives this process, each on the configured device. */
+    public static HostRanks of(Config config) {
+        return of(config, null);
+    }
+
+    /**
+     * The ranks {@code config} gives this process.
+     *
+     * @param devices null for the configured device; or one device per tp rank, comma-separated
+     *                ({@code cuda:1,cuda:0}); or {@code cuda}: rank r on {@code cuda:r}
+     */
+    public static HostRanks of(Config config, String devices) {
         WeightLoaderSettings base = WeightLoaderSettings.from(config);
         int size = base.tpSize();
         List<Integer> tps = new ArrayList<>();
         // a rank given anywhere (flag, file, -D, environment) means this process is that one rank
-        boolean rankGiven = shared.tpRank != null
-                || !config.getValue("weight-loader.rank.tp").origin().description().contains("reference.conf");
+        boolean rankGiven = !config.getValue("weight-loader.rank.tp").origin().description().contains("reference.conf");
         if (rankGiven || size == 1) {
             tps.add(base.rank().tp());
         } else {
@@ -42,10 +73,10 @@ record Ranks(List<Rank> ranks) {
                 tps.add(r);
             }
         }
-        List<Device> devices = devices(shared.device, base.device(), size, tps.size() == 1);
+        List<Device> perRank = devices(devices, base.device(), size);
         List<Rank> out = new ArrayList<>();
         for (int tp : tps) {
-            Device d = devices.get(Math.min(tp, devices.size() - 1));
+            Device d = perRank.get(Math.min(tp, perRank.size() - 1));
             Map<String, Object> m = new LinkedHashMap<>();
             m.put("weight-loader.rank.tp", tp);
             m.put("weight-loader.device", d.toString());
@@ -53,7 +84,7 @@ record Ranks(List<Rank> ranks) {
             WeightLoaderSettings s = WeightLoaderSettings.from(c);
             out.add(new Rank(s.rank(), d, c, s));
         }
-        return new Ranks(List.copyOf(out));
+        return new HostRanks(List.copyOf(out));
     }
 
     /**
@@ -61,7 +92,7 @@ record Ranks(List<Rank> ranks) {
      * {@code cuda:r}; one device named for one rank is that rank's; otherwise every rank gets the configured device
      * (the host by default).
      */
-    private static List<Device> devices(String flag, Device configured, int size, boolean oneRank) {
+    private static List<Device> devices(String flag, Device configured, int size) {
         List<Device> out = new ArrayList<>();
         if (flag != null && flag.contains(",")) {
             for (String part : flag.split(",")) {
@@ -90,51 +121,72 @@ record Ranks(List<Rank> ranks) {
      * tensor), on its device, and the destinations that say which slice each holds. The layout is checked against
      * every tensor first: an indivisible one fails here, before any allocation.
      */
-    static Held allocate(Rank rank, List<io.weightloader.api.TensorSpec> specs) {
-        io.weightloader.api.TpLayout layout = rank.settings().tpLayout();
-        Map<String, io.weightloader.api.TensorSlice> slices = layout.isNone() ? Map.of()
+    public static Held allocate(Rank rank, List<TensorSpec> specs) {
+        TpLayout layout = rank.settings().tpLayout();
+        Map<String, TensorSlice> slices = layout.isNone() ? Map.of()
                 : layout.plan(specs, rank.settings().tpSize(), rank.key().tp());
-        io.weightloader.memory.TensorArena arena = io.weightloader.memory.TensorArena.allocate(rank.device(),
-                io.weightloader.api.TpLayout.heldSpecs(specs, slices));
-        return new Held(arena, io.weightloader.api.TpLayout.destinations(specs, arena.destinations(), slices));
+        TensorArena arena = TensorArena.allocate(rank.device(), TpLayout.heldSpecs(specs, slices));
+        return new Held(arena, TpLayout.destinations(specs, arena.destinations(), slices));
+    }
+
+    /**
+     * Opens {@code rank}'s loader, allocates what the rank holds of what it offers, and loads it: the memory and its
+     * report, or nothing held (memory freed) when the load fails.
+     */
+    public static Loaded load(Rank rank) {
+        try (WeightLoader loader = rank.open()) {
+            Held held = allocate(rank, loader.available());
+            try {
+                return new Loaded(held, loader.load(LoadRequest.of(held.destinations())));
+            } catch (RuntimeException | Error e) {
+                held.close();
+                throw e;
+            }
+        }
+    }
+
+    /** A rank's loaded memory and the load's report. */
+    public record Loaded(Held held, LoadReport report) implements AutoCloseable {
+        @Override
+        public void close() {
+            held.close();
+        }
     }
 
     /** A rank's memory and what it holds there. */
-    record Held(io.weightloader.memory.TensorArena arena, List<io.weightloader.api.TensorDestination> destinations)
-            implements AutoCloseable {
+    public record Held(TensorArena arena, List<TensorDestination> destinations) implements AutoCloseable {
         @Override
         public void close() {
             arena.close();
         }
     }
 
-    boolean single() {
+    public boolean single() {
         return ranks.size() == 1;
     }
 
     /** Runs {@code work} for every rank at once (one thread each) and returns the results in rank order. */
-    <T> List<T> parallel(java.util.function.Function<Rank, T> work) throws Exception {
+    public <T> List<T> parallel(Function<Rank, T> work) throws Exception {
         return parallel(work, r -> { });
     }
 
     /**
-     * As {@link #parallel(java.util.function.Function)}. The first failure is seen as soon as it happens: the other
+     * As {@link #parallel(Function)}. The first failure is seen as soon as it happens: the other
      * ranks are interrupted and waited for, and the results of those that finished anyway are handed to
      * {@code discard} (to free what they hold) before the failure is thrown.
      */
-    <T> List<T> parallel(java.util.function.Function<Rank, T> work, java.util.function.Consumer<T> discard)
-            throws Exception {
+    public <T> List<T> parallel(Function<Rank, T> work, Consumer<T> discard) throws Exception {
         if (single()) {
             return List.of(work.apply(ranks.get(0)));
         }
         ExecutorService pool = Executors.newFixedThreadPool(ranks.size(), Threads.daemon("weightloader-rank"));
-        java.util.concurrent.ExecutorCompletionService<T> done = new java.util.concurrent.ExecutorCompletionService<>(pool);
-        Map<Future<T>, Integer> index = new java.util.HashMap<>();
+        ExecutorCompletionService<T> done = new ExecutorCompletionService<>(pool);
+        Map<Future<T>, Integer> index = new HashMap<>();
         for (int i = 0; i < ranks.size(); i++) {
             Rank rank = ranks.get(i);
             index.put(done.submit(() -> work.apply(rank)), i);
         }
-        List<T> out = new ArrayList<>(java.util.Collections.nCopies(ranks.size(), null));
+        List<T> out = new ArrayList<>(Collections.nCopies(ranks.size(), null));
         Exception failure = null;
         try {
             for (int k = 0; k < ranks.size(); k++) {
@@ -146,13 +198,13 @@ record Ranks(List<Rank> ranks) {
                         failure = e.getCause() instanceof Exception ex ? ex : e;
                         index.keySet().forEach(x -> x.cancel(true));
                     }
-                } catch (java.util.concurrent.CancellationException e) {
+                } catch (CancellationException e) {
                     // cancelled after the first failure
                 }
             }
         } finally {
             pool.shutdownNow();
-            pool.awaitTermination(10, java.util.concurrent.TimeUnit.MINUTES);
+            pool.awaitTermination(10, TimeUnit.MINUTES);
         }
         if (failure != null) {
             for (T t : out) {
