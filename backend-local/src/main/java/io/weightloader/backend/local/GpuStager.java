@@ -19,9 +19,12 @@ import org.bytedeco.cuda.global.cudart;
  */
 final class GpuStager implements AutoCloseable {
     private final Device device;
-    private final PinnedMemory[] buffers = new PinnedMemory[2];
-    private final CUevent_st[] copied = {new CUevent_st(), new CUevent_st()};
-    private final boolean[] inFlight = new boolean[2];
+    /** Staging buffers per stager (2; more only to measure: {@code -Dwltune.staging-buffers=N}). */
+    static final int BUFFERS = Math.max(2, Integer.getInteger("wltune.staging-buffers", 2));
+    /** The buffers, back to back in one pinned allocation (one pinning call per stager, not one per buffer). */
+    private PinnedMemory pinned;
+    private final CUevent_st[] copied = new CUevent_st[BUFFERS];
+    private final boolean[] inFlight = new boolean[BUFFERS];
     private final CUstream_st stream = new CUstream_st();
     private int next;
 
@@ -32,8 +35,9 @@ final class GpuStager implements AutoCloseable {
         this.chunk = stagingSize;
         Cuda.use(device);
         try {
-            for (int i = 0; i < 2; i++) {
-                buffers[i] = PinnedMemory.allocate(stagingSize);
+            pinned = PinnedMemory.allocate((long) BUFFERS * stagingSize);
+            for (int i = 0; i < BUFFERS; i++) {
+                copied[i] = new CUevent_st();
                 Cuda.check(cudart.cudaEventCreateWithFlags(copied[i], cudart.cudaEventDisableTiming), "cudaEventCreate");
             }
             Cuda.check(cudart.cudaStreamCreateWithFlags(stream, cudart.cudaStreamNonBlocking), "cudaStreamCreate");
@@ -66,7 +70,7 @@ final class GpuStager implements AutoCloseable {
                     fill = 0;
                 }
                 int n = Math.min(chunk - fill, lengths[r] - off);
-                src.read(positions[r] + off, buffers[b].byteBuffer(fill, n), tensor);
+                src.read(positions[r] + off, pinned.byteBuffer((long) b * chunk + fill, n), tensor);
                 fill += n;
                 off += n;
                 if (fill == chunk) {
@@ -84,7 +88,7 @@ final class GpuStager implements AutoCloseable {
     /** The next buffer, once its previous copy is done. */
     private int acquire() {
         int b = next;
-        next ^= 1;
+        next = (next + 1) % BUFFERS;
         if (inFlight[b]) {
             Cuda.check(cudart.cudaEventSynchronize(copied[b]), "waiting for a staging copy to " + device);
             inFlight[b] = false;
@@ -93,7 +97,7 @@ final class GpuStager implements AutoCloseable {
     }
 
     private void send(int b, long deviceAddress, int n) {
-        Cuda.check(cudart.cudaMemcpyAsync(Cuda.pointer(deviceAddress), Cuda.pointer(buffers[b].address()), n,
+        Cuda.check(cudart.cudaMemcpyAsync(Cuda.pointer(deviceAddress), Cuda.pointer(pinned.address() + (long) b * chunk), n,
                 cudart.cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync to " + device);
         Cuda.check(cudart.cudaEventRecord(copied[b], stream), "cudaEventRecord");
         inFlight[b] = true;
@@ -103,8 +107,7 @@ final class GpuStager implements AutoCloseable {
     void finish() {
         Cuda.use(device);
         Cuda.check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize on " + device);
-        inFlight[0] = false;
-        inFlight[1] = false;
+        java.util.Arrays.fill(inFlight, false);
     }
 
     @Override
@@ -115,15 +118,13 @@ final class GpuStager implements AutoCloseable {
                 cudart.cudaStreamDestroy(stream);
             }
             for (CUevent_st e : copied) {
-                if (e.address() != 0) {
+                if (e != null && e.address() != 0) {
                     cudart.cudaEventDestroy(e);
                 }
             }
         } finally {
-            for (PinnedMemory p : buffers) {
-                if (p != null) {
-                    p.close();
-                }
+            if (pinned != null) {
+                pinned.close();
             }
         }
     }

@@ -256,7 +256,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         AtomicLong done = new AtomicLong();
         AtomicInteger tensorsDone = new AtomicInteger(
                 (int) request.tensors().stream().filter(d -> d.byteSize() == 0).count());
-        Map<Device, BlockingQueue<GpuStager>> stagers = stagers(request);
+        Map<Device, Stagers> stagers = stagers(request);
         Map<Path, MappedFile> maps = new java.util.concurrent.ConcurrentHashMap<>();
         boolean ok = false;
         // pieces still running: the mappings are unmapped only once none is (a copy from an unmapped file crashes)
@@ -283,7 +283,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         request.progress().onProgress(done.get(), total, tensorsDone.get(), tensorCount);
         try {
             awaitAll(futures);
-            stagers.values().forEach(q -> q.forEach(GpuStager::finish));
+            stagers.values().forEach(Stagers::finish);
             ok = true;
         } finally {
             stop.set(true);
@@ -294,13 +294,13 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
                 synchronized (stagerCache) {
                     stagers.keySet().forEach(stagerCache::remove);
                 }
-                stagers.values().forEach(q -> q.forEach(GpuStager::close));
+                stagers.values().forEach(Stagers::close);
             }
         }
     }
 
     private void loadPiece(Piece p, Map<Path, FileSource> channels, Map<Path, MappedFile> maps,
-                           Map<Device, BlockingQueue<GpuStager>> stagers) throws IOException, InterruptedException {
+                           Map<Device, Stagers> stagers) throws IOException, InterruptedException {
         Device dev = p.dest().region().device();
         FileSource src = channels.get(p.src().file().path());
         // short rows from a mapping: through the page cache, so not for files read with O_DIRECT
@@ -309,43 +309,86 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         } else if (dev.isHost()) {
             readPiece(p, src);
         } else {
-            GpuStager g = stagers.get(dev).take();
+            Stagers pool = stagers.get(dev);
+            GpuStager g = pool.take();
             try {
                 g.gather(src, p.dest().spec().name(), p.positions(), p.lengths(),
                         p.dest().region().address() + p.dstOffset());
             } finally {
-                stagers.get(dev).add(g);
+                pool.give(g);
             }
         }
     }
 
     /**
-     * Per destination GPU, one stager per reader thread (two pinned buffers of {@code staging-size} each), kept for
-     * the backend's life: pinning host memory is slow (about 1.4 GB/s), so a host that loads more than once pins
-     * its staging buffers once.
+     * Per destination GPU, up to one stager per reader thread (two pinned buffers of {@code staging-size} each), kept
+     * for the backend's life: pinning host memory is slow (about 1.4 GB/s), so a host that loads more than once pins
+     * its staging buffers once. A process's first load pins them as its reader threads first need them, each thread
+     * its own, so reading starts with the first stager instead of after all of them (docs/PERFORMANCE.md).
      */
-    private final Map<Device, BlockingQueue<GpuStager>> stagerCache = new HashMap<>();
+    private final Map<Device, Stagers> stagerCache = new HashMap<>();
 
-    private Map<Device, BlockingQueue<GpuStager>> stagers(LoadRequest request) {
-        Map<Device, BlockingQueue<GpuStager>> out = new HashMap<>();
+    /** One GPU's stagers: made on demand, at most {@code max}, handed to one reader thread at a time. */
+    static final class Stagers {
+        private final Device device;
+        private final int stagingSize;
+        private final int max;
+        private final BlockingQueue<GpuStager> idle;
+        private final List<GpuStager> all = new java.util.concurrent.CopyOnWriteArrayList<>();
+        private final AtomicInteger made = new AtomicInteger();
+
+        Stagers(Device device, int stagingSize, int max) {
+            this.device = device;
+            this.stagingSize = stagingSize;
+            this.max = max;
+            this.idle = new ArrayBlockingQueue<>(max);
+        }
+
+        /**
+         * An idle stager, or a new one while fewer than {@code max} exist, or the next one given back. Each reader
+         * thread holds at most one, and there are {@code max} threads, so a thread that waits gets one.
+         */
+        GpuStager take() throws InterruptedException {
+            GpuStager g = idle.poll();
+            if (g != null) {
+                return g;
+            }
+            for (int n = made.get(); n < max; n = made.get()) {
+                if (made.compareAndSet(n, n + 1)) {
+                    try {
+                        g = new GpuStager(device, stagingSize);
+                    } catch (RuntimeException e) {
+                        made.decrementAndGet();
+                        throw e;
+                    }
+                    all.add(g);
+                    return g;
+                }
+            }
+            return idle.take();
+        }
+
+        void give(GpuStager g) {
+            idle.add(g);
+        }
+
+        /** Waits until every copy that any of the stagers queued reached the GPU. */
+        void finish() {
+            all.forEach(GpuStager::finish);
+        }
+
+        void close() {
+            all.forEach(GpuStager::close);
+        }
+    }
+
+    private Map<Device, Stagers> stagers(LoadRequest request) {
+        Map<Device, Stagers> out = new HashMap<>();
         synchronized (stagerCache) {
             for (TensorDestination d : request.tensors()) {
                 Device dev = d.region().device();
                 if (!dev.isHost() && !out.containsKey(dev)) {
-                    BlockingQueue<GpuStager> q = stagerCache.get(dev);
-                    if (q == null) {
-                        q = new ArrayBlockingQueue<>(threads);
-                        try {
-                            for (int i = 0; i < threads; i++) {
-                                q.add(new GpuStager(dev, stagingSize));
-                            }
-                        } catch (RuntimeException e) {
-                            q.forEach(GpuStager::close);
-                            throw e;
-                        }
-                        stagerCache.put(dev, q);
-                    }
-                    out.put(dev, q);
+                    out.put(dev, stagerCache.computeIfAbsent(dev, k -> new Stagers(k, stagingSize, threads)));
                 }
             }
         }
@@ -534,7 +577,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     public void close() {
         pool.shutdownNow();
         synchronized (stagerCache) {
-            stagerCache.values().forEach(q -> q.forEach(GpuStager::close));
+            stagerCache.values().forEach(Stagers::close);
             stagerCache.clear();
         }
     }
