@@ -9,7 +9,8 @@
 #      With one GPU that is the cuda:0 load of step 1, and the step is skipped; with none, every GPU step is.
 # Usage: examples/scripts/local-bench.sh [--dry-run] OUT_DIR [SIZE]   (after examples/scripts/pack-device.sh)
 #   The launcher: $WEIGHTLOADER, else the distribution this script sits in (its scripts/), else .device/weightloader.
-#   GPUs: $WL_GPUS, else what nvidia-smi -L lists. --dry-run prints the steps' commands and runs none of them.
+#   GPUs: $WL_GPUS, else what nvidia-smi -L lists. The checkpoint: $WL_MODEL, else /tmp/wl-local-bench.
+#   --dry-run prints the steps' commands and runs none of them.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dry=false
@@ -25,7 +26,7 @@ elif [ -x "$here/../bin/weightloader" ] && [ -d "$here/../lib" ]; then # this sc
 else
   wl="$root/.device/weightloader/bin/weightloader"
 fi
-model=/tmp/wl-local-bench
+model=${WL_MODEL:-/tmp/wl-local-bench} # on a disk: O_DIRECT needs a file system that has it (not tmpfs)
 gpus=${WL_GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}
 run() { # a step's command: printed with --dry-run, run otherwise
   if $dry; then { printf '+'; printf ' %q' "$@"; printf '\n'; } >&2; else "$@"; fi
