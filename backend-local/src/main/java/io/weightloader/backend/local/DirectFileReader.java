@@ -7,13 +7,6 @@ import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Future;
-import java.util.concurrent.LinkedBlockingQueue;
-import java.util.concurrent.ThreadPoolExecutor;
-import java.util.concurrent.TimeUnit;
-import io.weightloader.memory.Threads;
 
 /**
  * Reads a file with {@code O_DIRECT} ({@code io = direct}): the bytes come from the disk into this process without
@@ -27,32 +20,11 @@ import io.weightloader.memory.Threads;
  */
 final class DirectFileReader implements FileSource {
     /** Bytes read per {@code O_DIRECT} call through the bounce buffer (and its size, per thread). */
-    static final int BOUNCE_SIZE = Integer.getInteger("wltune.direct-bounce", 4 << 20);
+    static final int BOUNCE_SIZE = 4 << 20;
     /** Alignment used when the file store reports a smaller block (the page size: always valid for O_DIRECT). */
     static final int MIN_ALIGNMENT = 4096;
 
-    private static final ThreadLocal<ByteBuffer[]> BOUNCE = new ThreadLocal<>();
-
-    /**
-     * Whether a range longer than one chunk copies each chunk out of its bounce buffer on a copier thread while the
-     * reader thread reads the next chunk into its second bounce buffer (the disk never waits for a copy). Off only
-     * to measure the difference ({@code -Dwltune.direct-overlap=false}).
-     */
-    static final boolean OVERLAP = !"false".equals(System.getProperty("wltune.direct-overlap"));
-
-    /**
-     * The copier threads, shared by every load of the process: daemons that end after 10 s idle. A copy out of a
-     * bounce buffer runs at memory speed, many times a disk's, so half the cores are more than the copies need.
-     */
-    private static final ExecutorService COPIERS;
-
-    static {
-        int n = Math.max(2, Runtime.getRuntime().availableProcessors() / 2);
-        ThreadPoolExecutor pool = new ThreadPoolExecutor(n, n, 10, TimeUnit.SECONDS, new LinkedBlockingQueue<>(),
-                Threads.daemon("weightloader-direct-copy"));
-        pool.allowCoreThreadTimeOut(true);
-        COPIERS = pool;
-    }
+    private static final ThreadLocal<ByteBuffer> BOUNCE = new ThreadLocal<>();
 
     private final Path path;
     private final FileChannel channel;
@@ -124,78 +96,26 @@ final class DirectFileReader implements FileSource {
             }
             return;
         }
-        ByteBuffer[] bounce = new ByteBuffer[2];
-        Future<?>[] copying = new Future<?>[2];
-        int base = dst.position();
-        int want = dst.remaining();
-        int done = 0;
+        ByteBuffer bounce = bounce();
         long pos = position;
-        try {
-            for (int b = 0; done < want; b ^= 1) {
-                await(copying[b]); // this buffer's previous bytes are in place: it may be filled again
-                copying[b] = null;
-                if (bounce[b] == null) {
-                    bounce[b] = bounce(b);
-                }
-                ByteBuffer buf = bounce[b];
-                long start = pos - pos % align;
-                int skip = (int) (pos - start);
-                long need = skip + (long) (want - done);
-                int len = (int) Math.min(chunk, (need + align - 1) / align * align);
-                buf.clear().limit(len);
-                int got = fill(buf, start);
-                int n = Math.min(got - skip, want - done);
-                if (n <= 0) {
-                    throw truncated(Math.max(pos, start + got), tensor, position + want);
-                }
-                int at = base + done;
-                done += n;
-                pos += n;
-                if (done < want && got < len) {
-                    throw truncated(pos, tensor, position + want);
-                }
-                if (done < want && OVERLAP) {
-                    // more to read: copy these bytes out on a copier thread while this one reads the next chunk
-                    copying[b] = COPIERS.submit(() -> dst.put(at, buf, skip, n));
-                } else {
-                    dst.put(at, buf, skip, n);
-                }
+        while (dst.hasRemaining()) {
+            long start = pos - pos % align;
+            int skip = (int) (pos - start);
+            long need = skip + (long) dst.remaining();
+            int len = (int) Math.min(chunk, (need + align - 1) / align * align);
+            bounce.clear().limit(len);
+            int got = fill(bounce, start);
+            int n = Math.min(got - skip, dst.remaining());
+            if (n <= 0) {
+                throw truncated(Math.max(pos, start + got), tensor, pos + dst.remaining());
             }
-        } finally {
-            for (Future<?> f : copying) {
-                await(f);
-            }
-        }
-        dst.position(base + want);
-    }
-
-    /** Waits for a bounce copy ({@code null}: none); its failure is this read's. */
-    private static void await(Future<?> copy) throws IOException {
-        if (copy == null) {
-            return;
-        }
-        boolean interrupted = false;
-        try {
-            while (true) {
-                try {
-                    copy.get();
-                    return;
-                } catch (InterruptedException e) {
-                    interrupted = true; // the copy writes into the caller's buffer: it must end before the read does
-                }
-            }
-        } catch (ExecutionException e) {
-            Throwable c = e.getCause();
-            if (c instanceof RuntimeException r) {
-                throw r;
-            }
-            if (c instanceof Error err) {
-                throw err;
-            }
-            throw new IOException("copying out of the O_DIRECT bounce buffer failed: " + c, c);
-        } finally {
-            if (interrupted) {
-                Thread.currentThread().interrupt();
+            int dstLimit = dst.limit();
+            bounce.limit(skip + n).position(skip);
+            dst.put(bounce);
+            dst.limit(dstLimit);
+            pos += n;
+            if (dst.hasRemaining() && got < len) {
+                throw truncated(pos, tensor, pos + dst.remaining());
             }
         }
     }
@@ -224,17 +144,13 @@ final class DirectFileReader implements FileSource {
                 + " (truncated after its header was read?)");
     }
 
-    /** This thread's bounce buffer {@code i} (0 or 1; the second only for ranges longer than one chunk). */
-    private ByteBuffer bounce(int i) {
-        ByteBuffer[] mine = BOUNCE.get();
-        if (mine == null) {
-            mine = new ByteBuffer[2];
-            BOUNCE.set(mine);
+    private ByteBuffer bounce() {
+        ByteBuffer b = BOUNCE.get();
+        if (b == null || b.capacity() < chunk + align) {
+            b = ByteBuffer.allocateDirect(Math.max(BOUNCE_SIZE, chunk) + align);
+            BOUNCE.set(b);
         }
-        if (mine[i] == null || mine[i].capacity() < chunk + align) {
-            mine[i] = ByteBuffer.allocateDirect(Math.max(BOUNCE_SIZE, chunk) + align);
-        }
-        return mine[i].alignedSlice(align);
+        return b.alignedSlice(align);
     }
 
     @Override
