@@ -13,14 +13,15 @@ import org.bytedeco.cuda.global.cudart;
  * ({@code cudaMemcpyAsync} on the stager's own stream), the next chunk is read from disk into the other, so
  * disk and PCIe work at once. One stager is used by one thread at a time.
  *
- * <p>The buffers are small ({@code staging-size}, 1 MiB by default) because pinning host memory is slow: on an
- * H100 host it ran at about 1.4 GB/s, so 16 MiB buffers for 8 threads cost more than half of a 4 GiB load
- * (docs/PERFORMANCE.md), while 1 MiB chunks still keep the copy engine busy.
+ * <p>The buffers are small ({@code staging-size}, 2 MiB by default) because pinning host memory is slow: on an
+ * H100 host it ran at about 1.4 GB/s. Stagers are pinned once per backend, from when it is made, so their size costs
+ * pinned memory and the backend's setup rather than each load; 2 MiB kept 16 threads' copies flowing where 1 MiB
+ * left them waiting for their copies (docs/PERFORMANCE.md, 2026-12-06).
  */
 final class GpuStager implements AutoCloseable {
     private final Device device;
-    /** Staging buffers per stager (2; more only to measure: {@code -Dwltune.staging-buffers=N}). */
-    static final int BUFFERS = Math.max(2, Integer.getInteger("wltune.staging-buffers", 2));
+    /** Staging buffers per stager: one filled by the reader while the GPU copies the other. */
+    static final int BUFFERS = 2;
     /** The buffers, back to back in one pinned allocation (one pinning call per stager, not one per buffer). */
     private PinnedMemory pinned;
     private final CUevent_st[] copied = new CUevent_st[BUFFERS];

@@ -52,7 +52,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     private final ExecutorService pool;
 
     /** Pinned staging buffer size for GPU destinations when none is given ({@code staging-size}). */
-    public static final int DEFAULT_STAGING_SIZE = 1 << 20;
+    public static final int DEFAULT_STAGING_SIZE = 2 << 20;
 
     public LocalBackend(SafetensorsCheckpoint checkpoint, int threads, int pieceSize, boolean zeroCopyPreferred) {
         this(checkpoint, threads, pieceSize, DEFAULT_STAGING_SIZE, zeroCopyPreferred);
@@ -323,8 +323,8 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     /**
      * Per destination GPU, up to one stager per reader thread (two pinned buffers of {@code staging-size} each), kept
      * for the backend's life: pinning host memory is slow (about 1.4 GB/s), so a host that loads more than once pins
-     * its staging buffers once. A process's first load pins them as its reader threads first need them, each thread
-     * its own, so reading starts with the first stager instead of after all of them (docs/PERFORMANCE.md).
+     * its staging buffers once. A backend made for a GPU starts pinning them when it is made ({@link #prepare}); a load
+     * that finds fewer than it has threads makes the others as its threads first need them.
      */
     private final Map<Device, Stagers> stagerCache = new HashMap<>();
 
@@ -336,6 +336,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         private final BlockingQueue<GpuStager> idle;
         private final List<GpuStager> all = new java.util.concurrent.CopyOnWriteArrayList<>();
         private final AtomicInteger made = new AtomicInteger();
+        private volatile boolean closed;
 
         Stagers(Device device, int stagingSize, int max) {
             this.device = device;
@@ -349,23 +350,42 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
          * thread holds at most one, and there are {@code max} threads, so a thread that waits gets one.
          */
         GpuStager take() throws InterruptedException {
-            GpuStager g = idle.poll();
-            if (g != null) {
-                return g;
-            }
-            for (int n = made.get(); n < max; n = made.get()) {
-                if (made.compareAndSet(n, n + 1)) {
-                    try {
-                        g = new GpuStager(device, stagingSize);
-                    } catch (RuntimeException e) {
-                        made.decrementAndGet();
-                        throw e;
+            while (true) {
+                GpuStager g = idle.poll();
+                if (g != null) {
+                    return g;
+                }
+                for (int n = made.get(); n < max; n = made.get()) {
+                    if (made.compareAndSet(n, n + 1)) {
+                        g = make();
+                        return g;
                     }
-                    all.add(g);
+                }
+                // all are made or being made (by another thread, or ahead of the load: one that fails frees its place)
+                g = idle.poll(10, java.util.concurrent.TimeUnit.MILLISECONDS);
+                if (g != null) {
                     return g;
                 }
             }
-            return idle.take();
+        }
+
+        /** A new stager in a place already counted in {@code made}; a failure frees the place. */
+        private GpuStager make() {
+            GpuStager g;
+            try {
+                g = new GpuStager(device, stagingSize);
+            } catch (RuntimeException e) {
+                made.decrementAndGet();
+                throw e;
+            }
+            synchronized (this) {
+                if (closed) {
+                    g.close();
+                    throw new WeightLoaderException("the local backend's staging buffers for " + device + " were closed");
+                }
+                all.add(g);
+            }
+            return g;
         }
 
         void give(GpuStager g) {
@@ -377,9 +397,49 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
             all.forEach(GpuStager::finish);
         }
 
-        void close() {
+        synchronized void close() {
+            closed = true;
             all.forEach(GpuStager::close);
         }
+
+        /** Makes stagers until there are {@code max}, each given to the idle ones as it is made. */
+        void fill() {
+            for (int n = made.get(); n < max && !closed; n = made.get()) {
+                if (made.compareAndSet(n, n + 1)) {
+                    idle.add(make());
+                }
+            }
+        }
+    }
+
+    private volatile Thread preparing;
+
+    /**
+     * Starts pinning {@code device}'s stagers on a background thread, for a backend made to load into that GPU
+     * ({@code weight-loader.device}): pinning runs at about 1.4 GB/s and holds up the copies of a load that runs beside
+     * it, so a process's first load, if it pinned them itself, spent a fifth of its time pinning (docs/PERFORMANCE.md).
+     * What the host does before its first load (allocating the weights' GPU memory, building the model) hides it. A
+     * load that comes sooner takes the stagers made so far and makes the rest itself; a failure here is left for the
+     * load to meet and report.
+     */
+    void prepare(Device device) {
+        if (device.isHost()) {
+            return;
+        }
+        Stagers pool;
+        synchronized (stagerCache) {
+            pool = stagerCache.computeIfAbsent(device, k -> new Stagers(k, stagingSize, threads));
+        }
+        Thread t = Threads.daemon("weightloader-local-pin").newThread(() -> {
+            try {
+                pool.fill();
+            } catch (RuntimeException e) {
+                org.slf4j.LoggerFactory.getLogger(LocalBackend.class).debug("pinning staging buffers for {} ahead of"
+                        + " the first load failed; the load will pin its own: {}", device, e.toString());
+            }
+        });
+        preparing = t;
+        t.start();
     }
 
     private Map<Device, Stagers> stagers(LoadRequest request) {
@@ -575,6 +635,14 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
 
     @Override
     public void close() {
+        Thread t = preparing;
+        if (t != null) {
+            try {
+                t.join(); // its stagers are closed below, not leaked
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
         pool.shutdownNow();
         synchronized (stagerCache) {
             stagerCache.values().forEach(Stagers::close);

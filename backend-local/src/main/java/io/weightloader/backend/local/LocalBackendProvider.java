@@ -70,8 +70,10 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
     @Override
     public WeightLoaderBackend create(BackendContext context) {
         Settings s = Settings.from(context);
-        return new LocalBackend(SafetensorsCheckpoint.open(s.modelPath()), s.threads(), s.pieceSize(), s.stagingSize(),
-                s.zeroCopy(), s.io());
+        LocalBackend backend = new LocalBackend(SafetensorsCheckpoint.open(s.modelPath()), s.threads(), s.pieceSize(),
+                s.stagingSize(), s.zeroCopy(), s.io());
+        backend.prepare(context.settings().device());
+        return backend;
     }
 
     @Override
