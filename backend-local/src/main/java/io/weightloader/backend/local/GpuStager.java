@@ -13,15 +13,19 @@ import org.bytedeco.cuda.global.cudart;
  * ({@code cudaMemcpyAsync} on the stager's own stream), the next chunk is read from disk into the other, so
  * disk and PCIe work at once. One stager is used by one thread at a time.
  *
- * <p>The buffers are small ({@code staging-size}, 1 MiB by default) because pinning host memory is slow: on an
- * H100 host it ran at about 1.4 GB/s, so 16 MiB buffers for 8 threads cost more than half of a 4 GiB load
- * (docs/PERFORMANCE.md), while 1 MiB chunks still keep the copy engine busy.
+ * <p>The buffers are small ({@code staging-size}, 2 MiB by default) because pinning host memory is slow: on an
+ * H100 host it ran at about 1.4 GB/s. Stagers are pinned once per backend, from when it is made, so their size costs
+ * pinned memory and the backend's setup rather than each load; with 16 threads on an H100 host 2 MiB reached 0.895 of
+ * the raw pinned copy where 1 MiB reached 0.75 (docs/PERFORMANCE.md, 2026-12-06).
  */
 final class GpuStager implements AutoCloseable {
     private final Device device;
-    private final PinnedMemory[] buffers = new PinnedMemory[2];
-    private final CUevent_st[] copied = {new CUevent_st(), new CUevent_st()};
-    private final boolean[] inFlight = new boolean[2];
+    /** Staging buffers per stager: one filled by the reader while the GPU copies the other. */
+    static final int BUFFERS = 2;
+    /** The buffers, back to back in one pinned allocation (one pinning call per stager, not one per buffer). */
+    private PinnedMemory pinned;
+    private final CUevent_st[] copied = new CUevent_st[BUFFERS];
+    private final boolean[] inFlight = new boolean[BUFFERS];
     private final CUstream_st stream = new CUstream_st();
     private int next;
 
@@ -32,8 +36,9 @@ final class GpuStager implements AutoCloseable {
         this.chunk = stagingSize;
         Cuda.use(device);
         try {
-            for (int i = 0; i < 2; i++) {
-                buffers[i] = PinnedMemory.allocate(stagingSize);
+            pinned = PinnedMemory.allocate((long) BUFFERS * stagingSize);
+            for (int i = 0; i < BUFFERS; i++) {
+                copied[i] = new CUevent_st();
                 Cuda.check(cudart.cudaEventCreateWithFlags(copied[i], cudart.cudaEventDisableTiming), "cudaEventCreate");
             }
             Cuda.check(cudart.cudaStreamCreateWithFlags(stream, cudart.cudaStreamNonBlocking), "cudaStreamCreate");
@@ -66,7 +71,7 @@ final class GpuStager implements AutoCloseable {
                     fill = 0;
                 }
                 int n = Math.min(chunk - fill, lengths[r] - off);
-                src.read(positions[r] + off, buffers[b].byteBuffer(fill, n), tensor);
+                src.read(positions[r] + off, pinned.byteBuffer((long) b * chunk + fill, n), tensor);
                 fill += n;
                 off += n;
                 if (fill == chunk) {
@@ -84,7 +89,7 @@ final class GpuStager implements AutoCloseable {
     /** The next buffer, once its previous copy is done. */
     private int acquire() {
         int b = next;
-        next ^= 1;
+        next = (next + 1) % BUFFERS;
         if (inFlight[b]) {
             Cuda.check(cudart.cudaEventSynchronize(copied[b]), "waiting for a staging copy to " + device);
             inFlight[b] = false;
@@ -93,7 +98,7 @@ final class GpuStager implements AutoCloseable {
     }
 
     private void send(int b, long deviceAddress, int n) {
-        Cuda.check(cudart.cudaMemcpyAsync(Cuda.pointer(deviceAddress), Cuda.pointer(buffers[b].address()), n,
+        Cuda.check(cudart.cudaMemcpyAsync(Cuda.pointer(deviceAddress), Cuda.pointer(pinned.address() + (long) b * chunk), n,
                 cudart.cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync to " + device);
         Cuda.check(cudart.cudaEventRecord(copied[b], stream), "cudaEventRecord");
         inFlight[b] = true;
@@ -103,8 +108,7 @@ final class GpuStager implements AutoCloseable {
     void finish() {
         Cuda.use(device);
         Cuda.check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize on " + device);
-        inFlight[0] = false;
-        inFlight[1] = false;
+        java.util.Arrays.fill(inFlight, false);
     }
 
     @Override
@@ -115,15 +119,13 @@ final class GpuStager implements AutoCloseable {
                 cudart.cudaStreamDestroy(stream);
             }
             for (CUevent_st e : copied) {
-                if (e.address() != 0) {
+                if (e != null && e.address() != 0) {
                     cudart.cudaEventDestroy(e);
                 }
             }
         } finally {
-            for (PinnedMemory p : buffers) {
-                if (p != null) {
-                    p.close();
-                }
+            if (pinned != null) {
+                pinned.close();
             }
         }
     }

@@ -50,7 +50,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     private final ExecutorService pool;
 
     /** Pinned staging buffer size for GPU destinations when none is given ({@code staging-size}). */
-    public static final int DEFAULT_STAGING_SIZE = 1 << 20;
+    public static final int DEFAULT_STAGING_SIZE = 2 << 20;
 
     public LocalBackend(SafetensorsCheckpoint checkpoint, int threads, int pieceSize, boolean zeroCopyPreferred) {
         this(checkpoint, threads, pieceSize, DEFAULT_STAGING_SIZE, zeroCopyPreferred);
@@ -254,7 +254,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         AtomicLong done = new AtomicLong();
         AtomicInteger tensorsDone = new AtomicInteger(
                 (int) request.tensors().stream().filter(d -> d.byteSize() == 0).count());
-        Map<Device, BlockingQueue<GpuStager>> stagers = stagers(request);
+        Map<Device, Stagers> stagers = stagers(request);
         Map<Path, MappedFile> maps = new java.util.concurrent.ConcurrentHashMap<>();
         boolean ok = false;
         // pieces still running: the mappings are unmapped only once none is (a copy from an unmapped file crashes)
@@ -281,7 +281,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         request.progress().onProgress(done.get(), total, tensorsDone.get(), tensorCount);
         try {
             awaitAll(futures);
-            stagers.values().forEach(q -> q.forEach(GpuStager::finish));
+            stagers.values().forEach(Stagers::finish);
             ok = true;
         } finally {
             stop.set(true);
@@ -292,13 +292,13 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
                 synchronized (stagerCache) {
                     stagers.keySet().forEach(stagerCache::remove);
                 }
-                stagers.values().forEach(q -> q.forEach(GpuStager::close));
+                stagers.values().forEach(Stagers::close);
             }
         }
     }
 
     private void loadPiece(Piece p, Map<Path, FileSource> channels, Map<Path, MappedFile> maps,
-                           Map<Device, BlockingQueue<GpuStager>> stagers) throws IOException, InterruptedException {
+                           Map<Device, Stagers> stagers) throws IOException, InterruptedException {
         Device dev = p.dest().region().device();
         FileSource src = channels.get(p.src().file().path());
         // short rows from a mapping: through the page cache, so not for files read with O_DIRECT
@@ -307,43 +307,146 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         } else if (dev.isHost()) {
             readPiece(p, src);
         } else {
-            GpuStager g = stagers.get(dev).take();
+            Stagers pool = stagers.get(dev);
+            GpuStager g = pool.take();
             try {
                 g.gather(src, p.dest().spec().name(), p.positions(), p.lengths(),
                         p.dest().region().address() + p.dstOffset());
             } finally {
-                stagers.get(dev).add(g);
+                pool.give(g);
             }
         }
     }
 
     /**
-     * Per destination GPU, one stager per reader thread (two pinned buffers of {@code staging-size} each), kept for
-     * the backend's life: pinning host memory is slow (about 1.4 GB/s), so a host that loads more than once pins
-     * its staging buffers once.
+     * Per destination GPU, up to one stager per reader thread (two pinned buffers of {@code staging-size} each), kept
+     * for the backend's life: pinning host memory is slow (about 1.4 GB/s), so a host that loads more than once pins
+     * its staging buffers once. A backend made for a GPU starts pinning them when it is made ({@link #prepare}); a load
+     * that finds fewer than it has threads makes the others as its threads first need them.
      */
-    private final Map<Device, BlockingQueue<GpuStager>> stagerCache = new HashMap<>();
+    private final Map<Device, Stagers> stagerCache = new HashMap<>();
 
-    private Map<Device, BlockingQueue<GpuStager>> stagers(LoadRequest request) {
-        Map<Device, BlockingQueue<GpuStager>> out = new HashMap<>();
+    /** One GPU's stagers: made on demand, at most {@code max}, handed to one reader thread at a time. */
+    static final class Stagers {
+        private final Device device;
+        private final int stagingSize;
+        private final int max;
+        private final BlockingQueue<GpuStager> idle;
+        private final List<GpuStager> all = new java.util.concurrent.CopyOnWriteArrayList<>();
+        private final AtomicInteger made = new AtomicInteger();
+        private volatile boolean closed;
+
+        Stagers(Device device, int stagingSize, int max) {
+            this.device = device;
+            this.stagingSize = stagingSize;
+            this.max = max;
+            this.idle = new ArrayBlockingQueue<>(max);
+        }
+
+        /**
+         * An idle stager, or a new one while fewer than {@code max} exist, or the next one given back. Each reader
+         * thread holds at most one, and there are {@code max} threads, so a thread that waits gets one.
+         */
+        GpuStager take() throws InterruptedException {
+            while (true) {
+                GpuStager g = idle.poll();
+                if (g != null) {
+                    return g;
+                }
+                for (int n = made.get(); n < max; n = made.get()) {
+                    if (made.compareAndSet(n, n + 1)) {
+                        g = make();
+                        return g;
+                    }
+                }
+                // all are made or being made (by another thread, or ahead of the load: one that fails frees its place)
+                g = idle.poll(10, java.util.concurrent.TimeUnit.MILLISECONDS);
+                if (g != null) {
+                    return g;
+                }
+            }
+        }
+
+        /** A new stager in a place already counted in {@code made}; a failure frees the place. */
+        private GpuStager make() {
+            GpuStager g;
+            try {
+                g = new GpuStager(device, stagingSize);
+            } catch (RuntimeException e) {
+                made.decrementAndGet();
+                throw e;
+            }
+            synchronized (this) {
+                if (closed) {
+                    g.close();
+                    throw new WeightLoaderException("the local backend's staging buffers for " + device + " were closed");
+                }
+                all.add(g);
+            }
+            return g;
+        }
+
+        void give(GpuStager g) {
+            idle.add(g);
+        }
+
+        /** Waits until every copy that any of the stagers queued reached the GPU. */
+        void finish() {
+            all.forEach(GpuStager::finish);
+        }
+
+        synchronized void close() {
+            closed = true;
+            all.forEach(GpuStager::close);
+        }
+
+        /** Makes stagers until there are {@code max}, each given to the idle ones as it is made. */
+        void fill() {
+            for (int n = made.get(); n < max && !closed; n = made.get()) {
+                if (made.compareAndSet(n, n + 1)) {
+                    idle.add(make());
+                }
+            }
+        }
+    }
+
+    private volatile Thread preparing;
+
+    /**
+     * Starts pinning {@code device}'s stagers on a background thread, for a backend made to load into that GPU
+     * ({@code weight-loader.device}): pinning runs at about 1.4 GB/s and holds up the copies of a load that runs beside
+     * it, so a process's first load, if it pinned them itself, spent a fifth of its time pinning (docs/PERFORMANCE.md).
+     * What the host does before its first load (allocating the weights' GPU memory, building the model) hides it. A
+     * load that comes sooner takes the stagers made so far and makes the rest itself; a failure here is left for the
+     * load to meet and report.
+     */
+    void prepare(Device device) {
+        if (device.isHost()) {
+            return;
+        }
+        Stagers pool;
+        synchronized (stagerCache) {
+            pool = stagerCache.computeIfAbsent(device, k -> new Stagers(k, stagingSize, threads));
+        }
+        Thread t = Threads.daemon("weightloader-local-pin").newThread(() -> {
+            try {
+                pool.fill();
+            } catch (RuntimeException e) {
+                org.slf4j.LoggerFactory.getLogger(LocalBackend.class).debug("pinning staging buffers for {} ahead of"
+                        + " the first load failed; the load will pin its own: {}", device, e.toString());
+            }
+        });
+        preparing = t;
+        t.start();
+    }
+
+    private Map<Device, Stagers> stagers(LoadRequest request) {
+        Map<Device, Stagers> out = new HashMap<>();
         synchronized (stagerCache) {
             for (TensorDestination d : request.tensors()) {
                 Device dev = d.region().device();
                 if (!dev.isHost() && !out.containsKey(dev)) {
-                    BlockingQueue<GpuStager> q = stagerCache.get(dev);
-                    if (q == null) {
-                        q = new ArrayBlockingQueue<>(threads);
-                        try {
-                            for (int i = 0; i < threads; i++) {
-                                q.add(new GpuStager(dev, stagingSize));
-                            }
-                        } catch (RuntimeException e) {
-                            q.forEach(GpuStager::close);
-                            throw e;
-                        }
-                        stagerCache.put(dev, q);
-                    }
-                    out.put(dev, q);
+                    out.put(dev, stagerCache.computeIfAbsent(dev, k -> new Stagers(k, stagingSize, threads)));
                 }
             }
         }
@@ -446,9 +549,17 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
 
     @Override
     public void close() {
+        Thread t = preparing;
+        if (t != null) {
+            try {
+                t.join(); // its stagers are closed below, not leaked
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
         pool.shutdownNow();
         synchronized (stagerCache) {
-            stagerCache.values().forEach(q -> q.forEach(GpuStager::close));
+            stagerCache.values().forEach(Stagers::close);
             stagerCache.clear();
         }
     }

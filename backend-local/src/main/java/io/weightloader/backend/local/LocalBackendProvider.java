@@ -94,7 +94,10 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
             throw new SafetensorsFormatException(s.modelPath(), "the checkpoint holds no tensors; set "
                     + BackendContext.backendPath(NAME) + ".allow-empty = true if an empty checkpoint is meant");
         }
-        return new LocalBackend(checkpoint, s.threads(), s.pieceSize(), s.stagingSize(), s.zeroCopy(), s.io());
+        LocalBackend backend = new LocalBackend(checkpoint, s.threads(), s.pieceSize(), s.stagingSize(), s.zeroCopy(),
+                s.io());
+        backend.prepare(context.settings().device());
+        return backend;
     }
 
     @Override
