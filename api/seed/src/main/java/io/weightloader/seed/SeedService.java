@@ -184,6 +184,7 @@ public final class SeedService implements AutoCloseable {
                 throw new WeightLoaderConfigException(servePath, "backend '" + name + "' (" + p.getClass().getName()
                         + ") cannot publish a seed's weights; backends that can: " + publishers);
             }
+            io.weightloader.api.WeightLoader.refuseMemorySaverUnlessCapable(s, name, p.capabilities());
             for (io.weightloader.api.Device d : devices) {
                 publisher.validateSeed(context, d);
             }

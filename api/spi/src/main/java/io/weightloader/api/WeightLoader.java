@@ -78,6 +78,11 @@ public final class WeightLoader implements AutoCloseable {
         }
         registry.validateSettings(context, settings.backend());
         validate(registry, settings.backend(), context);
+        if (settings.remote().startSeedViaTransferEngine() && registry.providers().containsKey("transfer_engine")) {
+            // SGLang's flag: this instance will also serve as a seed through transfer_engine
+            refuseMemorySaverUnlessCapable(settings, "transfer_engine",
+                    registry.providers().get("transfer_engine").capabilities());
+        }
         if (!settings.remote().groupPorts().isEmpty()) {
             LOG.warn("weight-loader.remote-instance.send-weights-group-ports is a seed's setting (the NCCL bootstrap"
                     + " port of each of its tp ranks); this loader ignores it");
@@ -105,12 +110,28 @@ public final class WeightLoader implements AutoCloseable {
                     + name + "' cannot fill " + context.settings().device() + " memory; it supports "
                     + provider.capabilities().devices());
         }
+        refuseMemorySaverUnlessCapable(context.settings(), name, provider.capabilities());
         try {
             provider.validate(context);
         } catch (LinkageError e) {
             throw new WeightLoaderException("backend '" + name + "' (" + provider.getClass().getName() + ") is built"
                     + " against an incompatible weightloader-api (SPI version " + WeightLoaderBackendProvider.SPI_VERSION
                     + " here, the plugin says " + provider.spiVersion() + "): " + e, e);
+        }
+    }
+
+    /**
+     * {@code enable-memory-saver} with a backend that does not declare {@link
+     * io.weightloader.api.spi.BackendCapabilities#memorySaver()} is refused, naming the setting, the backend and the
+     * capability.
+     */
+    public static void refuseMemorySaverUnlessCapable(WeightLoaderSettings settings, String backend,
+                                                      io.weightloader.api.spi.BackendCapabilities capabilities) {
+        if (settings.enableMemorySaver() && !capabilities.memorySaver()) {
+            throw new io.weightloader.api.config.WeightLoaderConfigException("weight-loader.enable-memory-saver",
+                    "memory saver is not compatible with backend '" + backend + "': it does not declare the"
+                            + " memory-saver capability (BackendCapabilities.memorySaver); memory it registers must not"
+                            + " be released and remapped under it");
         }
     }
 

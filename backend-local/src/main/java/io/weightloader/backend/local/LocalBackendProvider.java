@@ -13,7 +13,6 @@ import io.weightloader.memory.cuda.Cuda;
 import java.util.List;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.EnumSet;
 
 /** {@code local}: safetensors checkpoints from this machine's disk. */
 public final class LocalBackendProvider implements WeightLoaderBackendProvider {
@@ -31,7 +30,7 @@ public final class LocalBackendProvider implements WeightLoaderBackendProvider {
 
     @Override
     public BackendCapabilities capabilities() {
-        return new BackendCapabilities(false, false, EnumSet.of(Device.Kind.CPU, Device.Kind.CUDA));
+        return BackendCapabilities.builder().devices(Device.Kind.CPU, Device.Kind.CUDA).build();
     }
 
     /** {@code weight-loader.backends.local}, read and checked once. */

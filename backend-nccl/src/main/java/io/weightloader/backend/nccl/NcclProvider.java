@@ -17,7 +17,6 @@ import io.weightloader.api.spi.NativePart;
 import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import io.weightloader.memory.cuda.Cuda;
 import java.time.Duration;
-import java.util.EnumSet;
 import java.util.List;
 import java.util.Optional;
 
@@ -51,7 +50,8 @@ public final class NcclProvider implements WeightLoaderBackendProvider, SeedPubl
 
     @Override
     public BackendCapabilities capabilities() {
-        return new BackendCapabilities(true, true, EnumSet.of(Device.Kind.CUDA));
+        return BackendCapabilities.builder().readsFromSeed(true).disturbsSeed(true).devices(Device.Kind.CUDA)
+                .memorySaver(true).build() // nothing registered: a seed sends from its tensors' current addresses;
     }
 
     static Duration initTimeout(BackendContext context) {

@@ -23,7 +23,6 @@ import io.weightloader.backend.te.mooncake.MooncakeLibrary;
 import java.net.InetAddress;
 import java.net.UnknownHostException;
 import java.util.ArrayList;
-import java.util.EnumSet;
 import java.util.List;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -51,7 +50,10 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
 
     @Override
     public BackendCapabilities capabilities() {
-        return new BackendCapabilities(true, false, EnumSet.of(Device.Kind.CPU, Device.Kind.CUDA));
+        return BackendCapabilities.builder().readsFromSeed(true).devices(Device.Kind.CPU, Device.Kind.CUDA)
+                // a seed registers its weight memory with the engine once: memory the allocator releases and
+                // remaps would leave the registration pointing at freed pages
+                .memorySaver(false).build();
     }
 
     @Override

@@ -16,7 +16,6 @@ import io.weightloader.api.spi.WeightLoaderBackend;
 import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
-import java.util.EnumSet;
 import java.util.List;
 
 /**
@@ -40,7 +39,7 @@ public final class PatternBackendProvider implements WeightLoaderBackendProvider
 
     @Override
     public BackendCapabilities capabilities() {
-        return new BackendCapabilities(false, false, EnumSet.of(Device.Kind.CPU));
+        return BackendCapabilities.builder().devices(Device.Kind.CPU).build();
     }
 
     @Override

@@ -258,11 +258,8 @@ public record WeightLoaderSettings(
                         "load-format remote_instance needs the seed's control-plane port");
             }
         }
-        boolean usesTransferEngine = backend.equals("transfer_engine") || remote.startSeedViaTransferEngine();
-        if (memorySaver && usesTransferEngine) {
-            throw r.error("enable-memory-saver",
-                    "memory saver is not compatible with transfer_engine: registered memory must not be remapped");
-        }
+        // enable-memory-saver is checked against the backends' capabilities where they are known (WeightLoader.open,
+        // SeedService.bind): BackendCapabilities.memorySaver
         if (fallback == Fallback.LOCAL && modelPath.isEmpty()) {
             throw r.error("model-path", "fallback = local needs the checkpoint to fall back to");
         }

@@ -50,19 +50,6 @@ class WeightLoaderSettingsTest {
     }
 
     @Test
-    void memorySaverWithTransferEngineIsRefused() {
-        assertThatThrownBy(() -> settings("""
-                weight-loader { load-format = remote_instance, enable-memory-saver = true
-                  remote-instance { seed-instance-ip = h, seed-instance-service-port = 1, backend = transfer_engine } }"""))
-                .hasMessageContaining("weight-loader.enable-memory-saver")
-                .hasMessageContaining("memory saver is not compatible with transfer_engine: registered memory must not be remapped");
-        assertThatThrownBy(() -> settings("""
-                weight-loader { model-path = /m, enable-memory-saver = true
-                  remote-instance.start-seed-via-transfer-engine = true }"""))
-                .hasMessageContaining("memory saver is not compatible with transfer_engine");
-    }
-
-    @Test
     void memorySaverWithNcclIsAllowed() {
         WeightLoaderSettings s = settings("""
                 weight-loader { load-format = remote_instance, enable-memory-saver = true

@@ -79,6 +79,20 @@ class BackendRegistryTest {
     }
 
     @Test
+    void theMemorySaverIsRefusedWithABackendThatDoesNotDeclareTheCapabilityWhateverItsName() throws IOException {
+        ClassLoader cl = withProviders(TestProviders.Registering.class, TestProviders.Beta.class);
+        assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseString(
+                "weight-loader { backend = registering, enable-memory-saver = true }"), cl))
+                .isInstanceOf(io.weightloader.api.config.WeightLoaderConfigException.class)
+                .hasMessageContaining("weight-loader.enable-memory-saver")
+                .hasMessageContaining("backend 'registering'")
+                .hasMessageContaining("BackendCapabilities.memorySaver");
+        // the builder's default: a backend that registers nothing works with it
+        assertThat(BackendCapabilities.builder().build().memorySaver()).isTrue();
+        assertThat(new BackendCapabilities(false, false, java.util.Set.of()).memorySaver()).isTrue();
+    }
+
+    @Test
     void aBackendThatCannotFillTheDeviceIsRefusedByConfigPath() throws IOException {
         ClassLoader cl = withProviders(TestProviders.Beta.class);
         assertThatThrownBy(() -> WeightLoader.open(

@@ -28,6 +28,19 @@ public final class TestProviders {
     public static class AlphaAgain extends Alpha {
     }
 
+    /** Registers memory that a memory saver's remap would leave dangling: no memory-saver capability. */
+    public static class Registering extends Alpha {
+        @Override
+        public String name() {
+            return "registering";
+        }
+
+        @Override
+        public BackendCapabilities capabilities() {
+            return BackendCapabilities.builder().devices(Device.Kind.CPU).memorySaver(false).build();
+        }
+    }
+
     public static class Beta extends Alpha {
         @Override
         public String name() {
