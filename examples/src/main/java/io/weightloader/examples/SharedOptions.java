@@ -54,7 +54,7 @@ final class SharedOptions {
     String remoteBackend;
 
     @Option(names = "--source-strategy", paramLabel = "NAME", description = "star | tree | chain: which instance "
-            + "serving the root seed's weights to read from (weight-loader.remote-instance.source-strategy).")
+            + "serving the root seed's weights to read from (weight-loader.backends.transfer_engine.source-strategy).")
     String sourceStrategy;
 
     @Option(names = "--checksum", paramLabel = "ALGO", description = "none | sha256 (weight-loader.checksum).")
@@ -109,7 +109,7 @@ final class SharedOptions {
         put(m, "weight-loader.remote-instance.seed-instance-ip", seedIp);
         put(m, "weight-loader.remote-instance.seed-instance-service-port", seedPort);
         put(m, "weight-loader.remote-instance.backend", remoteBackend);
-        put(m, "weight-loader.remote-instance.source-strategy", sourceStrategy);
+        put(m, "weight-loader.backends.transfer_engine.source-strategy", sourceStrategy);
         put(m, "weight-loader.checksum", checksum);
         put(m, "weight-loader.backends.transfer_engine.protocol", protocol);
         put(m, "weight-loader.rank.pp", ppRank);

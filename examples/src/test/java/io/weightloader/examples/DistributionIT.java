@@ -445,7 +445,7 @@ class DistributionIT {
         com.typesafe.config.Config client = com.typesafe.config.ConfigFactory.parseString(
                 "weight-loader { load-format = remote_instance, checksum = none\n"
                 + " remote-instance { seed-instance-ip = \"127.0.0.1\", seed-instance-service-port = " + root
-                + ", token = tok, source-strategy = tree, retries = 1 }\n"
+                + ", token = tok, retries = 1 }\n backends.transfer_engine.source-strategy = tree\n"
                 + " backends.transfer_engine.bandwidth-limit = 16 MiB }");
         java.util.concurrent.CountDownLatch moving = new java.util.concurrent.CountDownLatch(1);
         try (io.weightloader.api.WeightLoader loader = io.weightloader.api.WeightLoader.open(client);

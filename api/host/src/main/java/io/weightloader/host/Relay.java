@@ -38,6 +38,8 @@ import org.slf4j.LoggerFactory;
 final class Relay implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Relay.class);
     private static final ObjectMapper JSON = new ObjectMapper();
+    /** The transfer_engine backend's settings, where a relay's source strategy, client id and checks live. */
+    private static final String TE = "weight-loader.backends.transfer_engine.";
 
     /** One rank: its loader, memory, the root's manifest and the gate of a pipelined relay. */
     private record Held(HostRanks.Rank rank, WeightLoader loader, HostRanks.Held memory, Manifest root, ReadyGate gate,
@@ -79,6 +81,11 @@ final class Relay implements AutoCloseable {
         return ConfigFactory.parseMap(Map.of(key, protocol), "the root's transport").withFallback(config);
     }
 
+    /** The configured {@code source-strategy} ({@code star} where transfer_engine's settings are not installed). */
+    static String sourceStrategy(com.typesafe.config.Config config) {
+        return config.hasPath(TE + "source-strategy") ? config.getString(TE + "source-strategy") : "star";
+    }
+
     /** Where clients reach this relay's control plane: its bind address, or the engine's host name. */
     static String advertised(WeightLoaderSettings s, int port) {
         String host = s.seed().bindAddress();
@@ -98,16 +105,16 @@ final class Relay implements AutoCloseable {
         String address = advertised(settings, service.port());
         Relay relay = new Relay(address, SeedClient.forSeedOf(settings, "relay"));
         try {
-            String strategy = settings.remote().sourceStrategy();
+            String strategy = sourceStrategy(ranks.ranks().get(0).config());
             for (HostRanks.Rank r : ranks.ranks()) {
                 boolean gateable = strategy.equals("chain") && r.device().isHost()
                         && r.settings().backend().equals("transfer_engine");
                 Map<String, Object> id = new LinkedHashMap<>();
-                id.put("weight-loader.remote-instance.client-id", address);
+                id.put(TE + "client-id", address);
                 if (gateable) {
                     // the gate checks every block against the root's checksums as it arrives: no second pass
                     id.put("weight-loader.checksum", "none");
-                    id.put("weight-loader.remote-instance.verify-relays", false);
+                    id.put(TE + "verify-relays", false);
                     // and small reads, reported as each completes: what it serves onwards trails what it received
                     // by about one read per connection, not by a 64 MiB slice
                     id.put("weight-loader.backends.transfer_engine.slice-size", "512 KiB");

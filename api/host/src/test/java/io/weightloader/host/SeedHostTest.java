@@ -110,8 +110,8 @@ class SeedHostTest {
             // a relay through the library: loads both ranks from the root (tree), checks, serves, joins the directory
             SeedHost relay = SeedHost.start(config("""
                     weight-loader { load-format = remote_instance, tp-layout = llama, rank.tp-size = 2, checksum = sha256
-                      remote-instance { seed-instance-ip = "127.0.0.1", seed-instance-service-port = %d
-                        source-strategy = tree } }
+                      remote-instance { seed-instance-ip = "127.0.0.1", seed-instance-service-port = %d }
+                      backends.transfer_engine.source-strategy = tree }
                     """.formatted(rootPort)));
             try {
                 String address = relay.relayAddress().orElseThrow();

@@ -50,8 +50,9 @@ public final class NcclProvider implements WeightLoaderBackendProvider, SeedPubl
 
     @Override
     public BackendCapabilities capabilities() {
+        // memory saver: nothing is registered; a seed sends from its tensors' addresses at each request
         return BackendCapabilities.builder().readsFromSeed(true).disturbsSeed(true).devices(Device.Kind.CUDA)
-                .memorySaver(true).build() // nothing registered: a seed sends from its tensors' current addresses;
+                .memorySaver(true).build();
     }
 
     static Duration initTimeout(BackendContext context) {

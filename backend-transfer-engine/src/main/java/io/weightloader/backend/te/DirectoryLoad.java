@@ -235,7 +235,7 @@ final class DirectoryLoad {
         boolean check = request.checksum() || fromRelay && settings.verifyRelays();
         if (fromRelay && !settings.verifyRelays()) {
             LOG.warn("{}: bytes read from relays are not checked by this load"
-                    + " (weight-loader.remote-instance.verify-relays = false: only for a caller that checks every byte"
+                    + " (weight-loader.backends.transfer_engine.verify-relays = false: only for a caller that checks every byte"
                     + " against the root's checksums itself, as a pipelined relay's gate does)", backend.source());
         }
         List<TensorDestination> tensors = request.tensors();

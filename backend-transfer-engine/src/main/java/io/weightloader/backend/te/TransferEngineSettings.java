@@ -51,9 +51,17 @@ record TransferEngineSettings(
                 slice, r.integer("batch-size", 1, 1024), r.integer("batches-in-flight", 1, 16),
                 r.size("bandwidth-limit", 0, Long.MAX_VALUE), r.integer("builtin.port", 0, 65535),
                 r.integer("builtin.connections", 1, 64), r.integer("builtin.max-connections", 1, 4096),
-                r.optionalString("mooncake.library"), context.settings().remote().sourceStrategy(),
-                context.settings().remote().clientId(), r.oneOf("reshard-staging", List.of("auto", "always", "never")),
-                context.settings().remote().verifyRelays());
+                r.optionalString("mooncake.library"), r.oneOf("source-strategy", List.of("star", "tree", "chain")),
+                clientId(r), r.oneOf("reshard-staging", List.of("auto", "always", "never")), r.bool("verify-relays"));
+    }
+
+    private static Optional<String> clientId(SettingsReader r) {
+        Optional<String> id = r.optionalString("client-id");
+        if (id.isPresent() && !id.get().matches("[A-Za-z0-9.:\\[\\]_-]{1,300}")) {
+            throw r.error("client-id", "must be letters, digits and . : [ ] _ - only (a relay uses its host:port); got '"
+                    + id.get() + "'");
+        }
+        return id;
     }
 
     /**

@@ -121,7 +121,7 @@ class RelayTrustTest {
 
     private LoadReport loadWith(SeedService root, String strategy) {
         try (WeightLoader loader = WeightLoader.open(client(root.port(),
-                "weight-loader.remote-instance.source-strategy = " + strategy));
+                "weight-loader.backends.transfer_engine.source-strategy = " + strategy));
              HostMemory dst = TestWeights.arena(specs)) {
             return load(loader, specs, dst);
         }

@@ -54,4 +54,26 @@ class TransferEngineSettingsTest {
                 .hasMessageContaining("weight-loader.backends.transfer_engine." + key)
                 .hasMessageContaining(expected);
     }
+
+    @Test
+    void theDirectorysSettingsAreTheBackendsOwnAndTheirOldPathsSayWhereTheyMoved() {
+        TransferEngineSettings s = settings("""
+                weight-loader.backends.transfer_engine { source-strategy = chain, client-id = "10.0.0.7:30000"
+                  verify-relays = false }""");
+        assertThat(s.sourceStrategy()).isEqualTo("chain");
+        assertThat(s.clientId()).contains("10.0.0.7:30000");
+        assertThat(s.verifyRelays()).isFalse();
+        assertThat(settings("").sourceStrategy()).isEqualTo("star");
+        assertThatThrownBy(() -> settings("weight-loader.backends.transfer_engine.source-strategy = ring"))
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageContaining("weight-loader.backends.transfer_engine.source-strategy");
+        assertThatThrownBy(() -> settings("weight-loader.backends.transfer_engine.client-id = \"a b\""))
+                .hasMessageContaining("weight-loader.backends.transfer_engine.client-id");
+        for (String moved : new String[] {"source-strategy = tree", "client-id = x", "verify-relays = false"}) {
+            assertThatThrownBy(() -> settings("weight-loader.remote-instance." + moved))
+                    .isInstanceOf(WeightLoaderConfigException.class)
+                    .hasMessageContaining("moved to weight-loader.backends.transfer_engine."
+                            + moved.substring(0, moved.indexOf(' ')));
+        }
+    }
 }

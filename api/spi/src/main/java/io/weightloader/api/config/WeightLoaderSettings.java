@@ -45,15 +45,6 @@ public record WeightLoaderSettings(
     private static final java.util.Set<String> LIST_OR_STRING = java.util.Set.of(
             ROOT + ".remote-instance.send-weights-group-ports", ROOT + ".seed.serve");
 
-    private static Optional<String> clientId(SettingsReader r, String key) {
-        Optional<String> id = r.optionalString(key);
-        if (id.isPresent() && !id.get().matches("[A-Za-z0-9.:\\[\\]_-]{1,300}")) {
-            throw r.error(key, "must be letters, digits and . : [ ] _ - only (a relay uses its host:port); got '"
-                    + id.get() + "'");
-        }
-        return id;
-    }
-
     /** What to do when a remote load fails. */
     public enum Fallback { NONE, LOCAL }
 
@@ -69,10 +60,7 @@ public record WeightLoaderSettings(
             Duration connectTimeout,
             Duration requestTimeout,
             Duration transferTimeout,
-            int retries,
-            String sourceStrategy,
-            Optional<String> clientId,
-            boolean verifyRelays) {
+            int retries) {
     }
 
     /** {@code weight-loader.seed}: where this process's control plane listens when it serves as a seed. */
@@ -219,10 +207,7 @@ public record WeightLoaderSettings(
                 r.duration(ri + "connect-timeout", Duration.ofMillis(1), Duration.ofHours(1)),
                 r.duration(ri + "request-timeout", Duration.ofMillis(1), Duration.ofHours(1)),
                 r.duration(ri + "transfer-timeout", Duration.ofMillis(1), Duration.ofDays(1)),
-                r.integer(ri + "retries", 0, 100),
-                r.oneOf(ri + "source-strategy", List.of("star", "tree", "chain")),
-                clientId(r, ri + "client-id"),
-                r.bool(ri + "verify-relays"));
+                r.integer(ri + "retries", 0, 100));
 
         int servicePort = r.integer("seed.service-port", 0, 65535);
         String bind = r.string("seed.bind-address");
@@ -395,6 +380,13 @@ public record WeightLoaderSettings(
                 }
             } else if (reference.getIsNull(path) && e.getValue().valueType() == ConfigValueType.NULL) {
                 unknown.add(path);
+            }
+        }
+        for (String moved : List.of("source-strategy", "client-id", "verify-relays")) {
+            String old = ROOT + ".remote-instance." + moved;
+            if (unknown.contains(old)) {
+                throw new WeightLoaderConfigException(old, "moved to " + ROOT + ".backends.transfer_engine." + moved
+                        + " (the transfer_engine backend's setting; the command line's flag is unchanged)");
             }
         }
         if (unknown.contains(ROOT + ".seed.serve-nccl")) {
