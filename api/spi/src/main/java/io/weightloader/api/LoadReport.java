@@ -42,6 +42,73 @@ public record LoadReport(String backend, String engine, String source, String de
         return new LoadReport(backend, engine, source, device, tensors, totalBytes, seconds, reason, phases);
     }
 
+    /** A builder: backends build their reports with it, so that a field added later does not break their source. */
+    public static Builder builder(String backend) {
+        return new Builder(backend);
+    }
+
+    /** Builds a {@link LoadReport}; every field but the backend has a default (none, zero, empty). */
+    public static final class Builder {
+        private final String backend;
+        private String engine = "";
+        private String source = "";
+        private String device = "cpu";
+        private List<TensorReport> tensors = List.of();
+        private long totalBytes;
+        private double seconds;
+        private String fallbackReason;
+        private java.util.Map<String, Double> phases;
+
+        private Builder(String backend) {
+            this.backend = Objects.requireNonNull(backend, "backend is null");
+        }
+
+        public Builder engine(String v) {
+            engine = v;
+            return this;
+        }
+
+        public Builder source(String v) {
+            source = v;
+            return this;
+        }
+
+        public Builder device(String v) {
+            device = v;
+            return this;
+        }
+
+        public Builder tensors(List<TensorReport> v) {
+            tensors = v;
+            return this;
+        }
+
+        public Builder totalBytes(long v) {
+            totalBytes = v;
+            return this;
+        }
+
+        public Builder seconds(double v) {
+            seconds = v;
+            return this;
+        }
+
+        public Builder fallbackReason(String v) {
+            fallbackReason = v;
+            return this;
+        }
+
+        public Builder phases(java.util.Map<String, Double> v) {
+            phases = v;
+            return this;
+        }
+
+        public LoadReport build() {
+            return new LoadReport(backend, engine, source, device, tensors, totalBytes, seconds, fallbackReason,
+                    phases);
+        }
+    }
+
     public String summary() {
         return String.format("loaded %d tensors, %.3f GB in %.3f s (%.2f GB/s) with backend %s, engine %s, from %s%s",
                 tensors.size(), totalBytes / 1e9, seconds, gigabytesPerSecond(), backend, engine, source,

@@ -223,7 +223,8 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         double secs = (System.nanoTime() - t0) / 1e9;
         String device = request.tensors().isEmpty() ? Device.CPU.toString()
                 : request.tensors().get(0).region().device().toString();
-        return new LoadReport(name(), engine, source(), device, reports, request.totalBytes(), secs, null);
+        return LoadReport.builder(name()).engine(engine).source(source()).device(device).tensors(reports)
+                .totalBytes(request.totalBytes()).seconds(secs).build();
     }
 
     /** {@code io = auto}: whether the checkpoint's files are too large to stay in the page cache. */

@@ -93,8 +93,8 @@ final class MappedLoad {
                 reports.add(TensorReport.of(s, sums.get(s.name())));
                 total += s.byteSize();
             }
-            LoadReport report = new LoadReport(backend, "mmap", source, Device.CPU.toString(), reports, total,
-                    (System.nanoTime() - t0) / 1e9, null);
+            LoadReport report = LoadReport.builder(backend).engine("mmap").source(source).device(Device.CPU.toString())
+                    .tensors(reports).totalBytes(total).seconds((System.nanoTime() - t0) / 1e9).build();
             Map<String, MemoryRegion> view = Collections.unmodifiableMap(regions);
             ok = true;
             return new MappedWeights() {

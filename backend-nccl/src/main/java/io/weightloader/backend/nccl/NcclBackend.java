@@ -208,8 +208,9 @@ final class NcclBackend implements WeightLoaderBackend {
         }
         List<TensorReport> reports = RemoteLoads.verify(bounded, rank, m, request, source());
         request.progress().onProgress(request.totalBytes(), request.totalBytes(), names.size(), names.size());
-        return new LoadReport(name(), engine(), source(), device == null ? "cuda" : device.toString(), reports,
-                request.totalBytes(), (System.nanoTime() - t0) / 1e9, null, phases);
+        return LoadReport.builder(name()).engine(engine()).source(source())
+                .device(device == null ? "cuda" : device.toString()).tensors(reports).totalBytes(request.totalBytes())
+                .seconds((System.nanoTime() - t0) / 1e9).phases(phases).build();
     }
 
     @Override
