@@ -68,7 +68,7 @@ final class BackendsCommand implements Callable<Integer> {
             String jar = cs != null && cs.getLocation() != null ? cs.getLocation().getPath() : "unknown";
             entries.add(new Entry(p.name(), c.readsFromSeed(), c.disturbsSeed(),
                     c.devices().stream().map(k -> k == Device.Kind.CPU ? "cpu" : "cuda:N").sorted().toList(),
-                    p instanceof SeedPublisherProvider, jar.substring(jar.lastIndexOf('/') + 1), parts));
+                    p.extension(SeedPublisherProvider.class).isPresent(), jar.substring(jar.lastIndexOf('/') + 1), parts));
         }
         if (json) {
             Map<String, Object> doc = new LinkedHashMap<>();

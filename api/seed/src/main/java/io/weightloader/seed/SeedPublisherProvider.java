@@ -6,8 +6,10 @@ import io.weightloader.api.spi.BackendContext;
 import java.util.List;
 
 /**
- * Implemented by a {@link io.weightloader.api.spi.WeightLoaderBackendProvider} whose backend reads from a seed
- * without the seed's participation: the seed side registers its weights once with the provider's engine.
+ * The seed side of a backend: registers a seed's weights so that the backend's clients can read them. A seed finds
+ * it through its backend's provider, {@code provider.extension(SeedPublisherProvider.class)} (a provider that
+ * implements this interface is found by the default {@code extension}); its version is the provider's
+ * {@link io.weightloader.api.spi.WeightLoaderBackendProvider#SPI_VERSION}.
  */
 public interface SeedPublisherProvider {
     SeedPublisher publish(BackendContext context, RankKey rank, List<TensorDestination> tensors);

@@ -173,17 +173,17 @@ public final class SeedService implements AutoCloseable {
         for (String name : s.seed().serve()) {
             WeightLoaderBackendProvider p;
             List<String> publishers = registry.providers().values().stream()
-                    .filter(x -> x instanceof SeedPublisherProvider).map(WeightLoaderBackendProvider::name).toList();
+                    .filter(x -> x.extension(SeedPublisherProvider.class).isPresent())
+                    .map(WeightLoaderBackendProvider::name).toList();
             try {
                 p = registry.provider(name);
             } catch (WeightLoaderConfigException e) {
                 throw new WeightLoaderConfigException(servePath, e.problem() + ". Backends that can serve a seed's"
                         + " weights here: " + publishers);
             }
-            if (!(p instanceof SeedPublisherProvider publisher)) {
-                throw new WeightLoaderConfigException(servePath, "backend '" + name + "' (" + p.getClass().getName()
-                        + ") cannot publish a seed's weights; backends that can: " + publishers);
-            }
+            SeedPublisherProvider publisher = p.extension(SeedPublisherProvider.class).orElseThrow(() ->
+                    new WeightLoaderConfigException(servePath, "backend '" + name + "' (" + p.getClass().getName()
+                            + ") cannot publish a seed's weights; backends that can: " + publishers));
             io.weightloader.api.WeightLoader.refuseMemorySaverUnlessCapable(s, name, p.capabilities());
             for (io.weightloader.api.Device d : devices) {
                 publisher.validateSeed(context, d);

@@ -38,8 +38,19 @@ import org.junit.jupiter.api.Test;
  */
 class ThirdPartyRemoteBackendTest {
 
-    /** The third party's provider: reads from a seed, serves as one, knows nothing of the built-in names. */
-    static class SameProcessCopy implements WeightLoaderBackendProvider, SeedPublisherProvider {
+    /**
+     * The third party's provider: reads from a seed, serves as one (its seed side is a separate object, found through
+     * {@link #extension}), knows nothing of the built-in names, builds its values with their builders.
+     */
+    static class SameProcessCopy implements WeightLoaderBackendProvider {
+        private final SeedPublisherProvider seedSide = this::publish;
+
+        @Override
+        public <T> java.util.Optional<T> extension(Class<T> type) {
+            return type == SeedPublisherProvider.class ? java.util.Optional.of(type.cast(seedSide))
+                    : java.util.Optional.empty();
+        }
+
         @Override
         public int spiVersion() {
             return SPI_VERSION;
@@ -52,11 +63,10 @@ class ThirdPartyRemoteBackendTest {
 
         @Override
         public BackendCapabilities capabilities() {
-            return new BackendCapabilities(true, false, EnumSet.of(Device.Kind.CPU));
+            return BackendCapabilities.builder().readsFromSeed(true).devices(Device.Kind.CPU).build();
         }
 
-        @Override
-        public SeedPublisher publish(BackendContext context, RankKey rank, List<TensorDestination> tensors) {
+        SeedPublisher publish(BackendContext context, RankKey rank, List<TensorDestination> tensors) {
             return new SeedPublisher() {
                 @Override
                 public String engine() {
@@ -116,8 +126,9 @@ class ThirdPartyRemoteBackendTest {
                                 Device.CPU).byteBuffer(0, n);
                         d.region().byteBuffer(0, n).put(from);
                     }
-                    return new LoadReport(name(), engine(), source(), "cpu",
-                            RemoteLoads.verify(seed, s.rank(), m, request, source()), request.totalBytes(), 0, null);
+                    return LoadReport.builder(name()).engine(engine()).source(source()).device("cpu")
+                            .tensors(RemoteLoads.verify(seed, s.rank(), m, request, source()))
+                            .totalBytes(request.totalBytes()).build();
                 }
 
                 @Override

@@ -12,10 +12,13 @@ package io.weightloader.api.spi;
 public interface WeightLoaderBackendProvider {
 
     /**
-     * The version of this SPI. It grows when the SPI changes in a way a plugin can notice; discovery refuses a plugin
-     * built for a newer one, naming it, instead of failing later with a raw {@link LinkageError}.
+     * The version of this SPI and of the SPIs a provider offers through {@link #extension} (the seed's
+     * {@code io.weightloader.seed.SeedPublisherProvider}). It grows when either changes in a way a plugin can notice;
+     * discovery refuses a plugin built for a newer one, naming it, instead of failing later with a raw
+     * {@link LinkageError}. 3: {@link #extension}, {@link #validateSettings}, {@code BackendCapabilities.memorySaver}
+     * and the builders of {@link BackendCapabilities} and {@code LoadReport}; plugins built for 1 or 2 still load.
      */
-    int SPI_VERSION = 2;
+    int SPI_VERSION = 3;
 
     /**
      * The SPI version this provider was built against. Implement it as {@code return SPI_VERSION;}: the compiler
@@ -24,6 +27,15 @@ public interface WeightLoaderBackendProvider {
      */
     default int spiVersion() {
         return 1;
+    }
+
+    /**
+     * What this provider offers beyond loading, looked up by interface: a backend that serves a seed's weights returns
+     * its {@code io.weightloader.seed.SeedPublisherProvider} for that type. The default finds interfaces the provider
+     * itself implements (as plugins built before this method did); a provider may return another object.
+     */
+    default <T> java.util.Optional<T> extension(Class<T> type) {
+        return type.isInstance(this) ? java.util.Optional.of(type.cast(this)) : java.util.Optional.empty();
     }
 
     /** The name that selects this backend in {@code weight-loader.backend}, e.g. {@code local}. */
