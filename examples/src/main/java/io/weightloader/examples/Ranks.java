@@ -3,18 +3,22 @@ package io.weightloader.examples;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.Device;
+import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorSlice;
+import io.weightloader.api.TensorSpec;
+import io.weightloader.api.TpLayout;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.memory.Threads;
+import io.weightloader.memory.Parallel;
+import io.weightloader.memory.TensorArena;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
+import java.util.concurrent.Callable;
+import java.util.function.Consumer;
+import java.util.function.Function;
 
 /**
  * The tensor-parallel ranks one process handles, as inference servers run them: {@code --tp-size N} alone means
@@ -90,18 +94,16 @@ record Ranks(List<Rank> ranks) {
      * tensor), on its device, and the destinations that say which slice each holds. The layout is checked against
      * every tensor first: an indivisible one fails here, before any allocation.
      */
-    static Held allocate(Rank rank, List<io.weightloader.api.TensorSpec> specs) {
-        io.weightloader.api.TpLayout layout = rank.settings().tpLayout();
-        Map<String, io.weightloader.api.TensorSlice> slices = layout.isNone() ? Map.of()
+    static Held allocate(Rank rank, List<TensorSpec> specs) {
+        TpLayout layout = rank.settings().tpLayout();
+        Map<String, TensorSlice> slices = layout.isNone() ? Map.of()
                 : layout.plan(specs, rank.settings().tpSize(), rank.key().tp());
-        io.weightloader.memory.TensorArena arena = io.weightloader.memory.TensorArena.allocate(rank.device(),
-                io.weightloader.api.TpLayout.heldSpecs(specs, slices));
-        return new Held(arena, io.weightloader.api.TpLayout.destinations(specs, arena.destinations(), slices));
+        TensorArena arena = TensorArena.allocate(rank.device(), TpLayout.heldSpecs(specs, slices));
+        return new Held(arena, TpLayout.destinations(specs, arena.destinations(), slices));
     }
 
     /** A rank's memory and what it holds there. */
-    record Held(io.weightloader.memory.TensorArena arena, List<io.weightloader.api.TensorDestination> destinations)
-            implements AutoCloseable {
+    record Held(TensorArena arena, List<TensorDestination> destinations) implements AutoCloseable {
         @Override
         public void close() {
             arena.close();
@@ -113,55 +115,21 @@ record Ranks(List<Rank> ranks) {
     }
 
     /** Runs {@code work} for every rank at once (one thread each) and returns the results in rank order. */
-    <T> List<T> parallel(java.util.function.Function<Rank, T> work) throws Exception {
+    <T> List<T> parallel(Function<Rank, T> work) {
         return parallel(work, r -> { });
     }
 
     /**
-     * As {@link #parallel(java.util.function.Function)}. The first failure is seen as soon as it happens: the other
-     * ranks are interrupted and waited for, and the results of those that finished anyway are handed to
-     * {@code discard} (to free what they hold) before the failure is thrown.
+     * As {@link #parallel(Function)}. The first failure is seen as soon as it happens: the other ranks are interrupted
+     * and waited for, and the results of those that finished anyway are handed to {@code discard} (to free what they
+     * hold) before the failure is thrown.
      */
-    <T> List<T> parallel(java.util.function.Function<Rank, T> work, java.util.function.Consumer<T> discard)
-            throws Exception {
-        if (single()) {
-            return List.of(work.apply(ranks.get(0)));
+    <T> List<T> parallel(Function<Rank, T> work, Consumer<T> discard) {
+        List<Callable<T>> tasks = new ArrayList<>();
+        for (Rank rank : ranks) {
+            tasks.add(() -> work.apply(rank));
         }
-        ExecutorService pool = Executors.newFixedThreadPool(ranks.size(), Threads.daemon("weightloader-rank"));
-        java.util.concurrent.ExecutorCompletionService<T> done = new java.util.concurrent.ExecutorCompletionService<>(pool);
-        Map<Future<T>, Integer> index = new java.util.HashMap<>();
-        for (int i = 0; i < ranks.size(); i++) {
-            Rank rank = ranks.get(i);
-            index.put(done.submit(() -> work.apply(rank)), i);
-        }
-        List<T> out = new ArrayList<>(java.util.Collections.nCopies(ranks.size(), null));
-        Exception failure = null;
-        try {
-            for (int k = 0; k < ranks.size(); k++) {
-                Future<T> f = done.take();
-                try {
-                    out.set(index.get(f), f.get());
-                } catch (ExecutionException e) {
-                    if (failure == null) {
-                        failure = e.getCause() instanceof Exception ex ? ex : e;
-                        index.keySet().forEach(x -> x.cancel(true));
-                    }
-                } catch (java.util.concurrent.CancellationException e) {
-                    // cancelled after the first failure
-                }
-            }
-        } finally {
-            pool.shutdownNow();
-            pool.awaitTermination(10, java.util.concurrent.TimeUnit.MINUTES);
-        }
-        if (failure != null) {
-            for (T t : out) {
-                if (t != null) {
-                    discard.accept(t);
-                }
-            }
-            throw failure;
-        }
-        return out;
+        return Parallel.of("weightloader-rank", ranks.size(), "a rank failed", "interrupted while waiting for the ranks")
+                .firstToFail().call(tasks, discard);
     }
 }
