@@ -1,7 +1,5 @@
 package io.weightloader.examples;
 
-import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.SerializationFeature;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.memory.Checksums;
@@ -18,6 +16,7 @@ import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.memory.cuda.DeviceArena;
 import io.weightloader.memory.cuda.DeviceCopies;
+import io.weightloader.seed.Json;
 import io.weightloader.seed.Manifest;
 import io.weightloader.seed.SeedClient;
 import io.weightloader.seed.SeedService;
@@ -34,8 +33,10 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.Callable;
@@ -96,7 +97,7 @@ final class GpuBenchCommand implements Callable<Integer> {
             for (TensorSpec t : SyntheticLlama.forSize(size).specs()) {
                 out.add(List.of(t.name(), t.shape()));
             }
-            new ObjectMapper().writeValue(writeSpecs.toFile(), out);
+            Json.MAPPER.writeValue(writeSpecs.toFile(), out);
             return 0;
         }
         return role.equals("seed") ? seed() : driver();
@@ -166,7 +167,7 @@ final class GpuBenchCommand implements Callable<Integer> {
     }
 
     /** GEMM completion times (System.nanoTime of the seed; CLOCK_MONOTONIC, comparable on one host). */
-    private final List<Long> completions = java.util.Collections.synchronizedList(new ArrayList<>());
+    private final List<Long> completions = Collections.synchronizedList(new ArrayList<>());
 
     private int completionsIn(long from, long to) {
         synchronized (completions) {
@@ -235,7 +236,7 @@ final class GpuBenchCommand implements Callable<Integer> {
             seed.waitFor();
         }
         if (json != null) {
-            new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT).writeValue(json.toFile(), results);
+            Json.PRETTY.writeValue(json.toFile(), results);
         }
         out.flush();
         return 0;
@@ -385,7 +386,7 @@ final class GpuBenchCommand implements Callable<Integer> {
             r.put("verified", verified);
             StringBuilder ph = new StringBuilder();
             medianPhases.forEach((k, v) -> ph.append(ph.length() == 0 ? "" : ", ").append(k).append(' ')
-                    .append(String.format(java.util.Locale.ROOT, "%.2f ms", v * 1e3)));
+                    .append(String.format(Locale.ROOT, "%.2f ms", v * 1e3)));
             out.printf("%-40s median phases: %s%n", label, ph);
             if (!gemm) {
                 out.printf("%-40s %s: %d loads of %.2f GB; first %.3f s; median %.3f s = %.1f GB/s (transfer phase %.3f s = "

@@ -13,21 +13,13 @@ import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.memory.Parallel;
 import io.weightloader.memory.TensorArena;
-import io.weightloader.memory.Threads;
 import java.util.ArrayList;
-import java.util.Collections;
-import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.CancellationException;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorCompletionService;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
-import java.util.concurrent.TimeUnit;
+import java.util.concurrent.Callable;
 import java.util.function.Consumer;
 import java.util.function.Function;
 
@@ -166,54 +158,21 @@ public record HostRanks(List<Rank> ranks) {
     }
 
     /** Runs {@code work} for every rank at once (one thread each) and returns the results in rank order. */
-    public <T> List<T> parallel(Function<Rank, T> work) throws Exception {
+    public <T> List<T> parallel(Function<Rank, T> work) {
         return parallel(work, r -> { });
     }
 
     /**
-     * As {@link #parallel(Function)}. The first failure is seen as soon as it happens: the other
-     * ranks are interrupted and waited for, and the results of those that finished anyway are handed to
-     * {@code discard} (to free what they hold) before the failure is thrown.
+     * As {@link #parallel(Function)}. The first failure is seen as soon as it happens: the other ranks are interrupted
+     * and waited for, and the results of those that finished anyway are handed to {@code discard} (to free what they
+     * hold) before the failure is thrown.
      */
-    public <T> List<T> parallel(Function<Rank, T> work, Consumer<T> discard) throws Exception {
-        if (single()) {
-            return List.of(work.apply(ranks.get(0)));
+    public <T> List<T> parallel(Function<Rank, T> work, Consumer<T> discard) {
+        List<Callable<T>> tasks = new ArrayList<>();
+        for (Rank rank : ranks) {
+            tasks.add(() -> work.apply(rank));
         }
-        ExecutorService pool = Executors.newFixedThreadPool(ranks.size(), Threads.daemon("weightloader-rank"));
-        ExecutorCompletionService<T> done = new ExecutorCompletionService<>(pool);
-        Map<Future<T>, Integer> index = new HashMap<>();
-        for (int i = 0; i < ranks.size(); i++) {
-            Rank rank = ranks.get(i);
-            index.put(done.submit(() -> work.apply(rank)), i);
-        }
-        List<T> out = new ArrayList<>(Collections.nCopies(ranks.size(), null));
-        Exception failure = null;
-        try {
-            for (int k = 0; k < ranks.size(); k++) {
-                Future<T> f = done.take();
-                try {
-                    out.set(index.get(f), f.get());
-                } catch (ExecutionException e) {
-                    if (failure == null) {
-                        failure = e.getCause() instanceof Exception ex ? ex : e;
-                        index.keySet().forEach(x -> x.cancel(true));
-                    }
-                } catch (CancellationException e) {
-                    // cancelled after the first failure
-                }
-            }
-        } finally {
-            pool.shutdownNow();
-            pool.awaitTermination(10, TimeUnit.MINUTES);
-        }
-        if (failure != null) {
-            for (T t : out) {
-                if (t != null) {
-                    discard.accept(t);
-                }
-            }
-            throw failure;
-        }
-        return out;
+        return Parallel.of("weightloader-rank", ranks.size(), "a rank failed", "interrupted while waiting for the ranks")
+                .firstToFail().call(tasks, discard);
     }
 }

@@ -1,13 +1,21 @@
 package io.weightloader.memory;
 
 import io.weightloader.api.MemoryRegion;
-import io.weightloader.api.WeightLoaderException;
+import io.weightloader.memory.cuda.DeviceCopies;
+import io.weightloader.memory.cuda.PinnedMemory;
 import java.nio.ByteBuffer;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
+import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HexFormat;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicInteger;
 
-/** SHA-256 of memory regions, streamed in large pieces (regions may exceed 2 GiB). */
+/**
+ * SHA-256 of memory regions, streamed in large pieces (regions may exceed 2 GiB); device memory is copied back
+ * through pinned host memory first.
+ */
 public final class Checksums {
     private static final int PIECE = 64 << 20;
 
@@ -17,13 +25,30 @@ public final class Checksums {
     /** Lower-case hex SHA-256 of the first {@code length} bytes of a region (device memory is copied back). */
     public static String sha256(MemoryRegion region, long length) {
         if (!region.device().isHost()) {
-            return io.weightloader.memory.cuda.DeviceCopies.sha256(region, length);
+            try (PinnedMemory staging = PinnedMemory.allocate(Math.min(PIECE, Math.max(length, 1)))) {
+                return sha256(region, length, staging);
+            }
         }
         MessageDigest md = newSha256();
         for (long off = 0; off < length; off += PIECE) {
             int n = (int) Math.min(PIECE, length - off);
             ByteBuffer view = region.byteBuffer(off, n);
             md.update(view);
+        }
+        return HexFormat.of().formatHex(md.digest());
+    }
+
+    /**
+     * Lower-case hex SHA-256 of the first {@code length} bytes of a device region, copied back through {@code staging}
+     * (reused across calls: pinning host memory costs more than the copies it speeds up when done per tensor).
+     */
+    public static String sha256(MemoryRegion device, long length, PinnedMemory staging) {
+        MessageDigest md = newSha256();
+        long piece = staging.length();
+        for (long off = 0; off < length; off += piece) {
+            int n = (int) Math.min(piece, length - off);
+            DeviceCopies.copy(staging, 0, device, off, n);
+            md.update(staging.byteBuffer(0, n));
         }
         return HexFormat.of().formatHex(md.digest());
     }
@@ -37,74 +62,48 @@ public final class Checksums {
      *
      * @return the hex digests, in the order of {@code regions}
      */
-    public static java.util.List<String> sha256All(java.util.List<MemoryRegion> regions, java.util.List<Long> lengths,
-                                                   int threads) {
+    public static List<String> sha256All(List<MemoryRegion> regions, List<Long> lengths, int threads) {
         int n = regions.size();
         String[] out = new String[n];
         Integer[] order = new Integer[n];
         for (int i = 0; i < n; i++) {
             order[i] = i;
         }
-        java.util.Arrays.sort(order, (a, b) -> Long.compare(lengths.get(b), lengths.get(a)));
-        java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
+        Arrays.sort(order, (a, b) -> Long.compare(lengths.get(b), lengths.get(a)));
+        AtomicInteger next = new AtomicInteger();
+        int t = Math.max(1, Math.min(threads, n));
+        boolean pooled = t > 1;
         Runnable worker = () -> {
-            io.weightloader.memory.cuda.PinnedMemory staging = null;
+            PinnedMemory staging = null;
             try {
-                for (int k; (k = next.getAndIncrement()) < n; ) {
+                // a pool's worker stops at its next tensor once another failed (next) or the run was stopped
+                for (int k; !(pooled && Thread.currentThread().isInterrupted()) && (k = next.getAndIncrement()) < n; ) {
                     int i = order[k];
                     MemoryRegion r = regions.get(i);
                     if (r.device().isHost()) {
                         out[i] = sha256(r, lengths.get(i));
                     } else {
                         if (staging == null) {
-                            staging = io.weightloader.memory.cuda.PinnedMemory.allocate(DEVICE_STAGING);
+                            staging = PinnedMemory.allocate(DEVICE_STAGING);
                         }
-                        out[i] = io.weightloader.memory.cuda.DeviceCopies.sha256(r, lengths.get(i), staging);
+                        out[i] = sha256(r, lengths.get(i), staging);
                     }
                 }
+            } catch (RuntimeException | Error e) {
+                next.set(n);
+                throw e;
             } finally {
                 if (staging != null) {
                     staging.close();
                 }
             }
         };
-        int t = Math.max(1, Math.min(threads, n));
-        if (t == 1) {
-            worker.run();
-            return java.util.List.of(out);
+        List<Runnable> workers = new ArrayList<>(t);
+        for (int i = 0; i < t; i++) {
+            workers.add(worker);
         }
-        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(t,
-                Threads.daemon("weightloader-sha256"));
-        try {
-            java.util.List<java.util.concurrent.Future<?>> futures = new java.util.ArrayList<>();
-            for (int i = 0; i < t; i++) {
-                futures.add(pool.submit(worker));
-            }
-            for (java.util.concurrent.Future<?> f : futures) {
-                f.get();
-            }
-        } catch (java.util.concurrent.ExecutionException e) {
-            if (e.getCause() instanceof RuntimeException re) {
-                throw re;
-            }
-            throw new WeightLoaderException("hashing failed: " + e.getCause(), e.getCause());
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new WeightLoaderException("interrupted while hashing", e);
-        } finally {
-            // after a failure the others stop at their next tensor; wait for them, so that no thread still reads
-            // memory the caller may free once this returns or throws
-            next.set(n);
-            pool.shutdown();
-            try {
-                if (!pool.awaitTermination(10, java.util.concurrent.TimeUnit.MINUTES)) {
-                    pool.shutdownNow();
-                }
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
-        }
-        return java.util.List.of(out);
+        Parallel.of("weightloader-sha256", t, "hashing failed", "interrupted while hashing").run(workers);
+        return List.of(out);
     }
 
     /** Threads for hashing: the machine's cores, at most 16. */

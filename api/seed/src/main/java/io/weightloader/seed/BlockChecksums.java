@@ -8,18 +8,16 @@ import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.memory.Checksums;
 import io.weightloader.memory.HostMemory;
-import io.weightloader.memory.Threads;
+import io.weightloader.memory.Parallel;
 import io.weightloader.memory.cuda.DeviceCopies;
 import io.weightloader.memory.cuda.PinnedMemory;
 import java.nio.ByteBuffer;
 import java.security.MessageDigest;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.HexFormat;
 import java.util.List;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
+import java.util.concurrent.Callable;
 
 /**
  * Block checksums: what a seed rank holds of a tensor, cut into equal blocks along one dimension (its slice's, or
@@ -55,45 +53,28 @@ public final class BlockChecksums {
     /** Block checksums of every tensor, on up to {@code threads} threads (null entries: nothing to hash). */
     public static List<Manifest.Blocks> of(List<TensorDestination> tensors, int threads) {
         int t = Math.max(1, Math.min(threads, tensors.size()));
-        ExecutorService pool = Executors.newFixedThreadPool(t, Threads.daemon("weightloader-blocks"));
         ThreadLocal<PinnedMemory> staging = new ThreadLocal<>();
-        List<PinnedMemory> pinned = java.util.Collections.synchronizedList(new ArrayList<>());
-        try {
-            List<Future<Manifest.Blocks>> futures = new ArrayList<>();
-            for (TensorDestination d : tensors) {
-                futures.add(pool.submit(() -> {
-                    PinnedMemory s = null;
-                    if (!d.region().device().isHost()) {
-                        s = staging.get();
-                        if (s == null) {
-                            s = PinnedMemory.allocate(CHUNK);
-                            staging.set(s);
-                            pinned.add(s);
-                        }
+        List<PinnedMemory> pinned = Collections.synchronizedList(new ArrayList<>());
+        List<Callable<Manifest.Blocks>> tasks = new ArrayList<>();
+        for (TensorDestination d : tensors) {
+            tasks.add(() -> {
+                PinnedMemory s = null;
+                if (!d.region().device().isHost()) {
+                    s = staging.get();
+                    if (s == null) {
+                        s = PinnedMemory.allocate(CHUNK);
+                        staging.set(s);
+                        pinned.add(s);
                     }
-                    return of(d, s);
-                }));
-            }
-            List<Manifest.Blocks> out = new ArrayList<>();
-            for (Future<Manifest.Blocks> f : futures) {
-                out.add(f.get());
-            }
-            return out;
-        } catch (ExecutionException e) {
-            if (e.getCause() instanceof RuntimeException re) {
-                throw re;
-            }
-            throw new WeightLoaderException("block checksums failed: " + e.getCause(), e.getCause());
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new WeightLoaderException("interrupted while hashing", e);
+                }
+                return of(d, s);
+            });
+        }
+        try {
+            return Parallel.of("weightloader-blocks", t, "block checksums failed", "interrupted while hashing")
+                    .call(tasks);
         } finally {
-            pool.shutdownNow();
-            try {
-                pool.awaitTermination(10, java.util.concurrent.TimeUnit.MINUTES);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
+            staging.remove(); // set on this thread when the tasks ran on it
             pinned.forEach(PinnedMemory::close);
         }
     }

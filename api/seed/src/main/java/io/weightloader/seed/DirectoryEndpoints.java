@@ -62,14 +62,14 @@ final class DirectoryEndpoints {
 
     /** Answers {@code path} (one of {@link #GETS} or {@link #POSTS}). */
     void handle(HttpExchange ex, String path, boolean post, Map<String, String> q) throws IOException {
-        RankKey rank = SeedService.rank(ex, q, "tp");
+        RankKey rank = SeedHttp.rank(ex, q, "tp");
         Manifest m = rank == null ? null : held.manifest(ex, rank);
         if (m == null) {
             return;
         }
         if (!post) {
             if (path.equals("/v1/relays")) {
-                SeedService.reply(ex, 200, Map.of("relays", directory.relays(rank)));
+                SeedHttp.reply(ex, 200, Map.of("relays", directory.relays(rank)));
             } else {
                 List<String> exclude = new ArrayList<>();
                 for (String e : q.getOrDefault("exclude", "").split(",")) {
@@ -84,22 +84,22 @@ final class DirectoryEndpoints {
         }
         byte[] raw = ex.getRequestBody().readNBytes(maxBody + 1);
         if (raw.length > maxBody) {
-            SeedService.reply(ex, 413, Map.of("error", "request body over " + maxBody + " bytes"));
+            SeedHttp.reply(ex, 413, Map.of("error", "request body over " + maxBody + " bytes"));
             return;
         }
         JsonNode body;
         try {
-            body = SeedService.JSON.readTree(raw);
+            body = Json.MAPPER.readTree(raw);
         } catch (IOException e) {
             body = null;
         }
         if (body == null || !body.isObject()) {
-            SeedService.reply(ex, 400, Map.of("error", "the body is not a JSON object"));
+            SeedHttp.reply(ex, 400, Map.of("error", "the body is not a JSON object"));
             return;
         }
         String unknown = unknownField(body, path);
         if (unknown != null) {
-            SeedService.reply(ex, 400, Map.of("error", "unknown field '" + unknown + "' (" + path + " takes "
+            SeedHttp.reply(ex, 400, Map.of("error", "unknown field '" + unknown + "' (" + path + " takes "
                     + fields(path) + ")"));
             return;
         }
@@ -110,7 +110,7 @@ final class DirectoryEndpoints {
                 String address = address(ex, body, "address");
                 if (address != null) {
                     directory.drop(rank, address);
-                    SeedService.reply(ex, 200, Map.of("ok", true));
+                    SeedHttp.reply(ex, 200, Map.of("ok", true));
                 }
             }
             case "/v1/relays/report" -> report(ex, rank, body);
@@ -119,15 +119,15 @@ final class DirectoryEndpoints {
                 String client = text(body, "client");
                 if (source == null || !(source.equals(Directory.ROOT) || ADDRESS.matcher(source).matches())
                         || client == null || !CLIENT.matcher(client).matches()) {
-                    SeedService.reply(ex, 400, Map.of("error", path + " takes source (\"root\" or host:port) and"
+                    SeedHttp.reply(ex, 400, Map.of("error", path + " takes source (\"root\" or host:port) and"
                             + " client (an id)"));
                     return;
                 }
                 if (path.equals("/v1/source/done")) {
                     directory.done(rank, source, client);
-                    SeedService.reply(ex, 200, Map.of("ok", true));
+                    SeedHttp.reply(ex, 200, Map.of("ok", true));
                 } else {
-                    SeedService.reply(ex, 200, Map.of("renewed", directory.renew(rank, source, client)));
+                    SeedHttp.reply(ex, 200, Map.of("renewed", directory.renew(rank, source, client)));
                 }
             }
         }
@@ -159,7 +159,7 @@ final class DirectoryEndpoints {
         List<String> exclude = new ArrayList<>();
         if (ex0 != null && !ex0.isNull()) {
             if (!ex0.isArray() || ex0.size() > MAX_EXCLUDE) {
-                SeedService.reply(ex, 400, Map.of("error", "exclude must be a list of at most " + MAX_EXCLUDE
+                SeedHttp.reply(ex, 400, Map.of("error", "exclude must be a list of at most " + MAX_EXCLUDE
                         + " sources"));
                 return;
             }
@@ -170,7 +170,7 @@ final class DirectoryEndpoints {
         JsonNode failover = body.get("failover");
         JsonNode wait = body.get("wait");
         if (failover != null && !failover.isBoolean() || wait != null && !wait.canConvertToLong()) {
-            SeedService.reply(ex, 400, Map.of("error", "failover must be true or false, wait milliseconds"));
+            SeedHttp.reply(ex, 400, Map.of("error", "failover must be true or false, wait milliseconds"));
             return;
         }
         source(ex, rank, m, body.has("strategy") ? text(body, "strategy") : "star", text(body, "client"), exclude,
@@ -184,7 +184,7 @@ final class DirectoryEndpoints {
         if (strategy == null || client == null || !CLIENT.matcher(client).matches() || !STRATEGIES.contains(strategy)
                 || exclude.size() > MAX_EXCLUDE || exclude.stream().anyMatch(e -> !e.equals(Directory.ROOT)
                 && !ADDRESS.matcher(e).matches())) {
-            SeedService.reply(ex, 400, Map.of("error", "/v1/source takes strategy (star, tree, chain), client (an id)"
+            SeedHttp.reply(ex, 400, Map.of("error", "/v1/source takes strategy (star, tree, chain), client (an id)"
                     + " and exclude (at most " + MAX_EXCLUDE + " addresses host:port)"));
             return;
         }
@@ -192,7 +192,7 @@ final class DirectoryEndpoints {
         try {
             wait = Math.min(MAX_SOURCE_WAIT_MILLIS, Math.max(0, Long.parseLong(waitText)));
         } catch (NumberFormatException e) {
-            SeedService.reply(ex, 400, Map.of("error", "wait must be milliseconds"));
+            SeedHttp.reply(ex, 400, Map.of("error", "wait must be milliseconds"));
             return;
         }
         if (!m.publishesChecksums()) {
@@ -208,7 +208,7 @@ final class DirectoryEndpoints {
         }
         if (s == null) {
             ex.getResponseHeaders().set("Retry-After", "0");
-            SeedService.reply(ex, 503, Map.of("error", "every ready source is serving a client (" + directory.busy(rank)
+            SeedHttp.reply(ex, 503, Map.of("error", "every ready source is serving a client (" + directory.busy(rank)
                     + "); ask again"));
             return;
         }
@@ -216,7 +216,7 @@ final class DirectoryEndpoints {
         answer.put("address", s.address());
         answer.put("ready", s.ready());
         answer.put("generation", m.generation());
-        SeedService.reply(ex, 200, answer);
+        SeedHttp.reply(ex, 200, answer);
     }
 
     private void register(HttpExchange ex, RankKey rank, Manifest m, JsonNode body) throws IOException {
@@ -227,12 +227,12 @@ final class DirectoryEndpoints {
         JsonNode ready = body.get("ready");
         JsonNode pipelined = body.get("pipelined");
         if (ready != null && !ready.isBoolean() || pipelined != null && !pipelined.isBoolean()) {
-            SeedService.reply(ex, 400, Map.of("error", "ready and pipelined must be true or false"));
+            SeedHttp.reply(ex, 400, Map.of("error", "ready and pipelined must be true or false"));
             return;
         }
         if (!m.publishesChecksums()) {
             LOG.warn("refused relay {} of rank {}: this root publishes no checksums", address, rank);
-            SeedService.reply(ex, 409, Map.of("error", "this root publishes no checksums (its"
+            SeedHttp.reply(ex, 409, Map.of("error", "this root publishes no checksums (its"
                     + " weight-loader.seed.publish-checksums = false), so clients could not check what a relay sends;"
                     + " it takes no relays"));
             return;
@@ -241,13 +241,13 @@ final class DirectoryEndpoints {
         if (!m.generation().equals(generation)) {
             LOG.warn("refused relay {} of rank {}: it serves generation {}, this root {}", address, rank,
                     generation, m.generation());
-            SeedService.reply(ex, 409, Map.of("error", "relay " + address + " serves generation " + generation
+            SeedHttp.reply(ex, 409, Map.of("error", "relay " + address + " serves generation " + generation
                     + ", this root serves " + m.generation() + "; a relay serves the root's weights only"));
             return;
         }
         directory.register(rank, address, ready != null && ready.booleanValue(),
                 pipelined != null && pipelined.booleanValue());
-        SeedService.reply(ex, 200, Map.of("heartbeatMillis", Directory.HEARTBEAT_MILLIS));
+        SeedHttp.reply(ex, 200, Map.of("heartbeatMillis", Directory.HEARTBEAT_MILLIS));
     }
 
     private void report(HttpExchange ex, RankKey rank, JsonNode body) throws IOException {
@@ -258,24 +258,24 @@ final class DirectoryEndpoints {
         String client = text(body, "client");
         String reason = text(body, "reason");
         if (client == null || !CLIENT.matcher(client).matches() || reason == null || reason.length() > MAX_REASON) {
-            SeedService.reply(ex, 400, Map.of("error", "/v1/relays/report takes address, client (an id) and reason"
+            SeedHttp.reply(ex, 400, Map.of("error", "/v1/relays/report takes address, client (an id) and reason"
                     + " (at most " + MAX_REASON + " characters)"));
             return;
         }
         if (!directory.report(rank, address, client, reason)) {
-            SeedService.reply(ex, 404, Map.of("error", "no relay " + address + " is registered for rank " + rank));
+            SeedHttp.reply(ex, 404, Map.of("error", "no relay " + address + " is registered for rank " + rank));
             return;
         }
         LOG.warn("client {} reports relay {} of rank {}: {}; it is no one's source any more", client, address, rank,
                 reason.replaceAll("[\\p{Cntrl}]", "?"));
-        SeedService.reply(ex, 200, Map.of("ok", true));
+        SeedHttp.reply(ex, 200, Map.of("ok", true));
     }
 
     /** The field {@code name}, a host:port; null after answering 400. */
     private static String address(HttpExchange ex, JsonNode body, String name) throws IOException {
         String a = text(body, name);
         if (a == null || !ADDRESS.matcher(a).matches()) {
-            SeedService.reply(ex, 400, Map.of("error", "an address host:port is required"));
+            SeedHttp.reply(ex, 400, Map.of("error", "an address host:port is required"));
             return null;
         }
         return a;

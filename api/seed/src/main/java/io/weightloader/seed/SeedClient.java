@@ -1,9 +1,11 @@
 package io.weightloader.seed;
 
-import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.config.WeightLoaderSettings;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -11,10 +13,16 @@ import java.net.HttpURLConnection;
 import java.net.Proxy;
 import java.net.URI;
 import java.net.URL;
+import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.util.Collection;
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
+import javax.net.ssl.HttpsURLConnection;
+import javax.net.ssl.SSLContext;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -24,9 +32,7 @@ import org.slf4j.LoggerFactory;
  */
 public final class SeedClient {
     private static final Logger LOG = LoggerFactory.getLogger(SeedClient.class);
-    private static final ObjectMapper JSON = new ObjectMapper()
-            .configure(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES, false)
-            .configure(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES, true);
+    private static final ObjectMapper JSON = Json.TOLERANT;
     /** Largest manifest accepted (about 200,000 tensors). */
     public static final int MAX_MANIFEST_BYTES = 64 << 20;
 
@@ -39,7 +45,7 @@ public final class SeedClient {
     /** System.nanoTime() by which every request of this view must have ended; Long.MAX_VALUE: none. */
     private final long deadline;
     /** TLS to the seed, when the client has a ca. */
-    private final javax.net.ssl.SSLContext tls;
+    private final SSLContext tls;
 
     public SeedClient(String host, int port, Optional<String> token, Duration connectTimeout, Duration requestTimeout,
                       int retries) {
@@ -47,7 +53,7 @@ public final class SeedClient {
     }
 
     private SeedClient(String host, int port, Optional<String> token, Duration connectTimeout, Duration requestTimeout,
-                       int retries, long deadline, javax.net.ssl.SSLContext tls) {
+                       int retries, long deadline, SSLContext tls) {
         this.host = host;
         this.port = port;
         this.token = token;
@@ -59,7 +65,7 @@ public final class SeedClient {
     }
 
     /** This client speaking TLS ({@code https}) with {@code context}. */
-    public SeedClient withTls(javax.net.ssl.SSLContext context) {
+    public SeedClient withTls(SSLContext context) {
         return new SeedClient(host, port, token, connectTimeout, requestTimeout, retries, deadline, context);
     }
 
@@ -116,12 +122,12 @@ public final class SeedClient {
      * Asks this root seed for a source by {@code strategy} ({@code POST /v1/source}: the sources the client found dead,
      * {@code exclude}, travel in the body, however many). {@code failover}: the client's source died mid-load.
      */
-    public SourceChoice source(RankKey rank, String strategy, String client, java.util.Collection<String> exclude,
+    public SourceChoice source(RankKey rank, String strategy, String client, Collection<String> exclude,
                                boolean failover, long waitMillis) {
-        Map<String, Object> ask = new java.util.LinkedHashMap<>();
+        Map<String, Object> ask = new LinkedHashMap<>();
         ask.put("strategy", strategy);
         ask.put("client", client);
-        ask.put("exclude", java.util.List.copyOf(exclude));
+        ask.put("exclude", List.copyOf(exclude));
         ask.put("failover", failover);
         ask.put("wait", waitMillis);
         byte[] body;
@@ -137,7 +143,7 @@ public final class SeedClient {
             throw new WeightLoaderException("asking seed " + peer() + " for a source failed: " + e.getMessage(), e);
         }
         try {
-            com.fasterxml.jackson.databind.JsonNode n = JSON.readTree(body);
+            JsonNode n = JSON.readTree(body);
             String address = n.path("address").asText("");
             String generation = n.path("generation").asText("");
             if (address.isEmpty() || generation.isEmpty() || address.length() > 300) {
@@ -180,9 +186,9 @@ public final class SeedClient {
      * The client of the seed that {@code weight-loader.remote-instance} names, for a remote backend called
      * {@code backend}.
      *
-     * @throws io.weightloader.api.config.WeightLoaderConfigException when the seed's address or port is not set
+     * @throws WeightLoaderConfigException when the seed's address or port is not set
      */
-    public static SeedClient forSeedOf(io.weightloader.api.config.WeightLoaderSettings s, String backend) {
+    public static SeedClient forSeedOf(WeightLoaderSettings s, String backend) {
         String ip = checkedSeedAddress(s, backend);
         SeedClient c = new SeedClient(ip, s.remote().seedPort(), s.remote().token(), s.remote().connectTimeout(),
                 s.remote().requestTimeout(), s.remote().retries());
@@ -190,11 +196,11 @@ public final class SeedClient {
     }
 
     /** The seed's address, after checking that the settings name it and its port (for a backend's validate). */
-    public static String checkedSeedAddress(io.weightloader.api.config.WeightLoaderSettings s, String backend) {
-        String ip = s.remote().seedIp().orElseThrow(() -> new io.weightloader.api.config.WeightLoaderConfigException(
+    public static String checkedSeedAddress(WeightLoaderSettings s, String backend) {
+        String ip = s.remote().seedIp().orElseThrow(() -> new WeightLoaderConfigException(
                 "weight-loader.remote-instance.seed-instance-ip", "the " + backend + " backend needs the seed's address"));
         if (s.remote().seedPort() == 0) {
-            throw new io.weightloader.api.config.WeightLoaderConfigException(
+            throw new WeightLoaderConfigException(
                     "weight-loader.remote-instance.seed-instance-service-port",
                     "the " + backend + " backend needs the seed's control-plane port");
         }
@@ -233,8 +239,8 @@ public final class SeedClient {
     public String generation(RankKey rank) {
         byte[] body = get("/v1/session?tp=" + rank.tp() + "&pp=" + rank.pp());
         try {
-            com.fasterxml.jackson.databind.JsonNode n = JSON.readTree(body);
-            com.fasterxml.jackson.databind.JsonNode g = n == null ? null : n.get("generation");
+            JsonNode n = JSON.readTree(body);
+            JsonNode g = n == null ? null : n.get("generation");
             if (g == null || !g.isTextual() || g.textValue().isBlank()) {
                 throw new WeightLoaderException("seed " + peer() + " sent a session without a generation");
             }
@@ -290,7 +296,7 @@ public final class SeedClient {
                 // fraction of a millisecond); connections are kept alive between requests; never through a
                 // proxy, never following a redirect
                 c = (HttpURLConnection) url.openConnection(Proxy.NO_PROXY);
-                if (c instanceof javax.net.ssl.HttpsURLConnection https) {
+                if (c instanceof HttpsURLConnection https) {
                     https.setSSLSocketFactory(tls.getSocketFactory()); // the seed must chain to weight-loader.tls.ca
                 }
                 c.setConnectTimeout((int) Math.min(timeoutMillis(connectTimeout), left));
@@ -324,7 +330,7 @@ public final class SeedClient {
                     return body;
                 }
                 String msg = "seed " + peer() + " answered " + status + " to " + pathAndQuery + ": "
-                        + new String(body, 0, Math.min(body.length, 500), java.nio.charset.StandardCharsets.UTF_8);
+                        + new String(body, 0, Math.min(body.length, 500), StandardCharsets.UTF_8);
                 if (status == 401) {
                     throw new SeedRefusedException(msg + " (check weight-loader.remote-instance.token)", 401);
                 }

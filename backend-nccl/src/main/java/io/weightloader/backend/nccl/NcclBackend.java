@@ -1,7 +1,6 @@
 package io.weightloader.backend.nccl;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
@@ -11,6 +10,7 @@ import io.weightloader.api.TensorReport;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
+import io.weightloader.seed.Json;
 import io.weightloader.seed.Manifest;
 import io.weightloader.seed.RemoteLoads;
 import io.weightloader.seed.SeedClient;
@@ -22,6 +22,7 @@ import java.util.ArrayList;
 import java.util.Base64;
 import java.util.HashMap;
 import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -32,7 +33,6 @@ import java.util.Set;
  * receives each tensor into its destination in the order the seed announced: by name, never by position.
  */
 final class NcclBackend implements WeightLoaderBackend {
-    private static final ObjectMapper JSON = new ObjectMapper();
 
     private final SeedClient seed;
     private final RankKey rank;
@@ -76,7 +76,7 @@ final class NcclBackend implements WeightLoaderBackend {
         Manifest m;
         try {
             m = seed.manifest(rank);
-        } catch (io.weightloader.seed.SeedRefusedException e) {
+        } catch (SeedRefusedException e) {
             if (e.status() == 404 && rank.tp() > 0) {
                 throw new WeightLoaderException(source() + " holds no rank tp" + rank.tp() + ": nccl loads rank to rank"
                         + " from a seed of the same tp size (weight-loader.rank.tp-size). To load from a seed of another"
@@ -105,7 +105,7 @@ final class NcclBackend implements WeightLoaderBackend {
     private Session requestSession(SeedClient seed, List<String> names) {
         byte[] body;
         try {
-            body = JSON.writeValueAsBytes(Map.of("tensors", names, "primitive", primitive.text));
+            body = Json.MAPPER.writeValueAsBytes(Map.of("tensors", names, "primitive", primitive.text));
         } catch (IOException e) {
             throw new IllegalStateException(e);
         }
@@ -120,7 +120,7 @@ final class NcclBackend implements WeightLoaderBackend {
             throw e;
         }
         try {
-            JsonNode n = JSON.readTree(reply);
+            JsonNode n = Json.MAPPER.readTree(reply);
             byte[] id = Base64.getDecoder().decode(n.get("uniqueId").textValue());
             if (id.length != JavaCppNccl.UNIQUE_ID_BYTES) {
                 throw new WeightLoaderException(source() + " sent an NCCL unique id of " + id.length + " bytes");
@@ -184,7 +184,7 @@ final class NcclBackend implements WeightLoaderBackend {
             byName.put(d.spec().name(), d);
         }
         List<String> names = request.tensors().stream().map(d -> d.spec().name()).toList();
-        Map<String, Double> phases = new java.util.LinkedHashMap<>();
+        Map<String, Double> phases = new LinkedHashMap<>();
         phases.put("manifest", (System.nanoTime() - t0) / 1e9);
         if (!names.isEmpty()) {
             long ts = System.nanoTime();

@@ -3,9 +3,9 @@ package io.weightloader.backend.nccl;
 import io.weightloader.memory.Threads;
 import io.weightloader.api.TensorDestination;
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import io.weightloader.api.Device;
 import io.weightloader.api.config.RankKey;
+import io.weightloader.seed.Json;
 import io.weightloader.seed.SeedEndpoint;
 import io.weightloader.seed.SeedPublisher;
 import java.io.IOException;
@@ -21,6 +21,7 @@ import java.util.Set;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -35,7 +36,6 @@ import org.slf4j.LoggerFactory;
 final class NcclSeedPublisher implements SeedPublisher {
     private static final Logger LOG = LoggerFactory.getLogger(NcclSeedPublisher.class);
     static final String PATH = "/v1/nccl/send";
-    private static final ObjectMapper JSON = new ObjectMapper();
     private static final int MAX_NAMES = 1_000_000;
 
     private final RankKey rank;
@@ -49,7 +49,7 @@ final class NcclSeedPublisher implements SeedPublisher {
     private final AtomicBoolean busy = new AtomicBoolean();
     private final ExecutorService sender;
     private volatile String lastOutcome = "none yet";
-    private final java.util.concurrent.atomic.AtomicLong sends = new java.util.concurrent.atomic.AtomicLong();
+    private final AtomicLong sends = new AtomicLong();
 
     NcclSeedPublisher(RankKey rank, List<TensorDestination> held, NcclRuntime runtime, Optional<String> bootstrap,
                       String groupName, Duration initTimeout, Duration transferTimeout) {
@@ -117,7 +117,7 @@ final class NcclSeedPublisher implements SeedPublisher {
         List<String> wanted;
         NcclRuntime.Primitive primitive;
         try {
-            JsonNode n = JSON.readTree(body);
+            JsonNode n = Json.MAPPER.readTree(body);
             JsonNode prim = n == null ? null : n.get("primitive");
             try {
                 primitive = prim == null ? NcclRuntime.Primitive.SEND_RECV : NcclRuntime.Primitive.parse(prim.asText());

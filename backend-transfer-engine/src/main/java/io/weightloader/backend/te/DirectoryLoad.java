@@ -8,7 +8,6 @@ import io.weightloader.api.TensorMatcher;
 import io.weightloader.api.TensorReport;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
-import io.weightloader.backend.te.TransferEngineBackend.Progress;
 import io.weightloader.backend.te.engine.OneSidedEngine;
 import io.weightloader.backend.te.engine.RegionMerger;
 import io.weightloader.memory.Checksums;
@@ -157,9 +156,8 @@ final class DirectoryLoad {
                 List<TensorDestination> todo = progress.incomplete();
                 if (!todo.isEmpty()) {
                     long slice = choice.ready() ? sliceSize : Math.min(sliceSize, PIPELINED_SLICE);
-                    backend.transfer(engine, backend.peer(engine, m.session()),
-                            new ArrayDeque<>(TransferEngineBackend.plan(todo, m, slice)), progress, slice, cap,
-                            deadline, peerName);
+                    backend.transfers().run(engine, backend.peers().get(engine, m.session()),
+                            new ArrayDeque<>(ReadPlan.plan(todo, m, slice)), progress, slice, cap, deadline, peerName);
                 }
                 if (!choice.isRoot()) {
                     String now = from.generation(rk);
@@ -173,7 +171,7 @@ final class DirectoryLoad {
             } catch (WeightLoaderException e) {
                 attribute(progress, before, choice.address()); // what it completed before failing is checked too
                 if (m != null) {
-                    backend.dropPeer(m.session());
+                    backend.peers().drop(m.session());
                 }
                 if (choice.isRoot() || e instanceof SeedChangedException || System.nanoTime() > deadline
                         || exclude.size() >= MAX_SOURCES) {
@@ -292,8 +290,8 @@ final class DirectoryLoad {
         List<TensorDestination> dests = again.stream().map(tensors::get).toList();
         progress.reset(dests);
         long sliceSize = backend.sliceSize(backend.transport(rootManifest));
-        backend.transfer(engine, backend.peer(engine, rootManifest.session()),
-                new ArrayDeque<>(TransferEngineBackend.plan(dests, rootManifest, sliceSize)), progress, sliceSize,
+        backend.transfers().run(engine, backend.peers().get(engine, rootManifest.session()),
+                new ArrayDeque<>(ReadPlan.plan(dests, rootManifest, sliceSize)), progress, sliceSize,
                 settings.bandwidthLimit(), deadline, backend.source());
         List<String> resums = sha256(dests);
         for (int k = 0; k < dests.size(); k++) {

@@ -1,17 +1,26 @@
 package io.weightloader.backend.te;
 
+import io.weightloader.api.LoadRequest;
+import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.SliceCopy;
 import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorReport;
 import io.weightloader.api.TensorSlice;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoaderException;
-import io.weightloader.backend.te.TransferEngineBackend.Part;
-import io.weightloader.backend.te.TransferEngineBackend.Read;
+import io.weightloader.backend.te.ReadPlan.Part;
+import io.weightloader.backend.te.ReadPlan.Read;
+import io.weightloader.memory.Checksums;
+import io.weightloader.memory.HostMemory;
+import io.weightloader.memory.Parallel;
+import io.weightloader.seed.BlockChecksums;
 import io.weightloader.seed.Manifest;
 import java.util.ArrayList;
 import java.util.Comparator;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.Callable;
 
 /**
  * Plans a load whose slices differ from what the seed's ranks hold (another tp size, or another layout): for each
@@ -195,63 +204,49 @@ final class Resharding {
      * read checked against the seed's block checksums, on several threads. A part that does not consist of whole
      * blocks cannot be checked, and fails the load rather than pass unchecked.
      */
-    static List<io.weightloader.api.TensorReport> verify(io.weightloader.api.LoadRequest request, List<Check> checks,
-                                                        String source) {
-        List<io.weightloader.api.TensorReport> out = new ArrayList<>();
+    static List<TensorReport> verify(LoadRequest request, List<Check> checks, String source) {
+        List<TensorReport> out = new ArrayList<>();
         if (!request.checksum()) {
             for (TensorDestination d : request.tensors()) {
-                out.add(io.weightloader.api.TensorReport.of(d, null));
+                out.add(TensorReport.of(d, null));
             }
             return out;
         }
-        Map<String, List<Check>> byTensor = new java.util.HashMap<>();
+        Map<String, List<Check>> byTensor = new HashMap<>();
         for (Check c : checks) {
             byTensor.computeIfAbsent(c.dest().spec().name(), n -> new ArrayList<>()).add(c);
         }
-        int threads = Math.max(1, Math.min(io.weightloader.memory.Checksums.defaultThreads(), request.tensors().size()));
-        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(threads,
-                io.weightloader.memory.Threads.daemon("weightloader-verify"));
-        try {
-            List<java.util.concurrent.Future<String>> sums = new ArrayList<>();
-            for (TensorDestination d : request.tensors()) {
-                sums.add(pool.submit(() -> {
-                    io.weightloader.api.MemoryRegion view = io.weightloader.seed.BlockChecksums.hostView(d);
-                    try {
-                        for (Check c : byTensor.getOrDefault(d.spec().name(), List.of())) {
-                            String from = source + " rank tp" + c.seedRank();
-                            long checked = io.weightloader.seed.BlockChecksums.verify(d, view, c.entry(), from);
-                            if (checked < 0 && c.entry().blocks() != null) {
-                                throw new WeightLoaderException("tensor '" + d.spec().name() + "': the part read from "
-                                        + from + " (" + c.entry().slice() + " there, " + d.slice() + " here) is not"
-                                        + " made of whole blocks of the seed's block checksums (dim "
-                                        + c.entry().blocks().dim() + ", " + c.entry().blocks().sha256().size()
-                                        + " blocks), so it cannot be checked; load without checksums, or with a tp"
-                                        + " size and layout whose slices are unions of those blocks");
-                            }
-                        }
-                        return io.weightloader.memory.Checksums.sha256(view, d.byteSize());
-                    } finally {
-                        if (!d.region().device().isHost() && view instanceof io.weightloader.memory.HostMemory h) {
-                            h.close();
+        List<Callable<String>> sums = new ArrayList<>();
+        for (TensorDestination d : request.tensors()) {
+            sums.add(() -> {
+                MemoryRegion view = BlockChecksums.hostView(d);
+                try {
+                    for (Check c : byTensor.getOrDefault(d.spec().name(), List.of())) {
+                        String from = source + " rank tp" + c.seedRank();
+                        long checked = BlockChecksums.verify(d, view, c.entry(), from);
+                        if (checked < 0 && c.entry().blocks() != null) {
+                            throw new WeightLoaderException("tensor '" + d.spec().name() + "': the part read from "
+                                    + from + " (" + c.entry().slice() + " there, " + d.slice() + " here) is not"
+                                    + " made of whole blocks of the seed's block checksums (dim "
+                                    + c.entry().blocks().dim() + ", " + c.entry().blocks().sha256().size()
+                                    + " blocks), so it cannot be checked; load without checksums, or with a tp"
+                                    + " size and layout whose slices are unions of those blocks");
                         }
                     }
-                }));
-            }
-            for (int i = 0; i < sums.size(); i++) {
-                out.add(io.weightloader.api.TensorReport.of(request.tensors().get(i), sums.get(i).get()));
-            }
-            return out;
-        } catch (java.util.concurrent.ExecutionException e) {
-            if (e.getCause() instanceof RuntimeException re) {
-                throw re;
-            }
-            throw new WeightLoaderException("verifying the load from " + source + " failed: " + e.getCause(),
-                    e.getCause());
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new WeightLoaderException("interrupted while verifying the load from " + source, e);
-        } finally {
-            pool.shutdownNow();
+                    return Checksums.sha256(view, d.byteSize());
+                } finally {
+                    if (!d.region().device().isHost() && view instanceof HostMemory h) {
+                        h.close();
+                    }
+                }
+            });
         }
+        int threads = Math.max(1, Math.min(Checksums.defaultThreads(), request.tensors().size()));
+        List<String> sha256 = Parallel.of("weightloader-verify", threads, "verifying the load from " + source
+                + " failed", "interrupted while verifying the load from " + source).call(sums);
+        for (int i = 0; i < sha256.size(); i++) {
+            out.add(TensorReport.of(request.tensors().get(i), sha256.get(i)));
+        }
+        return out;
     }
 }

@@ -27,7 +27,7 @@ class ReadPlanTest {
                 new TensorDestination(b, MemoryRegion.of(600, 300, Device.CPU)),
                 new TensorDestination(c, MemoryRegion.of(1000, 50, Device.CPU)),
                 new TensorDestination(d, MemoryRegion.of(1050, 20, Device.CPU)));
-        List<TransferEngineBackend.Read> reads = TransferEngineBackend.plan(dest, m, 256L);
+        List<ReadPlan.Read> reads = ReadPlan.plan(dest, m, 256L);
         // a+b (400 bytes) in slices of 256: [a 0..100 + b 0..156], [b 156..300]; c alone; d alone
         assertThat(reads).hasSize(4);
         assertThat(reads.get(0).local()).isEqualTo(500L);
@@ -39,7 +39,7 @@ class ReadPlanTest {
         assertThat(reads.get(2).remote()).isEqualTo(10_400L);
         assertThat(reads.get(2).length()).isEqualTo(50L);
         assertThat(reads.get(3).remote()).isEqualTo(20_000L);
-        assertThat(reads.stream().mapToLong(TransferEngineBackend.Read::length).sum()).isEqualTo(470);
+        assertThat(reads.stream().mapToLong(ReadPlan.Read::length).sum()).isEqualTo(470);
     }
 
     static Manifest.Entry entry(TensorSpec s, long address) {

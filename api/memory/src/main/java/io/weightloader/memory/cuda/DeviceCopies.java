@@ -1,14 +1,10 @@
 package io.weightloader.memory.cuda;
 
 import io.weightloader.api.MemoryRegion;
-import java.security.MessageDigest;
-import java.util.HexFormat;
 import org.bytedeco.cuda.global.cudart;
 
-/** Synchronous copies between host and device memory, and checksums of device memory (copied back first). */
+/** Synchronous copies between host and device memory (checksums of device memory: {@code Checksums}). */
 public final class DeviceCopies {
-    private static final int PIECE = 64 << 20;
-
     private DeviceCopies() {
     }
 
@@ -54,27 +50,5 @@ public final class DeviceCopies {
                 Cuda.pointer(src.address() + srcOffset), rows == 1 ? width : srcPitch, width, rows,
                 cudart.cudaMemcpyDefault),
                 "cudaMemcpy2D(" + rows + " rows of " + width + " bytes, " + src.device() + " -> " + dst.device() + ")");
-    }
-
-    /** Lower-case hex SHA-256 of the first {@code length} bytes of a device region. */
-    public static String sha256(MemoryRegion device, long length) {
-        try (PinnedMemory staging = PinnedMemory.allocate(Math.min(PIECE, Math.max(length, 1)))) {
-            return sha256(device, length, staging);
-        }
-    }
-
-    /**
-     * As {@link #sha256(MemoryRegion, long)}, copying back through {@code staging} (reused across calls: pinning
-     * host memory costs more than the copies it speeds up when done per tensor).
-     */
-    public static String sha256(MemoryRegion device, long length, PinnedMemory staging) {
-        MessageDigest md = io.weightloader.memory.Checksums.newSha256();
-        long piece = staging.length();
-        for (long off = 0; off < length; off += piece) {
-            int n = (int) Math.min(piece, length - off);
-            copy(staging, 0, device, off, n);
-            md.update(staging.byteBuffer(0, n));
-        }
-        return HexFormat.of().formatHex(md.digest());
     }
 }

@@ -27,6 +27,8 @@ final class Wire {
     /** Most runs in one request. */
     static final int MAX_RUNS = 1 << 16;
     static final int RESPONSE_HEADER_BYTES = 17;
+    /** Bytes written to a socket at a time when serving a read; a client's buffer for short runs is as large. */
+    static final int SERVE_CHUNK = 4 << 20;
 
     static final int OK = 0;
     static final int BAD_TOKEN = 1;
