@@ -124,8 +124,9 @@ final class DirectoryLoad {
         phases.put("verify", (end - tVerify) / 1e9);
         String device = request.tensors().isEmpty() ? "cpu" : request.tensors().get(0).region().device().toString();
         String via = used.size() == 1 && used.get(0).equals(Directory.ROOT) ? "" : " via " + String.join(", then ", used);
-        return new LoadReport(backend.name(), engine.name(), source + " (" + strategy + ")" + via, device, reports,
-                request.totalBytes(), (end - t0) / 1e9, null, phases);
+        return LoadReport.builder(backend.name()).engine(engine.name()).source(source + " (" + strategy + ")" + via)
+                .device(device).tensors(reports).totalBytes(request.totalBytes()).seconds((end - t0) / 1e9)
+                .phases(phases).build();
     }
 
     /** Reads every tensor from the sources the directory gives, moving on from each that fails. */

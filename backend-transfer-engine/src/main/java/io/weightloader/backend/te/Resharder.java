@@ -158,8 +158,9 @@ final class Resharder {
         long end = System.nanoTime();
         phases.put("verify", (end - tVerify) / 1e9);
         String device = request.tensors().isEmpty() ? "cpu" : request.tensors().get(0).region().device().toString();
-        return new LoadReport(backend, engine.name(), from + ", resharded into rank tp" + clientTp, device, reports,
-                request.totalBytes(), (end - t0) / 1e9, null, phases);
+        return LoadReport.builder(backend).engine(engine.name()).source(from + ", resharded into rank tp" + clientTp)
+                .device(device).tensors(reports).totalBytes(request.totalBytes()).seconds((end - t0) / 1e9)
+                .phases(phases).build();
     }
 
     /**

@@ -304,8 +304,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         long end = System.nanoTime();
         phases.put("verify", (end - tVerify) / 1e9);
         String device = request.tensors().isEmpty() ? "cpu" : request.tensors().get(0).region().device().toString();
-        return new LoadReport(name(), engine.name(), source(), device, reports, request.totalBytes(),
-                (end - t0) / 1e9, null, phases);
+        return LoadReport.builder(name()).engine(engine.name()).source(source()).device(device).tensors(reports)
+                .totalBytes(request.totalBytes()).seconds((end - t0) / 1e9).phases(phases).build();
     }
 
     /**
