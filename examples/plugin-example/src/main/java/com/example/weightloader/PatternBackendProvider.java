@@ -1,7 +1,5 @@
 package com.example.weightloader;
 
-import com.typesafe.config.Config;
-import io.weightloader.api.DType;
 import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
@@ -9,7 +7,7 @@ import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorMatcher;
 import io.weightloader.api.TensorReport;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.config.SettingsReader;
 import io.weightloader.api.spi.BackendCapabilities;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.WeightLoaderBackend;
@@ -21,8 +19,9 @@ import java.util.List;
 /**
  * An example third-party backend, "pattern": it offers the tensors listed in its own config and fills each
  * with a deterministic byte pattern ({@code (seed + i) & 0xff} for byte i). It shows everything a plugin
- * needs: a provider with a cheap name, its own reference.conf subtree, validation that names the config
- * path, matching by name through {@link TensorMatcher}, and a report.
+ * needs: a provider with a cheap name, its own reference.conf subtree read with {@link SettingsReader} and checked at
+ * start-up ({@link #validateSettings}, {@link #validate}) with errors that name the config path, matching by name
+ * through {@link TensorMatcher}, and a report.
  */
 public final class PatternBackendProvider implements WeightLoaderBackendProvider {
     public static final String NAME = "pattern";
@@ -42,27 +41,34 @@ public final class PatternBackendProvider implements WeightLoaderBackendProvider
         return BackendCapabilities.builder().devices(Device.Kind.CPU).build();
     }
 
+    /**
+     * Reads and checks {@code weight-loader.backends.pattern} alone, for every installed backend at start-up: the
+     * defaults (no tensors) are valid, so an installed but unselected plugin never stops a host.
+     */
+    @Override
+    public void validateSettings(BackendContext context) {
+        PatternSettings.from(context);
+    }
+
+    /** As {@link #validateSettings}, and, since it is selected, it must offer something to load. */
+    @Override
+    public void validate(BackendContext context) {
+        selected(context);
+    }
+
     @Override
     public WeightLoaderBackend create(BackendContext context) {
-        String base = BackendContext.backendPath(NAME);
-        Config c = context.backendConfig(NAME);
-        int seed = c.getInt("seed");
-        if (seed < 0 || seed > 255) {
-            throw new WeightLoaderConfigException(base + ".seed", "must be in 0..255; got " + seed);
+        PatternSettings s = selected(context);
+        return new PatternBackend(s.seed(), s.tensors());
+    }
+
+    private static PatternSettings selected(BackendContext context) {
+        PatternSettings s = PatternSettings.from(context);
+        if (s.tensors().isEmpty()) {
+            throw new SettingsReader(context.config(), BackendContext.backendPath(NAME)).error("tensors",
+                    "lists no tensors, so the pattern backend has nothing to load; list them as { name, dtype, shape }");
         }
-        List<TensorSpec> specs = new ArrayList<>();
-        List<? extends Config> list = c.getConfigList("tensors");
-        for (int i = 0; i < list.size(); i++) {
-            Config t = list.get(i);
-            String path = base + ".tensors[" + i + "]";
-            try {
-                List<Long> shape = t.getLongList("shape");
-                specs.add(new TensorSpec(t.getString("name"), DType.parse(t.getString("dtype")), shape));
-            } catch (RuntimeException e) {
-                throw new WeightLoaderConfigException(path, e.getMessage(), e);
-            }
-        }
-        return new PatternBackend(seed, specs);
+        return s;
     }
 
     static final class PatternBackend implements WeightLoaderBackend {
