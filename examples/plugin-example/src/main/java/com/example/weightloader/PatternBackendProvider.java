@@ -114,8 +114,8 @@ public final class PatternBackendProvider implements WeightLoaderBackendProvider
                 reports.add(TensorReport.of(d.spec(),
                         request.checksum() ? sha256(d.region().byteBuffer(0, (int) n)) : null));
             }
-            return new LoadReport(NAME, engine(), source(), "cpu", reports, request.totalBytes(),
-                    (System.nanoTime() - t0) / 1e9, null);
+            return LoadReport.builder(NAME).engine(engine()).source(source()).device("cpu").tensors(reports)
+                    .totalBytes(request.totalBytes()).seconds((System.nanoTime() - t0) / 1e9).build();
         }
 
         @Override
