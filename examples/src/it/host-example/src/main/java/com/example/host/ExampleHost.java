@@ -30,7 +30,7 @@ import java.util.Optional;
  *   <li>{@code example-host.role = seed}: this process holds every rank {@code weight-loader.rank.tp-size} gives it
  *       and serves them to other hosts ({@link SeedHost#start}); with {@code load-format = remote_instance} it loads
  *       them from another seed first and joins that seed's directory as a relay
- *       ({@code remote-instance.source-strategy} says where it reads).</li>
+ *       ({@code backends.transfer_engine.source-strategy} says where it reads).</li>
  * </ul>
  * The config is {@link ConfigFactory#load()} (application.conf, {@code -D}, every module's reference.conf), under the
  * files named on the command line, under {@code key=value} arguments.

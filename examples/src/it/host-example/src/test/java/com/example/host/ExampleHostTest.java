@@ -149,7 +149,8 @@ class ExampleHostTest {
                 example-host.role = seed
                 weight-loader {
                   load-format = remote_instance, tp-layout = llama, rank.tp-size = 2, checksum = sha256
-                  remote-instance { seed-instance-ip = "127.0.0.1", source-strategy = tree }
+                  remote-instance.seed-instance-ip = "127.0.0.1"
+                  backends.transfer_engine.source-strategy = tree
                 }
                 """);
         Path rankConf = conf("rank.conf", """
