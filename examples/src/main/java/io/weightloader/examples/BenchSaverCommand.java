@@ -63,7 +63,7 @@ final class BenchSaverCommand implements Callable<Integer> {
             return run(out, ckpt);
         } finally {
             if (temp) {
-                deleteTree(root);
+                DemoCommand.deleteTree(root);
             }
         }
     }
@@ -149,16 +149,5 @@ final class BenchSaverCommand implements Callable<Integer> {
             }
         }
         throw new IOException("no VmRSS in /proc/self/status");
-    }
-
-    private static void deleteTree(Path p) throws IOException {
-        if (Files.isDirectory(p)) {
-            try (var s = Files.list(p)) {
-                for (Path c : s.toList()) {
-                    deleteTree(c);
-                }
-            }
-        }
-        Files.deleteIfExists(p);
     }
 }
