@@ -64,6 +64,11 @@ final class SeedCommand implements Callable<Integer> {
             + "where the seed's traffic cannot be read (weight-loader.seed.allow-plain-token).")
     Boolean allowPlainToken;
 
+    @Option(names = "--enable-memory-saver", description = "SGLang's flag: the seed's weights can be released and "
+            + "resumed (POST /release_memory_occupation, /resume_memory_occupation; host memory, builtin engine) "
+            + "(weight-loader.enable-memory-saver).")
+    Boolean enableMemorySaver;
+
     @Option(names = "--start-when", paramLabel = "FILE", description = "A relay: once it serves and is registered "
             + "with its root, wait until FILE exists before loading (an orchestrator releasing a wave of instances at "
             + "once); with --ready-file, READY_FILE.armed says it is waiting.")
@@ -86,6 +91,7 @@ final class SeedCommand implements Callable<Integer> {
         }
         SharedOptions.put(m, root + "remote-instance.send-weights-group-ports", groupPorts);
         SharedOptions.put(m, root + "seed.allow-plain-token", allowPlainToken);
+        SharedOptions.put(m, root + "enable-memory-saver", enableMemorySaver);
         SharedOptions.put(m, te + "hostname", hostname);
         SharedOptions.put(m, te + "builtin.port", enginePort);
         return shared.layered(spec, m);

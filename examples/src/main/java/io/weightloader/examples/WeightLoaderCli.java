@@ -33,6 +33,7 @@ import picocli.CommandLine.Spec;
         description = "Load model weights from a safetensors checkpoint or from a running seed instance.",
         subcommands = {DemoCommand.class, InspectCommand.class, LoadCommand.class, SeedCommand.class, BackendsCommand.class,
                 GenerateCommand.class, BenchLocalCommand.class, BenchRemoteCommand.class, BenchReshardCommand.class,
+                BenchSaverCommand.class,
                 GpuBenchCommand.class,
                 CommandLine.HelpCommand.class})
 public final class WeightLoaderCli implements Runnable {

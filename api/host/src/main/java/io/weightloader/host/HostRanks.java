@@ -117,7 +117,9 @@ public record HostRanks(List<Rank> ranks) {
         TpLayout layout = rank.settings().tpLayout();
         Map<String, TensorSlice> slices = layout.isNone() ? Map.of()
                 : layout.plan(specs, rank.settings().tpSize(), rank.key().tp());
-        TensorArena arena = TensorArena.allocate(rank.device(), TpLayout.heldSpecs(specs, slices));
+        // with the memory saver, host memory is mapped so that its pages can be released and resumed in place
+        TensorArena arena = TensorArena.allocate(rank.device(), TpLayout.heldSpecs(specs, slices),
+                rank.settings().enableMemorySaver() && rank.device().isHost());
         return new Held(arena, TpLayout.destinations(specs, arena.destinations(), slices));
     }
 
@@ -134,6 +136,16 @@ public record HostRanks(List<Rank> ranks) {
                 held.close();
                 throw e;
             }
+        }
+    }
+
+    /**
+     * Loads {@code rank}'s share again into memory it already holds (a seed resuming after its memory was released):
+     * the same request as {@link #load}, from the rank's configured source.
+     */
+    public static LoadReport refill(Rank rank, Held held) {
+        try (WeightLoader loader = rank.open()) {
+            return loader.load(LoadRequest.of(held.destinations()));
         }
     }
 

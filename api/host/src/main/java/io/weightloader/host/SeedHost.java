@@ -8,6 +8,9 @@ import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.BackendRegistry;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.memory.HostMemory;
+import io.weightloader.seed.MemoryControl;
 import io.weightloader.seed.SeedService;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -39,6 +42,8 @@ public final class SeedHost implements AutoCloseable {
     private final Map<RankKey, List<TensorDestination>> held;
     private final List<LoadReport> reports;
     private boolean stopped;
+    /** Released with the memory saver: each rank's host copy when one was kept (else nothing), in rank order. */
+    private List<HostMemory> releasedCopies;
 
     private SeedHost(WeightLoaderSettings settings, HostRanks ranks, SeedService service, Relay relay,
                      List<HostRanks.Loaded> loaded, Map<RankKey, List<TensorDestination>> held,
@@ -100,7 +105,182 @@ public final class SeedHost implements AutoCloseable {
             loaded.forEach(HostRanks.Loaded::close);
             throw e;
         }
-        return new SeedHost(settings, ranks, service, relay, loaded, Collections.unmodifiableMap(held), reports);
+        SeedHost host = new SeedHost(settings, ranks, service, relay, loaded, Collections.unmodifiableMap(held),
+                reports);
+        if (settings.enableMemorySaver() && relay == null) {
+            service.memoryControl(new MemoryControl() {
+                @Override
+                public Map<String, Object> release(boolean keepHostCopy) {
+                    return host.releaseMemory(host.settings.seed().shutdownGrace(), keepHostCopy).toMap();
+                }
+
+                @Override
+                public Map<String, Object> resume() {
+                    return host.resumeMemory().toMap();
+                }
+            });
+        }
+        return host;
+    }
+
+    /**
+     * What a release or resume did: bytes of weight memory given back (release) or refilled (resume), the seconds of
+     * each step, and where a resume refilled from.
+     *
+     * @param quiet          release: whether reads in flight ended within the grace (false: they were cut)
+     * @param mapSeconds     resume: faulting the pages in again
+     * @param refillSeconds  resume: loading the weights into them
+     * @param registerSeconds resume: re-registering with the engines and publishing (checksums included)
+     * @param checksumSeconds resume: of which hashing the weights for the new manifest
+     * @param source         resume: {@code checkpoint} or {@code host copy}
+     * @param generations    each rank's generation after a resume
+     */
+    public record MemoryReport(String action, long bytes, double seconds, boolean quiet, double mapSeconds,
+                               double refillSeconds, double registerSeconds, double checksumSeconds, String source,
+                               Map<String, String> generations) {
+        Map<String, Object> toMap() {
+            Map<String, Object> m = new LinkedHashMap<>();
+            m.put("message", action);
+            m.put("bytes", bytes);
+            m.put("seconds", seconds);
+            if (action.startsWith("released")) {
+                m.put("quiet", quiet);
+            } else if (action.startsWith("resumed")) {
+                m.put("map_seconds", mapSeconds);
+                m.put("refill_seconds", refillSeconds);
+                m.put("register_seconds", registerSeconds);
+                m.put("checksum_seconds", checksumSeconds);
+                m.put("source", source);
+                m.put("generations", generations);
+            }
+            return m;
+        }
+    }
+
+    /** Whether the weights' memory is released ({@link #releaseMemory}) and not yet resumed. */
+    public synchronized boolean released() {
+        return releasedCopies != null;
+    }
+
+    /** {@link #releaseMemory(Duration, boolean)} with {@code weight-loader.seed.shutdown-grace}, no host copy. */
+    public MemoryReport releaseMemory() {
+        return releaseMemory(settings.seed().shutdownGrace(), false);
+    }
+
+    /**
+     * Releases the weights' memory (SGLang's {@code release_memory_occupation}, tag {@code weights}): the control
+     * plane takes no new load (503 "weights released"), loads in flight may finish within {@code grace} and are
+     * then cut, every rank's memory is unregistered from its engines under a new generation (so a load that
+     * overlapped fails its final check), and the pages go back to the kernel: the process's resident memory drops by
+     * the weights. The addresses stay: {@link #held()} stays valid and reads zeros until {@link #resumeMemory()}.
+     *
+     * @param keepHostCopy first copy each rank's weights into host memory, to resume from instead of the checkpoint
+     *                     (torch_memory_saver's CPU backup; on a host-memory seed it keeps the bytes' worth resident)
+     * @throws io.weightloader.api.config.WeightLoaderConfigException without {@code weight-loader.enable-memory-saver}
+     * @throws IllegalStateException for a stopped seed, a relay, or GPU memory (not supported yet)
+     */
+    public synchronized MemoryReport releaseMemory(Duration grace, boolean keepHostCopy) {
+        checkCanRelease();
+        if (releasedCopies != null) {
+            return new MemoryReport("already released", 0, 0, true, 0, 0, 0, 0, "", Map.of());
+        }
+        long t0 = System.nanoTime();
+        List<HostMemory> copies = new ArrayList<>();
+        boolean quiet;
+        try {
+            if (keepHostCopy) {
+                for (HostRanks.Loaded l : loaded) {
+                    copies.add(l.held().arena().copyToHost());
+                }
+            }
+        } catch (RuntimeException | Error e) {
+            copies.forEach(HostMemory::close);
+            throw e;
+        }
+        quiet = service.releaseWeights(held.keySet(), grace);
+        long bytes = 0;
+        for (HostRanks.Loaded l : loaded) {
+            l.held().arena().releasePages();
+            bytes += l.held().arena().region().length();
+        }
+        releasedCopies = copies;
+        double secs = (System.nanoTime() - t0) / 1e9;
+        LOG.info("seed released its weights' memory: {} bytes in {} s{}{}", bytes, String.format("%.3f", secs),
+                keepHostCopy ? " (a host copy kept)" : "", quiet ? "" : " (reads in flight cut at the grace)");
+        return new MemoryReport("released " + bytes + " bytes" + (keepHostCopy ? " (host copy kept)" : ""), bytes,
+                secs, quiet, 0, 0, 0, 0, "", Map.of());
+    }
+
+    /**
+     * Brings the weights back after {@link #releaseMemory}: maps each rank's pages again at the same addresses,
+     * refills them (from the host copy kept on release, else from the checkpoint through the rank's configured
+     * source), re-registers them with every served engine and publishes a new generation (with new checksums when
+     * the seed publishes them). A rank whose refill fails stays released and the error is thrown.
+     */
+    public synchronized MemoryReport resumeMemory() {
+        checkCanRelease();
+        if (releasedCopies == null) {
+            return new MemoryReport("already resumed", 0, 0, true, 0, 0, 0, 0, "", Map.of());
+        }
+        boolean fromCopy = !releasedCopies.isEmpty();
+        long t0 = System.nanoTime();
+        long map = 0;
+        long refill = 0;
+        long register = 0;
+        double checksums = 0;
+        long bytes = 0;
+        Map<String, String> generations = new LinkedHashMap<>();
+        for (int i = 0; i < loaded.size(); i++) {
+            HostRanks.Held h = loaded.get(i).held();
+            HostRanks.Rank rank = ranks.ranks().get(i);
+            long a = System.nanoTime();
+            h.arena().populate();
+            long b = System.nanoTime();
+            if (fromCopy) {
+                h.arena().copyFrom(releasedCopies.get(i));
+            } else {
+                HostRanks.refill(rank, h);
+            }
+            long c = System.nanoTime();
+            SeedService.Republished p = service.resumeWeights(rank.key(), h.destinations());
+            long d = System.nanoTime();
+            map += b - a;
+            refill += c - b;
+            register += d - c;
+            checksums += p.checksumSeconds();
+            bytes += h.arena().region().length();
+            generations.put(rank.key().toString(), p.generation());
+        }
+        releasedCopies.forEach(HostMemory::close);
+        releasedCopies = null;
+        double secs = (System.nanoTime() - t0) / 1e9;
+        String source = fromCopy ? "host copy" : "checkpoint";
+        LOG.info("seed resumed its weights: {} bytes from the {} in {} s (map {} s, refill {} s, re-register {} s)",
+                bytes, source, String.format("%.3f", secs), String.format("%.3f", map / 1e9),
+                String.format("%.3f", refill / 1e9), String.format("%.3f", register / 1e9));
+        return new MemoryReport("resumed " + bytes + " bytes from the " + source, bytes, secs, true, map / 1e9,
+                refill / 1e9, register / 1e9, checksums, source, generations);
+    }
+
+    private void checkCanRelease() {
+        if (stopped) {
+            throw new IllegalStateException("this seed is stopped");
+        }
+        if (!settings.enableMemorySaver()) {
+            throw new WeightLoaderConfigException("weight-loader.enable-memory-saver", "is false: this seed's memory"
+                    + " was not allocated to be released; start it with enable-memory-saver = true"
+                    + " (--enable-memory-saver) to release and resume its weights");
+        }
+        if (relay != null) {
+            throw new IllegalStateException("a relay cannot release its memory yet (only a seed that loaded from its"
+                    + " checkpoint can): stop it instead");
+        }
+        for (HostRanks.Loaded l : loaded) {
+            if (!l.held().arena().releasable()) {
+                throw new IllegalStateException("this seed holds its weights on " + l.held().arena().region().device()
+                        + ": releasing GPU memory is not supported yet (host memory only)");
+            }
+        }
     }
 
     /** The control plane (its port, each rank's manifest, weight updates: {@code weightsChanging}/{@code Changed}). */
@@ -143,6 +323,10 @@ public final class SeedHost implements AutoCloseable {
             return true;
         }
         stopped = true;
+        if (releasedCopies != null) {
+            releasedCopies.forEach(HostMemory::close);
+            releasedCopies = null;
+        }
         if (relay != null) {
             relay.close(); // no new client is sent here
         }

@@ -56,8 +56,63 @@ public final class HostMemory implements MemoryRegion, AutoCloseable {
                     + rc + ")");
         }
         LIVE_BYTES.addAndGet(bytes);
-        State state = new State(out[0], bytes, LEAK_DETAIL ? new Throwable("allocated here") : null);
+        State state = new State(out[0], bytes, false, LEAK_DETAIL ? new Throwable("allocated here") : null);
         return new HostMemory(out[0], bytes, state);
+    }
+
+    /**
+     * Maps {@code bytes} (rounded up to whole pages) of private anonymous memory, zero-filled: memory whose pages
+     * {@link #releasePages()} can give back to the kernel while its addresses stay valid (the memory saver).
+     */
+    public static HostMemory map(long bytes) {
+        LibC.require();
+        if (bytes < 0) {
+            throw new IllegalArgumentException("negative allocation size " + bytes);
+        }
+        long page = LibC.pageSize();
+        long size = Math.max(page, (bytes + page - 1) / page * page);
+        Pointer p = LibC.mmap(null, size, LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS,
+                -1, 0);
+        long address = Pointer.nativeValue(p);
+        if (address == -1 || address == 0) {
+            throw new WeightLoaderException("cannot map " + size + " bytes of host memory (mmap: " + LibC.lastError()
+                    + ")");
+        }
+        LIVE_BYTES.addAndGet(size);
+        State state = new State(address, size, true, LEAK_DETAIL ? new Throwable("allocated here") : null);
+        return new HostMemory(address, bytes, state);
+    }
+
+    /** Whether {@link #releasePages()} can give this memory's pages back (it was made by {@link #map}). */
+    public boolean releasable() {
+        return state.mapped;
+    }
+
+    /**
+     * Gives every page back to the kernel ({@code madvise(MADV_DONTNEED)}): the process's resident memory drops by
+     * this memory's size, the addresses stay valid, and reading them gives zeros until they are written again.
+     */
+    public void releasePages() {
+        checkOpen();
+        if (!state.mapped) {
+            throw new IllegalStateException("this host memory was allocated with posix_memalign, not mapped: its pages"
+                    + " cannot be released (HostMemory.map makes releasable memory)");
+        }
+        if (LibC.madvise(new Pointer(address), state.length, LibC.MADV_DONTNEED) != 0) {
+            throw new WeightLoaderException("madvise(MADV_DONTNEED) of " + state.length + " bytes failed: "
+                    + LibC.lastError());
+        }
+    }
+
+    /**
+     * Faults every page in, writable, in one call ({@code MADV_POPULATE_WRITE}), so that refilling does not take a
+     * page fault per page.
+     *
+     * @return false where the kernel does not support it (before Linux 5.14): the pages then fault in as written
+     */
+    public boolean populate() {
+        checkOpen();
+        return state.mapped && LibC.madvise(new Pointer(address), state.length, LibC.MADV_POPULATE_WRITE) == 0;
     }
 
     /** Bytes currently allocated and not yet closed, across all instances (for leak checks). */
@@ -112,20 +167,26 @@ public final class HostMemory implements MemoryRegion, AutoCloseable {
     private static final class State implements Runnable {
         final long address;
         final long length;
+        final boolean mapped;
         final Throwable origin;
         final AtomicBoolean freed = new AtomicBoolean();
         volatile boolean closedExplicitly;
 
-        State(long address, long length, Throwable origin) {
+        State(long address, long length, boolean mapped, Throwable origin) {
             this.address = address;
             this.length = length;
+            this.mapped = mapped;
             this.origin = origin;
         }
 
         @Override
         public void run() {
             if (freed.compareAndSet(false, true)) {
-                LibC.free(new Pointer(address));
+                if (mapped) {
+                    LibC.munmap(new Pointer(address), length);
+                } else {
+                    LibC.free(new Pointer(address));
+                }
                 LIVE_BYTES.addAndGet(-length);
                 if (!closedExplicitly) {
                     if (origin != null) {

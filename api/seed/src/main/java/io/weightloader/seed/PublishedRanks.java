@@ -32,13 +32,18 @@ final class PublishedRanks {
      * refused.
      */
     record Published(List<TensorDestination> tensors, List<SeedPublisher> publishers, Manifest manifest,
-                     byte[] manifestJson, byte[] sessionJson, boolean updating) {
+                     byte[] manifestJson, byte[] sessionJson, boolean updating, Memory memory) {
         static Published of(List<TensorDestination> tensors, List<SeedPublisher> publishers, Manifest m,
                             boolean updating) {
+            return of(tensors, publishers, m, updating, Memory.HELD);
+        }
+
+        static Published of(List<TensorDestination> tensors, List<SeedPublisher> publishers, Manifest m,
+                            boolean updating, Memory memory) {
             try {
                 return new Published(tensors, publishers, m, Json.MAPPER.writeValueAsBytes(m),
                         Json.MAPPER.writeValueAsBytes(Map.of("engine", m.engine(), "session", m.session(),
-                                "generation", m.generation())), updating);
+                                "generation", m.generation())), updating, memory);
             } catch (IOException e) {
                 throw new WeightLoaderException("serialising the manifest of rank tp" + m.tp() + "-pp" + m.pp()
                         + " failed: " + e, e);
@@ -47,7 +52,16 @@ final class PublishedRanks {
 
         /** The same weights under a new generation; checksums dropped (unknown until recomputed). */
         Published regenerated(boolean nowUpdating) {
-            return of(tensors, publishers, manifest.regenerated(UUID.randomUUID().toString()), nowUpdating);
+            return of(tensors, publishers, manifest.regenerated(UUID.randomUUID().toString()), nowUpdating, memory);
+        }
+
+        /**
+         * Whether a request is refused because the weights are released: every request once they are; while they
+         * are being released, every one but {@code /v1/session} ({@code session}), which loads in flight need for
+         * their final generation check.
+         */
+        boolean released(boolean session) {
+            return memory == Memory.RELEASED || (memory == Memory.RELEASING && !session);
         }
 
         /** The endpoint a publisher of this rank serves at {@code path}, or null. */
@@ -62,11 +76,15 @@ final class PublishedRanks {
         }
     }
 
+    /** Where a rank's weight memory is (the memory saver): held and served, being released, released. */
+    enum Memory { HELD, RELEASING, RELEASED }
+
     /** A held tensor's SHA-256, whole and by blocks. */
     private record Checksum(String whole, Manifest.Blocks blocks) {
     }
 
     private final Map<RankKey, Published> ranks = new ConcurrentHashMap<>();
+    private final Map<RankKey, Double> checksumSeconds = new ConcurrentHashMap<>();
     private final BackendContext context;
     private final Map<String, SeedPublisherProvider> providers;
 
@@ -98,6 +116,38 @@ final class PublishedRanks {
         return Optional.ofNullable(ranks.get(rank)).map(Published::manifest);
     }
 
+    /** Takes no new loads of {@code rank} (its generation stays, so loads in flight can finish and check). */
+    void releasing(RankKey rank) {
+        ranks.computeIfPresent(rank, (k, p) -> Published.of(p.tensors(), p.publishers(), p.manifest(), p.updating(),
+                Memory.RELEASING));
+    }
+
+    /**
+     * Marks {@code rank}'s weights released: a new generation (every load that overlapped fails its final check),
+     * every request refused, and its memory unregistered from every engine (publishers closed; their connections
+     * cut, so reads in flight fail).
+     */
+    void released(RankKey rank) {
+        Published old = ranks.get(rank);
+        if (old == null) {
+            return;
+        }
+        ranks.put(rank, Published.of(old.tensors(), List.of(), old.manifest().regenerated(UUID.randomUUID().toString()),
+                false, Memory.RELEASED));
+        for (SeedPublisher publisher : old.publishers()) {
+            try {
+                publisher.close();
+            } catch (RuntimeException e) {
+                LOG.warn("unregistering rank {} from {} failed", rank, publisher.engine(), e);
+            }
+        }
+    }
+
+    /** Seconds the last {@link #publish} of {@code rank} spent hashing its weights (0 without checksums). */
+    double checksumSeconds(RankKey rank) {
+        return checksumSeconds.getOrDefault(rank, 0.0);
+    }
+
     /** Gives {@code rank} a new generation; {@code updating}: its weights are changing until called again. */
     void regenerate(RankKey rank, boolean updating) {
         ranks.computeIfPresent(rank, (k, p) -> p.regenerated(updating));
@@ -117,7 +167,9 @@ final class PublishedRanks {
                 sums.put(e.name(), new Checksum(e.sha256(), e.blocks()));
             }
         } else if (checksums) {
+            long t0 = System.nanoTime();
             sums = checksums(tensors);
+            checksumSeconds.put(rank, (System.nanoTime() - t0) / 1e9);
         }
         List<SeedPublisher> publishers = new ArrayList<>();
         Map<String, String> serves = new LinkedHashMap<>();
@@ -176,8 +228,13 @@ final class PublishedRanks {
 
     /** Whether some publisher cannot tell when it serves (its {@link SeedPublisher#activity()} is -1). */
     boolean blind() {
+        return blind(ranks.keySet());
+    }
+
+    /** As {@link #blind()}, for {@code keys} only. */
+    boolean blind(java.util.Collection<RankKey> keys) {
         boolean blind = false;
-        for (Published p : ranks.values()) {
+        for (Published p : published(keys)) {
             for (SeedPublisher pub : p.publishers()) {
                 blind |= pub.activity() == -1;
             }
@@ -187,8 +244,24 @@ final class PublishedRanks {
 
     /** A value that changes whenever a publisher that can tell served something. */
     long activity() {
+        return activity(ranks.keySet());
+    }
+
+    private List<Published> published(java.util.Collection<RankKey> keys) {
+        List<Published> out = new ArrayList<>();
+        for (RankKey k : keys) {
+            Published p = ranks.get(k);
+            if (p != null) {
+                out.add(p);
+            }
+        }
+        return out;
+    }
+
+    /** As {@link #activity()}, for {@code keys} only. */
+    long activity(java.util.Collection<RankKey> keys) {
         long sum = 0;
-        for (Published p : ranks.values()) {
+        for (Published p : published(keys)) {
             for (SeedPublisher pub : p.publishers()) {
                 long a = pub.activity();
                 sum = sum * 31 + (a == -1 ? 0 : a);

@@ -189,6 +189,13 @@ final class SeedHttp {
         reply(ex, 503, Map.of("error", "the weights of rank " + rank + " are being updated; try again"));
     }
 
+    /** Answers 503 with {@code Retry-After}: the rank's weights are released (the memory saver). */
+    static void released(HttpExchange ex, RankKey rank) throws IOException {
+        ex.getResponseHeaders().set("Retry-After", "1");
+        reply(ex, 503, Map.of("error", "the weights of rank " + rank + " are released (weights released: the seed's"
+                + " host gave their memory back; POST /resume_memory_occupation brings them back); try again"));
+    }
+
     static void reply(HttpExchange ex, int code, Object body) throws IOException {
         replyJson(ex, code, Json.MAPPER.writeValueAsBytes(body));
     }

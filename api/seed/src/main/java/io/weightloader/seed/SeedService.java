@@ -39,6 +39,8 @@ import org.slf4j.LoggerFactory;
  *       {@code /remote_instance_transfer_engine_info?rank=N} (optional {@code &pp=M}): SGLang's shape
  *       ({@link SglangEndpoints})</li>
  *   <li>the directory of a root seed's relays ({@link DirectoryEndpoints})</li>
+ *   <li>{@code POST /release_memory_occupation} and {@code POST /resume_memory_occupation}: SGLang's memory saver
+ *       ({@link MemoryEndpoints}), through the {@link MemoryControl} the host registers</li>
  * </ul>
  */
 public final class SeedService implements AutoCloseable {
@@ -51,6 +53,8 @@ public final class SeedService implements AutoCloseable {
     private final SglangEndpoints sglang;
     /** The directory of this root seed's relays and its endpoints (see {@link DirectoryEndpoints}). */
     private final DirectoryEndpoints directory;
+    /** The memory saver's endpoints, answered through the hook the host registers. */
+    private final MemoryEndpoints memory = new MemoryEndpoints();
     private boolean started;
     private volatile boolean draining;
     private volatile long lastRequestNanos = System.nanoTime();
@@ -202,6 +206,81 @@ public final class SeedService implements AutoCloseable {
         directory.directory().clear(rank);
     }
 
+    /** The host's hook for the memory-saver endpoints (null: they answer 501). */
+    public void memoryControl(MemoryControl control) {
+        memory.control(control);
+    }
+
+    /**
+     * Releases {@code keys}' weights (the memory saver), before the host frees their memory. First no new load starts
+     * (manifest, session of a new load, SGLang info and send endpoints answer 503 "weights released") while loads in
+     * flight may finish and make their final check, until the engines have served nothing for {@value
+     * #RELEASE_QUIET_MILLIS} ms or {@code grace} ends (an engine that cannot tell, the whole grace); then each rank
+     * gets a new generation, every request is refused, and its memory is unregistered from every engine (their
+     * connections cut, so a read still in flight fails, and a load that overlapped fails its final check). On
+     * return no engine serves from the memory: the host may free it.
+     *
+     * @return whether the engines went quiet within the grace (false: reads in flight were cut)
+     */
+    public boolean releaseWeights(Collection<RankKey> keys, Duration grace) {
+        for (RankKey k : keys) {
+            ranks.releasing(k);
+            directory.directory().clear(k); // its relays serve the weights being released
+        }
+        boolean quiet = awaitQuiet(keys, grace);
+        for (RankKey k : keys) {
+            ranks.released(k);
+        }
+        return quiet;
+    }
+
+    static final long RELEASE_QUIET_MILLIS = 200;
+
+    private boolean awaitQuiet(Collection<RankKey> keys, Duration grace) {
+        long end = System.nanoTime() + grace.toNanos();
+        boolean blind = ranks.blind(keys);
+        long last = ranks.activity(keys);
+        long quietSince = System.nanoTime();
+        while (System.nanoTime() < end) {
+            if (!blind && System.nanoTime() - quietSince >= RELEASE_QUIET_MILLIS * 1_000_000) {
+                return true;
+            }
+            try {
+                Thread.sleep(20);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return false;
+            }
+            long now = ranks.activity(keys);
+            if (now != last) {
+                last = now;
+                quietSince = System.nanoTime();
+            }
+        }
+        return !blind && System.nanoTime() - quietSince >= RELEASE_QUIET_MILLIS * 1_000_000;
+    }
+
+    /** What re-publishing a rank cost: hashing its weights (when it publishes checksums) and registering them. */
+    public record Republished(String generation, double checksumSeconds, double registrationSeconds) {
+    }
+
+    /**
+     * Serves {@code rank} again after {@link #releaseWeights}, from {@code tensors} (refilled): registers them with
+     * every served engine and publishes a new generation, with checksums recomputed when the seed publishes them.
+     */
+    public Republished resumeWeights(RankKey rank, List<TensorDestination> tensors) {
+        ranks.publish(rank, tensors, context.settings().seed().publishChecksums(), null, null);
+        PublishedRanks.Published p = ranks.get(rank);
+        double reg = p.publishers().stream().mapToDouble(SeedPublisher::registrationSeconds).sum();
+        return new Republished(p.manifest().generation(), ranks.checksumSeconds(rank), reg);
+    }
+
+    /** Whether {@code rank}'s weights are released (or being released). */
+    public boolean released(RankKey rank) {
+        PublishedRanks.Published p = ranks.get(rank);
+        return p != null && p.memory() != PublishedRanks.Memory.HELD;
+    }
+
     public int port() {
         return http.port();
     }
@@ -252,7 +331,8 @@ public final class SeedService implements AutoCloseable {
                 SeedHttp.reply(ex, 400, Map.of("error", e.getMessage()));
                 return;
             }
-            Set<String> allowed = SglangEndpoints.takes(path) ? SglangEndpoints.QUERY
+            Set<String> allowed = MemoryEndpoints.PATHS.contains(path) ? Set.of()
+                    : SglangEndpoints.takes(path) ? SglangEndpoints.QUERY
                     : path.equals("/v1/source") && !post ? DirectoryEndpoints.SOURCE_QUERY : Set.of("tp", "pp");
             for (String name : q.keySet()) {
                 if (!allowed.contains(name)) {
@@ -268,6 +348,10 @@ public final class SeedService implements AutoCloseable {
             }
             if (post ? DirectoryEndpoints.POSTS.contains(path) : DirectoryEndpoints.GETS.contains(path)) {
                 directory.handle(ex, path, post, q);
+                return;
+            }
+            if (post && MemoryEndpoints.PATHS.contains(path)) {
+                memory.handle(ex, path);
                 return;
             }
             if (post) {
@@ -286,6 +370,8 @@ public final class SeedService implements AutoCloseable {
                                 + "; it holds " + ranks.keys()));
                     } else if (p.updating()) {
                         SeedHttp.updating(ex, rank);
+                    } else if (p.released(path.equals("/v1/session"))) {
+                        SeedHttp.released(ex, rank);
                     } else {
                         SeedHttp.replyJson(ex, 200, path.equals("/v1/manifest") ? p.manifestJson() : p.sessionJson());
                     }
@@ -320,6 +406,10 @@ public final class SeedService implements AutoCloseable {
             return;
         }
         PublishedRanks.Published p = ranks.get(rank);
+        if (p != null && p.released(false)) {
+            SeedHttp.released(ex, rank); // its publishers, and their endpoints, are closed
+            return;
+        }
         SeedEndpoint endpoint = p == null ? null : p.endpoint(path);
         if (endpoint == null) {
             SeedHttp.reply(ex, 404, Map.of("error", p == null ? "this seed holds no weights for rank " + rank

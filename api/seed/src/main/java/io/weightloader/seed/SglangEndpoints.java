@@ -47,6 +47,10 @@ final class SglangEndpoints {
             SeedHttp.updating(ex, rank);
             return;
         }
+        if (p.released(false)) {
+            SeedHttp.released(ex, rank);
+            return;
+        }
         Map<String, TensorDestination> held = new HashMap<>();
         for (TensorDestination t : p.tensors()) {
             held.put(t.spec().name(), t);

@@ -51,19 +51,40 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     @Override
     public BackendCapabilities capabilities() {
         return BackendCapabilities.builder().readsFromSeed(true).devices(Device.Kind.CPU, Device.Kind.CUDA)
-                // a seed registers its weight memory with the engine once: memory the allocator releases and
-                // remaps would leave the registration pointing at freed pages
-                .memorySaver(false).build();
+                // with the built-in engine on host memory: a seed releasing its weights unregisters them first and
+                // registers them again on resume, under a new generation (SeedHost.releaseMemory). Mooncake is
+                // refused where it is configured (refuseMemorySaverWithMooncake)
+                .memorySaver(true).build();
+    }
+
+    /**
+     * The memory-saver capability holds for the built-in engine only: Mooncake's registrations (RDMA through
+     * peermem, nvlink_intra through CUDA IPC) cannot follow memory that is released and mapped again, so
+     * {@code enable-memory-saver} with {@code engine = mooncake} is refused, naming the setting, the backend, the
+     * engine and the capability.
+     */
+    static void refuseMemorySaverWithMooncake(WeightLoaderSettings s, TransferEngineSettings te) {
+        if (s.enableMemorySaver() && te.engine().equals("mooncake")) {
+            throw new WeightLoaderConfigException("weight-loader.enable-memory-saver", "memory saver is not compatible"
+                    + " with backend 'transfer_engine' on engine 'mooncake' (" + TransferEngineSettings.PATH
+                    + ".engine): transfer_engine declares the memory-saver capability (BackendCapabilities.memorySaver)"
+                    + " for its builtin engine on host memory only; Mooncake's registered memory must not be released"
+                    + " and remapped under it. Use " + TransferEngineSettings.PATH + ".engine = builtin, or turn the"
+                    + " memory saver off");
+        }
     }
 
     @Override
     public void validateSettings(BackendContext context) {
-        TransferEngineSettings.from(context);
+        TransferEngineSettings te = TransferEngineSettings.from(context);
+        if (context.settings().remote().startSeedViaTransferEngine()) {
+            refuseMemorySaverWithMooncake(context.settings(), te); // this instance will serve through transfer_engine
+        }
     }
 
     @Override
     public void validate(BackendContext context) {
-        TransferEngineSettings.from(context);
+        refuseMemorySaverWithMooncake(context.settings(), TransferEngineSettings.from(context));
         SeedClient.checkedSeedAddress(context.settings(), NAME);
     }
 
@@ -119,6 +140,7 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     public void validateSeed(BackendContext context, Device device) {
         WeightLoaderSettings s = context.settings();
         TransferEngineSettings te = TransferEngineSettings.from(context);
+        refuseMemorySaverWithMooncake(s, te);
         if (te.hostname().isPresent() && isWildcard(te.hostname().get())) {
             throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".hostname", "is "
                     + te.hostname().get() + ", a wildcard address that clients cannot dial: set the host name or"

@@ -1,6 +1,7 @@
 package io.weightloader.backend.te;
 
 import static io.weightloader.backend.te.SeedServiceTest.seedContext;
+import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import com.typesafe.config.ConfigFactory;
@@ -13,28 +14,44 @@ import java.util.List;
 import org.junit.jupiter.api.Test;
 
 /**
- * transfer_engine registers seed memory with its engine, so it does not declare the memory-saver capability: the
- * setting is refused at start-up, for a client, for an instance that will serve via transfer_engine, and for a seed.
+ * transfer_engine declares the memory-saver capability for its built-in engine on host memory (a seed unregisters
+ * its memory on release and registers it again on resume); with Mooncake the setting is still refused at start-up,
+ * naming the setting, the backend, the engine and the capability, for a client, an instance that will serve via
+ * transfer_engine, and a seed, before Mooncake's library is looked for.
  */
 class MemorySaverRefusalTest {
+    private static final String MOONCAKE = "weight-loader.backends.transfer_engine.engine = mooncake\n";
+
     @Test
-    void theMemorySaverIsRefusedWithTransferEngineNamingTheSettingTheBackendAndTheCapability() {
-        assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseString("""
+    void theMemorySaverIsRefusedWithMooncakeNamingTheSettingTheBackendTheEngineAndTheCapability() {
+        assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseString(MOONCAKE + """
                 weight-loader { load-format = remote_instance, enable-memory-saver = true
                   remote-instance { seed-instance-ip = "127.0.0.1", seed-instance-service-port = 1,
                     backend = transfer_engine } }""")))
                 .isInstanceOf(WeightLoaderConfigException.class)
                 .hasMessageContaining("weight-loader.enable-memory-saver")
                 .hasMessageContaining("backend 'transfer_engine'")
+                .hasMessageContaining("weight-loader.backends.transfer_engine.engine")
                 .hasMessageContaining("BackendCapabilities.memorySaver");
-        assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseString("""
-                weight-loader { model-path = /nonexistent, enable-memory-saver = true, backend = transfer_engine
+        assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseString(MOONCAKE + """
+                weight-loader { model-path = /nonexistent, enable-memory-saver = true
                   remote-instance { start-seed-via-transfer-engine = true } }""")))
-                .hasMessageContaining("weight-loader.enable-memory-saver");
-        assertThatThrownBy(() -> SeedService.bind(seedContext("weight-loader.enable-memory-saver = true"),
+                .hasMessageContaining("weight-loader.enable-memory-saver")
+                .hasMessageContaining("mooncake");
+        assertThatThrownBy(() -> SeedService.bind(seedContext(MOONCAKE + "weight-loader.enable-memory-saver = true"),
                 BackendRegistry.discover(), List.of(Device.CPU)))
                 .isInstanceOf(WeightLoaderConfigException.class)
                 .hasMessageContaining("weight-loader.enable-memory-saver")
-                .hasMessageContaining("backend 'transfer_engine'");
+                .hasMessageContaining("backend 'transfer_engine'")
+                .hasMessageContaining("mooncake");
+    }
+
+    @Test
+    void theBuiltinEngineOnHostMemoryTakesTheMemorySaver() {
+        assertThat(new TransferEngineProvider().capabilities().memorySaver()).isTrue();
+        try (SeedService seed = SeedService.bind(seedContext("weight-loader.enable-memory-saver = true"),
+                BackendRegistry.discover(), List.of(Device.CPU))) {
+            assertThat(seed.port()).isPositive();
+        }
     }
 }

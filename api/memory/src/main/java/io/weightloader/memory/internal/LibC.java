@@ -10,7 +10,14 @@ import com.sun.jna.Pointer;
  */
 public final class LibC {
     public static final int PROT_READ = 1;
+    public static final int PROT_WRITE = 2;
     public static final int MAP_SHARED = 1;
+    public static final int MAP_PRIVATE = 2;
+    public static final int MAP_ANONYMOUS = 0x20;
+    /** The pages go; the mapping stays, and reading it again gives zero-filled pages (private anonymous memory). */
+    public static final int MADV_DONTNEED = 4;
+    /** Faults every page in, writable (Linux 5.14 and later; EINVAL before). */
+    public static final int MADV_POPULATE_WRITE = 23;
     public static final int O_RDONLY = 0;
     public static final int MADV_SEQUENTIAL = 2;
     public static final int MADV_WILLNEED = 3;
