@@ -10,7 +10,6 @@ import io.etcd.jetcd.options.GetOption;
 import io.etcd.jetcd.options.PutOption;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.seed.registry.Entries;
-import io.weightloader.seed.registry.Fingerprint;
 import io.weightloader.seed.registry.RegistryException;
 import io.weightloader.seed.registry.SourceEntry;
 import io.weightloader.seed.registry.SourceRegistry;
@@ -120,20 +119,6 @@ public final class EtcdRegistry implements SourceRegistry {
         lease.renewal = renewals.scheduleWithFixedDelay(lease::renew, every, every, TimeUnit.MILLISECONDS);
         leases.add(lease);
         return lease;
-    }
-
-    @Override
-    public List<SourceEntry> list(String modelId, Fingerprint fingerprint) {
-        List<SourceEntry> out = new ArrayList<>();
-        for (SourceEntry e : listAll(modelId, fingerprint.rank())) {
-            if (e.fingerprint().equals(fingerprint)) {
-                out.add(e);
-            } else {
-                LOG.warn("registry {}: skipped source {} of model {}: its fingerprint differs: {}", describe(),
-                        e.address(), modelId, Entries.difference(fingerprint, e.fingerprint()));
-            }
-        }
-        return out;
     }
 
     @Override

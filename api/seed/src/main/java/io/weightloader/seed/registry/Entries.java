@@ -10,9 +10,13 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.weightloader.api.config.RankKey;
 import java.net.URLEncoder;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
 import java.util.Iterator;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * A registry entry's key and value (docs/PROTOCOL.md, "Registry"), and their strict parsing: a registry is shared, so
@@ -27,6 +31,7 @@ import java.util.Set;
  * </pre>
  */
 public final class Entries {
+    private static final Logger LOG = LoggerFactory.getLogger(Entries.class);
     public static final String PREFIX = "/weightloader/models/";
     /** Longest key a registry entry may have (bytes). */
     public static final int MAX_KEY_BYTES = 1024;
@@ -137,6 +142,20 @@ public final class Entries {
     /** The key, clipped and printable, for a log line. */
     public static String show(byte[] key) {
         return Fingerprint.clip(new String(key, 0, Math.min(key.length, 200), StandardCharsets.UTF_8));
+    }
+
+    /** The entries of {@code all} whose fingerprint is {@code wanted}; the others are named in a WARN line. */
+    static List<SourceEntry> matching(String registry, String modelId, Fingerprint wanted, List<SourceEntry> all) {
+        List<SourceEntry> out = new ArrayList<>();
+        for (SourceEntry e : all) {
+            if (e.fingerprint().equals(wanted)) {
+                out.add(e);
+            } else {
+                LOG.warn("registry {}: skipped source {} of model {}: its fingerprint differs: {}", registry,
+                        e.address(), modelId, difference(wanted, e.fingerprint()));
+            }
+        }
+        return out;
     }
 
     /** How {@code other} differs from {@code wanted}, for a log line. */

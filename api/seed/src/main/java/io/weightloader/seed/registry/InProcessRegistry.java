@@ -11,8 +11,6 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 /**
  * The embedded registry ({@code weight-loader.directory = ""}): a {@link Directory} in this process, keyed by (model
@@ -21,8 +19,6 @@ import org.slf4j.LoggerFactory;
  * the directory's expiry passes. Nothing to install; nothing outlives the process.
  */
 public final class InProcessRegistry implements SourceRegistry {
-    private static final Logger LOG = LoggerFactory.getLogger(InProcessRegistry.class);
-
     /** The directory's rank key for a model's rank. */
     record Key(String modelId, RankKey rank) {
     }
@@ -105,20 +101,6 @@ public final class InProcessRegistry implements SourceRegistry {
                 }
             }
         };
-    }
-
-    @Override
-    public List<SourceEntry> list(String modelId, Fingerprint fingerprint) {
-        List<SourceEntry> out = new ArrayList<>();
-        for (SourceEntry e : listAll(modelId, fingerprint.rank())) {
-            if (e.fingerprint().equals(fingerprint)) {
-                out.add(e);
-            } else {
-                LOG.warn("registry {}: skipped source {} of model {}: its fingerprint differs: {}", describe(),
-                        e.address(), modelId, Entries.difference(fingerprint, e.fingerprint()));
-            }
-        }
-        return out;
     }
 
     @Override

@@ -35,7 +35,9 @@ public interface SourceRegistry extends AutoCloseable {
      *
      * @throws RegistryException the registry could not be reached (the message names it)
      */
-    List<SourceEntry> list(String modelId, Fingerprint fingerprint);
+    default List<SourceEntry> list(String modelId, Fingerprint fingerprint) {
+        return Entries.matching(describe(), modelId, fingerprint, listAll(modelId, fingerprint.rank()));
+    }
 
     /**
      * Every live source of {@code modelId} at {@code rank}, whatever its fingerprint (entries that do not parse are
