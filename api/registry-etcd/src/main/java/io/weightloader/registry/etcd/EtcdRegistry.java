@@ -1,0 +1,262 @@
+package io.weightloader.registry.etcd;
+
+import io.etcd.jetcd.ByteSequence;
+import io.etcd.jetcd.Client;
+import io.etcd.jetcd.ClientBuilder;
+import io.etcd.jetcd.KeyValue;
+import io.etcd.jetcd.kv.GetResponse;
+import io.etcd.jetcd.lease.LeaseKeepAliveResponse;
+import io.etcd.jetcd.options.GetOption;
+import io.etcd.jetcd.options.PutOption;
+import io.weightloader.api.config.RankKey;
+import io.weightloader.seed.registry.Entries;
+import io.weightloader.seed.registry.RegistryException;
+import io.weightloader.seed.registry.SourceEntry;
+import io.weightloader.seed.registry.SourceRegistry;
+import java.net.URI;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Objects;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The sources of a model in etcd (docs/PROTOCOL.md, "Registry"): each source's entry is a key under
+ * {@link Entries#PREFIX} attached to a lease of its own, renewed every third of {@code lease-ttl}; a source that stops
+ * renewing (its process died, or lost etcd) is deleted by etcd when the lease ends; a source that leaves revokes its
+ * lease. What etcd holds is parsed strictly ({@link Entries#parse}); entries that do not parse, or whose fingerprint
+ * differs, are skipped and named in a log line. Thread-safe.
+ */
+public final class EtcdRegistry implements SourceRegistry {
+    private static final Logger LOG = LoggerFactory.getLogger(EtcdRegistry.class);
+    /** Most entries read for one (model, rank); more are ignored, with a warning. */
+    static final int MAX_ENTRIES = 10_000;
+
+    private final EtcdSettings settings;
+    private final Client client;
+    private final ScheduledExecutorService renewals;
+    private final Set<Lease> leases = ConcurrentHashMap.newKeySet();
+    private volatile boolean closed;
+
+    private EtcdRegistry(EtcdSettings settings, Client client) {
+        this.settings = settings;
+        this.client = client;
+        this.renewals = Executors.newSingleThreadScheduledExecutor(r -> {
+            Thread t = new Thread(r, "weightloader-etcd-renewal");
+            t.setDaemon(true);
+            return t;
+        });
+    }
+
+    /**
+     * Connects, and reads once to check that etcd answers.
+     *
+     * @throws RegistryException etcd did not answer within {@code connect-timeout} (the message names it)
+     */
+    static EtcdRegistry connect(EtcdSettings s) {
+        ClientBuilder b = Client.builder().connectTimeout(s.connectTimeout())
+                .endpoints(s.endpoints().stream().map(e -> URI.create((s.tls() ? "https://" : "http://") + e))
+                        .toArray(URI[]::new));
+        try {
+            if (s.tls()) {
+                b.sslContext(ssl -> {
+                    ssl.trustManager(s.ca().get().toFile());
+                    s.certificate().ifPresent(c -> ssl.keyManager(c.toFile(), s.key().get().toFile()));
+                });
+            }
+        } catch (javax.net.ssl.SSLException | IllegalArgumentException e) {
+            throw new RegistryException("etcd registry " + s.directory() + ": cannot set up TLS from "
+                    + EtcdSettings.BASE + ".ca/certificate/key: " + e.getMessage(), e);
+        }
+        s.authority().ifPresent(b::authority);
+        s.user().ifPresent(u -> b.user(bytes(u)));
+        s.password().ifPresent(p -> b.password(bytes(p)));
+        Client client = b.build();
+        EtcdRegistry r = new EtcdRegistry(s, client);
+        try {
+            r.await(client.getKVClient().get(bytes(Entries.PREFIX), GetOption.builder().withLimit(1)
+                    .withKeysOnly(true).build()), s.connectTimeout().toMillis(), "reach it");
+        } catch (RuntimeException e) {
+            r.close();
+            throw e;
+        }
+        return r;
+    }
+
+    @Override
+    public String describe() {
+        return settings.directory();
+    }
+
+    @Override
+    public long ttlMillis() {
+        return ttlSeconds() * 1000;
+    }
+
+    private long ttlSeconds() {
+        return Math.max(2, (settings.leaseTtl().toMillis() + 999) / 1000);
+    }
+
+    @Override
+    public Registration register(SourceEntry source) {
+        Objects.requireNonNull(source, "source is null");
+        if (closed) {
+            throw new RegistryException("etcd registry " + describe() + ": closed");
+        }
+        Lease lease = new Lease(source);
+        lease.grant();
+        long every = Math.max(200, ttlMillis() / 3);
+        lease.renewal = renewals.scheduleWithFixedDelay(lease::renew, every, every, TimeUnit.MILLISECONDS);
+        leases.add(lease);
+        return lease;
+    }
+
+    @Override
+    public List<SourceEntry> listAll(String modelId, RankKey rank) {
+        String prefix = Entries.rankPrefix(modelId, rank);
+        GetResponse resp = await(client.getKVClient().get(bytes(prefix), GetOption.builder().isPrefix(true)
+                .withLimit(MAX_ENTRIES).withSortField(GetOption.SortTarget.KEY)
+                .withSortOrder(GetOption.SortOrder.ASCEND).build()), requestMillis(), "list " + prefix);
+        if (resp.isMore()) {
+            LOG.warn("registry {}: more than {} entries under {}; the rest are ignored", describe(), MAX_ENTRIES,
+                    prefix);
+        }
+        List<SourceEntry> out = new ArrayList<>();
+        for (KeyValue kv : resp.getKvs()) {
+            byte[] key = kv.getKey().getBytes();
+            try {
+                out.add(Entries.parse(prefix, key, kv.getValue().getBytes()));
+            } catch (IllegalArgumentException e) {
+                LOG.warn("registry {}: skipped entry {}: {}", describe(), Entries.show(key), e.getMessage());
+            }
+        }
+        return out;
+    }
+
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        renewals.shutdownNow();
+        leases.clear();
+        client.close();
+    }
+
+    private long requestMillis() {
+        return settings.requestTimeout().toMillis();
+    }
+
+    private <T> T await(CompletableFuture<T> f, long millis, String what) {
+        try {
+            return f.get(millis, TimeUnit.MILLISECONDS);
+        } catch (TimeoutException e) {
+            f.cancel(true);
+            throw new RegistryException("etcd registry " + describe() + ": could not " + what + " (no answer in "
+                    + millis + " ms; is etcd running at " + String.join(",", settings.endpoints()) + "?)", e);
+        } catch (ExecutionException e) {
+            throw new RegistryException("etcd registry " + describe() + ": could not " + what + ": "
+                    + e.getCause().getMessage(), e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new RegistryException("etcd registry " + describe() + ": interrupted while trying to " + what, e);
+        }
+    }
+
+    private static ByteSequence bytes(String s) {
+        return ByteSequence.from(s, StandardCharsets.UTF_8);
+    }
+
+    /** One source's entry and its lease. */
+    private final class Lease implements Registration {
+        private final String key;
+        private volatile SourceEntry entry;
+        private volatile long leaseId;
+        private volatile ScheduledFuture<?> renewal;
+        private volatile boolean left;
+
+        Lease(SourceEntry entry) {
+            this.entry = entry;
+            this.key = Entries.key(entry);
+        }
+
+        /** A new lease, and the entry put under it. */
+        synchronized void grant() {
+            leaseId = await(client.getLeaseClient().grant(ttlSeconds()), requestMillis(), "grant a lease").getID();
+            put();
+        }
+
+        private void put() {
+            await(client.getKVClient().put(bytes(key), bytes(Entries.value(entry)),
+                    PutOption.builder().withLeaseId(leaseId).build()), requestMillis(), "register " + key);
+        }
+
+        void renew() {
+            if (left || closed) {
+                return;
+            }
+            try {
+                LeaseKeepAliveResponse r = await(client.getLeaseClient().keepAliveOnce(leaseId), requestMillis(),
+                        "renew the lease of " + key);
+                if (r.getTTL() <= 0) {
+                    expired();
+                }
+            } catch (RegistryException e) {
+                if (String.valueOf(e.getMessage()).contains("not found")) {
+                    expired();
+                } else {
+                    LOG.warn("{} (trying again in {} ms)", e.getMessage(), Math.max(200, ttlMillis() / 3));
+                }
+            }
+        }
+
+        /** The lease ended while this source lives (etcd was out of reach too long): register again. */
+        private void expired() {
+            LOG.warn("registry {}: the lease of {} had ended; registering it again", describe(), key);
+            try {
+                grant();
+            } catch (RegistryException e) {
+                LOG.warn("{} (trying again)", e.getMessage());
+            }
+        }
+
+        @Override
+        public synchronized void update(boolean ready) {
+            SourceEntry e = entry;
+            entry = new SourceEntry(e.address(), e.modelId(), e.fingerprint(), ready);
+            put();
+        }
+
+        @Override
+        public synchronized void close() {
+            if (left) {
+                return;
+            }
+            left = true;
+            ScheduledFuture<?> r = renewal;
+            if (r != null) {
+                r.cancel(false);
+            }
+            leases.remove(this);
+            if (!closed) {
+                // revoking the lease deletes the entry; if etcd is out of reach, the lease ends on its own
+                try {
+                    await(client.getLeaseClient().revoke(leaseId), requestMillis(), "remove " + key);
+                } catch (RegistryException e) {
+                    LOG.warn("{} (it goes when its lease ends, within {} ms)", e.getMessage(), ttlMillis());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+package io.weightloader.seed.registry;
+
+import io.weightloader.api.config.RankKey;
+import io.weightloader.seed.Directory;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * The embedded registry ({@code weight-loader.directory = ""}): a {@link Directory} in this process, keyed by (model
+ * id, rank), its relays' liveness the directory's heartbeat rule ({@link Directory#EXPIRY_NANOS}). Several of these
+ * over one directory stand for several processes sharing it: closing one stops its renewals, and its entries go when
+ * the directory's expiry passes. Nothing to install; nothing outlives the process.
+ */
+public final class InProcessRegistry implements SourceRegistry {
+    /** The directory's rank key for a model's rank. */
+    record Key(String modelId, RankKey rank) {
+    }
+
+    private final Directory directory;
+    /** What each address registered, by key: the shared state beside the directory's liveness. */
+    private final Map<Key, Map<String, SourceEntry>> entries;
+    private final ScheduledExecutorService beats;
+    private volatile boolean closed;
+
+    /** A registry over a directory of its own. */
+    public InProcessRegistry() {
+        this(new Shared());
+    }
+
+    /** Another handle on {@code shared}, as another process of the fleet would hold. */
+    public InProcessRegistry(Shared shared) {
+        this.directory = shared.directory;
+        this.entries = shared.entries;
+        this.beats = Executors.newSingleThreadScheduledExecutor(r -> {
+            Thread t = new Thread(r, "weightloader-registry-heartbeat");
+            t.setDaemon(true);
+            return t;
+        });
+    }
+
+    /** A directory and its entries, shared by the {@link InProcessRegistry} handles made from it. */
+    public static final class Shared {
+        final Directory directory = new Directory();
+        final Map<Key, Map<String, SourceEntry>> entries = new ConcurrentHashMap<>();
+    }
+
+    @Override
+    public String describe() {
+        return "in-process";
+    }
+
+    @Override
+    public long ttlMillis() {
+        return TimeUnit.NANOSECONDS.toMillis(Directory.EXPIRY_NANOS);
+    }
+
+    @Override
+    public Registration register(SourceEntry source) {
+        Objects.requireNonNull(source, "source is null");
+        if (closed) {
+            throw new RegistryException("in-process registry: closed");
+        }
+        Key key = new Key(source.modelId(), source.fingerprint().rank());
+        return new Registration() {
+            private volatile SourceEntry entry = source;
+            private final ScheduledFuture<?> beat;
+
+            {
+                beat();
+                beat = beats.scheduleWithFixedDelay(this::beat, Directory.HEARTBEAT_MILLIS, Directory.HEARTBEAT_MILLIS,
+                        TimeUnit.MILLISECONDS);
+            }
+
+            private void beat() {
+                SourceEntry e = entry;
+                entries.computeIfAbsent(key, k -> new ConcurrentHashMap<>()).put(e.address(), e);
+                directory.register(key, e.address(), e.ready(), !e.ready());
+            }
+
+            @Override
+            public void update(boolean ready) {
+                entry = new SourceEntry(source.address(), source.modelId(), source.fingerprint(), ready);
+                beat();
+            }
+
+            @Override
+            public void close() {
+                if (beat.cancel(false)) {
+                    directory.drop(key, source.address());
+                    Map<String, SourceEntry> m = entries.get(key);
+                    if (m != null) {
+                        m.remove(source.address());
+                    }
+                }
+            }
+        };
+    }
+
+    @Override
+    public List<SourceEntry> listAll(String modelId, RankKey rank) {
+        Key key = new Key(SourceEntry.checkModelId(modelId), rank);
+        Map<String, SourceEntry> m = entries.getOrDefault(key, Map.of());
+        List<SourceEntry> out = new ArrayList<>();
+        for (Map<String, Object> relay : directory.relays(key)) {
+            SourceEntry e = m.get((String) relay.get("address"));
+            if (e != null) {
+                out.add(e);
+            }
+        }
+        return out;
+    }
+
+    @Override
+    public void close() {
+        closed = true;
+        beats.shutdownNow();
+    }
+}
