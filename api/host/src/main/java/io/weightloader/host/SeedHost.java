@@ -3,6 +3,7 @@ package io.weightloader.host;
 import com.typesafe.config.Config;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.TensorDestination;
+import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.LoadFormat;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
@@ -75,6 +76,8 @@ public final class SeedHost implements AutoCloseable {
             config = Relay.withRootTransport(config, settings);
             settings = WeightLoaderSettings.from(config);
         }
+        WeightLoader.warnRegistryNotUsed(config, "seeds and relays do not register in it yet: this one registers with"
+                + " its root's directory only");
         HostRanks ranks = HostRanks.of(config, devices);
         BackendRegistry registry = BackendRegistry.discover();
         BackendContext context = new BackendContext(settings, config);
