@@ -100,15 +100,27 @@ class DistributionIT {
 
     /** Starts {@code weightloader seed ARGS} and waits (bounded) until it is serving; returns its port. */
     int seed(String... args) throws Exception {
-        Path ready = tmp.resolve("ready-" + seeds.size());
-        Path log = tmp.resolve("seed-" + seeds.size() + ".log");
+        return startSeed(tmp, seeds, args).port();
+    }
+
+    /** A seed process of the distribution, its control-plane port and its log. */
+    record Seed(Process process, int port, Path log) {
+    }
+
+    /**
+     * Starts {@code weightloader seed ARGS} (files in {@code dir}, the process added to {@code started}) and waits,
+     * bounded, until its ready file names its port.
+     */
+    static Seed startSeed(Path dir, List<Process> started, String... args) throws Exception {
+        Path ready = dir.resolve("ready-" + started.size());
+        Path log = dir.resolve("seed-" + started.size() + ".log");
         List<String> cmd = new ArrayList<>(List.of(LAUNCHER.toString(), "seed", "--port", "0", "--ready-file",
                 ready.toString()));
         cmd.addAll(List.of(args));
         ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile());
         pb.environment().keySet().removeIf(k -> k.startsWith("WEIGHT_LOADER_") || k.startsWith("WEIGHTLOADER_"));
         Process p = pb.start();
-        seeds.add(p);
+        started.add(p);
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
         while (!Files.exists(ready) || Files.readString(ready).isBlank()) {
             if (!p.isAlive() || System.nanoTime() > deadline) {
@@ -116,7 +128,7 @@ class DistributionIT {
             }
             Thread.sleep(50);
         }
-        return Integer.parseInt(Files.readString(ready).trim());
+        return new Seed(p, Integer.parseInt(Files.readString(ready).trim()), log);
     }
 
     /** Lease renewals of the fake clients that hold a root busy ({@link #holdRoot}). */

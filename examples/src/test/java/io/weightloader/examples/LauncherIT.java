@@ -57,27 +57,8 @@ class LauncherIT {
     }
 
     /** Starts {@code weightloader seed ARGS}, waits (bounded) until it serves, and returns it with its port. */
-    record Seed(Process process, int port, Path log) {
-    }
-
-    Seed seed(String... args) throws Exception {
-        Path ready = tmp.resolve("ready-" + started.size());
-        Path log = tmp.resolve("seed-" + started.size() + ".log");
-        List<String> cmd = new ArrayList<>(List.of(LAUNCHER.toString(), "seed", "--port", "0", "--ready-file",
-                ready.toString()));
-        cmd.addAll(List.of(args));
-        ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile());
-        pb.environment().keySet().removeIf(k -> k.startsWith("WEIGHT_LOADER_") || k.startsWith("WEIGHTLOADER_"));
-        Process p = pb.start();
-        started.add(p);
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-        while (!Files.exists(ready) || Files.readString(ready).isBlank()) {
-            if (!p.isAlive() || System.nanoTime() > deadline) {
-                throw new AssertionError("seed did not start: " + Files.readString(log));
-            }
-            Thread.sleep(50);
-        }
-        return new Seed(p, Integer.parseInt(Files.readString(ready).trim()), log);
+    DistributionIT.Seed seed(String... args) throws Exception {
+        return DistributionIT.startSeed(tmp, started, args);
     }
 
     @AfterEach
@@ -194,7 +175,7 @@ class LauncherIT {
     @Test
     void aSeedBeyondLoopbackServesTlsFromItsFlagsAndAClientTrustsItWithTlsCa() throws Exception {
         Path[] pem = certificate();
-        Seed s = seed("--model-path", SHARDED.toString(), "--bind", "0.0.0.0", "--hostname", "127.0.0.1", "--token",
+        DistributionIT.Seed s = seed("--model-path", SHARDED.toString(), "--bind", "0.0.0.0", "--hostname", "127.0.0.1", "--token",
                 "secret", "--tls-certificate", pem[0].toString(), "--tls-key", pem[1].toString());
         assertThat(Files.readString(s.log())).contains("--remote-instance-weight-loader-seed-instance-ip 127.0.0.1 ")
                 .contains("--tls-ca");
@@ -207,7 +188,7 @@ class LauncherIT {
 
     @Test
     void aClientAskingWhileTheSeedStopsIsToldItStopsNotRefusedAndTheStopIsInfo() throws Exception {
-        Seed s = seed("--model-path", SHARDED.toString(), "--token", "tok");
+        DistributionIT.Seed s = seed("--model-path", SHARDED.toString(), "--token", "tok");
         s.process().destroy(); // SIGTERM
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
         while (!Files.readString(s.log()).contains("seed stopping")) {
