@@ -1,5 +1,8 @@
 package io.weightloader.examples;
 
+import io.weightloader.cli.Sizes;
+import io.weightloader.cli.SyntheticLlama;
+import io.weightloader.cli.Trees;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.LoadReport;
@@ -14,13 +17,11 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.SecureRandom;
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import java.util.stream.Stream;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -79,7 +80,7 @@ final class DemoCommand implements Callable<Integer> {
             }
         } finally {
             if (temporary) {
-                deleteTree(root);
+                Trees.deleteTree(root);
             }
         }
     }
@@ -123,13 +124,5 @@ final class DemoCommand implements Callable<Integer> {
         byte[] b = new byte[16];
         new SecureRandom().nextBytes(b);
         return HexFormat.of().formatHex(b);
-    }
-
-    static void deleteTree(Path root) throws IOException {
-        try (Stream<Path> s = Files.walk(root)) {
-            for (Path p : (Iterable<Path>) s.sorted(Comparator.reverseOrder())::iterator) {
-                Files.deleteIfExists(p);
-            }
-        }
     }
 }

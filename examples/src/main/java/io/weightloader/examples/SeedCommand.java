@@ -1,5 +1,6 @@
 package io.weightloader.examples;
 
+import io.weightloader.cli.Sizes;
 import io.weightloader.host.HostRanks;
 import io.weightloader.host.SeedHost;
 import com.typesafe.config.Config;

@@ -1,5 +1,7 @@
 package io.weightloader.examples;
 
+import io.weightloader.cli.Sizes;
+import io.weightloader.cli.SyntheticLlama;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
