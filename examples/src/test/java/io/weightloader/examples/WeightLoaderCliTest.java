@@ -112,6 +112,18 @@ class WeightLoaderCliTest {
     }
 
     @Test
+    void theBenchCommandsAreFoundInTheBenchmarksJarAndListedAfterTheCommandLinesOwn() {
+        Map<String, CommandLine> subcommands = WeightLoaderCli.commandLine().getSubcommands();
+        assertThat(subcommands.keySet()).containsSubsequence("generate", "bench-local", "bench-remote",
+                "bench-reshard", "bench-saver", "bench-gpu", "help");
+        Object bench = subcommands.get("bench-local").getCommand();
+        assertThat(bench).isInstanceOf(io.weightloader.cli.CliSubcommand.class);
+        assertThat(bench.getClass().getPackageName()).isEqualTo("io.weightloader.benchmarks");
+        assertThat(subcommands.get("bench-local").getCommandSpec().findOption("--verbose")).as("inherited")
+                .isNotNull();
+    }
+
+    @Test
     void inspectTablePrintsTotals() {
         Run r = run("inspect", FIXTURES.resolve("sharded").toString());
         assertThat(r.exitCode()).isZero();
