@@ -1,33 +1,27 @@
 package io.weightloader.examples;
 
+import io.weightloader.cli.Sizes;
+import io.weightloader.cli.SyntheticLlama;
+import io.weightloader.cli.Trees;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
-import io.weightloader.api.Device;
-import io.weightloader.memory.TensorArena;
 import io.weightloader.api.LoadReport;
-import io.weightloader.api.LoadRequest;
-import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorReport;
-import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
-import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.seed.SeedService;
-import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
 import io.weightloader.backend.local.SafetensorsWriter;
+import io.weightloader.host.HostRanks;
+import io.weightloader.host.RankLoad;
+import io.weightloader.host.SeedHost;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.SecureRandom;
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import java.util.stream.Stream;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -35,9 +29,9 @@ import picocli.CommandLine.Spec;
 
 /**
  * {@code weightloader demo}: the main job end to end on one machine, with nothing to install. It writes a
- * small Llama-shaped checkpoint, loads it from disk (the seed's start-up), serves it as a seed, loads it again
- * from the seed through the built-in transfer engine (a new instance's start-up), and checks that every
- * tensor's SHA-256 is the same on both sides.
+ * small Llama-shaped checkpoint, starts a seed of it through the host layer ({@link SeedHost}: loaded from disk,
+ * served), loads it again from the seed through the built-in transfer engine ({@link RankLoad}: a new instance's
+ * start-up), and checks that every tensor's SHA-256 is the same on both sides.
  */
 @Command(name = "demo", mixinStandardHelpOptions = true, sortOptions = false,
         description = "Local load, then seed + client on this machine: every tensor's SHA-256 must match.")
@@ -54,7 +48,7 @@ final class DemoCommand implements Callable<Integer> {
     Path dir;
 
     @Override
-    public Integer call() throws IOException {
+    public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
         boolean temporary = dir == null;
         Path root = temporary ? Files.createTempDirectory("weightloader-demo") : dir;
@@ -73,33 +67,25 @@ final class DemoCommand implements Callable<Integer> {
                     "weight-loader.remote-instance.start-seed-via-transfer-engine", true,
                     "weight-loader.remote-instance.token", token(),
                     "weight-loader.seed.bind-address", "127.0.0.1")).withFallback(ConfigFactory.load()).resolve();
-            try (WeightLoader local = WeightLoader.open(seedConfig)) {
-                List<TensorSpec> specs = local.available();
-                try (TensorArena seedMemory = TensorArena.allocate(Device.CPU, specs)) {
-                    List<TensorDestination> dests = seedMemory.destinations();
-                    LoadReport fromDisk = local.load(LoadRequest.of(dests));
-                    out.println("2. seed start-up, " + fromDisk.summary());
-                    List<TensorDestination> held = dests.stream().map(d -> new TensorDestination(d.spec(), d.region())).toList();
-                    WeightLoaderSettings settings = WeightLoaderSettings.from(seedConfig);
-                    try (SeedService seed = SeedService.start(new BackendContext(settings, seedConfig),
-                            BackendRegistry.discover(), Map.of(settings.rank(), held))) {
-                        var m = seed.manifest(settings.rank()).orElseThrow();
-                        out.printf("3. seed serving: control plane 127.0.0.1:%d, engine %s at %s (token on)%n",
-                                seed.port(), m.engine(), m.session());
-                        LoadReport fromSeed = loadFromSeed(seed.port(), seedConfig, specs);
-                        out.println("4. new instance start-up, " + fromSeed.summary());
-                        return compare(out, fromDisk, fromSeed);
-                    }
-                }
+            try (SeedHost seed = SeedHost.start(seedConfig)) {
+                LoadReport fromDisk = seed.reports().get(0);
+                out.println("2. seed start-up, " + fromDisk.summary());
+                int port = seed.service().port();
+                var m = seed.service().manifest(seed.ranks().ranks().get(0).key()).orElseThrow();
+                out.printf("3. seed serving: control plane 127.0.0.1:%d, engine %s at %s (token on)%n",
+                        port, m.engine(), m.session());
+                LoadReport fromSeed = loadFromSeed(port, seedConfig);
+                out.println("4. new instance start-up, " + fromSeed.summary());
+                return compare(out, fromDisk, fromSeed);
             }
         } finally {
             if (temporary) {
-                deleteTree(root);
+                Trees.deleteTree(root);
             }
         }
     }
 
-    private static LoadReport loadFromSeed(int port, Config seedConfig, List<TensorSpec> specs) {
+    private static LoadReport loadFromSeed(int port, Config seedConfig) {
         Config client = ConfigFactory.parseMap(Map.of(
                 "weight-loader.load-format", "remote_instance",
                 "weight-loader.checksum", "sha256",
@@ -108,10 +94,7 @@ final class DemoCommand implements Callable<Integer> {
                 "weight-loader.remote-instance.backend", "transfer_engine",
                 "weight-loader.remote-instance.token", seedConfig.getString("weight-loader.remote-instance.token")))
                 .withFallback(ConfigFactory.load()).resolve();
-        try (WeightLoader remote = WeightLoader.open(client);
-             TensorArena memory = TensorArena.allocate(Device.CPU, specs)) {
-            return remote.load(LoadRequest.of(memory.destinations()));
-        }
+        return RankLoad.copying().run(HostRanks.of(client).ranks().get(0));
     }
 
     private static int compare(PrintWriter out, LoadReport a, LoadReport b) {
@@ -141,13 +124,5 @@ final class DemoCommand implements Callable<Integer> {
         byte[] b = new byte[16];
         new SecureRandom().nextBytes(b);
         return HexFormat.of().formatHex(b);
-    }
-
-    static void deleteTree(Path root) throws IOException {
-        try (Stream<Path> s = Files.walk(root)) {
-            for (Path p : (Iterable<Path>) s.sorted(Comparator.reverseOrder())::iterator) {
-                Files.deleteIfExists(p);
-            }
-        }
     }
 }

@@ -1,5 +1,7 @@
 package io.weightloader.examples;
 
+import io.weightloader.cli.Sizes;
+import io.weightloader.cli.SyntheticLlama;
 import io.weightloader.backend.local.SafetensorsCheckpoint;
 import io.weightloader.backend.local.SafetensorsWriter;
 import java.io.IOException;

@@ -1,5 +1,6 @@
 package io.weightloader.examples;
 
+import io.weightloader.cli.Sizes;
 import io.weightloader.backend.local.SafetensorsCheckpoint;
 import java.io.PrintWriter;
 import java.nio.file.Path;

@@ -1,15 +1,10 @@
 package io.weightloader.examples;
 
 import io.weightloader.host.HostRanks;
+import io.weightloader.host.RankLoad;
 import com.typesafe.config.Config;
-import io.weightloader.memory.TensorArena;
 import io.weightloader.api.LoadReport;
-import io.weightloader.api.LoadRequest;
-import io.weightloader.api.MappedWeights;
 import io.weightloader.api.TensorReport;
-import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
-import io.weightloader.api.spi.ZeroCopyLoader;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
@@ -135,42 +130,19 @@ final class LoadCommand implements Callable<Integer> {
         return 0;
     }
 
-    /** Loads one rank: every tensor its source offers, into one arena on its device (or mapped). */
-    private LoadReport load(HostRanks.Rank rank, PrintWriter err, boolean showProgress) {
-        try (WeightLoader loader = WeightLoader.open(rank.config())) {
-            List<TensorSpec> specs = loader.available();
-            if (zeroCopy && !loader.settings().tpLayout().isNone()) {
-                throw new io.weightloader.api.config.WeightLoaderConfigException("weight-loader.tp-layout",
-                        "--zero-copy maps whole tensors from the files; a rank's slices (tp-layout "
-                                + loader.settings().tpLayout().name() + ") are copied: drop --zero-copy or the layout");
-            }
-            if (zeroCopy && loader.backend() instanceof ZeroCopyLoader z) {
-                try (MappedWeights mapped = z.map(specs, loader.settings().checksum())) {
-                    return mapped.report();
-                }
-            }
-            if (zeroCopy) {
-                err.println("weightloader: note: backend '" + loader.backend().name()
-                        + "' cannot hand out zero-copy views; copying instead");
-            }
-            return copy(loader, rank, specs, err, showProgress);
-        }
-    }
-
-    private LoadReport copy(WeightLoader loader, HostRanks.Rank rank, List<TensorSpec> specs, PrintWriter err,
-                            boolean oneRank) {
+    /** Loads one rank through the library ({@link RankLoad}), with a progress bar for one rank on a console. */
+    private LoadReport load(HostRanks.Rank rank, PrintWriter err, boolean oneRank) {
+        RankLoad load = RankLoad.copying().withZeroCopy(zeroCopy)
+                .withNotes(note -> err.println("weightloader: note: " + note));
         boolean showProgress = oneRank && (progress != null ? progress : System.console() != null);
-        try (HostRanks.Held held = HostRanks.allocate(rank, specs)) {
-            LoadRequest request = LoadRequest.of(held.destinations());
-            if (!showProgress) {
-                return loader.load(request);
-            }
-            ProgressBar bar = new ProgressBar(err);
-            try {
-                return loader.load(request.withProgress(bar));
-            } finally {
-                bar.finish();
-            }
+        if (!showProgress) {
+            return load.run(rank);
+        }
+        ProgressBar bar = new ProgressBar(err);
+        try {
+            return load.withProgress(bar).run(rank);
+        } finally {
+            bar.finish();
         }
     }
 

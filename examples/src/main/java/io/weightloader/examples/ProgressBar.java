@@ -1,5 +1,6 @@
 package io.weightloader.examples;
 
+import io.weightloader.cli.Sizes;
 import io.weightloader.api.ProgressListener;
 import java.io.PrintWriter;
 import java.util.Locale;

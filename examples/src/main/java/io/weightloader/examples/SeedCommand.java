@@ -1,5 +1,6 @@
 package io.weightloader.examples;
 
+import io.weightloader.cli.Sizes;
 import io.weightloader.host.HostRanks;
 import io.weightloader.host.SeedHost;
 import com.typesafe.config.Config;
@@ -139,7 +140,7 @@ final class SeedCommand implements Callable<Integer> {
                         + " --remote-instance-weight-loader-seed-instance-ip %s"
                         + " --remote-instance-weight-loader-seed-instance-service-port %d"
                         + " --remote-instance-weight-loader-backend %s%s%s%n",
-                dialAddress(config, settings), service.port(), backend,
+                host.dialAddress(), service.port(), backend,
                 (ranks.single() ? "" : " --tp-size " + settings.tpSize())
                         + (settings.tpLayout().isNone() ? "" : " --tp-layout " + settings.tpLayout().name()),
                 (settings.remote().token().isPresent() ? " --token ..." : "")
@@ -154,15 +155,6 @@ final class SeedCommand implements Callable<Integer> {
         }
         stopped.await();
         return 0;
-    }
-
-    /** What clients dial: the bind address, or, when that is a wildcard, the engine's host name (set by then). */
-    private static String dialAddress(Config config, WeightLoaderSettings settings) {
-        String bind = settings.seed().bindAddress();
-        String key = "weight-loader.backends.transfer_engine.hostname";
-        String hostname = config.hasPath(key) ? config.getString(key).trim() : "";
-        boolean wildcard = bind.equals("0.0.0.0") || bind.equals("::") || bind.equals("[::]");
-        return wildcard ? (hostname.isEmpty() ? "ADDRESS" : hostname) : bind;
     }
 
     /** {@code --start-when}: says it is waiting ({@code READY_FILE.armed}), then waits for the file, bounded. */

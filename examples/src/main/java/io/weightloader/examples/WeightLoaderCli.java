@@ -1,12 +1,13 @@
 package io.weightloader.examples;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.SerializationFeature;
-import com.fasterxml.jackson.databind.json.JsonMapper;
 import com.typesafe.config.ConfigException;
 import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.cli.CliJson;
+import io.weightloader.cli.CliSubcommand;
 import java.io.PrintWriter;
 import java.util.Map;
+import java.util.ServiceLoader;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.FileSystemException;
 import java.nio.file.NoSuchFileException;
@@ -20,8 +21,9 @@ import picocli.CommandLine.ScopeType;
 import picocli.CommandLine.Spec;
 
 /**
- * The {@code weightloader} command line: {@code inspect}, {@code load}, {@code generate} and
- * {@code bench-local}.
+ * The {@code weightloader} command line: {@code demo}, {@code inspect}, {@code load}, {@code seed}, {@code backends},
+ * {@code generate}, and the subcommands other jars contribute through {@link CliSubcommand} (the {@code bench-*}
+ * commands of {@code weightloader-benchmarks}). It parses flags, calls the library (the host layer) and prints.
  *
  * <p>Every failure prints one line, {@code weightloader: error: <message>}, on stderr (with the stack trace
  * only under {@code --verbose}) and gives exit code 2 for usage errors (bad flags, bad settings) or 1 for
@@ -32,34 +34,14 @@ import picocli.CommandLine.Spec;
         versionProvider = WeightLoaderCli.Version.class,
         description = "Load model weights from a safetensors checkpoint or from a running seed instance.",
         subcommands = {DemoCommand.class, InspectCommand.class, LoadCommand.class, SeedCommand.class, BackendsCommand.class,
-                GenerateCommand.class, BenchLocalCommand.class, BenchRemoteCommand.class, BenchReshardCommand.class,
-                BenchSaverCommand.class,
-                GpuBenchCommand.class,
-                CommandLine.HelpCommand.class})
+                GenerateCommand.class})
 public final class WeightLoaderCli implements Runnable {
     /** Exit code of a failed load (any error that is not a usage error). */
     public static final int EXIT_FAILURE = 1;
     /** Exit code of a usage error: unknown flag, bad value, bad setting. */
     public static final int EXIT_USAGE = 2;
 
-    static final ObjectMapper JSON = JsonMapper.builder().enable(SerializationFeature.INDENT_OUTPUT)
-            .addMixIn(io.weightloader.api.LoadReport.class, LoadReportJson.class)
-            .addMixIn(io.weightloader.api.TensorReport.class, NoNulls.class).build();
-
-    /** Tensor lines: a whole tensor has no slice field, an unchecked one no sha256. */
-    @com.fasterxml.jackson.annotation.JsonInclude(com.fasterxml.jackson.annotation.JsonInclude.Include.NON_NULL)
-    abstract static class NoNulls {
-    }
-
-    /** How reports are written as JSON (the SPI carries no Jackson annotations): derived values, no nulls. */
-    @com.fasterxml.jackson.annotation.JsonInclude(com.fasterxml.jackson.annotation.JsonInclude.Include.NON_NULL)
-    abstract static class LoadReportJson {
-        @com.fasterxml.jackson.annotation.JsonProperty("tensorCount")
-        abstract int tensorCount();
-
-        @com.fasterxml.jackson.annotation.JsonProperty("gigabytesPerSecond")
-        abstract double gigabytesPerSecond();
-    }
+    static final ObjectMapper JSON = CliJson.MAPPER;
 
     @Spec
     CommandSpec spec;
@@ -77,6 +59,11 @@ public final class WeightLoaderCli implements Runnable {
     /** The command with its error handling, writing to {@link CommandLine#getOut()} / {@code getErr()}. */
     public static CommandLine commandLine() {
         CommandLine cli = new CommandLine(new WeightLoaderCli());
+        // the bench-* commands live in the benchmarks jar (weightloader-benchmarks), found on the class path
+        for (CliSubcommand extra : ServiceLoader.load(CliSubcommand.class, WeightLoaderCli.class.getClassLoader())) {
+            cli.addSubcommand(extra);
+        }
+        cli.addSubcommand(new CommandLine.HelpCommand());
         cli.setParameterExceptionHandler(WeightLoaderCli::usageError);
         cli.setExecutionExceptionHandler((ex, cmd, parseResult) -> {
             PrintWriter err = cmd.getErr();

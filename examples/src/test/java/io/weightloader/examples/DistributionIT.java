@@ -154,13 +154,21 @@ class DistributionIT {
     }
 
     @Test
-    void theDistributionIsALauncherWithEveryBackendAndAnArchive() {
+    void theDistributionIsALauncherWithEveryBackendAndAnArchive() throws IOException {
         assertThat(LAUNCHER).isExecutable();
         assertThat(Path.of("target/weightloader.tar.gz")).isRegularFile();
-        assertThat(LAUNCHER.getParent().resolveSibling("lib").toFile().list())
+        Path lib = LAUNCHER.getParent().resolveSibling("lib");
+        assertThat(lib.toFile().list())
                 .anyMatch(n -> n.startsWith("weightloader-backend-nccl"))
                 .anyMatch(n -> n.startsWith("weightloader-backend-transfer-engine"))
-                .anyMatch(n -> n.startsWith("weightloader-backend-local"));
+                .anyMatch(n -> n.startsWith("weightloader-backend-local"))
+                .anyMatch(n -> n.startsWith("weightloader-benchmarks"));
+        // the bench-* commands come from their own jar: the command line's holds no benchmark
+        String[] cli = lib.toFile().list((d, n) -> n.startsWith("weightloader-examples"));
+        assertThat(cli).hasSize(1);
+        try (java.util.jar.JarFile jar = new java.util.jar.JarFile(lib.resolve(cli[0]).toFile())) {
+            assertThat(jar.stream().map(java.util.jar.JarEntry::getName)).noneMatch(n -> n.contains("Bench"));
+        }
         assertThat(LAUNCHER.getParent().resolveSibling("scripts").resolve("build-mooncake.sh")).isExecutable();
     }
 

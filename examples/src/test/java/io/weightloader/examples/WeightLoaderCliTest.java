@@ -1,5 +1,7 @@
 package io.weightloader.examples;
 
+import io.weightloader.cli.Sizes;
+import io.weightloader.cli.SyntheticLlama;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -107,6 +109,18 @@ class WeightLoaderCliTest {
             assertThat(t.get("file").asText()).isEqualTo(index.get("weight_map").get(t.get("name").asText()).asText());
         }
         assertThat(r.json().get("totalBytes").asLong()).isEqualTo(index.get("metadata").get("total_size").asLong());
+    }
+
+    @Test
+    void theBenchCommandsAreFoundInTheBenchmarksJarAndListedAfterTheCommandLinesOwn() {
+        Map<String, CommandLine> subcommands = WeightLoaderCli.commandLine().getSubcommands();
+        assertThat(subcommands.keySet()).containsSubsequence("generate", "bench-local", "bench-remote",
+                "bench-reshard", "bench-saver", "bench-gpu", "help");
+        Object bench = subcommands.get("bench-local").getCommand();
+        assertThat(bench).isInstanceOf(io.weightloader.cli.CliSubcommand.class);
+        assertThat(bench.getClass().getPackageName()).isEqualTo("io.weightloader.benchmarks");
+        assertThat(subcommands.get("bench-local").getCommandSpec().findOption("--verbose")).as("inherited")
+                .isNotNull();
     }
 
     @Test

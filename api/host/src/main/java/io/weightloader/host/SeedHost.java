@@ -42,14 +42,16 @@ public final class SeedHost implements AutoCloseable {
     private final List<HostRanks.Loaded> loaded;
     private final Map<RankKey, List<TensorDestination>> held;
     private final List<LoadReport> reports;
+    private final String dialAddress;
     private boolean stopped;
     /** Released with the memory saver: each rank's host copy when one was kept (else nothing), in rank order. */
     private List<HostMemory> releasedCopies;
 
     private SeedHost(WeightLoaderSettings settings, HostRanks ranks, SeedService service, Relay relay,
                      List<HostRanks.Loaded> loaded, Map<RankKey, List<TensorDestination>> held,
-                     List<LoadReport> reports) {
+                     List<LoadReport> reports, String dialAddress) {
         this.settings = settings;
+        this.dialAddress = dialAddress;
         this.ranks = ranks;
         this.service = service;
         this.relay = relay;
@@ -109,7 +111,7 @@ public final class SeedHost implements AutoCloseable {
             throw e;
         }
         SeedHost host = new SeedHost(settings, ranks, service, relay, loaded, Collections.unmodifiableMap(held),
-                reports);
+                reports, dialAddress(config, settings));
         if (settings.enableMemorySaver() && relay == null) {
             service.memoryControl(new MemoryControl() {
                 @Override
@@ -287,6 +289,23 @@ public final class SeedHost implements AutoCloseable {
     }
 
     /** The control plane (its port, each rank's manifest, weight updates: {@code weightsChanging}/{@code Changed}). */
+    /**
+     * The address clients dial to reach this seed's control plane: its bind address, or, when that is a wildcard,
+     * the engine's configured host name ({@code backends.transfer_engine.hostname}), or {@code ADDRESS} when there
+     * is none.
+     */
+    public String dialAddress() {
+        return dialAddress;
+    }
+
+    private static String dialAddress(Config config, WeightLoaderSettings settings) {
+        String bind = settings.seed().bindAddress();
+        String key = "weight-loader.backends.transfer_engine.hostname";
+        String hostname = config.hasPath(key) ? config.getString(key).trim() : "";
+        boolean wildcard = bind.equals("0.0.0.0") || bind.equals("::") || bind.equals("[::]");
+        return wildcard ? (hostname.isEmpty() ? "ADDRESS" : hostname) : bind;
+    }
+
     public SeedService service() {
         return service;
     }

@@ -1,5 +1,10 @@
-package io.weightloader.examples;
+package io.weightloader.benchmarks;
 
+import io.weightloader.cli.CliJson;
+import io.weightloader.cli.CliSubcommand;
+import io.weightloader.cli.Sizes;
+import io.weightloader.cli.SyntheticLlama;
+import io.weightloader.cli.Trees;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.Device;
@@ -17,7 +22,6 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -31,7 +35,7 @@ import picocli.CommandLine.Spec;
  */
 @Command(name = "bench-saver", mixinStandardHelpOptions = true, sortOptions = false,
         description = "Benchmark the memory saver: release/resume of a host-memory seed against same-run baselines.")
-final class BenchSaverCommand implements Callable<Integer> {
+public final class BenchSaverCommand implements CliSubcommand {
     @Spec
     CommandSpec spec;
 
@@ -63,7 +67,7 @@ final class BenchSaverCommand implements Callable<Integer> {
             return run(out, ckpt);
         } finally {
             if (temp) {
-                DemoCommand.deleteTree(root);
+                Trees.deleteTree(root);
             }
         }
     }
@@ -128,7 +132,7 @@ final class BenchSaverCommand implements Callable<Integer> {
         out.println("release: 503 to new loads, engines quiet (200 ms) or 1 s grace, unregister, madvise(DONTNEED);"
                 + " re-reg includes the new manifest's checksums (sha256 column). A host copy keeps the bytes resident.");
         if (report != null) {
-            WeightLoaderCli.JSON.writerWithDefaultPrettyPrinter().writeValue(report.toFile(), json);
+            CliJson.MAPPER.writerWithDefaultPrettyPrinter().writeValue(report.toFile(), json);
         }
         out.flush();
         return 0;

@@ -1,4 +1,4 @@
-package io.weightloader.examples;
+package io.weightloader.benchmarks;
 
 import io.weightloader.api.Device;
 import io.weightloader.memory.cuda.Cuda;

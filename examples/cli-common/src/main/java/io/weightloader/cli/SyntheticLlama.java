@@ -1,4 +1,4 @@
-package io.weightloader.examples;
+package io.weightloader.cli;
 
 import io.weightloader.api.DType;
 import io.weightloader.api.TensorSpec;
@@ -25,7 +25,7 @@ import java.util.Map;
  * @param layers       decoder layers
  * @param vocab        vocabulary size (rows of embed_tokens and lm_head)
  */
-record SyntheticLlama(int hidden, int intermediate, int layers, int vocab) {
+public record SyntheticLlama(int hidden, int intermediate, int layers, int vocab) {
     private static final int HEAD_DIM = 64;
     private static final int MAX_HIDDEN = 16384;
     private static final int BLOCK = 64 << 10;
@@ -36,7 +36,7 @@ record SyntheticLlama(int hidden, int intermediate, int layers, int vocab) {
     private static final long BF16_KEEP = 0x83FF_83FF_83FF_83FFL;
     private static final long BF16_SET = 0x3C00_3C00_3C00_3C00L;
 
-    static SyntheticLlama forSize(long target) {
+    public static SyntheticLlama forSize(long target) {
         SyntheticLlama best = null;
         for (int h = HEAD_DIM; h <= MAX_HIDDEN; h += HEAD_DIM) {
             int layers = Math.max(1, Math.round(h / 128f));
@@ -73,21 +73,21 @@ record SyntheticLlama(int hidden, int intermediate, int layers, int vocab) {
     }
 
     /** Bytes of one decoder layer. */
-    long layerBytes() {
+    public long layerBytes() {
         long h = hidden;
         return 2 * (4 * h * h + 3 * h * intermediate + 2 * h);
     }
 
-    long totalBytes() {
+    public long totalBytes() {
         return layers * layerBytes() + 2L * 2 * vocab * hidden + 2L * hidden;
     }
 
-    int heads() {
+    public int heads() {
         return hidden / HEAD_DIM;
     }
 
     /** The tensors in the order Hugging Face writes them: embeddings, layers, final norm, lm_head. */
-    List<TensorSpec> specs() {
+    public List<TensorSpec> specs() {
         List<TensorSpec> s = new ArrayList<>();
         long h = hidden;
         s.add(TensorSpec.of("model.embed_tokens.weight", DType.BF16, vocab, h));
@@ -109,7 +109,7 @@ record SyntheticLlama(int hidden, int intermediate, int layers, int vocab) {
     }
 
     /** The tensors with their bytes: a xorshift stream per tensor, a pure function of (seed, tensor, offset). */
-    List<SafetensorsWriter.Tensor> tensors(long seed) {
+    public List<SafetensorsWriter.Tensor> tensors(long seed) {
         List<TensorSpec> specs = specs();
         List<SafetensorsWriter.Tensor> out = new ArrayList<>(specs.size());
         for (int i = 0; i < specs.size(); i++) {
@@ -120,7 +120,7 @@ record SyntheticLlama(int hidden, int intermediate, int layers, int vocab) {
     }
 
     /** A Hugging Face style config.json describing the model. */
-    Map<String, Object> configJson() {
+    public Map<String, Object> configJson() {
         Map<String, Object> c = new LinkedHashMap<>();
         c.put("architectures", List.of("LlamaForCausalLM"));
         c.put("model_type", "llama");
@@ -142,7 +142,7 @@ record SyntheticLlama(int hidden, int intermediate, int layers, int vocab) {
      * Puts bytes {@code [offset, offset + buf.remaining())} of a tensor's stream into {@code buf}. The stream
      * restarts from a seed every 64 KiB block, so any range can be produced without generating what precedes.
      */
-    static void fill(long tensorSeed, long offset, ByteBuffer buf) {
+    public static void fill(long tensorSeed, long offset, ByteBuffer buf) {
         ByteOrder saved = buf.order();
         buf.order(ByteOrder.LITTLE_ENDIAN);
         try {

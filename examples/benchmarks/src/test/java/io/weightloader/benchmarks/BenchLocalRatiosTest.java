@@ -1,10 +1,10 @@
-package io.weightloader.examples;
+package io.weightloader.benchmarks;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.within;
 
-import io.weightloader.examples.BenchLocalCommand.Ratio;
-import io.weightloader.examples.BenchLocalCommand.Timing;
+import io.weightloader.benchmarks.BenchLocalCommand.Ratio;
+import io.weightloader.benchmarks.BenchLocalCommand.Timing;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 

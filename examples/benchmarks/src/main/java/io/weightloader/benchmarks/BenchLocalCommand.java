@@ -1,5 +1,8 @@
-package io.weightloader.examples;
+package io.weightloader.benchmarks;
 
+import io.weightloader.cli.CliJson;
+import io.weightloader.cli.CliSubcommand;
+import io.weightloader.cli.Sizes;
 import com.fasterxml.jackson.annotation.JsonProperty;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
@@ -27,7 +30,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -56,7 +58,7 @@ import picocli.CommandLine.Spec;
 @Command(name = "bench-local", mixinStandardHelpOptions = true,
         description = "Benchmark the local backend against a raw FileChannel read of the same files "
                 + "(page cache warm; best of N).")
-final class BenchLocalCommand implements Callable<Integer> {
+public final class BenchLocalCommand implements CliSubcommand {
     private static final int RAW_BUFFER = 64 << 20;
     private static final int PAGE = 4096;
     /** Where touched bytes go, so that the reads cannot be optimised away. */
@@ -446,7 +448,7 @@ final class BenchLocalCommand implements Callable<Integer> {
     private void print(Result r) throws IOException {
         PrintWriter out = spec.commandLine().getOut();
         if (json) {
-            out.println(WeightLoaderCli.JSON.writeValueAsString(r));
+            out.println(CliJson.MAPPER.writeValueAsString(r));
         } else {
             out.printf(Locale.ROOT, "checkpoint %s: %d tensors, %s in %d file%s; page cache %s; io %s; best of %d%n",
                     r.path(), r.tensors(), Sizes.human(r.tensorBytes()), r.files(), r.files() == 1 ? "" : "s",

@@ -1,22 +1,22 @@
-package io.weightloader.examples;
+package io.weightloader.cli;
 
 import io.weightloader.api.config.SettingsReader;
 import java.util.Locale;
 import picocli.CommandLine;
 
 /** Byte sizes on the command line: {@code 1GiB}, {@code 512MiB}, {@code 8GB}, {@code 4096}; and back to text. */
-final class Sizes {
+public final class Sizes {
 
     private Sizes() {
     }
 
     /** Parses a size in the one grammar of settings and flags ({@link SettingsReader#parseSize}). */
-    static long parse(String text) {
+    public static long parse(String text) {
         return SettingsReader.parseSize(text);
     }
 
     /** {@code 1.50 GiB}, {@code 512.0 MiB}, {@code 123 B}. */
-    static String human(long bytes) {
+    public static String human(long bytes) {
         String[] units = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
         double v = bytes;
         int u = 0;
@@ -28,7 +28,7 @@ final class Sizes {
     }
 
     /** A duration as people write it: {@code 250 ms}, {@code 1.2 s}, {@code 10 s}, {@code 2 min 5 s}, {@code 1 h}. */
-    static String human(java.time.Duration d) {
+    public static String human(java.time.Duration d) {
         long ms = d.toMillis();
         if (ms < 1000) {
             return ms + " ms";
@@ -44,7 +44,7 @@ final class Sizes {
     }
 
     /** picocli converter: a bad size is a usage error naming the option. */
-    static final class Converter implements CommandLine.ITypeConverter<Long> {
+    public static final class Converter implements CommandLine.ITypeConverter<Long> {
         @Override
         public Long convert(String value) {
             try {

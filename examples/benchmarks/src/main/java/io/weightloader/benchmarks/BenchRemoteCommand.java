@@ -1,5 +1,8 @@
-package io.weightloader.examples;
+package io.weightloader.benchmarks;
 
+import io.weightloader.cli.CliSubcommand;
+import io.weightloader.cli.Sizes;
+import io.weightloader.cli.SyntheticLlama;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.DType;
@@ -32,7 +35,6 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -46,7 +48,7 @@ import picocli.CommandLine.Spec;
  */
 @Command(name = "bench-remote", mixinStandardHelpOptions = true, sortOptions = false,
         description = "Benchmark remote loads against the raw engine read of the same bytes (same run).")
-final class BenchRemoteCommand implements Callable<Integer> {
+public final class BenchRemoteCommand implements CliSubcommand {
     private static final String TOKEN = "bench-token";
     private static final long SLICE = 64L << 20;
 

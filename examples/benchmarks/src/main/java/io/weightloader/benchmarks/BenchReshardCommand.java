@@ -1,5 +1,9 @@
-package io.weightloader.examples;
+package io.weightloader.benchmarks;
 
+import io.weightloader.cli.CliJson;
+import io.weightloader.cli.CliSubcommand;
+import io.weightloader.cli.Sizes;
+import io.weightloader.cli.SyntheticLlama;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.Device;
@@ -41,7 +45,6 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.Callable;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
@@ -60,7 +63,7 @@ import picocli.CommandLine.Spec;
  */
 @Command(name = "bench-reshard", mixinStandardHelpOptions = true, sortOptions = false,
         description = "Benchmark tensor-parallel resharding (remote) and sliced local loads against same-run baselines.")
-final class BenchReshardCommand implements Callable<Integer> {
+public final class BenchReshardCommand implements CliSubcommand {
     private static final String TOKEN = "bench-token";
 
     @Spec
@@ -152,7 +155,7 @@ final class BenchReshardCommand implements Callable<Integer> {
             local(out, tensors, results);
         }
         if (json != null) {
-            WeightLoaderCli.JSON.writeValue(json.toFile(), results);
+            CliJson.MAPPER.writeValue(json.toFile(), results);
             out.println("results written to " + json);
         }
         out.flush();

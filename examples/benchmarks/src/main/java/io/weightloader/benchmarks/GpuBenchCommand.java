@@ -1,5 +1,8 @@
-package io.weightloader.examples;
+package io.weightloader.benchmarks;
 
+import io.weightloader.cli.CliSubcommand;
+import io.weightloader.cli.Sizes;
+import io.weightloader.cli.SyntheticLlama;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.memory.Checksums;
@@ -39,7 +42,6 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Optional;
-import java.util.concurrent.Callable;
 import java.util.concurrent.CopyOnWriteArrayList;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
@@ -55,7 +57,7 @@ import picocli.CommandLine.Spec;
  */
 @Command(name = "bench-gpu", mixinStandardHelpOptions = true, sortOptions = false,
         description = "Seed on one GPU under a GEMM load, client on another: nccl vs transfer_engine (two GPUs).")
-final class GpuBenchCommand implements Callable<Integer> {
+public final class GpuBenchCommand implements CliSubcommand {
     private static final String TOKEN = "bench";
     private static final int PATTERN = 64 << 20;
 
@@ -244,7 +246,7 @@ final class GpuBenchCommand implements Callable<Integer> {
 
     private Process startSeed(List<Sample> samples) throws Exception {
         List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                "-cp", System.getProperty("java.class.path"), WeightLoaderCli.class.getName(), "bench-gpu",
+                "-cp", System.getProperty("java.class.path"), CliSubcommand.MAIN_CLASS, "bench-gpu",
                 "--role", "seed", "--size", Long.toString(size), "--gemm", Integer.toString(gemm)));
         if (mooncakeLibrary != null) {
             cmd.add("--mooncake-library");
