@@ -68,8 +68,9 @@ public final class RankLoad {
             List<TensorSpec> specs = loader.available();
             if (zeroCopy && !loader.settings().tpLayout().isNone()) {
                 throw new WeightLoaderConfigException("weight-loader.tp-layout",
-                        "--zero-copy maps whole tensors from the files; a rank's slices (tp-layout "
-                                + loader.settings().tpLayout().name() + ") are copied: drop --zero-copy or the layout");
+                        "zero-copy (--zero-copy, RankLoad.withZeroCopy) maps whole tensors from the files; a rank's"
+                                + " slices (tp-layout " + loader.settings().tpLayout().name() + ") are copied: drop"
+                                + " zero-copy or the layout");
             }
             if (zeroCopy && loader.backend() instanceof ZeroCopyLoader z) {
                 try (MappedWeights mapped = z.map(specs, loader.settings().checksum())) {
