@@ -40,6 +40,9 @@ import java.util.concurrent.atomic.AtomicLong;
  * asynchronous copies overlapped with the reads ({@link GpuStager}). Zero-copy mode maps the files instead.
  */
 public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
+    /** The backend's name (its provider's {@code NAME}). */
+    static final String NAME = "local";
+
     private final SafetensorsCheckpoint checkpoint;
     private final int threads;
     private final int pieceSize;
@@ -83,7 +86,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
 
     @Override
     public String name() {
-        return LocalBackendProvider.NAME;
+        return NAME;
     }
 
     @Override

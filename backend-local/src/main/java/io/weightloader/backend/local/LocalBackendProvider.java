@@ -16,7 +16,7 @@ import java.nio.file.Path;
 
 /** {@code local}: safetensors checkpoints from this machine's disk. */
 public final class LocalBackendProvider implements WeightLoaderBackendProvider {
-    public static final String NAME = "local";
+    public static final String NAME = LocalBackend.NAME;
 
     @Override
     public int spiVersion() {

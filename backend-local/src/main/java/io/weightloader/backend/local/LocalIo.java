@@ -64,7 +64,8 @@ enum LocalIo {
         return -1;
     }
 
-    private static final Logger LOG = LoggerFactory.getLogger(LocalBackend.class);
+    /** Logged as the backend that reads (the class is not named: the backend depends on this, not back). */
+    private static final Logger LOG = LoggerFactory.getLogger("io.weightloader.backend.local.LocalBackend");
 
     static LocalIo parse(String text) {
         return valueOf(text.toUpperCase(Locale.ROOT));

@@ -33,6 +33,9 @@ import java.util.Set;
  * receives each tensor into its destination in the order the seed announced: by name, never by position.
  */
 final class NcclBackend implements WeightLoaderBackend {
+    /** The backend's name (its provider's {@code NAME}). */
+    static final String NAME = "nccl";
+
 
     private final SeedClient seed;
     private final RankKey rank;
@@ -53,7 +56,7 @@ final class NcclBackend implements WeightLoaderBackend {
 
     @Override
     public String name() {
-        return NcclProvider.NAME;
+        return NAME;
     }
 
     @Override
@@ -84,7 +87,7 @@ final class NcclBackend implements WeightLoaderBackend {
             }
             throw e;
         }
-        if (m.serves() != null && !m.serves().containsKey(NcclProvider.NAME)) {
+        if (m.serves() != null && !m.serves().containsKey(NAME)) {
             throw new WeightLoaderException(source() + " does not serve nccl clients; it serves " + m.serves().keySet()
                     + ". Load with weight-loader.remote-instance.backend = " + m.serves().keySet().iterator().next()
                     + " (--remote-instance-weight-loader-backend), or start the seed with nccl in"

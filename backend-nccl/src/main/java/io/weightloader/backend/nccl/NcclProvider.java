@@ -25,7 +25,7 @@ import java.util.Optional;
  * group formed through its control plane. GPU memory only; CUDA and NCCL load in {@link #create} / publish.
  */
 public final class NcclProvider implements WeightLoaderBackendProvider, SeedPublisherProvider {
-    public static final String NAME = "nccl";
+    public static final String NAME = NcclBackend.NAME;
     static final String PATH = BackendContext.backendPath(NAME);
 
     private final NcclRuntime runtime;

@@ -51,7 +51,7 @@ final class DirectoryLoad {
     /** How often a waiting client says what it waits for. */
     private static final long WAIT_LOG_NANOS = 10_000_000_000L;
 
-    private final TransferEngineBackend backend;
+    private final SeedReads backend;
     private final TransferEngineSettings settings;
     private final LoadRequest request;
     private final String strategy;
@@ -64,7 +64,7 @@ final class DirectoryLoad {
     /** The sources read from, in order, for the report. */
     private final List<String> used = new ArrayList<>();
 
-    DirectoryLoad(TransferEngineBackend backend, TransferEngineSettings settings, SeedClient seed, LoadRequest request,
+    DirectoryLoad(SeedReads backend, TransferEngineSettings settings, SeedClient seed, LoadRequest request,
                   String strategy, long t0, long transferTimeoutNanos) {
         this.backend = backend;
         this.settings = settings;
@@ -325,9 +325,9 @@ final class DirectoryLoad {
             throw new WeightLoaderException("relay " + relay.peer() + " serves generation " + m.generation()
                     + ", the root " + root.generation() + ": not the root's weights");
         }
-        if (!TransferEngineBackend.servedEngine(m).equals(TransferEngineBackend.servedEngine(root))) {
+        if (!SeedReads.servedEngine(m).equals(SeedReads.servedEngine(root))) {
             throw new WeightLoaderException("relay " + relay.peer() + " serves with "
-                    + TransferEngineBackend.servedEngine(m) + ", the root with " + TransferEngineBackend.servedEngine(root));
+                    + SeedReads.servedEngine(m) + ", the root with " + SeedReads.servedEngine(root));
         }
         TensorMatcher.check("relay " + relay.peer(), m.specs(), request.specs(), request.ignoreExtraTensors());
         Map<String, Manifest.Entry> entries = m.entriesByName();

@@ -36,7 +36,7 @@ import org.slf4j.LoggerFactory;
  * slices), polls each read to a final state under a deadline, retries failed slices a bounded number of
  * times, honours a bandwidth cap, and verifies checksums when asked. Any failure is an error.
  */
-final class TransferEngineBackend implements WeightLoaderBackend {
+final class TransferEngineBackend implements WeightLoaderBackend, SeedReads {
     private static final Logger LOG = LoggerFactory.getLogger(TransferEngineBackend.class);
 
     private final SeedClient seed;
@@ -75,7 +75,7 @@ final class TransferEngineBackend implements WeightLoaderBackend {
 
     @Override
     public String name() {
-        return TransferEngineProvider.NAME;
+        return TransferEngineSettings.NAME;
     }
 
     /** Slices of any tp size: rank to rank when they match the seed's, resharded otherwise. */
@@ -90,11 +90,13 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     }
 
     /** Keeps {@code m} for the next load (see {@link #load}). */
-    synchronized void remember(Manifest m) {
+    @Override
+    public synchronized void remember(Manifest m) {
         manifest = m;
     }
 
-    Duration transferTimeout() {
+    @Override
+    public Duration transferTimeout() {
         return transferTimeout;
     }
 
@@ -109,7 +111,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
     }
 
     /** The engine for {@code transport}, started on first use. */
-    synchronized OneSidedEngine engineFor(String transport) {
+    @Override
+    public synchronized OneSidedEngine engineFor(String transport) {
         if (engine == null) {
             engine = engines.apply(transport);
         } else if (!engine.name().equals(settings.enginePrefix() + transport)) {
@@ -131,7 +134,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
      * The manifest of this client's rank; when the seed has no such rank (a seed of a smaller tp size), that of its
      * rank tp0 of the same pp stage, whose tp size and slices the load then reshards from.
      */
-    Manifest checkedManifest(SeedClient seed) {
+    @Override
+    public Manifest checkedManifest(SeedClient seed) {
         Manifest m;
         try {
             m = seed.manifest(rank);
@@ -147,8 +151,9 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return checkManifest(m);
     }
 
-    Manifest checkManifest(Manifest m) {
-        if (m.serves() != null && !m.serves().containsKey(TransferEngineProvider.NAME)) {
+    @Override
+    public Manifest checkManifest(Manifest m) {
+        if (m.serves() != null && !m.serves().containsKey(TransferEngineSettings.NAME)) {
             throw new WeightLoaderException(source() + " does not serve transfer_engine clients; it serves "
                     + m.serves().keySet() + ". Load with weight-loader.remote-instance.backend = "
                     + m.serves().keySet().iterator().next() + " (--remote-instance-weight-loader-backend), or start the"
@@ -175,25 +180,27 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return m;
     }
 
-    /** The engine a manifest serves transfer_engine clients with (older seeds name only one engine). */
     static String servedEngine(Manifest m) {
-        return m.serves() != null ? m.serves().get(TransferEngineProvider.NAME) : m.engine();
+        return SeedReads.servedEngine(m);
     }
 
     /** The transport of a checked manifest. */
-    String transport(Manifest m) {
+    @Override
+    public String transport(Manifest m) {
         return servedEngine(m).substring(settings.enginePrefix().length());
     }
 
     /** Reads of at most this many bytes over {@code transport}: the setting, smaller under a bandwidth cap. */
-    long sliceSize(String transport) {
+    @Override
+    public long sliceSize(String transport) {
         long slice = settings.sliceSizeFor(transport);
         long cap = settings.bandwidthLimit();
         return cap > 0 ? Math.max(1 << 20, Math.min(slice, cap / 20)) : slice;
     }
 
     /** Destinations this engine and transport can fill, or an error naming what to change. */
-    void checkDestinations(LoadRequest request, String transport) {
+    @Override
+    public void checkDestinations(LoadRequest request, String transport) {
         for (TensorDestination d : request.tensors()) {
             if (!d.region().device().isHost() && settings.engine().equals("builtin")) {
                 throw new WeightLoaderException("engine builtin-tcp fills host memory only; tensor '"
@@ -263,7 +270,8 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         }
     }
 
-    LoadReport loadWith(SeedClient bounded, Manifest m, LoadRequest request, long t0,
+    @Override
+    public LoadReport loadWith(SeedClient bounded, Manifest m, LoadRequest request, long t0,
                                 Map<String, Double> phases) {
         long tPrepare = System.nanoTime();
         TensorMatcher.check(source(), m.specs(), request.specs(), request.ignoreExtraTensors());
@@ -337,11 +345,13 @@ final class TransferEngineBackend implements WeightLoaderBackend {
         return resharder.load(bounded, ref, ranks, from, request, engine, sliceSize, cap, t0, tPrepare, phases);
     }
 
-    Transfers transfers() {
+    @Override
+    public Transfers transfers() {
         return transfers;
     }
 
-    Peers peers() {
+    @Override
+    public Peers peers() {
         return peers;
     }
 

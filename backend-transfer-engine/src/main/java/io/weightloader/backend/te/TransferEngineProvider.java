@@ -34,7 +34,7 @@ import org.slf4j.LoggerFactory;
  */
 public final class TransferEngineProvider implements WeightLoaderBackendProvider, SeedPublisherProvider {
     private static final Logger LOG = LoggerFactory.getLogger(TransferEngineProvider.class);
-    public static final String NAME = "transfer_engine";
+    public static final String NAME = TransferEngineSettings.NAME;
     /** Largest gap between two GPU tensors that registration bridges (an arena's alignment padding). */
     static final long GPU_PADDING_BRIDGE = io.weightloader.memory.cuda.DeviceArena.ALIGNMENT - 1;
 

@@ -24,7 +24,9 @@ record TransferEngineSettings(
         String reshardStaging,
         boolean verifyRelays) {
 
-    static final String PATH = BackendContext.backendPath(TransferEngineProvider.NAME);
+    /** The backend's name (its provider's {@code NAME}). */
+    static final String NAME = "transfer_engine";
+    static final String PATH = BackendContext.backendPath(NAME);
 
     static TransferEngineSettings from(BackendContext context) {
         SettingsReader r = new SettingsReader(context.config(), PATH);
