@@ -1,6 +1,7 @@
 package io.weightloader.memory;
 
 import io.weightloader.api.MemoryRegion;
+import io.weightloader.api.TensorDestination;
 import io.weightloader.memory.cuda.DeviceCopies;
 import io.weightloader.memory.cuda.PinnedMemory;
 import java.nio.ByteBuffer;
@@ -55,6 +56,12 @@ public final class Checksums {
 
     /** Staging buffer each hashing thread pins once for GPU regions. */
     private static final long DEVICE_STAGING = 8 << 20;
+
+    /** SHA-256 of what each destination holds (its {@code byteSize()} bytes), as {@link #sha256All}. */
+    public static List<String> sha256Held(List<TensorDestination> tensors, int threads) {
+        return sha256All(tensors.stream().map(TensorDestination::region).toList(),
+                tensors.stream().map(TensorDestination::byteSize).toList(), threads);
+    }
 
     /**
      * SHA-256 of every region's first {@code lengths[i]} bytes, on up to {@code threads} threads (largest first, so

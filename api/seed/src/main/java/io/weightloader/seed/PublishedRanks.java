@@ -216,8 +216,7 @@ final class PublishedRanks {
     }
 
     private static Map<String, Checksum> checksums(List<TensorDestination> tensors) {
-        List<String> sums = Checksums.sha256All(tensors.stream().map(TensorDestination::region).toList(),
-                tensors.stream().map(t -> t.byteSize()).toList(), Checksums.defaultThreads());
+        List<String> sums = Checksums.sha256Held(tensors, Checksums.defaultThreads());
         List<Manifest.Blocks> blocks = BlockChecksums.of(tensors, Checksums.defaultThreads());
         Map<String, Checksum> out = new LinkedHashMap<>();
         for (int i = 0; i < tensors.size(); i++) {

@@ -15,6 +15,19 @@ public final class RemoteLoads {
     }
 
     /**
+     * Fails ({@link SeedChangedException}) unless {@code seed}'s {@code rank} still has generation {@code before}: asked
+     * after the last byte of a load, this proves every byte was read from the generation the load started from.
+     *
+     * @param source the seed, as named in messages
+     */
+    public static void checkGeneration(SeedClient seed, RankKey rank, String before, String source) {
+        String after = seed.generation(rank);
+        if (!after.equals(before)) {
+            throw SeedChangedException.during(source, before, after);
+        }
+    }
+
+    /**
      * Fails ({@link SeedChangedException}) unless the seed's generation is still the one the load started from; then, when the request asks for
      * checksums, hashes every destination and fails on any that differs from the seed's published SHA-256.
      *
@@ -23,16 +36,10 @@ public final class RemoteLoads {
      */
     public static List<TensorReport> verify(SeedClient seed, RankKey rank, Manifest before, LoadRequest request,
                                             String source) {
-        String after = seed.generation(rank);
-        if (!after.equals(before.generation())) {
-            throw new SeedChangedException(source + " changed its weights during the load (generation "
-                    + before.generation() + " -> " + after + "); nothing was loaded, load again",
-                    before.generation(), after);
-        }
+        checkGeneration(seed, rank, before.generation(), source);
         List<TensorReport> reports = new ArrayList<>();
-        List<String> sums = request.checksum() ? Checksums.sha256All(
-                request.tensors().stream().map(TensorDestination::region).toList(),
-                request.tensors().stream().map(d -> d.byteSize()).toList(), Checksums.defaultThreads()) : null;
+        List<String> sums = request.checksum() ? Checksums.sha256Held(request.tensors(), Checksums.defaultThreads())
+                : null;
         java.util.Map<String, Manifest.Entry> published = request.checksum() ? before.entriesByName() : null;
         for (int i = 0; i < request.tensors().size(); i++) {
             TensorDestination d = request.tensors().get(i);

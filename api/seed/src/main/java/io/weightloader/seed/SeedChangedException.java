@@ -16,6 +16,12 @@ public class SeedChangedException extends WeightLoaderException {
         this.after = after;
     }
 
+    /** {@code source} (a seed as named in messages) went from generation {@code before} to {@code after} mid-load. */
+    public static SeedChangedException during(String source, String before, String after) {
+        return new SeedChangedException(source + " changed its weights during the load (generation " + before + " -> "
+                + after + "); nothing was loaded, load again", before, after);
+    }
+
     /** The generation of the manifest the load used. */
     public String before() {
         return before;

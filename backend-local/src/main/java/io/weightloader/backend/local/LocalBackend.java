@@ -533,8 +533,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     }
 
     private Map<String, String> checksums(LoadRequest request) {
-        List<String> sums = Checksums.sha256All(request.tensors().stream().map(TensorDestination::region).toList(),
-                request.tensors().stream().map(d -> d.byteSize()).toList(), threads);
+        List<String> sums = Checksums.sha256Held(request.tensors(), threads);
         Map<String, String> out = new HashMap<>();
         for (int i = 0; i < sums.size(); i++) {
             out.put(request.tensors().get(i).spec().name(), sums.get(i));

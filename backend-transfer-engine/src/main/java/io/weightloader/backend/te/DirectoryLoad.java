@@ -14,6 +14,7 @@ import io.weightloader.memory.Checksums;
 import io.weightloader.memory.Threads;
 import io.weightloader.seed.Directory;
 import io.weightloader.seed.Manifest;
+import io.weightloader.seed.RemoteLoads;
 import io.weightloader.seed.SeedChangedException;
 import io.weightloader.seed.SeedClient;
 import java.util.ArrayDeque;
@@ -139,9 +140,7 @@ final class DirectoryLoad {
         while (true) {
             SeedClient.SourceChoice choice = ask(rk, client, exclude, failover);
             if (!choice.generation().equals(rootManifest.generation())) {
-                throw new SeedChangedException(backend.source() + " changed its weights during the load (generation "
-                        + rootManifest.generation() + " -> " + choice.generation() + "); nothing was loaded, load"
-                        + " again", rootManifest.generation(), choice.generation());
+                throw SeedChangedException.during(backend.source(), rootManifest.generation(), choice.generation());
             }
             String peerName = choice.isRoot() ? backend.source() : "relay " + choice.address();
             ScheduledFuture<?> lease = leases.scheduleWithFixedDelay(
@@ -238,7 +237,7 @@ final class DirectoryLoad {
                     + " against the root's checksums itself, as a pipelined relay's gate does)", backend.source());
         }
         List<TensorDestination> tensors = request.tensors();
-        List<String> sums = check ? new ArrayList<>(sha256(tensors)) : null;
+        List<String> sums = check ? new ArrayList<>(Checksums.sha256Held(tensors, Checksums.defaultThreads())) : null;
         if (check) {
             Map<String, Manifest.Entry> published = rootManifest.entriesByName();
             Map<String, List<Integer>> wrongBySource = new LinkedHashMap<>();
@@ -258,12 +257,7 @@ final class DirectoryLoad {
                 rereadFromRoot(engine, rootManifest, rk, client, progress, wrongBySource, sums);
             }
         }
-        String after = root.generation(rk);
-        if (!after.equals(rootManifest.generation())) {
-            throw new SeedChangedException(backend.source() + " changed its weights during the load (generation "
-                    + rootManifest.generation() + " -> " + after + "); nothing was loaded, load again",
-                    rootManifest.generation(), after);
-        }
+        RemoteLoads.checkGeneration(root, rk, rootManifest.generation(), backend.source());
         List<TensorReport> reports = new ArrayList<>(tensors.size());
         for (int i = 0; i < tensors.size(); i++) {
             reports.add(TensorReport.of(tensors.get(i), request.checksum() ? sums.get(i) : null));
@@ -294,7 +288,7 @@ final class DirectoryLoad {
         backend.transfers().run(engine, backend.peers().get(engine, rootManifest.session()),
                 new ArrayDeque<>(ReadPlan.plan(dests, rootManifest, sliceSize)), progress, sliceSize,
                 settings.bandwidthLimit(), deadline, backend.source());
-        List<String> resums = sha256(dests);
+        List<String> resums = Checksums.sha256Held(dests, Checksums.defaultThreads());
         for (int k = 0; k < dests.size(); k++) {
             TensorDestination d = dests.get(k);
             if (!published.get(d.spec().name()).sha256().equals(resums.get(k))) {
@@ -311,11 +305,6 @@ final class DirectoryLoad {
         return new WeightLoaderException("tensor '" + d.spec().name() + "' loaded from " + from + " has SHA-256 " + sha
                 + " but the root published " + rootManifest.entriesByName().get(d.spec().name()).sha256()
                 + (count > 1 ? " (and " + (count - 1) + " more tensor(s) differ)" : "") + "; nothing was loaded");
-    }
-
-    private static List<String> sha256(List<TensorDestination> tensors) {
-        return Checksums.sha256All(tensors.stream().map(TensorDestination::region).toList(),
-                tensors.stream().map(TensorDestination::byteSize).toList(), Checksums.defaultThreads());
     }
 
     /** A relay's manifest, checked: the root's generation, tensors, slices and transport. */

@@ -18,7 +18,7 @@ import io.weightloader.memory.Parallel;
 import io.weightloader.memory.TensorArena;
 import io.weightloader.memory.cuda.DeviceCopies;
 import io.weightloader.seed.Manifest;
-import io.weightloader.seed.SeedChangedException;
+import io.weightloader.seed.RemoteLoads;
 import io.weightloader.seed.SeedClient;
 import java.time.Duration;
 import java.util.ArrayDeque;
@@ -147,12 +147,8 @@ final class Resharder {
         long tVerify = System.nanoTime();
         phases.put("transfer", (tVerify - tTransfer) / 1e9);
         for (int k : used) {
-            String now = bounded.generation(new RankKey(k, ref.pp()));
-            if (!now.equals(ranks.get(k).generation())) {
-                throw new SeedChangedException(from + " rank tp" + k + " changed its weights during the load (generation "
-                        + ranks.get(k).generation() + " -> " + now + "); nothing was loaded, load again",
-                        ranks.get(k).generation(), now);
-            }
+            RemoteLoads.checkGeneration(bounded, new RankKey(k, ref.pp()), ranks.get(k).generation(),
+                    from + " rank tp" + k);
         }
         List<TensorReport> reports = Resharding.verify(request, plan.checks(), from);
         long end = System.nanoTime();
