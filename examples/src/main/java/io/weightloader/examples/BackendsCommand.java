@@ -1,16 +1,14 @@
 package io.weightloader.examples;
 
 import com.typesafe.config.Config;
-import io.weightloader.api.Device;
+import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.seed.SeedPublisherProvider;
-import io.weightloader.api.spi.BackendCapabilities;
 import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
 import io.weightloader.api.spi.NativePart;
-import io.weightloader.api.spi.WeightLoaderBackendProvider;
+import io.weightloader.host.BackendRegistry;
+import io.weightloader.host.InstalledBackend;
 import java.io.PrintWriter;
-import java.util.ArrayList;
+import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -32,7 +30,7 @@ final class BackendsCommand implements Callable<Integer> {
 
     @Option(names = "--config", paramLabel = "FILE", description = "HOCON file of weight-loader settings (where a"
             + " backend's native library is looked for).")
-    java.nio.file.Path configFile;
+    Path configFile;
 
     @Option(names = "--mooncake-library", paramLabel = "PATH",
             description = "libtransfer_engine.so (weight-loader.backends.transfer_engine.mooncake.library).")
@@ -41,35 +39,15 @@ final class BackendsCommand implements Callable<Integer> {
     @Option(names = "--json", description = "Print JSON.")
     boolean json;
 
-    /** One provider, as printed. */
-    record Entry(String name, boolean readsFromSeed, boolean disturbsSeed, List<String> devices, boolean servesAsSeed,
-                 String jar, List<NativePart> nativeParts) {
-    }
-
     @Override
     public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
         Map<String, Object> flags = new LinkedHashMap<>();
         SharedOptions.put(flags, "weight-loader.backends.transfer_engine.mooncake.library", mooncakeLibrary);
-        Config config = SharedOptions.layered(spec, com.typesafe.config.ConfigFactory.parseMap(flags,
-                "command-line flags"), configFile);
-        BackendContext context = new BackendContext(WeightLoaderSettings.from(config), config);
+        Config config = SharedOptions.layered(spec, ConfigFactory.parseMap(flags, "command-line flags"), configFile);
         BackendRegistry registry = BackendRegistry.discover();
-        List<Entry> entries = new ArrayList<>();
-        for (WeightLoaderBackendProvider p : registry.providers().values()) {
-            BackendCapabilities c = p.capabilities();
-            List<NativePart> parts;
-            try {
-                parts = p.nativeParts(context);
-            } catch (RuntimeException | LinkageError e) {
-                parts = List.of(new NativePart("(its native check)", "diagnostics", false, e.toString()));
-            }
-            var cs = p.getClass().getProtectionDomain().getCodeSource();
-            String jar = cs != null && cs.getLocation() != null ? cs.getLocation().getPath() : "unknown";
-            entries.add(new Entry(p.name(), c.readsFromSeed(), c.disturbsSeed(),
-                    c.devices().stream().map(k -> k == Device.Kind.CPU ? "cpu" : "cuda:N").sorted().toList(),
-                    p.extension(SeedPublisherProvider.class).isPresent(), jar.substring(jar.lastIndexOf('/') + 1), parts));
-        }
+        List<InstalledBackend> entries = registry.describe(new BackendContext(WeightLoaderSettings.from(config),
+                config));
         if (json) {
             Map<String, Object> doc = new LinkedHashMap<>();
             doc.put("backends", entries);
@@ -79,14 +57,14 @@ final class BackendsCommand implements Callable<Integer> {
             return 0;
         }
         Table table = new Table("BACKEND", "READS FROM", "DISTURBS SEED", "DEVICES", "SEED CAN SERVE IT", "JAR");
-        for (Entry e : entries) {
+        for (InstalledBackend e : entries) {
             table.row(e.name(), e.readsFromSeed() ? "a seed" : "disk", e.disturbsSeed() ? "yes" : "no",
                     String.join(", ", e.devices()), e.servesAsSeed() ? "yes" : "no", e.jar());
         }
         table.print(out);
         out.println();
         Table natives = new Table("BACKEND", "LIBRARY", "HERE", "NEEDED FOR", "WHERE OR WHY");
-        for (Entry e : entries) {
+        for (InstalledBackend e : entries) {
             for (NativePart n : e.nativeParts()) {
                 natives.row(e.name(), n.name(), n.present() ? "found" : "MISSING", n.neededFor(), n.detail());
             }

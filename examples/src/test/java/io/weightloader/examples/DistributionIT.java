@@ -320,7 +320,7 @@ class DistributionIT {
                 + " backends.transfer_engine.bandwidth-limit = 16 MiB }");
         java.util.concurrent.CountDownLatch moving = new java.util.concurrent.CountDownLatch(1);
         java.util.concurrent.CompletableFuture<io.weightloader.api.LoadReport> inFlight;
-        try (io.weightloader.api.WeightLoader loader = io.weightloader.api.WeightLoader.open(client);
+        try (io.weightloader.host.WeightLoader loader = io.weightloader.host.WeightLoader.open(client);
              io.weightloader.memory.TensorArena arena = io.weightloader.memory.TensorArena.allocate(
                      io.weightloader.api.Device.CPU, loader.available())) {
             inFlight = java.util.concurrent.CompletableFuture.supplyAsync(() -> loader.load(
@@ -468,7 +468,7 @@ class DistributionIT {
                 + ", token = tok, retries = 1 }\n backends.transfer_engine.source-strategy = tree\n"
                 + " backends.transfer_engine.bandwidth-limit = 16 MiB }");
         java.util.concurrent.CountDownLatch moving = new java.util.concurrent.CountDownLatch(1);
-        try (io.weightloader.api.WeightLoader loader = io.weightloader.api.WeightLoader.open(client);
+        try (io.weightloader.host.WeightLoader loader = io.weightloader.host.WeightLoader.open(client);
              io.weightloader.memory.TensorArena arena = io.weightloader.memory.TensorArena.allocate(
                      io.weightloader.api.Device.CPU, loader.available())) {
             java.util.concurrent.CompletableFuture<io.weightloader.api.LoadReport> inFlight =

@@ -9,7 +9,6 @@ import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorSlice;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.TpLayout;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;

@@ -5,7 +5,6 @@ import io.weightloader.api.LoadRequest;
 import io.weightloader.api.MappedWeights;
 import io.weightloader.api.ProgressListener;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.spi.ZeroCopyLoader;
 import java.util.List;

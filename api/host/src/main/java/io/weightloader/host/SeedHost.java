@@ -3,13 +3,11 @@ package io.weightloader.host;
 import com.typesafe.config.Config;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.TensorDestination;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.LoadFormat;
 import io.weightloader.api.config.RankKey;
+import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
-import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.memory.HostMemory;
 import io.weightloader.seed.MemoryControl;
 import io.weightloader.seed.SeedService;
@@ -84,7 +82,7 @@ public final class SeedHost implements AutoCloseable {
         BackendRegistry registry = BackendRegistry.discover();
         BackendContext context = new BackendContext(settings, config);
         registry.validateSettings(context, settings.backend());
-        SeedService service = SeedService.bind(context, registry,
+        SeedService service = Seeds.bind(context, registry,
                 ranks.ranks().stream().map(HostRanks.Rank::device).distinct().toList());
         List<HostRanks.Loaded> loaded = new ArrayList<>();
         Map<RankKey, List<TensorDestination>> held = new LinkedHashMap<>();

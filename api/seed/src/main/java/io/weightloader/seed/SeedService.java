@@ -3,18 +3,14 @@ package io.weightloader.seed;
 import com.sun.net.httpserver.HttpExchange;
 import io.weightloader.api.Device;
 import io.weightloader.api.TensorDestination;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
-import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import java.io.IOException;
 import java.time.Duration;
 import java.util.Collection;
-import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
@@ -72,16 +68,17 @@ public final class SeedService implements AutoCloseable {
     }
 
     /**
-     * Publishes every rank's tensors with each backend of {@code weight-loader.seed.serve} and starts the control
-     * plane: {@link #bind} then {@link #publish} then {@link #start()}.
+     * Publishes every rank's tensors with each of {@code publishers} (the backends of {@code weight-loader.seed.serve},
+     * as the host resolved them: {@code io.weightloader.host.Seeds}) and starts the control plane: {@link #bind} then
+     * {@link #publish} then {@link #start()}.
      */
-    public static SeedService start(BackendContext context, BackendRegistry registry,
+    public static SeedService start(BackendContext context, Map<String, SeedPublisherProvider> publishers,
                                     Map<RankKey, List<TensorDestination>> held) {
         Set<Device> devices = new LinkedHashSet<>();
         for (List<TensorDestination> tensors : held.values()) {
             devices.add(tensors.isEmpty() ? Device.CPU : tensors.get(0).region().device());
         }
-        SeedService svc = bind(context, registry, devices);
+        SeedService svc = bind(context, publishers, devices);
         try {
             svc.publish(held);
             svc.start();
@@ -93,40 +90,24 @@ public final class SeedService implements AutoCloseable {
     }
 
     /**
-     * Checks everything a seed needs before it loads a byte, and binds its control-plane port: every backend of
-     * {@code weight-loader.seed.serve} must be installed and able to publish a seed's weights (its provider
-     * implements {@link SeedPublisherProvider}) held on each of {@code devices}; a seed bound beyond loopback needs a
-     * token. Nothing is served until {@link #start()}.
+     * Checks everything a seed needs before it loads a byte, and binds its control-plane port: each publisher (by
+     * backend name) must be able to publish a seed's weights held on each of {@code devices}; a seed bound beyond
+     * loopback needs a token. Which backends serve, and that they are installed, the host decides
+     * ({@code io.weightloader.host.Seeds}). Nothing is served until {@link #start()}.
      *
      * @throws WeightLoaderConfigException naming the setting to change
      */
-    public static SeedService bind(BackendContext context, BackendRegistry registry, Collection<Device> devices) {
+    public static SeedService bind(BackendContext context, Map<String, SeedPublisherProvider> publishers,
+                                   Collection<Device> devices) {
         WeightLoaderSettings s = context.settings();
-        String servePath = "weight-loader.seed.serve";
-        if (s.seed().serve().isEmpty()) {
-            throw new WeightLoaderConfigException(servePath, "a seed must serve some backend's clients: list "
-                    + "transfer_engine and/or nccl (nothing would be served otherwise)");
+        if (publishers.isEmpty()) {
+            throw new WeightLoaderConfigException("weight-loader.seed.serve", "a seed must serve some backend's"
+                    + " clients: list transfer_engine and/or nccl (nothing would be served otherwise)");
         }
-        Map<String, SeedPublisherProvider> providers = new LinkedHashMap<>();
-        for (String name : s.seed().serve()) {
-            WeightLoaderBackendProvider p;
-            List<String> publishers = registry.providers().values().stream()
-                    .filter(x -> x.extension(SeedPublisherProvider.class).isPresent())
-                    .map(WeightLoaderBackendProvider::name).toList();
-            try {
-                p = registry.provider(name);
-            } catch (WeightLoaderConfigException e) {
-                throw new WeightLoaderConfigException(servePath, e.problem() + ". Backends that can serve a seed's"
-                        + " weights here: " + publishers);
-            }
-            SeedPublisherProvider publisher = p.extension(SeedPublisherProvider.class).orElseThrow(() ->
-                    new WeightLoaderConfigException(servePath, "backend '" + name + "' (" + p.getClass().getName()
-                            + ") cannot publish a seed's weights; backends that can: " + publishers));
-            WeightLoader.refuseMemorySaverUnlessCapable(s, name, p.capabilities());
+        for (SeedPublisherProvider publisher : publishers.values()) {
             for (Device d : devices) {
                 publisher.validateSeed(context, d);
             }
-            providers.put(name, publisher);
         }
         if (!s.remote().groupPorts().isEmpty() && !s.seed().serve().contains("nccl")) {
             LOG.warn("weight-loader.remote-instance.send-weights-group-ports is ignored: this seed does not serve nccl"
@@ -142,7 +123,7 @@ public final class SeedService implements AutoCloseable {
                     + " certificate and key (weight-loader.tls.certificate, .key), or, where its traffic cannot be"
                     + " read, set weight-loader.seed.allow-plain-token = true");
         }
-        return new SeedService(SeedHttp.bind(s), context, Map.copyOf(providers));
+        return new SeedService(SeedHttp.bind(s), context, Map.copyOf(publishers));
     }
 
     /** Registers each rank's tensors with every served backend (before or after {@link #start()}). */

@@ -5,12 +5,12 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.DType;
-import io.weightloader.memory.HostMemory;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorMismatchException;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
+import io.weightloader.host.WeightLoader;
+import io.weightloader.memory.HostMemory;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;

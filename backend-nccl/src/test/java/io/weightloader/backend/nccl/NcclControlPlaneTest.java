@@ -12,14 +12,15 @@ import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorSlice;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.host.BackendRegistry;
+import io.weightloader.host.Seeds;
+import io.weightloader.host.WeightLoader;
 import io.weightloader.memory.cuda.Cuda;
 import io.weightloader.seed.SeedService;
-import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -60,7 +61,7 @@ class NcclControlPlaneTest {
 
     static SeedService seed(FakeNccl nccl, String extra) {
         Config c = seedConfig(extra);
-        return SeedService.start(new BackendContext(WeightLoaderSettings.from(c), c),
+        return Seeds.start(new BackendContext(WeightLoaderSettings.from(c), c),
                 BackendRegistry.of(List.of(new NcclProvider(nccl))), Map.of(new RankKey(0, 0), fakeGpuTensors(0x10000)));
     }
 
@@ -122,7 +123,7 @@ class NcclControlPlaneTest {
         TensorSlice half = new TensorSlice(0, 0, 32);
         List<TensorDestination> held = List.of(new TensorDestination(embed, MemoryRegion.of(0x10000, 512, Device.cuda(0)),
                 half));
-        try (SeedService svc = SeedService.start(new BackendContext(WeightLoaderSettings.from(c), c),
+        try (SeedService svc = Seeds.start(new BackendContext(WeightLoaderSettings.from(c), c),
                 BackendRegistry.of(List.of(new NcclProvider(new FakeNccl()))), Map.of(new RankKey(0, 0), held))) {
             FakeNccl clientNccl = new FakeNccl();
             try (WeightLoader loader = client(clientNccl, svc.port(), "weight-loader.rank.tp-size = 2")) {
@@ -208,7 +209,7 @@ class NcclControlPlaneTest {
             assertThat(nccl.bootstraps).containsExactly(java.util.Optional.of("127.0.0.1:29500"));
         }
         Config c = seedConfig("weight-loader.remote-instance.send-weights-group-ports = [29500]\nweight-loader.rank.tp = 1");
-        assertThatThrownBy(() -> SeedService.start(new BackendContext(WeightLoaderSettings.from(c), c),
+        assertThatThrownBy(() -> Seeds.start(new BackendContext(WeightLoaderSettings.from(c), c),
                 BackendRegistry.of(List.of(new NcclProvider(nccl))), Map.of(new RankKey(1, 0), fakeGpuTensors(0x10000))))
                 .hasMessageContaining("weight-loader.remote-instance.send-weights-group-ports");
     }
@@ -217,7 +218,7 @@ class NcclControlPlaneTest {
     void ncclNeedsGpuMemoryOnBothSides() {
         Config c = seedConfig("");
         List<TensorDestination> host = List.of(new TensorDestination(SPECS.get(1), MemoryRegion.of(0x1000, 64, Device.CPU)));
-        assertThatThrownBy(() -> SeedService.start(new BackendContext(WeightLoaderSettings.from(c), c),
+        assertThatThrownBy(() -> Seeds.start(new BackendContext(WeightLoaderSettings.from(c), c),
                 BackendRegistry.of(List.of(new NcclProvider(new FakeNccl()))), Map.of(new RankKey(0, 0), host)))
                 .isInstanceOf(WeightLoaderConfigException.class).hasMessageContaining("GPU memory");
         assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseString("""

@@ -7,16 +7,17 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.Device;
+import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
-import io.weightloader.memory.TensorArena;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.seed.SeedService;
 import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
+import io.weightloader.host.BackendRegistry;
+import io.weightloader.host.Seeds;
+import io.weightloader.host.WeightLoader;
+import io.weightloader.memory.TensorArena;
+import io.weightloader.seed.SeedService;
 import io.weightloader.testing.Gpus;
-import io.weightloader.api.LoadReport;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -81,7 +82,7 @@ class NcclDeadlineGpuTest {
 
     private static SeedService seed(MisbehavingSeed nccl) {
         Config c = NcclControlPlaneTest.seedConfig("");
-        return SeedService.start(new BackendContext(WeightLoaderSettings.from(c), c),
+        return Seeds.start(new BackendContext(WeightLoaderSettings.from(c), c),
                 BackendRegistry.of(List.of(new NcclProvider(nccl))),
                 Map.of(new RankKey(0, 0), NcclControlPlaneTest.fakeGpuTensors(0x10000)));
     }
@@ -142,7 +143,7 @@ class NcclDeadlineGpuTest {
         try (TensorArena held = TensorArena.allocate(Device.cuda(0), NcclControlPlaneTest.SPECS)) {
             List<TensorDestination> tensors = new ArrayList<>();
             held.destinations().forEach(d -> tensors.add(new TensorDestination(d.spec(), d.region())));
-            try (SeedService svc = SeedService.start(new BackendContext(WeightLoaderSettings.from(c), c),
+            try (SeedService svc = Seeds.start(new BackendContext(WeightLoaderSettings.from(c), c),
                     BackendRegistry.of(List.of(new NcclProvider())), Map.of(new RankKey(0, 0), tensors));
                  WeightLoader loader = client(svc.port(), "cuda:1");
                  TensorArena arena = TensorArena.allocate(Device.cuda(1), NcclControlPlaneTest.SPECS)) {

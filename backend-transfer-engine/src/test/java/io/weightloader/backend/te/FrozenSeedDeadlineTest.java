@@ -4,7 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
+import io.weightloader.host.WeightLoader;
 import io.weightloader.memory.HostMemory;
 import io.weightloader.testing.SeedProcess;
 import io.weightloader.testing.TestWeights;

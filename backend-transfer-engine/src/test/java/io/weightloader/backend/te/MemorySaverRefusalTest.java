@@ -6,9 +6,10 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.Device;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.WeightLoaderConfigException;
-import io.weightloader.api.spi.BackendRegistry;
+import io.weightloader.host.BackendRegistry;
+import io.weightloader.host.Seeds;
+import io.weightloader.host.WeightLoader;
 import io.weightloader.seed.SeedService;
 import java.util.List;
 import org.junit.jupiter.api.Test;
@@ -38,7 +39,7 @@ class MemorySaverRefusalTest {
                   remote-instance { start-seed-via-transfer-engine = true } }""")))
                 .hasMessageContaining("weight-loader.enable-memory-saver")
                 .hasMessageContaining("mooncake");
-        assertThatThrownBy(() -> SeedService.bind(seedContext(MOONCAKE + "weight-loader.enable-memory-saver = true"),
+        assertThatThrownBy(() -> Seeds.bind(seedContext(MOONCAKE + "weight-loader.enable-memory-saver = true"),
                 BackendRegistry.discover(), List.of(Device.CPU)))
                 .isInstanceOf(WeightLoaderConfigException.class)
                 .hasMessageContaining("weight-loader.enable-memory-saver")
@@ -49,7 +50,7 @@ class MemorySaverRefusalTest {
     @Test
     void theBuiltinEngineOnHostMemoryTakesTheMemorySaver() {
         assertThat(new TransferEngineProvider().capabilities().memorySaver()).isTrue();
-        try (SeedService seed = SeedService.bind(seedContext("weight-loader.enable-memory-saver = true"),
+        try (SeedService seed = Seeds.bind(seedContext("weight-loader.enable-memory-saver = true"),
                 BackendRegistry.discover(), List.of(Device.CPU))) {
             assertThat(seed.port()).isPositive();
         }

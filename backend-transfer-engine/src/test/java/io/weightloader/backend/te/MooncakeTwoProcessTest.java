@@ -6,11 +6,11 @@ import io.weightloader.testing.TestWeights;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-import io.weightloader.memory.HostMemory;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.TensorReport;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
+import io.weightloader.host.WeightLoader;
+import io.weightloader.memory.HostMemory;
 import java.util.List;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;

@@ -12,9 +12,10 @@ import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.TensorReport;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
-import io.weightloader.api.spi.BackendRegistry;
+import io.weightloader.host.BackendRegistry;
+import io.weightloader.host.Seeds;
+import io.weightloader.host.WeightLoader;
 import io.weightloader.memory.HostMemory;
 import io.weightloader.seed.Directory;
 import io.weightloader.seed.Manifest;
@@ -64,7 +65,7 @@ class RelayTrustTest {
     private SeedService root(String extra) {
         HostMemory m = TestWeights.arena(specs);
         closing.add(m);
-        SeedService svc = SeedService.start(seedContext(extra), BackendRegistry.discover(),
+        SeedService svc = Seeds.start(seedContext(extra), BackendRegistry.discover(),
                 Map.of(RANK, TestWeights.held(m, specs, 1)));
         closing.add(svc);
         return svc;
@@ -77,7 +78,7 @@ class RelayTrustTest {
     private SeedService liar(SeedService root) {
         HostMemory m = TestWeights.arena(specs);
         closing.add(m);
-        SeedService svc = SeedService.bind(seedContext(""), BackendRegistry.discover(), List.of(Device.CPU));
+        SeedService svc = Seeds.bind(seedContext(""), BackendRegistry.discover(), List.of(Device.CPU));
         closing.add(svc);
         Manifest rootManifest = root.manifest(RANK).orElseThrow();
         svc.publishRelay(RANK, TestWeights.held(m, specs, 2), rootManifest, null);

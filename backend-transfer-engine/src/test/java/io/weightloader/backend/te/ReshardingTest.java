@@ -12,9 +12,10 @@ import io.weightloader.api.TensorReport;
 import io.weightloader.api.TensorSlice;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.TpLayout;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
-import io.weightloader.api.spi.BackendRegistry;
+import io.weightloader.host.BackendRegistry;
+import io.weightloader.host.Seeds;
+import io.weightloader.host.WeightLoader;
 import io.weightloader.memory.Checksums;
 import io.weightloader.memory.HostMemory;
 import io.weightloader.seed.SeedService;
@@ -26,9 +27,9 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
-import org.junit.jupiter.api.Test;
 
 /**
  * Seeds of one tp size serve clients of another over the built-in engine: every client rank's slices equal slicing
@@ -60,7 +61,7 @@ class ReshardingTest {
         for (int r = 0; r < tp; r++) {
             held.put(new RankKey(r, 0), hold(layout.isNone() ? Map.of() : layout.plan(SPECS, tp, r), true));
         }
-        return SeedService.start(SeedServiceTest.seedContext("weight-loader.rank.tp-size = " + tp
+        return Seeds.start(SeedServiceTest.seedContext("weight-loader.rank.tp-size = " + tp
                 + "\nweight-loader.tp-layout = " + layoutSetting + "\n" + extra), BackendRegistry.discover(), held);
     }
 

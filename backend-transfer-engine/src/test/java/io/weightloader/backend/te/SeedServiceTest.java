@@ -1,5 +1,6 @@
 package io.weightloader.backend.te;
 
+import io.weightloader.host.Seeds;
 import io.weightloader.testing.TestWeights;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -9,21 +10,21 @@ import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.DType;
 import io.weightloader.api.Device;
-import io.weightloader.memory.HostMemory;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.seed.SeedService;
 import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
 import io.weightloader.backend.te.engine.RegionMerger;
+import io.weightloader.host.BackendRegistry;
+import io.weightloader.host.WeightLoader;
+import io.weightloader.memory.HostMemory;
+import io.weightloader.seed.SeedService;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -44,7 +45,7 @@ class SeedServiceTest {
     @Test
     void aSeedBeyondLoopbackNeedsAToken() {
         BackendContext ctx = seedContext("weight-loader.seed.bind-address = \"0.0.0.0\"");
-        assertThatThrownBy(() -> SeedService.start(ctx, BackendRegistry.discover(), Map.of()))
+        assertThatThrownBy(() -> Seeds.start(ctx, BackendRegistry.discover(), Map.of()))
                 .isInstanceOf(WeightLoaderConfigException.class)
                 .hasMessageContaining("weight-loader.remote-instance.token");
     }
@@ -54,7 +55,7 @@ class SeedServiceTest {
         Config c = ConfigFactory.parseString("weight-loader.seed { bind-address = \"127.0.0.1\", serve = [] }")
                 .withFallback(ConfigFactory.defaultReference()).resolve();
         BackendContext ctx = new BackendContext(WeightLoaderSettings.from(c), c);
-        assertThatThrownBy(() -> SeedService.start(ctx, BackendRegistry.discover(), Map.of()))
+        assertThatThrownBy(() -> Seeds.start(ctx, BackendRegistry.discover(), Map.of()))
                 .isInstanceOf(WeightLoaderConfigException.class)
                 .hasMessageContaining("weight-loader.seed.serve");
     }
@@ -63,14 +64,14 @@ class SeedServiceTest {
     void aSeedServesOnlyBackendsThatCanPublishAndAreInstalled() {
         BackendContext alpha = seedContext("weight-loader.seed.serve = [transfer_engine, alpha]");
         BackendRegistry withAlpha = BackendRegistry.of(List.of(new TransferEngineProvider(),
-                new io.weightloader.api.spi.TestProviders.Alpha()));
-        assertThatThrownBy(() -> SeedService.bind(alpha, withAlpha, List.of(Device.CPU)))
+                new io.weightloader.host.TestProviders.Alpha()));
+        assertThatThrownBy(() -> Seeds.bind(alpha, withAlpha, List.of(Device.CPU)))
                 .isInstanceOf(WeightLoaderConfigException.class)
                 .hasMessageContaining("weight-loader.seed.serve")
                 .hasMessageContaining("'alpha'").hasMessageContaining("cannot publish a seed's weights")
                 .hasMessageContaining("[transfer_engine]");
         BackendContext nccl = seedContext("weight-loader.seed.serve = \"transfer_engine,nccl\"");
-        assertThatThrownBy(() -> SeedService.bind(nccl, BackendRegistry.discover(), List.of(Device.CPU)))
+        assertThatThrownBy(() -> Seeds.bind(nccl, BackendRegistry.discover(), List.of(Device.CPU)))
                 .hasMessageContaining("weight-loader.seed.serve")
                 .hasMessageContaining("No backend 'nccl'")
                 .hasMessageContaining("io.weightloader:weightloader-backend-nccl");
@@ -79,7 +80,7 @@ class SeedServiceTest {
     @Test
     void aGpuSeedWithTheBuiltinEngineIsRefusedBeforeLoadingNamingBothWaysOut() {
         BackendContext ctx = seedContext("");
-        assertThatThrownBy(() -> SeedService.bind(ctx, BackendRegistry.discover(), List.of(Device.cuda(0))))
+        assertThatThrownBy(() -> Seeds.bind(ctx, BackendRegistry.discover(), List.of(Device.cuda(0))))
                 .isInstanceOf(WeightLoaderConfigException.class)
                 .hasMessageContaining("weight-loader.backends.transfer_engine.engine")
                 .hasMessageContaining("host memory only").hasMessageContaining("cuda:0")
@@ -90,7 +91,7 @@ class SeedServiceTest {
     void aClientSetToAnotherTransportOrAMissingLibraryIsRefusedAtOpen() {
         List<TensorSpec> a = List.of(TensorSpec.of("w", DType.F32, 256));
         try (HostMemory ma = TestWeights.arena(a);
-             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
+             SeedService svc = Seeds.start(seedContext(""), BackendRegistry.discover(),
                      Map.of(new RankKey(0, 0), TestWeights.held(ma, a, 1)))) {
             assertThatThrownBy(() -> WeightLoader.open(client(svc.port(),
                     "weight-loader.backends.transfer_engine.protocol = rdma")))
@@ -117,7 +118,7 @@ class SeedServiceTest {
         }
         List<TensorSpec> a = List.of(TensorSpec.of("w", DType.F32, 256));
         try (HostMemory m0 = TestWeights.arena(a); HostMemory m1 = TestWeights.arena(a);
-             SeedService svc = SeedService.start(seedContext("weight-loader.rank.tp-size = 2\n"
+             SeedService svc = Seeds.start(seedContext("weight-loader.rank.tp-size = 2\n"
                      + "weight-loader.backends.transfer_engine.builtin.port = " + base), BackendRegistry.discover(),
                      Map.of(new RankKey(0, 0), TestWeights.held(m0, a, 1), new RankKey(1, 0), TestWeights.held(m1, a, 2)))) {
             assertThat(svc.manifest(new RankKey(0, 0)).orElseThrow().session()).endsWith(":" + base);
@@ -136,7 +137,7 @@ class SeedServiceTest {
     void theManifestSaysWhatTheSeedServes() {
         List<TensorSpec> a = List.of(TensorSpec.of("w", DType.F32, 256));
         try (HostMemory ma = TestWeights.arena(a);
-             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
+             SeedService svc = Seeds.start(seedContext(""), BackendRegistry.discover(),
                      Map.of(new RankKey(0, 0), TestWeights.held(ma, a, 1)))) {
             assertThat(svc.manifest(new RankKey(0, 0)).orElseThrow().serves())
                     .containsExactly(Map.entry("transfer_engine", "builtin-tcp"));
@@ -148,7 +149,7 @@ class SeedServiceTest {
         List<TensorSpec> a = List.of(TensorSpec.of("stage0.w", DType.F32, 256));
         List<TensorSpec> b = List.of(TensorSpec.of("stage1.w", DType.F32, 512));
         try (HostMemory ma = TestWeights.arena(a); HostMemory mb = TestWeights.arena(b);
-             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(), Map.of(
+             SeedService svc = Seeds.start(seedContext(""), BackendRegistry.discover(), Map.of(
                      new RankKey(0, 0), TestWeights.held(ma, a, 1), new RankKey(0, 1), TestWeights.held(mb, b, 2)))) {
             for (int pp = 0; pp < 2; pp++) {
                 List<TensorSpec> want = pp == 0 ? a : b;
@@ -171,7 +172,7 @@ class SeedServiceTest {
     void weightsChangingDuringALoadFailTheLoad() throws Exception {
         List<TensorSpec> specs = TestWeights.specs(2, 8 << 20);
         try (HostMemory m = TestWeights.arena(specs);
-             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
+             SeedService svc = Seeds.start(seedContext(""), BackendRegistry.discover(),
                      Map.of(new RankKey(0, 0), TestWeights.held(m, specs, 3)));
              WeightLoader loader = WeightLoader.open(client(svc.port(),
                      "weight-loader.backends.transfer_engine.bandwidth-limit = 8 MiB"));
@@ -192,7 +193,7 @@ class SeedServiceTest {
     void aReloadUsesTheHeldManifestAndRecoversWhenTheSeedChanged() {
         List<TensorSpec> specs = TestWeights.specs(3, 64 << 10);
         try (HostMemory m = TestWeights.arena(specs);
-             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
+             SeedService svc = Seeds.start(seedContext(""), BackendRegistry.discover(),
                      Map.of(new RankKey(0, 0), TestWeights.held(m, specs, 5)));
              WeightLoader loader = WeightLoader.open(client(svc.port(), ""));
              HostMemory dst = TestWeights.arena(specs)) {
@@ -217,7 +218,7 @@ class SeedServiceTest {
     void manyBatchesInFlightStillDeliverEveryByte() {
         List<TensorSpec> specs = TestWeights.specs(24, (64 << 10) + 8); // sizes that do not fill whole slices
         try (HostMemory m = TestWeights.arena(specs);
-             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
+             SeedService svc = Seeds.start(seedContext(""), BackendRegistry.discover(),
                      Map.of(new RankKey(0, 0), TestWeights.held(m, specs, 6)));
              WeightLoader loader = WeightLoader.open(client(svc.port(), """
                      weight-loader.backends.transfer_engine { slice-size = 16 KiB, batch-size = 3,
@@ -236,7 +237,7 @@ class SeedServiceTest {
         List<TensorSpec> specs = TestWeights.specs(2, 64 << 10);
         RankKey rank = new RankKey(0, 0);
         try (HostMemory m = TestWeights.arena(specs);
-             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
+             SeedService svc = Seeds.start(seedContext(""), BackendRegistry.discover(),
                      Map.of(rank, TestWeights.held(m, specs, 7)));
              WeightLoader loader = WeightLoader.open(client(svc.port(), "weight-loader.remote-instance.retries = 1"));
              HostMemory dst = TestWeights.arena(specs)) {
@@ -260,7 +261,7 @@ class SeedServiceTest {
     void theBandwidthCapBoundsTheAverageRate() {
         List<TensorSpec> specs = TestWeights.specs(4, 8 << 20); // 32 MiB
         try (HostMemory m = TestWeights.arena(specs);
-             SeedService svc = SeedService.start(seedContext(""), BackendRegistry.discover(),
+             SeedService svc = Seeds.start(seedContext(""), BackendRegistry.discover(),
                      Map.of(new RankKey(0, 0), TestWeights.held(m, specs, 4)));
              WeightLoader loader = WeightLoader.open(client(svc.port(),
                      "weight-loader.backends.transfer_engine.bandwidth-limit = 64 MiB"));

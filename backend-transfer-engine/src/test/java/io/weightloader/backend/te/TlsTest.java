@@ -9,12 +9,13 @@ import io.weightloader.api.DType;
 import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
+import io.weightloader.host.BackendRegistry;
+import io.weightloader.host.Seeds;
+import io.weightloader.host.WeightLoader;
 import io.weightloader.memory.HostMemory;
 import io.weightloader.seed.SeedService;
 import io.weightloader.testing.TestWeights;
@@ -98,7 +99,7 @@ class TlsTest {
     @Test
     void aTlsSeedServesATlsClientByteExactAndNoPlainClient() {
         try (HostMemory held = TestWeights.arena(SPECS);
-             SeedService svc = SeedService.start(seedContext(tls(seedCert.certificate(), seedCert.key(), null)),
+             SeedService svc = Seeds.start(seedContext(tls(seedCert.certificate(), seedCert.key(), null)),
                      BackendRegistry.discover(), Map.of(new RankKey(0, 0), TestWeights.held(held, SPECS, 5)))) {
             LoadReport r = load(svc.port(), tls(null, null, seedCert.certificate()));
             for (int i = 0; i < SPECS.size(); i++) {
@@ -115,7 +116,7 @@ class TlsTest {
     @Test
     void withACaTheSeedRequiresClientCertificates() {
         try (HostMemory held = TestWeights.arena(SPECS);
-             SeedService svc = SeedService.start(seedContext(tls(seedCert.certificate(), seedCert.key(),
+             SeedService svc = Seeds.start(seedContext(tls(seedCert.certificate(), seedCert.key(),
                      clientCert.certificate())), BackendRegistry.discover(),
                      Map.of(new RankKey(0, 0), TestWeights.held(held, SPECS, 6)))) {
             LoadReport r = load(svc.port(), tls(clientCert.certificate(), clientCert.key(), seedCert.certificate()));
@@ -129,13 +130,13 @@ class TlsTest {
     void aSeedBeyondLoopbackWithoutTlsIsRefusedUnlessPlainTokensAreAllowed() {
         String beyond = "weight-loader.seed.bind-address = \"0.0.0.0\"\n"
                 + "weight-loader.backends.transfer_engine.hostname = \"127.0.0.1\"\n";
-        assertThatThrownBy(() -> SeedService.bind(seedContext(beyond), BackendRegistry.discover(), List.of(Device.CPU)))
+        assertThatThrownBy(() -> Seeds.bind(seedContext(beyond), BackendRegistry.discover(), List.of(Device.CPU)))
                 .isInstanceOf(WeightLoaderConfigException.class)
                 .hasMessageContaining("weight-loader.tls.certificate")
                 .hasMessageContaining("weight-loader.seed.allow-plain-token");
-        SeedService.bind(seedContext(beyond + "weight-loader.seed.allow-plain-token = true"), BackendRegistry.discover(),
+        Seeds.bind(seedContext(beyond + "weight-loader.seed.allow-plain-token = true"), BackendRegistry.discover(),
                 List.of(Device.CPU)).close();
-        SeedService.bind(seedContext(beyond + tls(seedCert.certificate(), seedCert.key(), null)),
+        Seeds.bind(seedContext(beyond + tls(seedCert.certificate(), seedCert.key(), null)),
                 BackendRegistry.discover(), List.of(Device.CPU)).close();
     }
 

@@ -5,7 +5,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.TensorReport;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
+import io.weightloader.host.WeightLoader;
 import io.weightloader.memory.HostMemory;
 import io.weightloader.testing.SeedProcess;
 import io.weightloader.testing.TestWeights;

@@ -1,27 +1,17 @@
 package io.weightloader.benchmarks;
 
-import io.weightloader.cli.CliSubcommand;
-import io.weightloader.cli.Sizes;
-import io.weightloader.cli.SyntheticLlama;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.DType;
 import io.weightloader.api.Device;
-import io.weightloader.memory.TensorArena;
-import io.weightloader.memory.HostMemory;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.seed.Manifest;
-import io.weightloader.seed.SeedPublisher;
-import io.weightloader.seed.SeedService;
 import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
 import io.weightloader.backend.local.SafetensorsWriter;
 import io.weightloader.backend.te.TransferEngineProvider;
 import io.weightloader.backend.te.builtin.BuiltinEngine;
@@ -29,6 +19,17 @@ import io.weightloader.backend.te.engine.OneSidedEngine;
 import io.weightloader.backend.te.engine.RawReads;
 import io.weightloader.backend.te.mooncake.MooncakeEngine;
 import io.weightloader.backend.te.mooncake.MooncakeLibrary;
+import io.weightloader.cli.CliSubcommand;
+import io.weightloader.cli.Sizes;
+import io.weightloader.cli.SyntheticLlama;
+import io.weightloader.host.BackendRegistry;
+import io.weightloader.host.Seeds;
+import io.weightloader.host.WeightLoader;
+import io.weightloader.memory.HostMemory;
+import io.weightloader.memory.TensorArena;
+import io.weightloader.seed.Manifest;
+import io.weightloader.seed.SeedPublisher;
+import io.weightloader.seed.SeedService;
 import java.io.PrintWriter;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -96,7 +97,7 @@ public final class BenchRemoteCommand implements CliSubcommand {
             for (String engine : engines) {
                 Config config = config(engine);
                 WeightLoaderSettings settings = WeightLoaderSettings.from(config);
-                try (SeedService seed = SeedService.start(new BackendContext(settings, config), BackendRegistry.discover(),
+                try (SeedService seed = Seeds.start(new BackendContext(settings, config), BackendRegistry.discover(),
                         Map.of(settings.rank(), held))) {
                     Manifest m = seed.manifest(settings.rank()).orElseThrow();
                     double raw = 0;

@@ -1,9 +1,5 @@
 package io.weightloader.benchmarks;
 
-import io.weightloader.cli.CliJson;
-import io.weightloader.cli.CliSubcommand;
-import io.weightloader.cli.Sizes;
-import io.weightloader.cli.SyntheticLlama;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.Device;
@@ -15,11 +11,9 @@ import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorSlice;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.TpLayout;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
 import io.weightloader.backend.local.SafetensorsCheckpoint;
 import io.weightloader.backend.local.SafetensorsWriter;
 import io.weightloader.backend.te.builtin.BuiltinEngine;
@@ -28,6 +22,13 @@ import io.weightloader.backend.te.engine.RawReads;
 import io.weightloader.backend.te.engine.RegionMerger;
 import io.weightloader.backend.te.mooncake.MooncakeEngine;
 import io.weightloader.backend.te.mooncake.MooncakeLibrary;
+import io.weightloader.cli.CliJson;
+import io.weightloader.cli.CliSubcommand;
+import io.weightloader.cli.Sizes;
+import io.weightloader.cli.SyntheticLlama;
+import io.weightloader.host.BackendRegistry;
+import io.weightloader.host.Seeds;
+import io.weightloader.host.WeightLoader;
 import io.weightloader.memory.HostMemory;
 import io.weightloader.memory.TensorArena;
 import io.weightloader.memory.Threads;
@@ -193,7 +194,7 @@ public final class BenchReshardCommand implements CliSubcommand {
                     "weight-loader.remote-instance.start-seed-via-transfer-engine", true,
                     "weight-loader.seed.bind-address", "127.0.0.1",
                     "weight-loader.seed.publish-checksums", false));
-            try (SeedService seed = SeedService.start(new BackendContext(WeightLoaderSettings.from(seedConfig),
+            try (SeedService seed = Seeds.start(new BackendContext(WeightLoaderSettings.from(seedConfig),
                     seedConfig), BackendRegistry.discover(), held)) {
                 measure(out, null, seed.port(), results);
             }

@@ -1,17 +1,17 @@
 package io.weightloader.benchmarks;
 
+import com.typesafe.config.Config;
+import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.Device;
+import io.weightloader.api.LoadRequest;
+import io.weightloader.backend.local.SafetensorsWriter;
 import io.weightloader.cli.CliJson;
 import io.weightloader.cli.CliSubcommand;
 import io.weightloader.cli.Sizes;
 import io.weightloader.cli.SyntheticLlama;
 import io.weightloader.cli.Trees;
-import com.typesafe.config.Config;
-import com.typesafe.config.ConfigFactory;
-import io.weightloader.api.Device;
-import io.weightloader.api.LoadRequest;
-import io.weightloader.api.WeightLoader;
-import io.weightloader.backend.local.SafetensorsWriter;
 import io.weightloader.host.SeedHost;
+import io.weightloader.host.WeightLoader;
 import io.weightloader.memory.TensorArena;
 import java.io.IOException;
 import java.io.PrintWriter;

@@ -1,34 +1,35 @@
 package io.weightloader.benchmarks;
 
-import io.weightloader.cli.CliSubcommand;
-import io.weightloader.cli.Sizes;
-import io.weightloader.cli.SyntheticLlama;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
-import io.weightloader.memory.Checksums;
 import io.weightloader.api.Device;
-import io.weightloader.memory.HostMemory;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.MemoryRegion;
-import io.weightloader.memory.TensorArena;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.backend.te.engine.OneSidedEngine;
+import io.weightloader.backend.te.engine.RawReads;
+import io.weightloader.backend.te.mooncake.MooncakeEngine;
+import io.weightloader.backend.te.mooncake.MooncakeLibrary;
+import io.weightloader.cli.CliSubcommand;
+import io.weightloader.cli.Sizes;
+import io.weightloader.cli.SyntheticLlama;
+import io.weightloader.host.BackendRegistry;
+import io.weightloader.host.Seeds;
+import io.weightloader.host.WeightLoader;
+import io.weightloader.memory.Checksums;
+import io.weightloader.memory.HostMemory;
+import io.weightloader.memory.TensorArena;
 import io.weightloader.memory.cuda.DeviceArena;
 import io.weightloader.memory.cuda.DeviceCopies;
 import io.weightloader.seed.Json;
 import io.weightloader.seed.Manifest;
 import io.weightloader.seed.SeedClient;
 import io.weightloader.seed.SeedService;
-import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
-import io.weightloader.backend.te.engine.OneSidedEngine;
-import io.weightloader.backend.te.engine.RawReads;
-import io.weightloader.backend.te.mooncake.MooncakeEngine;
-import io.weightloader.backend.te.mooncake.MooncakeLibrary;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.io.PrintWriter;
@@ -126,7 +127,7 @@ public final class GpuBenchCommand implements CliSubcommand {
                 fill(arena.destinations().get(i).region(), i, pattern);
             }
             List<TensorDestination> held = arena.destinations().stream().map(d -> new TensorDestination(d.spec(), d.region())).toList();
-            try (SeedService svc = SeedService.start(new BackendContext(settings, config), BackendRegistry.discover(),
+            try (SeedService svc = Seeds.start(new BackendContext(settings, config), BackendRegistry.discover(),
                     Map.of(settings.rank(), held));
                  GemmLoad load = new GemmLoad(dev, gemm, System.out).start()) {
                 System.out.println("READY " + svc.port());

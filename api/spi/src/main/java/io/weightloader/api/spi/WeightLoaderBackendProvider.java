@@ -52,7 +52,7 @@ public interface WeightLoaderBackendProvider {
 
     /**
      * Reads and checks this backend's own settings (and their combination with the common ones) without starting
-     * anything or loading native code. {@link io.weightloader.api.WeightLoader#open} calls it for the selected
+     * anything or loading native code. {@code io.weightloader.host.WeightLoader.open} calls it for the selected
      * backend and for the fallback, so a bad setting of either fails at start-up, not after a failed load.
      *
      * @throws io.weightloader.api.config.WeightLoaderConfigException naming the bad path

@@ -8,7 +8,7 @@ import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
+import io.weightloader.host.WeightLoader;
 import io.weightloader.memory.TensorArena;
 import java.io.File;
 import java.nio.ByteBuffer;

@@ -14,7 +14,6 @@ import io.weightloader.api.LoadRequest;
 import io.weightloader.api.ProgressListener;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;

@@ -1,5 +1,10 @@
-package io.weightloader.api;
+package io.weightloader.host;
 
+import io.weightloader.api.DType;
+import io.weightloader.api.LoadReport;
+import io.weightloader.api.LoadRequest;
+import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorSpec;
 import io.weightloader.memory.Checksums;
 import io.weightloader.memory.HostMemory;
 import static org.assertj.core.api.Assertions.assertThat;
@@ -7,7 +12,6 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
-import io.weightloader.api.spi.BackendRegistry;
 import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import java.io.IOException;
 import java.net.URL;

@@ -6,22 +6,16 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
-import io.weightloader.api.DType;
 import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.TensorDestination;
-import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
-import io.weightloader.backend.local.SafetensorsWriter;
 import io.weightloader.memory.TensorArena;
 import io.weightloader.seed.SeedClient;
 import io.weightloader.testing.Slicing;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -39,18 +33,12 @@ class SeedHostTest {
     @TempDir
     Path dir;
 
-    private final Map<String, byte[]> whole = new HashMap<>();
+    private Map<String, byte[]> whole;
 
     private Path checkpoint() {
-        List<SafetensorsWriter.Tensor> tensors = new ArrayList<>();
-        for (TensorSpec s : Slicing.llama(2, 64, 32, 96, 128, DType.BF16)) {
-            byte[] b = Slicing.bytes(s, 5);
-            whole.put(s.name(), b);
-            tensors.add(SafetensorsWriter.Tensor.of(s, b));
-        }
-        Path ckpt = dir.resolve("ckpt");
-        SafetensorsWriter.writeSharded(ckpt, SafetensorsWriter.split(tensors, 2), Map.of());
-        return ckpt;
+        LlamaCheckpoint cp = LlamaCheckpoint.write(dir, 5);
+        whole = cp.whole;
+        return cp.path;
     }
 
     private static Config config(String hocon) {

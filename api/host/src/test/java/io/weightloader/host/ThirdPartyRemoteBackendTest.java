@@ -1,4 +1,4 @@
-package io.weightloader.seed;
+package io.weightloader.host;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
@@ -11,16 +11,20 @@ import io.weightloader.api.LoadRequest;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorMatcher;
 import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.BackendCapabilities;
 import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import io.weightloader.memory.HostMemory;
+import io.weightloader.seed.Manifest;
+import io.weightloader.seed.RemoteLoads;
+import io.weightloader.seed.SeedClient;
+import io.weightloader.seed.SeedPublisher;
+import io.weightloader.seed.SeedPublisherProvider;
+import io.weightloader.seed.SeedService;
 import io.weightloader.testing.TestWeights;
 import java.nio.ByteBuffer;
 import java.time.Duration;
@@ -148,7 +152,7 @@ class ThirdPartyRemoteBackendTest {
         List<TensorSpec> specs = TestWeights.specs(4, 1 << 16);
         Config seedConfig = config("weight-loader.seed.serve = [same_process_copy]");
         try (HostMemory held = TestWeights.arena(specs);
-             SeedService svc = SeedService.start(new BackendContext(WeightLoaderSettings.from(seedConfig), seedConfig),
+             SeedService svc = Seeds.start(new BackendContext(WeightLoaderSettings.from(seedConfig), seedConfig),
                      registry, Map.of(new RankKey(0, 0), TestWeights.held(held, specs, 42)))) {
             assertThat(svc.manifest(new RankKey(0, 0)).orElseThrow().serves())
                     .containsExactly(Map.entry("same_process_copy", "copy-inprocess"));

@@ -1,17 +1,23 @@
-package io.weightloader.api.spi;
+package io.weightloader.host;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
+import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.api.spi.BackendCapabilities;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.api.spi.NativePart;
+import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import java.io.IOException;
 import java.net.URL;
 import java.net.URLClassLoader;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -28,6 +34,30 @@ class BackendRegistryTest {
         }
         Files.writeString(services.resolve(WeightLoaderBackendProvider.class.getName()), sb);
         return new URLClassLoader(new URL[] {dir.toUri().toURL()}, getClass().getClassLoader());
+    }
+
+    @Test
+    void describeListsWhatEachBackendCanDoAndReportsAFailingNativeCheckInsteadOfThrowing() {
+        WeightLoaderBackendProvider unlinkable = new TestProviders.Beta() {
+            @Override
+            public List<NativePart> nativeParts(BackendContext context) {
+                throw new UnsatisfiedLinkError("libwidget.so: cannot open shared object file");
+            }
+        };
+        BackendRegistry registry = BackendRegistry.of(List.of(new TestProviders.Alpha(), unlinkable));
+        Config c = ConfigFactory.defaultReference();
+        List<InstalledBackend> found = registry.describe(new BackendContext(WeightLoaderSettings.from(c), c));
+
+        assertThat(found).extracting(InstalledBackend::name).containsExactly("alpha", "beta");
+        InstalledBackend alpha = found.get(0);
+        assertThat(alpha.devices()).containsExactly("cpu");
+        assertThat(alpha.readsFromSeed()).isFalse();
+        assertThat(alpha.servesAsSeed()).isFalse();
+        assertThat(alpha.nativeParts()).isEmpty();
+        assertThat(found.get(1).nativeParts()).singleElement().satisfies(n -> {
+            assertThat(n.present()).isFalse();
+            assertThat(n.detail()).contains("libwidget.so");
+        });
     }
 
     @Test

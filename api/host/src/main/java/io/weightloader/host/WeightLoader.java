@@ -1,13 +1,19 @@
-package io.weightloader.api;
+package io.weightloader.host;
 
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
+import io.weightloader.api.LoadReport;
+import io.weightloader.api.LoadRequest;
+import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorSlice;
+import io.weightloader.api.TensorSpec;
+import io.weightloader.api.TpLayout;
+import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.LoadFormat;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
-import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import io.weightloader.api.spi.WeightLoaderBackend;
+import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;

@@ -1,6 +1,10 @@
-package io.weightloader.api.spi;
+package io.weightloader.host;
 
 import io.weightloader.api.Device;
+import io.weightloader.api.spi.BackendCapabilities;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.api.spi.WeightLoaderBackend;
+import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import java.util.EnumSet;
 
 /** Providers for registry tests; each test lists the ones it wants in a services file of its own. */

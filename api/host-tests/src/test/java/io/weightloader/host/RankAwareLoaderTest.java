@@ -1,25 +1,20 @@
-package io.weightloader.backend.local;
+package io.weightloader.host;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
-import io.weightloader.api.DType;
 import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.TensorDestination;
-import io.weightloader.api.TensorSpec;
-import io.weightloader.api.WeightLoader;
 import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.host.WeightLoader;
 import io.weightloader.memory.TensorArena;
 import io.weightloader.testing.Slicing;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
-import java.util.HashMap;
-import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -34,18 +29,12 @@ class RankAwareLoaderTest {
     @TempDir
     Path dir;
 
-    private final Map<String, byte[]> whole = new HashMap<>();
+    private Map<String, byte[]> whole;
 
     private Path checkpoint() {
-        List<SafetensorsWriter.Tensor> tensors = new ArrayList<>();
-        for (TensorSpec s : Slicing.llama(2, 64, 32, 96, 128, DType.BF16)) {
-            byte[] b = Slicing.bytes(s, 11);
-            whole.put(s.name(), b);
-            tensors.add(SafetensorsWriter.Tensor.of(s, b));
-        }
-        Path ckpt = dir.resolve("ckpt");
-        SafetensorsWriter.writeSharded(ckpt, SafetensorsWriter.split(tensors, 2), Map.of());
-        return ckpt;
+        LlamaCheckpoint cp = LlamaCheckpoint.write(dir, 11);
+        whole = cp.whole;
+        return cp.path;
     }
 
     private Config config(Path ckpt, String layout, int tpSize, int rank) {

@@ -1,17 +1,18 @@
 package io.weightloader.testing;
 
-import io.weightloader.api.TensorDestination;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import io.weightloader.api.Device;
-import io.weightloader.memory.HostMemory;
+import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.host.BackendRegistry;
+import io.weightloader.host.Seeds;
+import io.weightloader.memory.HostMemory;
 import io.weightloader.memory.cuda.DeviceArena;
 import io.weightloader.memory.cuda.DeviceCopies;
 import io.weightloader.seed.SeedService;
-import io.weightloader.api.spi.BackendContext;
-import io.weightloader.api.spi.BackendRegistry;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -48,7 +49,7 @@ public final class TestSeedMain {
                 }
                 held = onGpu;
             }
-            try (SeedService svc = SeedService.start(new BackendContext(settings, config), BackendRegistry.discover(),
+            try (SeedService svc = Seeds.start(new BackendContext(settings, config), BackendRegistry.discover(),
                     Map.of(settings.rank(), held))) {
                 System.out.println("READY " + svc.port());
                 System.out.flush();

@@ -1,7 +1,10 @@
-package io.weightloader.api.spi;
+package io.weightloader.host;
 
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.spi.BackendContext;
+import io.weightloader.api.spi.WeightLoaderBackend;
+import io.weightloader.api.spi.WeightLoaderBackendProvider;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.Iterator;
@@ -117,6 +120,15 @@ public final class BackendRegistry {
     /** Names of the available backends, sorted. */
     public List<String> names() {
         return List.copyOf(providers.keySet());
+    }
+
+    /**
+     * Every installed backend, sorted by name, with its capabilities and its native libraries looked for with
+     * {@code context}'s settings (e.g. {@code backends.transfer_engine.mooncake.library}); see {@link #failures()} for
+     * providers that failed to load.
+     */
+    public List<InstalledBackend> describe(BackendContext context) {
+        return providers.values().stream().map(p -> InstalledBackend.of(p, context)).toList();
     }
 
     /** Providers that failed to instantiate, with the reason, for diagnostics. */
