@@ -203,6 +203,70 @@ class MemorySaverTest {
         }
     }
 
+    /** The addresses of the relays the root's directory lists as ready for rank 0 (what it assigns clients to). */
+    private static List<String> readyRelays(int rootPort) throws Exception {
+        HttpResponse<String> r = get(rootPort, "/v1/relays?tp=0&pp=0");
+        assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
+        List<String> out = new ArrayList<>();
+        JSON.readTree(r.body()).path("relays").forEach(n -> {
+            if (n.path("ready").asBoolean()) {
+                out.add(n.path("address").asText());
+            }
+        });
+        return out;
+    }
+
+    @Test
+    void aRelayReleasesLeavesItsRootsDirectoryAndResumesFromAnotherSeedNeverFromAStaleCopy() throws Exception {
+        Path ckpt = dir.resolve("ckpt");
+        Map<String, byte[]> v0 = writeCheckpoint(ckpt, 128, 0);
+        try (SeedHost root = seed(ckpt, true)) {
+            int rootPort = root.service().port();
+            SeedHost relay = SeedHost.start(config("""
+                    weight-loader { load-format = remote_instance, enable-memory-saver = true, checksum = sha256
+                      remote-instance { seed-instance-ip = "127.0.0.1", seed-instance-service-port = %d, token = "%s" }
+                      backends.transfer_engine.source-strategy = tree }""".formatted(rootPort, TOKEN)));
+            try {
+                String address = relay.relayAddress().orElseThrow();
+                String g0 = root.service().manifest(RANK).orElseThrow().generation();
+                assertThat(readyRelays(rootPort)).containsExactly(address);
+                loadAndCheck(relay, Map.of(g0, v0));
+
+                // released: out of the directory (no client is sent to it), its own clients refused
+                SeedHost.MemoryReport released = relay.releaseMemory();
+                long weights = v0.values().stream().mapToLong(b -> b.length).sum();
+                assertThat(released.bytes()).isGreaterThanOrEqualTo(weights);
+                assertThat(readyRelays(rootPort)).as("a released relay is not assigned").isEmpty();
+                HttpResponse<String> refused = get(relay.service().port(), "/v1/manifest?tp=0&pp=0");
+                assertThat(refused.statusCode()).isEqualTo(503);
+                assertThat(refused.body()).contains("released");
+
+                // resumed from another seed (its root), under the root's generation, and back in the directory
+                SeedHost.MemoryReport resumed = relay.resumeMemory();
+                assertThat(resumed.source()).isEqualTo("root seed");
+                assertThat(resumed.generations()).containsEntry(RANK.toString(), g0);
+                assertHolds(relay.held().get(RANK), v0);
+                assertThat(readyRelays(rootPort)).containsExactly(address);
+                loadAndCheck(relay, Map.of(g0, v0));
+
+                // released with a host copy, and the root's weights change meanwhile: the copy is stale, so the relay
+                // refills from the root and serves the root's new weights under their generation
+                relay.releaseMemory(Duration.ofSeconds(5), true);
+                root.releaseMemory();
+                Map<String, byte[]> v1 = writeCheckpoint(ckpt, 128, 1);
+                String g1 = root.resumeMemory().generations().get(RANK.toString());
+                assertThat(g1).isNotEqualTo(g0);
+                resumed = relay.resumeMemory();
+                assertThat(resumed.source()).isEqualTo("root seed (the host copy was stale)");
+                assertThat(resumed.generations()).containsEntry(RANK.toString(), g1);
+                assertHolds(relay.held().get(RANK), v1);
+                loadAndCheck(relay, Map.of(g1, v1));
+            } finally {
+                relay.stop(Duration.ofSeconds(10));
+            }
+        }
+    }
+
     @Test
     void theControlPlaneReleasesAndResumesWithSGLangsNamesTokenAndStrictBodies() throws Exception {
         Path ckpt = dir.resolve("ckpt");

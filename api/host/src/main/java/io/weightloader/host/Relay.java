@@ -54,6 +54,8 @@ final class Relay implements AutoCloseable {
     /** The load of each rank, in rank order. */
     private List<LoadReport> reports = List.of();
     private volatile boolean left;
+    /** Its memory is released (the memory saver): out of the root's directory, no heartbeat announces it. */
+    private volatile boolean suspended;
 
     private Relay(String address, SeedClient root) {
         this.address = address;
@@ -189,6 +191,9 @@ final class Relay implements AutoCloseable {
     }
 
     private void register() {
+        if (suspended) {
+            return;
+        }
         for (Held h : held) {
             if (!ready && !h.pipelined()) {
                 continue; // announced only once it holds every byte
@@ -234,6 +239,16 @@ final class Relay implements AutoCloseable {
     public void close() {
         left = true;
         heartbeat.shutdownNow();
+        leave();
+        for (Held h : held) {
+            if (h.gate() != null) {
+                h.gate().close();
+            }
+            h.loader().close();
+        }
+    }
+
+    private void leave() {
         for (Held h : held) {
             try {
                 root.post("/v1/relays/leave?tp=" + h.rank().key().tp() + "&pp=" + h.rank().key().pp(),
@@ -242,12 +257,62 @@ final class Relay implements AutoCloseable {
                 LOG.debug("relay {}: leaving root {}'s directory failed", address, root.peer(), e);
             }
         }
-        for (Held h : held) {
-            if (h.gate() != null) {
-                h.gate().close();
-            }
-            h.loader().close();
+    }
+
+    /**
+     * Before its memory is released: leaves the root's directory, and its heartbeat announces it no more, so the
+     * root sends no client to it until {@link #rejoin()}.
+     */
+    void suspend() {
+        suspended = true;
+        leave();
+        LOG.info("relay {}: left root {}'s directory while its weights are released", address, root.peer());
+    }
+
+    /**
+     * Loads rank {@code i}'s memory again from its sources (the root, or whichever seed its source strategy assigns),
+     * checked against the root's checksums as the first load was, and returns the root's manifest it now holds.
+     * A root whose generation changed during the load fails it (the load's final check) or here: nothing is
+     * published with checksums of other weights.
+     */
+    Manifest refill(int i) {
+        Held h = held.get(i);
+        Manifest before = root.manifest(h.rank().key());
+        try (WeightLoader loader = WeightLoader.open(ConfigFactory.parseMap(Map.of(TE + "client-id", address))
+                .withFallback(h.rank().config()))) {
+            loader.load(LoadRequest.of(h.memory().destinations()));
         }
+        Manifest after = root.manifest(h.rank().key());
+        if (!after.generation().equals(before.generation())) {
+            throw new WeightLoaderException("relay " + address + ": root " + root.peer() + " changed its weights"
+                    + " (generation " + before.generation() + " -> " + after.generation() + ") while the relay"
+                    + " refilled rank " + h.rank().key() + "; resume again");
+        }
+        held.set(i, new Held(h.rank(), h.loader(), h.memory(), after, null, false));
+        return after;
+    }
+
+    /** Whether the root still holds the weights rank {@code i}'s memory held (its generation is the same). */
+    boolean rootUnchanged(int i) {
+        Held h = held.get(i);
+        return root.manifest(h.rank().key()).generation().equals(h.root().generation());
+    }
+
+    /** The root's manifest that rank {@code i}'s memory holds. */
+    Manifest rootManifest(int i) {
+        return held.get(i).root();
+    }
+
+    /** After a resume published every rank again: back in the root's directory, ready. */
+    void rejoin() {
+        suspended = false;
+        register();
+        LOG.info("relay {}: back in root {}'s directory", address, root.peer());
+    }
+
+    /** Each rank's memory, in rank order. */
+    List<HostRanks.Held> memories() {
+        return held.stream().map(Held::memory).toList();
     }
 
     /** The memory to free once the seed's engines no longer serve it. */

@@ -9,6 +9,7 @@ import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.memory.HostMemory;
+import io.weightloader.seed.Manifest;
 import io.weightloader.seed.MemoryControl;
 import io.weightloader.seed.SeedService;
 import java.time.Duration;
@@ -110,7 +111,7 @@ public final class SeedHost implements AutoCloseable {
         }
         SeedHost host = new SeedHost(settings, ranks, service, relay, loaded, Collections.unmodifiableMap(held),
                 reports, dialAddress(config, settings));
-        if (settings.enableMemorySaver() && relay == null) {
+        if (settings.enableMemorySaver()) {
             service.memoryControl(new MemoryControl() {
                 @Override
                 public Map<String, Object> release(boolean keepHostCopy) {
@@ -180,7 +181,9 @@ public final class SeedHost implements AutoCloseable {
      * @param keepHostCopy first copy each rank's weights into host memory, to resume from instead of the checkpoint
      *                     (torch_memory_saver's CPU backup; on a host-memory seed it keeps the bytes' worth resident)
      * @throws io.weightloader.api.config.WeightLoaderConfigException without {@code weight-loader.enable-memory-saver}
-     * @throws IllegalStateException for a stopped seed, a relay, or GPU memory (not supported yet)
+     * A relay first leaves its root's directory (no client is sent to it while released; see {@link #resumeMemory()}).
+     *
+     * @throws IllegalStateException for a stopped seed, or GPU memory (not supported yet)
      */
     public synchronized MemoryReport releaseMemory(Duration grace, boolean keepHostCopy) {
         checkCanRelease();
@@ -192,19 +195,22 @@ public final class SeedHost implements AutoCloseable {
         boolean quiet;
         try {
             if (keepHostCopy) {
-                for (HostRanks.Loaded l : loaded) {
-                    copies.add(l.held().arena().copyToHost());
+                for (HostRanks.Held m : memories()) {
+                    copies.add(m.arena().copyToHost());
                 }
             }
         } catch (RuntimeException | Error e) {
             copies.forEach(HostMemory::close);
             throw e;
         }
+        if (relay != null) {
+            relay.suspend(); // no client is sent here while released
+        }
         quiet = service.releaseWeights(held.keySet(), grace);
         long bytes = 0;
-        for (HostRanks.Loaded l : loaded) {
-            l.held().arena().releasePages();
-            bytes += l.held().arena().region().length();
+        for (HostRanks.Held m : memories()) {
+            m.arena().releasePages();
+            bytes += m.arena().region().length();
         }
         releasedCopies = copies;
         double secs = (System.nanoTime() - t0) / 1e9;
@@ -218,7 +224,11 @@ public final class SeedHost implements AutoCloseable {
      * Brings the weights back after {@link #releaseMemory}: maps each rank's pages again at the same addresses,
      * refills them (from the host copy kept on release, else from the checkpoint through the rank's configured
      * source), re-registers them with every served engine and publishes a new generation (with new checksums when
-     * the seed publishes them). A rank whose refill fails stays released and the error is thrown.
+     * the seed publishes them). A rank whose refill fails stays released and the error is thrown. A relay refills
+     * from another seed: from its host copy only while its root still holds the same weights (same generation),
+     * else it loads again through its source strategy (the root, or the seed the root's directory assigns) and
+     * checks against the root's checksums; it publishes the root's generation and checksums, then rejoins the root's
+     * directory.
      */
     public synchronized MemoryReport resumeMemory() {
         checkCanRelease();
@@ -233,36 +243,65 @@ public final class SeedHost implements AutoCloseable {
         double checksums = 0;
         long bytes = 0;
         Map<String, String> generations = new LinkedHashMap<>();
-        for (int i = 0; i < loaded.size(); i++) {
-            HostRanks.Held h = loaded.get(i).held();
+        List<HostRanks.Held> memories = memories();
+        String source = fromCopy ? "host copy" : relay != null ? "root seed" : "checkpoint";
+        for (int i = 0; i < memories.size(); i++) {
+            HostRanks.Held h = memories.get(i);
             HostRanks.Rank rank = ranks.ranks().get(i);
             long a = System.nanoTime();
             h.arena().populate();
             long b = System.nanoTime();
-            if (fromCopy) {
+            Manifest root = null;
+            if (relay == null) {
+                if (fromCopy) {
+                    h.arena().copyFrom(releasedCopies.get(i));
+                } else {
+                    HostRanks.refill(rank, h);
+                }
+            } else if (fromCopy && relay.rootUnchanged(i)) {
                 h.arena().copyFrom(releasedCopies.get(i));
+                root = relay.rootManifest(i);
             } else {
-                HostRanks.refill(rank, h);
+                if (fromCopy) {
+                    LOG.warn("relay rank {}: its root's weights changed while released; refilling from the root, not"
+                            + " from the host copy", rank.key());
+                    source = "root seed (the host copy was stale)";
+                }
+                root = relay.refill(i); // from another seed: the root, or the seed its source strategy assigns
             }
             long c = System.nanoTime();
-            SeedService.Republished p = service.resumeWeights(rank.key(), h.destinations());
+            String generation;
+            if (root == null) {
+                SeedService.Republished p = service.resumeWeights(rank.key(), h.destinations());
+                checksums += p.checksumSeconds();
+                generation = p.generation();
+            } else {
+                service.publishRelay(rank.key(), h.destinations(), root, null); // the root's generation, checksums
+                generation = root.generation();
+            }
             long d = System.nanoTime();
             map += b - a;
             refill += c - b;
             register += d - c;
-            checksums += p.checksumSeconds();
             bytes += h.arena().region().length();
-            generations.put(rank.key().toString(), p.generation());
+            generations.put(rank.key().toString(), generation);
+        }
+        if (relay != null) {
+            relay.rejoin();
         }
         releasedCopies.forEach(HostMemory::close);
         releasedCopies = null;
         double secs = (System.nanoTime() - t0) / 1e9;
-        String source = fromCopy ? "host copy" : "checkpoint";
         LOG.info("seed resumed its weights: {} bytes from the {} in {} s (map {} s, refill {} s, re-register {} s)",
                 bytes, source, String.format("%.3f", secs), String.format("%.3f", map / 1e9),
                 String.format("%.3f", refill / 1e9), String.format("%.3f", register / 1e9));
         return new MemoryReport("resumed " + bytes + " bytes from the " + source, bytes, secs, true, map / 1e9,
                 refill / 1e9, register / 1e9, checksums, source, generations);
+    }
+
+    /** Each rank's weight memory, in rank order: what it loaded, or, for a relay, what it loaded from its root. */
+    private List<HostRanks.Held> memories() {
+        return relay != null ? relay.memories() : loaded.stream().map(HostRanks.Loaded::held).toList();
     }
 
     private void checkCanRelease() {
@@ -274,13 +313,9 @@ public final class SeedHost implements AutoCloseable {
                     + " was not allocated to be released; start it with enable-memory-saver = true"
                     + " (--enable-memory-saver) to release and resume its weights");
         }
-        if (relay != null) {
-            throw new IllegalStateException("a relay cannot release its memory yet (only a seed that loaded from its"
-                    + " checkpoint can): stop it instead");
-        }
-        for (HostRanks.Loaded l : loaded) {
-            if (!l.held().arena().releasable()) {
-                throw new IllegalStateException("this seed holds its weights on " + l.held().arena().region().device()
+        for (HostRanks.Held m : memories()) {
+            if (!m.arena().releasable()) {
+                throw new IllegalStateException("this seed holds its weights on " + m.arena().region().device()
                         + ": releasing GPU memory is not supported yet (host memory only)");
             }
         }
