@@ -6,16 +6,15 @@ import com.sun.jna.StringArray;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.backend.te.engine.OneSidedEngine;
+import io.weightloader.memory.cuda.Cuda;
 import java.lang.ref.Reference;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.slf4j.Logger;
@@ -43,6 +42,9 @@ import org.slf4j.LoggerFactory;
  *
  * <p>Threading: registration, open and close may be called from any thread; a {@link OneSidedEngine.Batch}
  * belongs to one thread (Mooncake batches have no lock).
+ *
+ * <p>This class holds the engine's life (create, transports, registrations, close); reads go through a
+ * {@link MooncakePeer} per opened segment, whose batches are {@link MooncakeBatch}es.
  */
 public final class MooncakeEngine implements OneSidedEngine {
     private static final Logger LOG = LoggerFactory.getLogger(MooncakeEngine.class);
@@ -224,7 +226,7 @@ public final class MooncakeEngine implements OneSidedEngine {
      */
     private static void current(MemoryRegion r) {
         if (!r.device().isHost()) {
-            io.weightloader.memory.cuda.Cuda.use(r.device());
+            Cuda.use(r.device());
         }
     }
 
@@ -250,12 +252,12 @@ public final class MooncakeEngine implements OneSidedEngine {
             throw new WeightLoaderException("Mooncake openSegment(\"" + session + "\") from " + sessionId
                     + " failed: " + MooncakeLibrary.describe(segment) + "; is the seed's engine up and reachable?");
         }
-        MooncakePeer peer = new MooncakePeer(session, segment);
+        MooncakePeer peer = new MooncakePeer(this, session, segment);
         peers.add(peer);
         return peer;
     }
 
-    private void checkOpen() {
+    void checkOpen() {
         if (closed.get()) {
             throw new IllegalStateException("Mooncake engine " + sessionId + " is closed");
         }
@@ -294,230 +296,26 @@ public final class MooncakeEngine implements OneSidedEngine {
         return name() + "[" + sessionId + "]";
     }
 
-    /** A segment opened on a seed. */
-    private final class MooncakePeer implements Peer {
-        private final String session;
-        private final int segment;
-        private final AtomicBoolean peerClosed = new AtomicBoolean();
+    // what its peers and batches use
 
-        MooncakePeer(String session, int segment) {
-            this.session = session;
-            this.segment = segment;
-        }
-
-        @Override
-        public int maxBatchSize() {
-            return MAX_BATCH_SIZE;
-        }
-
-        @Override
-        public int maxRunsPerOp() {
-            return MAX_BATCH_SIZE;
-        }
-
-        /** Mooncake reads each run of a strided op as a task of its own. */
-        @Override
-        public int cost(ReadOp op) {
-            return op.count();
-        }
-
-        @Override
-        public Batch submit(List<ReadOp> ops) {
-            Objects.requireNonNull(ops, "ops is null");
-            int n = 0;
-            for (ReadOp op : ops) {
-                n += op.count();
-            }
-            if (ops.isEmpty() || n > MAX_BATCH_SIZE) {
-                throw new IllegalArgumentException("a batch holds 1.." + MAX_BATCH_SIZE + " runs, got " + n);
-            }
-            if (peerClosed.get()) {
-                throw new IllegalStateException("peer " + session + " is closed");
-            }
-            checkOpen();
-            MooncakeC.TransferRequest[] reqs = (MooncakeC.TransferRequest[]) new MooncakeC.TransferRequest()
-                    .toArray(n);
-            int[] first = new int[ops.size() + 1];
-            int t = 0;
-            for (int i = 0; i < ops.size(); i++) {
-                ReadOp op = ops.get(i);
-                first[i] = t;
-                for (int k = 0; k < op.count(); k++, t++) {
-                    reqs[t].opcode = MooncakeC.OPCODE_READ;
-                    reqs[t].source = new Pointer(op.localAddress() + k * op.localStride());
-                    reqs[t].target_id = segment;
-                    reqs[t].target_offset = op.remoteAddress() + k * op.remoteStride();
-                    reqs[t].length = op.length();
-                }
-            }
-            first[ops.size()] = t;
-            long batch = c.allocateBatchID(engine, n);
-            if (batch == MooncakeC.INVALID_BATCH || batch == 0) {
-                throw new WeightLoaderException("Mooncake allocateBatchID(" + n + ") failed");
-            }
-            liveBatches.incrementAndGet();
-            MooncakeBatch b = new MooncakeBatch(batch, n, session);
-            int rc = c.submitTransfer(engine, batch, reqs, n);
-            if (rc != 0) {
-                b.abandonAfterFailedSubmit();
-                MooncakeLibrary.check(rc, "submitTransfer(" + n + " reads from " + session + ")");
-            }
-            return n == ops.size() ? b : new RunsBatch(b, first);
-        }
-
-        @Override
-        public void close() {
-            if (peerClosed.compareAndSet(false, true)) {
-                peers.remove(this);
-                int rc = c.closeSegment(engine, segment);
-                if (rc != 0) {
-                    LOG.debug("Mooncake closeSegment({}) {}", session, MooncakeLibrary.describe(rc));
-                }
-            }
-        }
+    MooncakeC api() {
+        return c;
     }
 
-    /** Ops of several runs over a batch of one task per run: an op is final when all its runs are. */
-    private static final class RunsBatch implements Batch {
-        private final Batch tasks;
-        private final int[] first;
-
-        RunsBatch(Batch tasks, int[] first) {
-            this.tasks = tasks;
-            this.first = first;
-        }
-
-        @Override
-        public int size() {
-            return first.length - 1;
-        }
-
-        @Override
-        public OpStatus status(int index) {
-            Objects.checkIndex(index, size());
-            OpStatus failed = null;
-            for (int t = first[index]; t < first[index + 1]; t++) {
-                OpStatus s = tasks.status(t);
-                if (!s.isFinal()) {
-                    return OpStatus.PENDING;
-                }
-                if (s.state() == OpState.FAILED && failed == null) {
-                    failed = s;
-                }
-            }
-            return failed != null ? failed : OpStatus.COMPLETED;
-        }
-
-        @Override
-        public boolean release() {
-            return tasks.release();
-        }
+    /** The native engine ({@code transfer_engine_t}). */
+    Pointer handle() {
+        return engine;
     }
 
-    /** One Mooncake batch; confined to one thread. */
-    private final class MooncakeBatch implements Batch {
-        private final long batch;
-        private final int size;
-        private final String session;
-        private final boolean[] seenFinal;
-        private final MooncakeC.TransferStatus status = new MooncakeC.TransferStatus();
-        private boolean released;
-
-        MooncakeBatch(long batch, int size, String session) {
-            this.batch = batch;
-            this.size = size;
-            this.session = session;
-            this.seenFinal = new boolean[size];
-        }
-
-        @Override
-        public int size() {
-            return size;
-        }
-
-        @Override
-        public OpStatus status(int index) {
-            Objects.checkIndex(index, size);
-            if (released) {
-                throw new IllegalStateException("batch is released");
-            }
-            int rc = c.getTransferStatus(engine, batch, index, status);
-            if (rc != 0) {
-                // Not marked final: Mooncake has not confirmed this task is done, so the batch must not be freed.
-                return OpStatus.failed("Mooncake getTransferStatus(" + index + ") from " + session + ": "
-                        + MooncakeLibrary.describe(rc));
-            }
-            switch (status.status) {
-                case MooncakeC.STATUS_WAITING:
-                case MooncakeC.STATUS_PENDING:
-                    return OpStatus.PENDING;
-                case MooncakeC.STATUS_COMPLETED:
-                    seenFinal[index] = true;
-                    return OpStatus.COMPLETED;
-                default:
-                    seenFinal[index] = true;
-                    return OpStatus.failed("Mooncake read from " + session + " ended " + statusName(status.status)
-                            + " after " + status.transferred_bytes + " bytes");
-            }
-        }
-
-        @Override
-        public boolean release() {
-            if (released) {
-                return true;
-            }
-            for (int i = 0; i < size; i++) {
-                if (!seenFinal[i]) {
-                    LOG.warn("Mooncake batch from {}: op {} of {} not final; leaking the batch (freeing it now "
-                            + "would fail busy, and a freed id must never be touched again)", session, i, size);
-                    return false;
-                }
-            }
-            released = true;
-            liveBatches.decrementAndGet();
-            MooncakeLibrary.check(c.freeBatchID(engine, batch), "freeBatchID");
-            return true;
-        }
-
-        /** After submitTransfer failed: free the batch if Mooncake queued nothing, else wait briefly for it. */
-        void abandonAfterFailedSubmit() {
-            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
-            for (int i = 0; i < size; i++) {
-                while (!seenFinal[i]) {
-                    int rc = c.getTransferStatus(engine, batch, i, status);
-                    if (rc == 1) {
-                        // Invalid argument = task id out of range: Mooncake queued nothing from here on.
-                        Arrays.fill(seenFinal, i, size, true);
-                        break;
-                    }
-                    if (rc != 0) {
-                        break;
-                    }
-                    if (status.status != MooncakeC.STATUS_WAITING && status.status != MooncakeC.STATUS_PENDING) {
-                        seenFinal[i] = true;
-                    } else if (System.nanoTime() > deadline) {
-                        break;
-                    } else {
-                        Thread.onSpinWait();
-                    }
-                }
-            }
-            if (!release()) {
-                LOG.warn("Mooncake batch from {} leaked after a failed submit", session);
-            }
-        }
+    void peerClosed(MooncakePeer peer) {
+        peers.remove(peer);
     }
 
-    static String statusName(int status) {
-        switch (status) {
-            case MooncakeC.STATUS_WAITING: return "WAITING";
-            case MooncakeC.STATUS_PENDING: return "PENDING";
-            case MooncakeC.STATUS_INVALID: return "INVALID";
-            case MooncakeC.STATUS_CANCELED: return "CANCELED";
-            case MooncakeC.STATUS_COMPLETED: return "COMPLETED";
-            case MooncakeC.STATUS_TIMEOUT: return "TIMEOUT";
-            case MooncakeC.STATUS_FAILED: return "FAILED";
-            default: return "status " + status;
-        }
+    void batchOpened() {
+        liveBatches.incrementAndGet();
+    }
+
+    void batchReleased() {
+        liveBatches.decrementAndGet();
     }
 }
