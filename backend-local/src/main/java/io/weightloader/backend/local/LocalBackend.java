@@ -29,6 +29,7 @@ import java.util.concurrent.Phaser;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
+import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
@@ -44,6 +45,7 @@ import org.slf4j.LoggerFactory;
 public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
     /** The backend's name (its provider's {@code NAME}). */
     static final String NAME = "local";
+    private static final Logger LOG = LoggerFactory.getLogger(LocalBackend.class);
 
     private final SafetensorsCheckpoint checkpoint;
     private final int threads;
@@ -74,7 +76,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         this.pieceSize = pieceSize;
         this.zeroCopyPreferred = zeroCopyPreferred;
         this.pool = Executors.newFixedThreadPool(threads, Threads.daemon("weightloader-local"));
-        this.stagers = new StagerCache(Math.min(stagingSize, pieceSize), threads);
+        this.stagers = new StagerCache(Math.min(stagingSize, pieceSize), threads, LOG);
     }
 
     /** Whether the config asked for memory-mapped views ({@code weight-loader.backends.local.zero-copy}). */
@@ -163,7 +165,7 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         long available = LocalIo.memAvailable();
         if (available < 0) {
             if (toldBuffered.add(checkpoint.root())) {
-                LoggerFactory.getLogger(LocalBackend.class).info("{} = auto: cannot read MemAvailable from"
+                LOG.info("{} = auto: cannot read MemAvailable from"
                         + " /proc/meminfo; reading {} buffered", LocalIo.KEY, checkpoint.root());
             }
             return false;

@@ -6,7 +6,7 @@ import io.weightloader.api.TensorDestination;
 import io.weightloader.memory.Threads;
 import java.util.HashMap;
 import java.util.Map;
-import org.slf4j.LoggerFactory;
+import org.slf4j.Logger;
 
 /**
  * A backend's staging buffers, per destination GPU: up to one stager per reader thread (two pinned buffers of
@@ -17,12 +17,15 @@ import org.slf4j.LoggerFactory;
 final class StagerCache {
     private final int stagingSize;
     private final int threads;
+    private final Logger log;
     private final Map<Device, Stagers> cache = new HashMap<>();
     private volatile Thread preparing;
 
-    StagerCache(int stagingSize, int threads) {
+    /** @param log where a failure to pin ahead of the first load is told (the backend's logger) */
+    StagerCache(int stagingSize, int threads, Logger log) {
         this.stagingSize = stagingSize;
         this.threads = threads;
+        this.log = log;
     }
 
     /**
@@ -45,7 +48,7 @@ final class StagerCache {
             try {
                 pool.fill();
             } catch (RuntimeException e) {
-                LoggerFactory.getLogger(LocalBackend.class).debug("pinning staging buffers for {} ahead of"
+                log.debug("pinning staging buffers for {} ahead of"
                         + " the first load failed; the load will pin its own: {}", device, e.toString());
             }
         });

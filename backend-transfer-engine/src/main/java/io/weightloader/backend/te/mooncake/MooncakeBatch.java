@@ -6,17 +6,13 @@ import io.weightloader.backend.te.engine.OneSidedEngine.OpStatus;
 import java.util.Arrays;
 import java.util.Objects;
 import java.util.concurrent.TimeUnit;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 /**
- * One Mooncake batch of a {@link MooncakeEngine}: polls each task's status and frees the batch id only once Mooncake
+ * One Mooncake batch: polls each task's status and frees the batch id only once Mooncake
  * confirmed every task final. Confined to one thread.
  */
 final class MooncakeBatch implements Batch {
-    private static final Logger LOG = LoggerFactory.getLogger(MooncakeEngine.class);
-
-    private final MooncakeEngine owner;
+    private final MooncakeHandle handle;
     private final MooncakeC c;
     private final Pointer engine;
     private final long batch;
@@ -26,10 +22,10 @@ final class MooncakeBatch implements Batch {
     private final MooncakeC.TransferStatus status = new MooncakeC.TransferStatus();
     private boolean released;
 
-    MooncakeBatch(MooncakeEngine owner, long batch, int size, String session) {
-        this.owner = owner;
-        this.c = owner.api();
-        this.engine = owner.handle();
+    MooncakeBatch(MooncakeHandle handle, long batch, int size, String session) {
+        this.handle = handle;
+        this.c = handle.api();
+        this.engine = handle.engine();
         this.batch = batch;
         this.size = size;
         this.session = session;
@@ -74,13 +70,13 @@ final class MooncakeBatch implements Batch {
         }
         for (int i = 0; i < size; i++) {
             if (!seenFinal[i]) {
-                LOG.warn("Mooncake batch from {}: op {} of {} not final; leaking the batch (freeing it now "
+                handle.log().warn("Mooncake batch from {}: op {} of {} not final; leaking the batch (freeing it now "
                         + "would fail busy, and a freed id must never be touched again)", session, i, size);
                 return false;
             }
         }
         released = true;
-        owner.batchReleased();
+        handle.batchReleased();
         MooncakeLibrary.check(c.freeBatchID(engine, batch), "freeBatchID");
         return true;
     }
@@ -109,7 +105,7 @@ final class MooncakeBatch implements Batch {
             }
         }
         if (!release()) {
-            LOG.warn("Mooncake batch from {} leaked after a failed submit", session);
+            handle.log().warn("Mooncake batch from {} leaked after a failed submit", session);
         }
     }
 

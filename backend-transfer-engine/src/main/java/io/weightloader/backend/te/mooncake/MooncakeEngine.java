@@ -13,10 +13,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
-import java.util.Set;
-import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.atomic.AtomicBoolean;
-import java.util.concurrent.atomic.AtomicInteger;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -44,28 +40,27 @@ import org.slf4j.LoggerFactory;
  * belongs to one thread (Mooncake batches have no lock).
  *
  * <p>This class holds the engine's life (create, transports, registrations, close); reads go through a
- * {@link MooncakePeer} per opened segment, whose batches are {@link MooncakeBatch}es.
+ * {@link MooncakePeer} per opened segment, whose batches are {@link MooncakeBatch}es; the three share the native
+ * engine through a {@link MooncakeHandle}.
  */
 public final class MooncakeEngine implements OneSidedEngine {
     private static final Logger LOG = LoggerFactory.getLogger(MooncakeEngine.class);
 
     /** Largest number of reads per batch. */
-    public static final int MAX_BATCH_SIZE = 256;
+    public static final int MAX_BATCH_SIZE = MooncakeHandle.MAX_BATCH_SIZE;
     /** Metadata mode: peers exchange segment descriptors directly, no metadata server. */
     static final String METADATA = "P2PHANDSHAKE";
 
     private final MooncakeLibrary library;
+    private final MooncakeHandle handle;
     private final MooncakeC c;
     private final String protocol;
     private final String sessionId;
     private final Pointer engine;
-    private final AtomicBoolean closed = new AtomicBoolean();
     /** Registered start address -> region, remote-readable (seed side). */
     private final Map<Long, MemoryRegion> remoteRegions = new LinkedHashMap<>();
     /** Registered start address -> region, local destinations (client side). */
     private final Map<Long, MemoryRegion> localRegions = new LinkedHashMap<>();
-    private final Set<MooncakePeer> peers = ConcurrentHashMap.newKeySet();
-    private final AtomicInteger liveBatches = new AtomicInteger();
 
     private MooncakeEngine(MooncakeLibrary library, String protocol, Pointer engine, String sessionId) {
         this.library = library;
@@ -73,6 +68,7 @@ public final class MooncakeEngine implements OneSidedEngine {
         this.protocol = protocol;
         this.engine = engine;
         this.sessionId = sessionId;
+        this.handle = new MooncakeHandle(c, engine, sessionId, LOG);
     }
 
     /**
@@ -197,7 +193,7 @@ public final class MooncakeEngine implements OneSidedEngine {
     @Override
     public void registerLocal(List<MemoryRegion> regions) {
         if (!needsLocalRegistration()) {
-            checkOpen();
+            handle.checkOpen();
             return; // not needed, and on tcp it would make the memory remotely readable and writable
         }
         register(regions, localRegions, false, "registerLocalMemory(local)");
@@ -210,7 +206,7 @@ public final class MooncakeEngine implements OneSidedEngine {
         }
         synchronized (this) {
             for (MemoryRegion r : regions) {
-                if (localRegions.remove(r.address()) != null && !closed.get()) {
+                if (localRegions.remove(r.address()) != null && !handle.isClosed()) {
                     current(r);
                     MooncakeLibrary.check(c.unregisterLocalMemory(engine, new Pointer(r.address())),
                             "unregisterLocalMemory(0x" + Long.toHexString(r.address()) + ")");
@@ -232,7 +228,7 @@ public final class MooncakeEngine implements OneSidedEngine {
 
     private synchronized void register(List<MemoryRegion> regions, Map<Long, MemoryRegion> into,
             boolean remoteAccessible, String operation) {
-        checkOpen();
+        handle.checkOpen();
         for (MemoryRegion r : regions) {
             current(r);
             int rc = c.registerLocalMemory(engine, new Pointer(r.address()), r.length(), location(r),
@@ -246,33 +242,27 @@ public final class MooncakeEngine implements OneSidedEngine {
     @Override
     public Peer open(String session) {
         Objects.requireNonNull(session, "session is null");
-        checkOpen();
+        handle.checkOpen();
         int segment = c.openSegment(engine, session);
         if (segment < 0) {
             throw new WeightLoaderException("Mooncake openSegment(\"" + session + "\") from " + sessionId
                     + " failed: " + MooncakeLibrary.describe(segment) + "; is the seed's engine up and reachable?");
         }
-        MooncakePeer peer = new MooncakePeer(this, session, segment);
-        peers.add(peer);
+        MooncakePeer peer = new MooncakePeer(handle, session, segment);
+        handle.peerOpened(peer);
         return peer;
-    }
-
-    void checkOpen() {
-        if (closed.get()) {
-            throw new IllegalStateException("Mooncake engine " + sessionId + " is closed");
-        }
     }
 
     @Override
     public void close() {
-        if (!closed.compareAndSet(false, true)) {
+        if (!handle.markClosed()) {
             return;
         }
-        int live = liveBatches.get();
+        int live = handle.liveBatches();
         if (live > 0) {
             LOG.warn("closing Mooncake engine {} with {} unreleased batch(es)", sessionId, live);
         }
-        for (MooncakePeer p : peers) {
+        for (Peer p : handle.peers()) {
             p.close();
         }
         synchronized (this) {
@@ -294,28 +284,5 @@ public final class MooncakeEngine implements OneSidedEngine {
     @Override
     public String toString() {
         return name() + "[" + sessionId + "]";
-    }
-
-    // what its peers and batches use
-
-    MooncakeC api() {
-        return c;
-    }
-
-    /** The native engine ({@code transfer_engine_t}). */
-    Pointer handle() {
-        return engine;
-    }
-
-    void peerClosed(MooncakePeer peer) {
-        peers.remove(peer);
-    }
-
-    void batchOpened() {
-        liveBatches.incrementAndGet();
-    }
-
-    void batchReleased() {
-        liveBatches.decrementAndGet();
     }
 }

@@ -8,37 +8,33 @@ import io.weightloader.backend.te.engine.OneSidedEngine.ReadOp;
 import java.util.List;
 import java.util.Objects;
 import java.util.concurrent.atomic.AtomicBoolean;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 /**
- * A segment opened on a seed by a {@link MooncakeEngine}: turns read ops into Mooncake transfer requests, one task per
+ * A segment opened on a seed by a Mooncake engine: turns read ops into Mooncake transfer requests, one task per
  * run of an op, and submits them as one batch.
  */
 final class MooncakePeer implements Peer {
-    private static final Logger LOG = LoggerFactory.getLogger(MooncakeEngine.class);
-
-    private final MooncakeEngine engine;
+    private final MooncakeHandle handle;
     private final MooncakeC c;
     private final String session;
     private final int segment;
     private final AtomicBoolean peerClosed = new AtomicBoolean();
 
-    MooncakePeer(MooncakeEngine engine, String session, int segment) {
-        this.engine = engine;
-        this.c = engine.api();
+    MooncakePeer(MooncakeHandle handle, String session, int segment) {
+        this.handle = handle;
+        this.c = handle.api();
         this.session = session;
         this.segment = segment;
     }
 
     @Override
     public int maxBatchSize() {
-        return MooncakeEngine.MAX_BATCH_SIZE;
+        return MooncakeHandle.MAX_BATCH_SIZE;
     }
 
     @Override
     public int maxRunsPerOp() {
-        return MooncakeEngine.MAX_BATCH_SIZE;
+        return MooncakeHandle.MAX_BATCH_SIZE;
     }
 
     /** Mooncake reads each run of a strided op as a task of its own. */
@@ -54,13 +50,13 @@ final class MooncakePeer implements Peer {
         for (ReadOp op : ops) {
             n += op.count();
         }
-        if (ops.isEmpty() || n > MooncakeEngine.MAX_BATCH_SIZE) {
-            throw new IllegalArgumentException("a batch holds 1.." + MooncakeEngine.MAX_BATCH_SIZE + " runs, got " + n);
+        if (ops.isEmpty() || n > MooncakeHandle.MAX_BATCH_SIZE) {
+            throw new IllegalArgumentException("a batch holds 1.." + MooncakeHandle.MAX_BATCH_SIZE + " runs, got " + n);
         }
         if (peerClosed.get()) {
             throw new IllegalStateException("peer " + session + " is closed");
         }
-        engine.checkOpen();
+        handle.checkOpen();
         MooncakeC.TransferRequest[] reqs = (MooncakeC.TransferRequest[]) new MooncakeC.TransferRequest()
                 .toArray(n);
         int[] first = new int[ops.size() + 1];
@@ -77,13 +73,13 @@ final class MooncakePeer implements Peer {
             }
         }
         first[ops.size()] = t;
-        long batch = c.allocateBatchID(engine.handle(), n);
+        long batch = c.allocateBatchID(handle.engine(), n);
         if (batch == MooncakeC.INVALID_BATCH || batch == 0) {
             throw new WeightLoaderException("Mooncake allocateBatchID(" + n + ") failed");
         }
-        engine.batchOpened();
-        MooncakeBatch b = new MooncakeBatch(engine, batch, n, session);
-        int rc = c.submitTransfer(engine.handle(), batch, reqs, n);
+        handle.batchOpened();
+        MooncakeBatch b = new MooncakeBatch(handle, batch, n, session);
+        int rc = c.submitTransfer(handle.engine(), batch, reqs, n);
         if (rc != 0) {
             b.abandonAfterFailedSubmit();
             MooncakeLibrary.check(rc, "submitTransfer(" + n + " reads from " + session + ")");
@@ -94,10 +90,10 @@ final class MooncakePeer implements Peer {
     @Override
     public void close() {
         if (peerClosed.compareAndSet(false, true)) {
-            engine.peerClosed(this);
-            int rc = c.closeSegment(engine.handle(), segment);
+            handle.peerClosed(this);
+            int rc = c.closeSegment(handle.engine(), segment);
             if (rc != 0) {
-                LOG.debug("Mooncake closeSegment({}) {}", session, MooncakeLibrary.describe(rc));
+                handle.log().debug("Mooncake closeSegment({}) {}", session, MooncakeLibrary.describe(rc));
             }
         }
     }
