@@ -6,11 +6,8 @@ import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.MemoryRegion;
-import io.weightloader.api.TensorDestination;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.config.RankKey;
-import io.weightloader.api.config.WeightLoaderSettings;
-import io.weightloader.api.spi.BackendContext;
 import io.weightloader.backend.te.engine.OneSidedEngine;
 import io.weightloader.backend.te.engine.RawReads;
 import io.weightloader.backend.te.mooncake.MooncakeEngine;
@@ -18,32 +15,21 @@ import io.weightloader.backend.te.mooncake.MooncakeLibrary;
 import io.weightloader.cli.CliSubcommand;
 import io.weightloader.cli.Sizes;
 import io.weightloader.cli.SyntheticLlama;
-import io.weightloader.host.BackendRegistry;
-import io.weightloader.host.Seeds;
 import io.weightloader.host.WeightLoader;
-import io.weightloader.memory.Checksums;
-import io.weightloader.memory.HostMemory;
 import io.weightloader.memory.TensorArena;
 import io.weightloader.memory.cuda.DeviceArena;
-import io.weightloader.memory.cuda.DeviceCopies;
 import io.weightloader.seed.Json;
 import io.weightloader.seed.Manifest;
 import io.weightloader.seed.SeedClient;
-import io.weightloader.seed.SeedService;
-import java.io.BufferedReader;
-import java.io.InputStreamReader;
 import java.io.PrintWriter;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Optional;
-import java.util.concurrent.CopyOnWriteArrayList;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -55,12 +41,14 @@ import picocli.CommandLine.Spec;
  * half second); this JVM loads the checkpoint into GPU 1 with each remote backend in turn, repeating loads for
  * a few seconds, and reports load time and GB/s, and the seed's GEMM throughput during the loads as a fraction of
  * its idle throughput; then transfer_engine again, capped at the nccl backend's rate.
+ *
+ * <p>This class is the driver; the seed JVM's side is {@link GpuBenchSeed}, and the driver watches and steers that JVM
+ * through a {@link SeedProcess}.
  */
 @Command(name = "bench-gpu", mixinStandardHelpOptions = true, sortOptions = false,
         description = "Seed on one GPU under a GEMM load, client on another: nccl vs transfer_engine (two GPUs).")
 public final class GpuBenchCommand implements CliSubcommand {
     private static final String TOKEN = "bench";
-    private static final int PATTERN = 64 << 20;
 
     @Spec
     CommandSpec spec;
@@ -103,97 +91,17 @@ public final class GpuBenchCommand implements CliSubcommand {
             Json.MAPPER.writeValue(writeSpecs.toFile(), out);
             return 0;
         }
-        return role.equals("seed") ? seed() : driver();
-    }
-
-    // ------------------------------------------------------------------ seed (GPU 0)
-
-    private int seed() throws Exception {
-        Device dev = Device.cuda(0);
-        List<TensorSpec> specs = SyntheticLlama.forSize(size).specs();
-        StringBuilder hocon = new StringBuilder("""
-                weight-loader.seed { bind-address = "127.0.0.1", serve = [nccl], publish-checksums = false }
-                weight-loader.remote-instance.token = bench
-                """);
-        if (mooncakeLibrary != null) {
-            hocon.append("weight-loader.seed.serve = [transfer_engine, nccl]\n")
-                    .append("weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra, ")
-                    .append("mooncake.library = \"").append(mooncakeLibrary).append("\" }\n");
-        }
-        Config config = ConfigFactory.parseString(hocon.toString()).withFallback(ConfigFactory.load()).resolve();
-        WeightLoaderSettings settings = WeightLoaderSettings.from(config);
-        try (TensorArena arena = TensorArena.allocate(dev, specs); HostMemory pattern = pattern()) {
-            for (int i = 0; i < specs.size(); i++) {
-                fill(arena.destinations().get(i).region(), i, pattern);
-            }
-            List<TensorDestination> held = arena.destinations().stream().map(d -> new TensorDestination(d.spec(), d.region())).toList();
-            try (SeedService svc = Seeds.start(new BackendContext(settings, config), BackendRegistry.discover(),
-                    Map.of(settings.rank(), held));
-                 GemmLoad load = new GemmLoad(dev, gemm, System.out).start()) {
-                System.out.println("READY " + svc.port());
-                System.out.flush();
-                // serve until the driver closes our stdin; it may pause and resume the GEMM load
-                BufferedReader commands = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
-                for (String line; (line = commands.readLine()) != null; ) {
-                    if (line.equals("pause")) {
-                        load.pause();
-                    } else if (line.equals("resume")) {
-                        load.resume();
-                    }
-                }
-            }
-        }
-        return 0;
-    }
-
-    /** 64 MiB of deterministic pseudo-random bytes; tensor i starts at a different place in it. */
-    private static HostMemory pattern() {
-        HostMemory p = HostMemory.allocate(PATTERN);
-        SyntheticLlama.fill(12345, 0, p.byteBuffer(0, PATTERN));
-        return p;
-    }
-
-    private static void fill(MemoryRegion dst, int index, HostMemory pattern) {
-        long n = dst.length();
-        long shift = (index * 4_194_301L) % PATTERN;
-        for (long off = 0; off < n; ) {
-            long src = (shift + off) % PATTERN;
-            long len = Math.min(PATTERN - src, n - off);
-            DeviceCopies.copy(dst, off, pattern, src, len);
-            off += len;
-        }
-    }
-
-    // ------------------------------------------------------------------ driver (GPU 1)
-
-    record Sample(long epochMillis, double tflops) {
-    }
-
-    /** GEMM completion times (System.nanoTime of the seed; CLOCK_MONOTONIC, comparable on one host). */
-    private final List<Long> completions = Collections.synchronizedList(new ArrayList<>());
-
-    private int completionsIn(long from, long to) {
-        synchronized (completions) {
-            int n = 0;
-            for (long t : completions) {
-                if (t > from && t <= to) {
-                    n++;
-                }
-            }
-            return n;
-        }
+        return role.equals("seed") ? GpuBenchSeed.serve(size, gemm, mooncakeLibrary) : driver();
     }
 
     private int driver() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
-        List<Sample> samples = new CopyOnWriteArrayList<>();
-        Process seed = startSeed(samples);
+        SeedProcess seed = SeedProcess.start(size, gemm, mooncakeLibrary);
         Map<String, Object> results = new LinkedHashMap<>();
         try {
-            int port = awaitReady(seed, samples);
-            PrintWriter toSeed = new PrintWriter(seed.getOutputStream(), true, StandardCharsets.UTF_8);
+            int port = seed.awaitReady();
             // 1. the seed otherwise idle: transfer speeds alone, comparable with the baselines (run without a load)
-            toSeed.println("pause");
+            seed.pause();
             Thread.sleep(500);
             Map<String, Object> quiet = new LinkedHashMap<>();
             String ncclSendRecv = "weight-loader.remote-instance.backend = nccl\n";
@@ -201,42 +109,41 @@ public final class GpuBenchCommand implements CliSubcommand {
             String te = "weight-loader.remote-instance.backend = transfer_engine\n"
                     + "weight-loader.backends.transfer_engine { engine = mooncake, protocol = nvlink_intra, "
                     + "mooncake.library = \"" + mooncakeLibrary + "\" }\n";
-            quiet.put("nccl", run(out, "quiet seed: nccl (send-recv)", port, samples, false,
+            quiet.put("nccl", run(out, "quiet seed: nccl (send-recv)", port, seed, false,
                     ncclSendRecv));
-            quiet.put("nccl_broadcast", run(out, "quiet seed: nccl (broadcast)", port, samples, false,
+            quiet.put("nccl_broadcast", run(out, "quiet seed: nccl (broadcast)", port, seed, false,
                     ncclBroadcast));
             if (mooncakeLibrary != null) {
                 quiet.put("mooncake_from_java", rawEngineRead(out, port));
-                quiet.put("transfer_engine", run(out, "quiet seed: transfer_engine", port, samples, false, te));
+                quiet.put("transfer_engine", run(out, "quiet seed: transfer_engine", port, seed, false, te));
                 quiet.put("transfer_engine_64MiB_slices", run(out, "quiet seed: transfer_engine, 64 MiB slices",
-                        port, samples, false, te + "weight-loader.backends.transfer_engine.slice-size = 64 MiB\n"));
+                        port, seed, false, te + "weight-loader.backends.transfer_engine.slice-size = 64 MiB\n"));
                 quiet.put("transfer_engine_256MiB_slices", run(out, "quiet seed: transfer_engine, 256 MiB slices",
-                        port, samples, false, te + "weight-loader.backends.transfer_engine.slice-size = 256 MiB\n"));
+                        port, seed, false, te + "weight-loader.backends.transfer_engine.slice-size = 256 MiB\n"));
             }
             results.put("quietSeed", quiet);
             // 2. the seed under its GEMM load
-            toSeed.println("resume");
+            seed.resume();
             Thread.sleep(1500); // GEMM warm-up
-            double[] idle = idleWindow(samples);
+            double[] idle = seed.idleWindow();
             out.printf("seed GEMM (bf16, n=%d) idle: %.1f TFLOP/s (%.1f GEMMs/s)%n", gemm, idle[0], idle[1]);
             results.put("gemmIdleTflops", idle[0]);
             results.put("gemmIdlePerSecond", idle[1]);
-            Map<String, Object> nccl = run(out, "nccl (send-recv)", port, samples, true,
+            Map<String, Object> nccl = run(out, "nccl (send-recv)", port, seed, true,
                     ncclSendRecv);
             results.put("nccl", nccl);
-            results.put("nccl_broadcast", run(out, "nccl (broadcast)", port, samples, true,
+            results.put("nccl_broadcast", run(out, "nccl (broadcast)", port, seed, true,
                     ncclBroadcast));
             if (mooncakeLibrary != null) {
-                results.put("transfer_engine", run(out, "transfer_engine", port, samples, true, te));
+                results.put("transfer_engine", run(out, "transfer_engine", port, seed, true, te));
                 long cap = (long) ((double) nccl.get("bytesPerSecond"));
-                results.put("transfer_engine_capped", run(out, "transfer_engine capped at nccl's rate", port, samples,
+                results.put("transfer_engine_capped", run(out, "transfer_engine capped at nccl's rate", port, seed,
                         true, te + "weight-loader.backends.transfer_engine.bandwidth-limit = " + cap + "\n"));
             } else {
                 out.println("transfer_engine: skipped (no CUDA build of Mooncake: set WEIGHTLOADER_MOONCAKE_LIB)");
             }
         } finally {
-            seed.getOutputStream().close();
-            seed.waitFor();
+            seed.stop();
         }
         if (json != null) {
             Json.PRETTY.writeValue(json.toFile(), results);
@@ -245,70 +152,11 @@ public final class GpuBenchCommand implements CliSubcommand {
         return 0;
     }
 
-    private Process startSeed(List<Sample> samples) throws Exception {
-        List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                "-cp", System.getProperty("java.class.path"), CliSubcommand.MAIN_CLASS, "bench-gpu",
-                "--role", "seed", "--size", Long.toString(size), "--gemm", Integer.toString(gemm)));
-        if (mooncakeLibrary != null) {
-            cmd.add("--mooncake-library");
-            cmd.add(mooncakeLibrary);
-        }
-        return new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.INHERIT).start();
-    }
-
-    private int awaitReady(Process seed, List<Sample> samples) throws Exception {
-        BufferedReader r = new BufferedReader(new InputStreamReader(seed.getInputStream(), StandardCharsets.UTF_8));
-        int[] port = {-1};
-        Object lock = new Object();
-        Thread reader = new Thread(() -> {
-            try {
-                for (String line; (line = r.readLine()) != null; ) {
-                    if (line.startsWith("g ")) {
-                        completions.add(Long.parseLong(line.substring(2).trim()));
-                    } else if (line.startsWith("GEMM ")) {
-                        String[] f = line.split(" ");
-                        samples.add(new Sample(Long.parseLong(f[1]), Double.parseDouble(f[2])));
-                    } else if (line.startsWith("READY ")) {
-                        synchronized (lock) {
-                            port[0] = Integer.parseInt(line.substring(6).trim());
-                            lock.notifyAll();
-                        }
-                    } else {
-                        System.err.println("[seed] " + line);
-                    }
-                }
-            } catch (Exception ignored) {
-                // the seed ended
-            }
-            synchronized (lock) {
-                lock.notifyAll();
-            }
-        }, "seed-output");
-        reader.setDaemon(true);
-        reader.start();
-        synchronized (lock) {
-            long until = System.currentTimeMillis() + 300_000;
-            while (port[0] < 0 && seed.isAlive() && System.currentTimeMillis() < until) {
-                lock.wait(1000);
-            }
-        }
-        if (port[0] < 0) {
-            throw new IllegalStateException("the seed JVM did not start");
-        }
-        return port[0];
-    }
-
-    /** Mean TFLOP/s of the half-second samples that ended inside (from + 500 ms, to]. */
-    private static double mean(List<Sample> samples, long from, long to) {
-        return samples.stream().filter(s -> s.epochMillis() > from + 500 && s.epochMillis() <= to)
-                .mapToDouble(Sample::tflops).average().orElse(Double.NaN);
-    }
-
     /**
      * Loads the checkpoint with the backend {@code hocon} selects, repeatedly for the window; with {@code gemm},
      * also the seed's GEMM throughput during the loads against idle windows just before and after them.
      */
-    private Map<String, Object> run(PrintWriter out, String label, int port, List<Sample> samples, boolean gemm,
+    private Map<String, Object> run(PrintWriter out, String label, int port, SeedProcess seed, boolean gemm,
                                     String hocon) throws Exception {
         Config c = ConfigFactory.parseString(hocon + """
                 weight-loader { load-format = remote_instance, device = "cuda:1"
@@ -327,7 +175,7 @@ public final class GpuBenchCommand implements CliSubcommand {
             }
             // the seed's idle throughput right before (and, below, right after) this backend's loads: the GPU's
             // clocks drift as it warms, so each backend is compared with its own neighbouring idle windows
-            double[] idleBefore = gemm ? idleWindow(samples) : null;
+            double[] idleBefore = gemm ? seed.idleWindow() : null;
             List<LoadReport> reports = new ArrayList<>();
             long from = System.currentTimeMillis();
             long transferNanos = 0;
@@ -351,9 +199,9 @@ public final class GpuBenchCommand implements CliSubcommand {
             long to = System.currentTimeMillis();
             Thread.sleep(100); // let the seed's last completions arrive
             for (long[] w : windows) {
-                transferGemms += completionsIn(w[0], w[1]);
+                transferGemms += seed.completionsIn(w[0], w[1]);
             }
-            double[] idleAfter = gemm ? idleWindow(samples) : null;
+            double[] idleAfter = gemm ? seed.idleWindow() : null;
             double idle = Double.NaN;
             double idleRate = Double.NaN;
             if (gemm) {
@@ -361,14 +209,14 @@ public final class GpuBenchCommand implements CliSubcommand {
                 idleRate = (idleBefore[1] + idleAfter[1]) / 2;
                 r.put("gemmIdleBeforeAfterTflops", List.of(idleBefore[0], idleAfter[0]));
             }
-            double during = gemm ? mean(samples, from, to) : Double.NaN;
+            double during = gemm ? seed.meanTflops(from, to) : Double.NaN;
             double duringTransfer = gemm ? transferGemms / (transferNanos / 1e9) / idleRate : Double.NaN;
             double[] secs = reports.stream().mapToDouble(LoadReport::seconds).sorted().toArray();
             double median = secs[secs.length / 2];
             long bytes = first.totalBytes();
             double[] transfer = reports.stream().mapToDouble(x -> x.phases() == null ? x.seconds()
                     : x.phases().getOrDefault("transfer", x.seconds())).sorted().toArray();
-            String verified = verify(arena.destinations());
+            String verified = GpuBenchSeed.verify(arena.destinations());
             r.put("engine", first.engine());
             r.put("bytes", bytes);
             r.put("loads", reports.size());
@@ -473,39 +321,4 @@ public final class GpuBenchCommand implements CliSubcommand {
         return r;
     }
 
-    /** Two seconds of the seed's GEMMs with nothing else going on: {TFLOP/s, GEMMs per second}. */
-    private double[] idleWindow(List<Sample> samples) throws InterruptedException {
-        long fromMillis = System.currentTimeMillis();
-        long fromNanos = System.nanoTime();
-        Thread.sleep(2100);
-        Thread.sleep(100); // let the last completions arrive
-        long toNanos = System.nanoTime() - 100_000_000L;
-        double tflops = mean(samples, fromMillis, System.currentTimeMillis() - 100);
-        double rate = completionsIn(fromNanos, toNanos) / ((toNanos - fromNanos) / 1e9);
-        return new double[] {tflops, rate};
-    }
-
-    /** SHA-256 of three tensors (first, largest, last) against the bytes the seed's generator makes. */
-    private static String verify(List<TensorDestination> dest) {
-        List<Integer> pick = new ArrayList<>(List.of(0, dest.size() - 1));
-        int largest = 0;
-        for (int i = 1; i < dest.size(); i++) {
-            if (dest.get(i).byteSize() > dest.get(largest).byteSize()) {
-                largest = i;
-            }
-        }
-        pick.add(largest);
-        try (HostMemory pattern = pattern()) {
-            for (int i : pick) {
-                TensorDestination d = dest.get(i);
-                try (HostMemory expect = HostMemory.allocate(d.byteSize())) {
-                    fill(expect, i, pattern);
-                    if (!Checksums.sha256(expect).equals(Checksums.sha256(d.region(), d.byteSize()))) {
-                        return "MISMATCH in tensor '" + d.spec().name() + "'";
-                    }
-                }
-            }
-        }
-        return "verified (SHA-256 of 3 tensors)";
-    }
 }

@@ -3,8 +3,8 @@ package io.weightloader.benchmarks;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.within;
 
-import io.weightloader.benchmarks.BenchLocalCommand.Ratio;
-import io.weightloader.benchmarks.BenchLocalCommand.Timing;
+import io.weightloader.benchmarks.BenchLocalResult.Ratio;
+import io.weightloader.benchmarks.BenchLocalResult.Timing;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 
@@ -25,7 +25,7 @@ class BenchLocalRatiosTest {
     @Test
     void aGpuLoadIsHeldToTheSlowerOfTheRawParallelReadAndTheRawCopyNotTheSingleThreadRead() {
         // the run: raw single-thread read 7.24, raw parallel read 48.4, raw pinned copy 54.1, loader 42.8 GB/s
-        List<Ratio> r = BenchLocalCommand.ratios(rate(7.24), rate(48.4), null, rate(54.1), 16, rate(42.8), rate(40.0));
+        List<Ratio> r = BenchLocalResult.ratios(rate(7.24), rate(48.4), null, rate(54.1), 16, rate(42.8), rate(40.0));
 
         Ratio gpu = find(r, "loader", "slower of");
         assertThat(gpu.value()).isCloseTo(42.8 / 48.4, within(1e-9));
@@ -47,7 +47,7 @@ class BenchLocalRatiosTest {
 
     @Test
     void whenTheCopyIsTheSlowerBaselineTheLineSaysSo() {
-        List<Ratio> r = BenchLocalCommand.ratios(rate(5), rate(60), null, rate(50), 16, rate(47), rate(47));
+        List<Ratio> r = BenchLocalResult.ratios(rate(5), rate(60), null, rate(50), 16, rate(47), rate(47));
         Ratio gpu = find(r, "loader", "slower of");
         assertThat(gpu.value()).isCloseTo(47.0 / 50, within(1e-9));
         assertThat(gpu.baseline()).endsWith("(the copy)");
@@ -56,7 +56,7 @@ class BenchLocalRatiosTest {
 
     @Test
     void aHostLoadIsHeldToTheRawParallelReadWithAsManyThreads() {
-        List<Ratio> r = BenchLocalCommand.ratios(rate(6), rate(58), null, null, 32, rate(57), rate(50));
+        List<Ratio> r = BenchLocalResult.ratios(rate(6), rate(58), null, null, 32, rate(57), rate(50));
         Ratio parallel = find(r, "loader", "raw parallel read");
         assertThat(parallel.baseline()).isEqualTo("raw parallel read (32 threads)");
         assertThat(parallel.value()).isCloseTo(57.0 / 58, within(1e-9));
@@ -67,7 +67,7 @@ class BenchLocalRatiosTest {
 
     @Test
     void anODirectLoadIsHeldToTheRawODirectReadAt095() {
-        List<Ratio> r = BenchLocalCommand.ratios(rate(6), rate(58), rate(2.2), null, 16, rate(2.0), rate(1.9));
+        List<Ratio> r = BenchLocalResult.ratios(rate(6), rate(58), rate(2.2), null, 16, rate(2.0), rate(1.9));
         Ratio direct = find(r, "loader", "raw O_DIRECT read");
         assertThat(direct.baseline()).isEqualTo("raw O_DIRECT read (16 threads)");
         assertThat(direct.value()).isCloseTo(2.0 / 2.2, within(1e-9));
@@ -80,7 +80,7 @@ class BenchLocalRatiosTest {
 
     @Test
     void anODirectLoadIntoAGpuIsHeldToTheSlowerOfTheODirectReadAndTheCopy() {
-        List<Ratio> r = BenchLocalCommand.ratios(rate(6), rate(58), rate(3), rate(54), 16, rate(2.8), rate(2.7));
+        List<Ratio> r = BenchLocalResult.ratios(rate(6), rate(58), rate(3), rate(54), 16, rate(2.8), rate(2.7));
         Ratio gpu = find(r, "loader", "slower of");
         assertThat(gpu.baseline()).isEqualTo("slower of raw O_DIRECT read (16 threads) and raw pinned copy (the read)");
         assertThat(gpu.value()).isCloseTo(2.8 / 3, within(1e-9));
@@ -90,8 +90,8 @@ class BenchLocalRatiosTest {
     @Test
     void everyRatioNamesItsBaseline() {
         for (List<Ratio> r : List.of(
-                BenchLocalCommand.ratios(rate(6), rate(58), null, null, 32, rate(57), rate(50)),
-                BenchLocalCommand.ratios(rate(6), rate(58), rate(2), rate(54), 16, rate(2), rate(2)))) {
+                BenchLocalResult.ratios(rate(6), rate(58), null, null, 32, rate(57), rate(50)),
+                BenchLocalResult.ratios(rate(6), rate(58), rate(2), rate(54), 16, rate(2), rate(2)))) {
             assertThat(r).allSatisfy(x -> {
                 assertThat(x.line()).startsWith("ratio " + x.measured() + " / " + x.baseline() + ": ");
                 assertThat(x.baseline()).isNotBlank();

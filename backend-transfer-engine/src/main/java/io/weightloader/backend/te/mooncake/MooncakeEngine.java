@@ -6,18 +6,13 @@ import com.sun.jna.StringArray;
 import io.weightloader.api.MemoryRegion;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.backend.te.engine.OneSidedEngine;
+import io.weightloader.memory.cuda.Cuda;
 import java.lang.ref.Reference;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
-import java.util.Set;
-import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicBoolean;
-import java.util.concurrent.atomic.AtomicInteger;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -43,27 +38,29 @@ import org.slf4j.LoggerFactory;
  *
  * <p>Threading: registration, open and close may be called from any thread; a {@link OneSidedEngine.Batch}
  * belongs to one thread (Mooncake batches have no lock).
+ *
+ * <p>This class holds the engine's life (create, transports, registrations, close); reads go through a
+ * {@link MooncakePeer} per opened segment, whose batches are {@link MooncakeBatch}es; the three share the native
+ * engine through a {@link MooncakeHandle}.
  */
 public final class MooncakeEngine implements OneSidedEngine {
     private static final Logger LOG = LoggerFactory.getLogger(MooncakeEngine.class);
 
     /** Largest number of reads per batch. */
-    public static final int MAX_BATCH_SIZE = 256;
+    public static final int MAX_BATCH_SIZE = MooncakeHandle.MAX_BATCH_SIZE;
     /** Metadata mode: peers exchange segment descriptors directly, no metadata server. */
     static final String METADATA = "P2PHANDSHAKE";
 
     private final MooncakeLibrary library;
+    private final MooncakeHandle handle;
     private final MooncakeC c;
     private final String protocol;
     private final String sessionId;
     private final Pointer engine;
-    private final AtomicBoolean closed = new AtomicBoolean();
     /** Registered start address -> region, remote-readable (seed side). */
     private final Map<Long, MemoryRegion> remoteRegions = new LinkedHashMap<>();
     /** Registered start address -> region, local destinations (client side). */
     private final Map<Long, MemoryRegion> localRegions = new LinkedHashMap<>();
-    private final Set<MooncakePeer> peers = ConcurrentHashMap.newKeySet();
-    private final AtomicInteger liveBatches = new AtomicInteger();
 
     private MooncakeEngine(MooncakeLibrary library, String protocol, Pointer engine, String sessionId) {
         this.library = library;
@@ -71,6 +68,7 @@ public final class MooncakeEngine implements OneSidedEngine {
         this.protocol = protocol;
         this.engine = engine;
         this.sessionId = sessionId;
+        this.handle = new MooncakeHandle(c, engine, sessionId, LOG);
     }
 
     /**
@@ -195,7 +193,7 @@ public final class MooncakeEngine implements OneSidedEngine {
     @Override
     public void registerLocal(List<MemoryRegion> regions) {
         if (!needsLocalRegistration()) {
-            checkOpen();
+            handle.checkOpen();
             return; // not needed, and on tcp it would make the memory remotely readable and writable
         }
         register(regions, localRegions, false, "registerLocalMemory(local)");
@@ -208,7 +206,7 @@ public final class MooncakeEngine implements OneSidedEngine {
         }
         synchronized (this) {
             for (MemoryRegion r : regions) {
-                if (localRegions.remove(r.address()) != null && !closed.get()) {
+                if (localRegions.remove(r.address()) != null && !handle.isClosed()) {
                     current(r);
                     MooncakeLibrary.check(c.unregisterLocalMemory(engine, new Pointer(r.address())),
                             "unregisterLocalMemory(0x" + Long.toHexString(r.address()) + ")");
@@ -224,13 +222,13 @@ public final class MooncakeEngine implements OneSidedEngine {
      */
     private static void current(MemoryRegion r) {
         if (!r.device().isHost()) {
-            io.weightloader.memory.cuda.Cuda.use(r.device());
+            Cuda.use(r.device());
         }
     }
 
     private synchronized void register(List<MemoryRegion> regions, Map<Long, MemoryRegion> into,
             boolean remoteAccessible, String operation) {
-        checkOpen();
+        handle.checkOpen();
         for (MemoryRegion r : regions) {
             current(r);
             int rc = c.registerLocalMemory(engine, new Pointer(r.address()), r.length(), location(r),
@@ -244,33 +242,27 @@ public final class MooncakeEngine implements OneSidedEngine {
     @Override
     public Peer open(String session) {
         Objects.requireNonNull(session, "session is null");
-        checkOpen();
+        handle.checkOpen();
         int segment = c.openSegment(engine, session);
         if (segment < 0) {
             throw new WeightLoaderException("Mooncake openSegment(\"" + session + "\") from " + sessionId
                     + " failed: " + MooncakeLibrary.describe(segment) + "; is the seed's engine up and reachable?");
         }
-        MooncakePeer peer = new MooncakePeer(session, segment);
-        peers.add(peer);
+        MooncakePeer peer = new MooncakePeer(handle, session, segment);
+        handle.peerOpened(peer);
         return peer;
-    }
-
-    private void checkOpen() {
-        if (closed.get()) {
-            throw new IllegalStateException("Mooncake engine " + sessionId + " is closed");
-        }
     }
 
     @Override
     public void close() {
-        if (!closed.compareAndSet(false, true)) {
+        if (!handle.markClosed()) {
             return;
         }
-        int live = liveBatches.get();
+        int live = handle.liveBatches();
         if (live > 0) {
             LOG.warn("closing Mooncake engine {} with {} unreleased batch(es)", sessionId, live);
         }
-        for (MooncakePeer p : peers) {
+        for (Peer p : handle.peers()) {
             p.close();
         }
         synchronized (this) {
@@ -292,232 +284,5 @@ public final class MooncakeEngine implements OneSidedEngine {
     @Override
     public String toString() {
         return name() + "[" + sessionId + "]";
-    }
-
-    /** A segment opened on a seed. */
-    private final class MooncakePeer implements Peer {
-        private final String session;
-        private final int segment;
-        private final AtomicBoolean peerClosed = new AtomicBoolean();
-
-        MooncakePeer(String session, int segment) {
-            this.session = session;
-            this.segment = segment;
-        }
-
-        @Override
-        public int maxBatchSize() {
-            return MAX_BATCH_SIZE;
-        }
-
-        @Override
-        public int maxRunsPerOp() {
-            return MAX_BATCH_SIZE;
-        }
-
-        /** Mooncake reads each run of a strided op as a task of its own. */
-        @Override
-        public int cost(ReadOp op) {
-            return op.count();
-        }
-
-        @Override
-        public Batch submit(List<ReadOp> ops) {
-            Objects.requireNonNull(ops, "ops is null");
-            int n = 0;
-            for (ReadOp op : ops) {
-                n += op.count();
-            }
-            if (ops.isEmpty() || n > MAX_BATCH_SIZE) {
-                throw new IllegalArgumentException("a batch holds 1.." + MAX_BATCH_SIZE + " runs, got " + n);
-            }
-            if (peerClosed.get()) {
-                throw new IllegalStateException("peer " + session + " is closed");
-            }
-            checkOpen();
-            MooncakeC.TransferRequest[] reqs = (MooncakeC.TransferRequest[]) new MooncakeC.TransferRequest()
-                    .toArray(n);
-            int[] first = new int[ops.size() + 1];
-            int t = 0;
-            for (int i = 0; i < ops.size(); i++) {
-                ReadOp op = ops.get(i);
-                first[i] = t;
-                for (int k = 0; k < op.count(); k++, t++) {
-                    reqs[t].opcode = MooncakeC.OPCODE_READ;
-                    reqs[t].source = new Pointer(op.localAddress() + k * op.localStride());
-                    reqs[t].target_id = segment;
-                    reqs[t].target_offset = op.remoteAddress() + k * op.remoteStride();
-                    reqs[t].length = op.length();
-                }
-            }
-            first[ops.size()] = t;
-            long batch = c.allocateBatchID(engine, n);
-            if (batch == MooncakeC.INVALID_BATCH || batch == 0) {
-                throw new WeightLoaderException("Mooncake allocateBatchID(" + n + ") failed");
-            }
-            liveBatches.incrementAndGet();
-            MooncakeBatch b = new MooncakeBatch(batch, n, session);
-            int rc = c.submitTransfer(engine, batch, reqs, n);
-            if (rc != 0) {
-                b.abandonAfterFailedSubmit();
-                MooncakeLibrary.check(rc, "submitTransfer(" + n + " reads from " + session + ")");
-            }
-            return n == ops.size() ? b : new RunsBatch(b, first);
-        }
-
-        @Override
-        public void close() {
-            if (peerClosed.compareAndSet(false, true)) {
-                peers.remove(this);
-                int rc = c.closeSegment(engine, segment);
-                if (rc != 0) {
-                    LOG.debug("Mooncake closeSegment({}) {}", session, MooncakeLibrary.describe(rc));
-                }
-            }
-        }
-    }
-
-    /** Ops of several runs over a batch of one task per run: an op is final when all its runs are. */
-    private static final class RunsBatch implements Batch {
-        private final Batch tasks;
-        private final int[] first;
-
-        RunsBatch(Batch tasks, int[] first) {
-            this.tasks = tasks;
-            this.first = first;
-        }
-
-        @Override
-        public int size() {
-            return first.length - 1;
-        }
-
-        @Override
-        public OpStatus status(int index) {
-            Objects.checkIndex(index, size());
-            OpStatus failed = null;
-            for (int t = first[index]; t < first[index + 1]; t++) {
-                OpStatus s = tasks.status(t);
-                if (!s.isFinal()) {
-                    return OpStatus.PENDING;
-                }
-                if (s.state() == OpState.FAILED && failed == null) {
-                    failed = s;
-                }
-            }
-            return failed != null ? failed : OpStatus.COMPLETED;
-        }
-
-        @Override
-        public boolean release() {
-            return tasks.release();
-        }
-    }
-
-    /** One Mooncake batch; confined to one thread. */
-    private final class MooncakeBatch implements Batch {
-        private final long batch;
-        private final int size;
-        private final String session;
-        private final boolean[] seenFinal;
-        private final MooncakeC.TransferStatus status = new MooncakeC.TransferStatus();
-        private boolean released;
-
-        MooncakeBatch(long batch, int size, String session) {
-            this.batch = batch;
-            this.size = size;
-            this.session = session;
-            this.seenFinal = new boolean[size];
-        }
-
-        @Override
-        public int size() {
-            return size;
-        }
-
-        @Override
-        public OpStatus status(int index) {
-            Objects.checkIndex(index, size);
-            if (released) {
-                throw new IllegalStateException("batch is released");
-            }
-            int rc = c.getTransferStatus(engine, batch, index, status);
-            if (rc != 0) {
-                // Not marked final: Mooncake has not confirmed this task is done, so the batch must not be freed.
-                return OpStatus.failed("Mooncake getTransferStatus(" + index + ") from " + session + ": "
-                        + MooncakeLibrary.describe(rc));
-            }
-            switch (status.status) {
-                case MooncakeC.STATUS_WAITING:
-                case MooncakeC.STATUS_PENDING:
-                    return OpStatus.PENDING;
-                case MooncakeC.STATUS_COMPLETED:
-                    seenFinal[index] = true;
-                    return OpStatus.COMPLETED;
-                default:
-                    seenFinal[index] = true;
-                    return OpStatus.failed("Mooncake read from " + session + " ended " + statusName(status.status)
-                            + " after " + status.transferred_bytes + " bytes");
-            }
-        }
-
-        @Override
-        public boolean release() {
-            if (released) {
-                return true;
-            }
-            for (int i = 0; i < size; i++) {
-                if (!seenFinal[i]) {
-                    LOG.warn("Mooncake batch from {}: op {} of {} not final; leaking the batch (freeing it now "
-                            + "would fail busy, and a freed id must never be touched again)", session, i, size);
-                    return false;
-                }
-            }
-            released = true;
-            liveBatches.decrementAndGet();
-            MooncakeLibrary.check(c.freeBatchID(engine, batch), "freeBatchID");
-            return true;
-        }
-
-        /** After submitTransfer failed: free the batch if Mooncake queued nothing, else wait briefly for it. */
-        void abandonAfterFailedSubmit() {
-            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
-            for (int i = 0; i < size; i++) {
-                while (!seenFinal[i]) {
-                    int rc = c.getTransferStatus(engine, batch, i, status);
-                    if (rc == 1) {
-                        // Invalid argument = task id out of range: Mooncake queued nothing from here on.
-                        Arrays.fill(seenFinal, i, size, true);
-                        break;
-                    }
-                    if (rc != 0) {
-                        break;
-                    }
-                    if (status.status != MooncakeC.STATUS_WAITING && status.status != MooncakeC.STATUS_PENDING) {
-                        seenFinal[i] = true;
-                    } else if (System.nanoTime() > deadline) {
-                        break;
-                    } else {
-                        Thread.onSpinWait();
-                    }
-                }
-            }
-            if (!release()) {
-                LOG.warn("Mooncake batch from {} leaked after a failed submit", session);
-            }
-        }
-    }
-
-    static String statusName(int status) {
-        switch (status) {
-            case MooncakeC.STATUS_WAITING: return "WAITING";
-            case MooncakeC.STATUS_PENDING: return "PENDING";
-            case MooncakeC.STATUS_INVALID: return "INVALID";
-            case MooncakeC.STATUS_CANCELED: return "CANCELED";
-            case MooncakeC.STATUS_COMPLETED: return "COMPLETED";
-            case MooncakeC.STATUS_TIMEOUT: return "TIMEOUT";
-            case MooncakeC.STATUS_FAILED: return "FAILED";
-            default: return "status " + status;
-        }
     }
 }
