@@ -176,13 +176,16 @@ public final class SeedHost implements AutoCloseable {
      * Releases the weights' memory (SGLang's {@code release_memory_occupation}, tag {@code weights}): the control
      * plane takes no new load (503 "weights released"), loads in flight may finish within {@code grace} and are
      * then cut, every rank's memory is unregistered from its engines under a new generation (so a load that
-     * overlapped fails its final check), and the pages go back to the kernel: the process's resident memory drops by
-     * the weights. The addresses stay: {@link #held()} stays valid and reads zeros until {@link #resumeMemory()}.
+     * overlapped fails its final check), and the memory goes back: host pages to the kernel (the process's resident
+     * memory drops by the weights), GPU memory to the driver once the device's queued work is done (unmapped and
+     * released: the GPU's free memory rises by the weights). The addresses stay: {@link #held()} stays valid, and
+     * {@link #resumeMemory()} maps memory there again. Until then host memory reads zeros, and GPU memory must not be
+     * touched (it is not mapped: a kernel or copy that reads it faults).
      *
      * @param keepHostCopy first copy each rank's weights into host memory, to resume from instead of the checkpoint
      *                     (torch_memory_saver's CPU backup; on a host-memory seed it keeps the bytes' worth resident)
      * @throws io.weightloader.api.config.WeightLoaderConfigException without {@code weight-loader.enable-memory-saver}
-     * @throws IllegalStateException for a stopped seed, a relay, or GPU memory (not supported yet)
+     * @throws IllegalStateException for a stopped seed, a relay, or memory not allocated releasable
      */
     public synchronized MemoryReport releaseMemory(Duration grace, boolean keepHostCopy) {
         checkCanRelease();
@@ -206,7 +209,7 @@ public final class SeedHost implements AutoCloseable {
         long bytes = 0;
         for (HostRanks.Loaded l : loaded) {
             l.held().arena().releasePages();
-            bytes += l.held().arena().region().length();
+            bytes += l.held().arena().releasableBytes();
         }
         releasedCopies = copies;
         double secs = (System.nanoTime() - t0) / 1e9;
@@ -217,8 +220,8 @@ public final class SeedHost implements AutoCloseable {
     }
 
     /**
-     * Brings the weights back after {@link #releaseMemory}: maps each rank's pages again at the same addresses,
-     * refills them (from the host copy kept on release, else from the checkpoint through the rank's configured
+     * Brings the weights back after {@link #releaseMemory}: maps each rank's memory again at the same addresses (host
+     * pages faulted in; on a GPU new physical memory mapped into the reserved range), refills it (from the host copy kept on release, else from the checkpoint through the rank's configured
      * source), re-registers them with every served engine and publishes a new generation (with new checksums when
      * the seed publishes them). A rank whose refill fails stays released and the error is thrown.
      */
@@ -253,7 +256,7 @@ public final class SeedHost implements AutoCloseable {
             refill += c - b;
             register += d - c;
             checksums += p.checksumSeconds();
-            bytes += h.arena().region().length();
+            bytes += h.arena().releasableBytes();
             generations.put(rank.key().toString(), p.generation());
         }
         releasedCopies.forEach(HostMemory::close);
@@ -282,8 +285,11 @@ public final class SeedHost implements AutoCloseable {
         }
         for (HostRanks.Loaded l : loaded) {
             if (!l.held().arena().releasable()) {
-                throw new IllegalStateException("this seed holds its weights on " + l.held().arena().region().device()
-                        + ": releasing GPU memory is not supported yet (host memory only)");
+                io.weightloader.api.Device d = l.held().arena().region().device();
+                throw new IllegalStateException("this seed holds its weights on " + d + " in memory that cannot be"
+                        + " released and resumed at the same addresses: it was allocated with " + (d.isHost()
+                        ? "posix_memalign, not mapped" : "cudaMalloc, not reserved with CUDA's virtual memory management")
+                        + " (HostRanks.allocate makes releasable memory when weight-loader.enable-memory-saver is true)");
             }
         }
     }
