@@ -28,7 +28,7 @@ if [ -n "$mooncake" ]; then
   cp -r "$mooncake"/. "$out/weightloader/mooncake/"
 fi
 # test classes, and the test-scoped jars the distribution does not carry
-for m in api/spi api/memory api/seed backend-local backend-nccl backend-transfer-engine examples; do
+for m in api/spi api/memory api/seed api/host backend-local backend-nccl backend-transfer-engine examples; do
   if [ -d "$m/target/test-classes" ]; then
     (cd "$m/target/test-classes" && jar cf "$root/$out/test/${m//\//-}-test-classes.jar" .)
   fi
