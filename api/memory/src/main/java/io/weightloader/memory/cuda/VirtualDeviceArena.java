@@ -11,7 +11,7 @@ import io.weightloader.api.OwnedRegion;
  * <p>{@link #allocate} reserves the address range once ({@code cuMemAddressReserve}, the size rounded up to the
  * allocation granularity from {@code cuMemGetAllocationGranularity}) and maps physical memory there ({@link #map}:
  * {@code cuMemCreate}, a pinned allocation on the device; {@code cuMemMap}; {@code cuMemSetAccess} read/write for the
- * device; then zeroed). {@link #release} waits for the device's queued work, unmaps ({@code cuMemUnmap}) and releases
+ * device and for every GPU that can access it peer to peer, as {@code cudaMalloc} memory is; then zeroed). {@link #release} waits for the device's queued work, unmaps ({@code cuMemUnmap}) and releases
  * the physical allocation ({@code cuMemRelease}): the GPU's free memory rises by {@link #reservedBytes()} and the range
  * stays reserved, so {@link #map} puts new physical memory at the same address. {@link #close} (safe twice) unmaps,
  * releases and frees the reservation ({@code cuMemAddressFree}).
@@ -26,13 +26,17 @@ import io.weightloader.api.OwnedRegion;
 public final class VirtualDeviceArena extends OwnedRegion {
     private final long reserved;
     private final long granularity;
+    /** The GPUs given read/write access: the arena's own, then its peers. */
+    private final int[] accessors;
     /** The physical allocation mapped at the range, or 0 while released. */
     private long handle;
 
-    private VirtualDeviceArena(Device device, long address, long length, long reserved, long granularity) {
+    private VirtualDeviceArena(Device device, long address, long length, long reserved, long granularity,
+                               int[] accessors) {
         super(address, length, device);
         this.reserved = reserved;
         this.granularity = granularity;
+        this.accessors = accessors;
     }
 
     /**
@@ -51,9 +55,10 @@ public final class VirtualDeviceArena extends OwnedRegion {
         }
         VirtualMemory.requireSupported(device);
         long granularity = VirtualMemory.granularity(device);
+        int[] accessors = VirtualMemory.accessors(device);
         long size = roundUp(Math.max(bytes, 1), granularity);
         long address = VirtualMemory.reserve(device, size, granularity);
-        VirtualDeviceArena arena = new VirtualDeviceArena(device, address, bytes, size, granularity);
+        VirtualDeviceArena arena = new VirtualDeviceArena(device, address, bytes, size, granularity, accessors);
         try {
             arena.map();
         } catch (RuntimeException | Error e) {
@@ -104,7 +109,7 @@ public final class VirtualDeviceArena extends OwnedRegion {
         VirtualMemory.use(device);
         long h = VirtualMemory.create(device, reserved);
         try {
-            VirtualMemory.map(device, address, reserved, h);
+            VirtualMemory.map(device, address, reserved, h, accessors);
         } catch (RuntimeException | Error e) {
             try {
                 VirtualMemory.release(device, h);

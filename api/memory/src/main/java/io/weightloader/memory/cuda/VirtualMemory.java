@@ -93,18 +93,47 @@ final class VirtualMemory {
     }
 
     /**
-     * Maps physical memory {@code handle} at {@code address} (inside a reservation) and makes it readable and writable
-     * by {@code device}; on failure nothing stays mapped.
+     * The GPUs that get access to memory on {@code device}: the device itself first, then every GPU that can access it
+     * peer to peer ({@code cudaDeviceCanAccessPeer}), as {@code cudaMalloc} memory is (NCCL, for one, reads a user
+     * buffer from another GPU of the same process directly).
      */
-    static void map(Device device, long address, long size, long handle) {
+    static int[] accessors(Device device) {
+        int[] count = new int[1];
+        Cuda.check(cudart.cudaGetDeviceCount(count), "cudaGetDeviceCount");
+        int[] out = new int[count[0]];
+        int n = 0;
+        out[n++] = device.index();
+        for (int d = 0; d < count[0]; d++) {
+            if (d == device.index()) {
+                continue;
+            }
+            int[] can = new int[1];
+            Cuda.check(cudart.cudaDeviceCanAccessPeer(can, d, device.index()),
+                    "cudaDeviceCanAccessPeer(cuda:" + d + ", " + device + ")");
+            if (can[0] == 1) {
+                out[n++] = d;
+            }
+        }
+        return java.util.Arrays.copyOf(out, n);
+    }
+
+    /**
+     * Maps physical memory {@code handle} at {@code address} (inside a reservation) and makes it readable and writable
+     * by the GPUs {@code accessors} ({@link #accessors}); on failure nothing stays mapped.
+     */
+    static void map(Device device, long address, long size, long handle, int[] accessors) {
         Cuda.checkDriver(cudart.cuMemMap(address, size, 0, handle, 0),
                 "cuMemMap(0x" + Long.toHexString(address) + ", " + size + " bytes) on " + device);
-        try (CUmemAccessDesc_v1 access = new CUmemAccessDesc_v1()) {
-            Pointer.memset(access, 0, access.sizeof());
-            access.location().type(cudart.CU_MEM_LOCATION_TYPE_DEVICE).id(device.index());
-            access.flags(cudart.CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
-            Cuda.checkDriver(cudart.cuMemSetAccess(address, size, access, 1),
-                    "cuMemSetAccess(read/write, " + size + " bytes) on " + device);
+        try (CUmemAccessDesc_v1 access = new CUmemAccessDesc_v1(accessors.length)) {
+            Pointer.memset(access, 0, (long) access.sizeof() * accessors.length);
+            for (int i = 0; i < accessors.length; i++) {
+                CUmemAccessDesc_v1 a = access.getPointer(i);
+                a.location().type(cudart.CU_MEM_LOCATION_TYPE_DEVICE).id(accessors[i]);
+                a.flags(cudart.CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+            }
+            Cuda.checkDriver(cudart.cuMemSetAccess(address, size, access, accessors.length),
+                    "cuMemSetAccess(read/write for cuda:" + java.util.Arrays.toString(accessors) + ", " + size
+                            + " bytes) on " + device);
         } catch (RuntimeException | Error e) {
             try {
                 unmap(device, address, size);
