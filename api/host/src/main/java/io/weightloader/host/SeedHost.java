@@ -221,9 +221,11 @@ public final class SeedHost implements AutoCloseable {
 
     /**
      * Brings the weights back after {@link #releaseMemory}: maps each rank's memory again at the same addresses (host
-     * pages faulted in; on a GPU new physical memory mapped into the reserved range), refills it (from the host copy kept on release, else from the checkpoint through the rank's configured
-     * source), re-registers them with every served engine and publishes a new generation (with new checksums when
-     * the seed publishes them). A rank whose refill fails stays released and the error is thrown.
+     * pages faulted in; on a GPU new physical memory mapped into the reserved range), refills it (from the host copy
+     * kept on release, else from the checkpoint through the rank's configured source), re-registers it with every
+     * served engine and publishes a new generation (with new checksums when the seed publishes them). A rank whose
+     * mapping (a GPU out of memory, say: the error names the call and the device) or refill fails stays released and
+     * the error is thrown; calling this again retries.
      */
     public synchronized MemoryReport resumeMemory() {
         checkCanRelease();
