@@ -24,4 +24,5 @@ run backend-local io.weightloader.backend.local.GpuLocalLoadTest io.weightloader
 run backend-nccl io.weightloader.backend.nccl.NcclGpuTwoProcessTest io.weightloader.backend.nccl.NcclControlPlaneTest \
     io.weightloader.backend.nccl.NcclDeadlineGpuTest
 run backend-transfer-engine io.weightloader.backend.te.MooncakeGpuTwoProcessTest
+run api/host-tests io.weightloader.host.GpuMemorySaverTest
 exit $rc

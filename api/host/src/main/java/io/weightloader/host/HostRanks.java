@@ -116,9 +116,10 @@ public record HostRanks(List<Rank> ranks) {
         TpLayout layout = rank.settings().tpLayout();
         Map<String, TensorSlice> slices = layout.isNone() ? Map.of()
                 : layout.plan(specs, rank.settings().tpSize(), rank.key().tp());
-        // with the memory saver, host memory is mapped so that its pages can be released and resumed in place
+        // with the memory saver the memory can be released and resumed in place: host memory is mapped, GPU memory
+        // is an address range reserved once with physical memory mapped there (CUDA virtual memory management)
         TensorArena arena = TensorArena.allocate(rank.device(), TpLayout.heldSpecs(specs, slices),
-                rank.settings().enableMemorySaver() && rank.device().isHost());
+                rank.settings().enableMemorySaver());
         return new Held(arena, TpLayout.destinations(specs, arena.destinations(), slices));
     }
 

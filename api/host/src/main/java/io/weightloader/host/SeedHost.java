@@ -1,6 +1,7 @@
 package io.weightloader.host;
 
 import com.typesafe.config.Config;
+import io.weightloader.api.Device;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.TensorDestination;
 import io.weightloader.api.config.LoadFormat;
@@ -175,15 +176,18 @@ public final class SeedHost implements AutoCloseable {
      * Releases the weights' memory (SGLang's {@code release_memory_occupation}, tag {@code weights}): the control
      * plane takes no new load (503 "weights released"), loads in flight may finish within {@code grace} and are
      * then cut, every rank's memory is unregistered from its engines under a new generation (so a load that
-     * overlapped fails its final check), and the pages go back to the kernel: the process's resident memory drops by
-     * the weights. The addresses stay: {@link #held()} stays valid and reads zeros until {@link #resumeMemory()}.
+     * overlapped fails its final check), and the memory goes back: host pages to the kernel (the process's resident
+     * memory drops by the weights), GPU memory to the driver once the device's queued work is done (unmapped and
+     * released: the GPU's free memory rises by the weights). The addresses stay: {@link #held()} stays valid, and
+     * {@link #resumeMemory()} maps memory there again. Until then host memory reads zeros, and GPU memory must not be
+     * touched (it is not mapped: a kernel or copy that reads it faults).
      *
      * @param keepHostCopy first copy each rank's weights into host memory, to resume from instead of the checkpoint
      *                     (torch_memory_saver's CPU backup; on a host-memory seed it keeps the bytes' worth resident)
      * @throws io.weightloader.api.config.WeightLoaderConfigException without {@code weight-loader.enable-memory-saver}
      * A relay first leaves its root's directory (no client is sent to it while released; see {@link #resumeMemory()}).
      *
-     * @throws IllegalStateException for a stopped seed, or GPU memory (not supported yet)
+     * @throws IllegalStateException for a stopped seed, or memory not allocated releasable
      */
     public synchronized MemoryReport releaseMemory(Duration grace, boolean keepHostCopy) {
         checkCanRelease();
@@ -210,7 +214,7 @@ public final class SeedHost implements AutoCloseable {
         long bytes = 0;
         for (HostRanks.Held m : memories()) {
             m.arena().releasePages();
-            bytes += m.arena().region().length();
+            bytes += m.arena().releasableBytes();
         }
         releasedCopies = copies;
         double secs = (System.nanoTime() - t0) / 1e9;
@@ -221,14 +225,15 @@ public final class SeedHost implements AutoCloseable {
     }
 
     /**
-     * Brings the weights back after {@link #releaseMemory}: maps each rank's pages again at the same addresses,
-     * refills them (from the host copy kept on release, else from the checkpoint through the rank's configured
-     * source), re-registers them with every served engine and publishes a new generation (with new checksums when
-     * the seed publishes them). A rank whose refill fails stays released and the error is thrown. A relay refills
-     * from another seed: from its host copy only while its root still holds the same weights (same generation),
-     * else it loads again through its source strategy (the root, or the seed the root's directory assigns) and
-     * checks against the root's checksums; it publishes the root's generation and checksums, then rejoins the root's
-     * directory.
+     * Brings the weights back after {@link #releaseMemory}: maps each rank's memory again at the same addresses (host
+     * pages faulted in; on a GPU new physical memory mapped into the reserved range), refills it (from the host copy
+     * kept on release, else from the checkpoint through the rank's configured source), re-registers it with every
+     * served engine and publishes a new generation (with new checksums when the seed publishes them). A rank whose
+     * mapping (a GPU out of memory, say: the error names the call and the device) or refill fails stays released and
+     * the error is thrown; calling this again retries. A relay refills from another seed: from its host copy only
+     * while its root still holds the same weights (same generation), else it loads again through its source strategy
+     * (the root, or the seed the root's directory assigns) and checks against the root's checksums; it publishes the
+     * root's generation and checksums, then rejoins the root's directory.
      */
     public synchronized MemoryReport resumeMemory() {
         checkCanRelease();
@@ -283,7 +288,7 @@ public final class SeedHost implements AutoCloseable {
             map += b - a;
             refill += c - b;
             register += d - c;
-            bytes += h.arena().region().length();
+            bytes += h.arena().releasableBytes();
             generations.put(rank.key().toString(), generation);
         }
         if (relay != null) {
@@ -315,8 +320,11 @@ public final class SeedHost implements AutoCloseable {
         }
         for (HostRanks.Held m : memories()) {
             if (!m.arena().releasable()) {
-                throw new IllegalStateException("this seed holds its weights on " + m.arena().region().device()
-                        + ": releasing GPU memory is not supported yet (host memory only)");
+                Device d = m.arena().region().device();
+                throw new IllegalStateException("this seed holds its weights on " + d + " in memory that cannot be"
+                        + " released and resumed at the same addresses: it was allocated with " + (d.isHost()
+                        ? "posix_memalign, not mapped" : "cudaMalloc, not reserved with CUDA's virtual memory management")
+                        + " (HostRanks.allocate makes releasable memory when weight-loader.enable-memory-saver is true)");
             }
         }
     }

@@ -256,6 +256,15 @@ public final class SeedService implements AutoCloseable {
         return new Republished(p.manifest().generation(), ranks.checksumSeconds(rank), reg);
     }
 
+    /**
+     * Seconds {@code rank}'s current registration took with every served engine (the first publish, or the latest
+     * {@link #resumeWeights}); 0 for a rank not published, and for engines that register nothing (nccl).
+     */
+    public double registrationSeconds(RankKey rank) {
+        PublishedRanks.Published p = ranks.get(rank);
+        return p == null ? 0 : p.publishers().stream().mapToDouble(SeedPublisher::registrationSeconds).sum();
+    }
+
     /** Whether {@code rank}'s weights are released (or being released). */
     public boolean released(RankKey rank) {
         PublishedRanks.Published p = ranks.get(rank);

@@ -186,15 +186,27 @@ final class JavaCppNccl implements NcclRuntime {
                 aborted.countDown();
             }
         });
+        // an interrupted step (a seed that stops serving) waits for its abort too: its caller frees the memory next
+        boolean interrupted = Thread.interrupted();
+        long end = System.nanoTime() + ABORT_WAIT_NANOS;
         try {
-            if (!aborted.await(ABORT_WAIT_NANOS, java.util.concurrent.TimeUnit.NANOSECONDS)) {
-                return new WeightLoaderException(cause.getMessage() + "; the communicator is being aborted, but "
-                        + "ncclCommAbort had not returned after "
-                        + ABORT_WAIT_NANOS / 1_000_000_000L + " s and goes on in the background (NCCL may still use "
-                        + "the destination memory until it does)", cause);
+            while (true) {
+                try {
+                    if (!aborted.await(Math.max(0, end - System.nanoTime()), java.util.concurrent.TimeUnit.NANOSECONDS)) {
+                        return new WeightLoaderException(cause.getMessage() + "; the communicator is being aborted, but "
+                                + "ncclCommAbort had not returned after "
+                                + ABORT_WAIT_NANOS / 1_000_000_000L + " s and goes on in the background (NCCL may still"
+                                + " use the destination memory until it does)", cause);
+                    }
+                    break;
+                } catch (InterruptedException e) {
+                    interrupted = true;
+                }
             }
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
+        } finally {
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
         }
         return new WeightLoaderException(cause.getMessage() + "; communicator aborted", cause);
     }
@@ -257,6 +269,9 @@ final class JavaCppNccl implements NcclRuntime {
             }
             if (finished.test(st[0])) {
                 return;
+            }
+            if (Thread.currentThread().isInterrupted()) { // the seed stopped serving (or released its memory)
+                throw new WeightLoaderException("NCCL step '" + step + "' was interrupted");
             }
             if (System.nanoTime() > deadline) {
                 throw new WeightLoaderException("NCCL step '" + step + "' did not finish before its deadline "

@@ -189,8 +189,24 @@ final class NcclSeedPublisher implements SeedPublisher {
         }
     }
 
+    /** How long {@link #close} waits for a send in flight to end: an interrupted send aborts its communicator. */
+    static final long CLOSE_WAIT_NANOS = JavaCppNccl.ABORT_WAIT_NANOS + 5_000_000_000L;
+
+    /**
+     * Stops serving: a send in flight is interrupted (its communicator aborted) and waited for, so that nothing this
+     * publisher started reads the seed's memory once it returns (the seed may then free it, or release it with the
+     * memory saver; kernels already queued are the host's to wait for, as {@code VirtualDeviceArena.release} does).
+     */
     @Override
     public void close() {
         sender.shutdownNow();
+        try {
+            if (!sender.awaitTermination(CLOSE_WAIT_NANOS, java.util.concurrent.TimeUnit.NANOSECONDS)) {
+                LOG.warn("nccl group {} rank {}: a send was still running {} s after it was interrupted", groupName,
+                        rank, CLOSE_WAIT_NANOS / 1_000_000_000L);
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 }

@@ -15,6 +15,10 @@ final class FakeNccl implements NcclRuntime {
     final List<Call> calls = new CopyOnWriteArrayList<>();
     final List<Optional<String>> bootstraps = new CopyOnWriteArrayList<>();
     volatile CountDownLatch hold;
+    /** How long a held transfer goes on once interrupted (as an abort takes time): 0, at once. */
+    volatile long lingerNanos;
+    /** Transfers that have returned. */
+    final java.util.concurrent.atomic.AtomicInteger ended = new java.util.concurrent.atomic.AtomicInteger();
     private int ids;
 
     @Override
@@ -33,14 +37,22 @@ final class FakeNccl implements NcclRuntime {
     public Timings transfer(Device device, byte[] uniqueId, int rank, List<NcclOp> ops, Primitive primitive,
                             long initDeadline, long transferDeadline) {
         calls.add(new Call(device, uniqueId, rank, List.copyOf(ops), primitive));
-        CountDownLatch h = hold;
-        if (rank == 0 && h != null) {
-            try {
-                h.await(30, TimeUnit.SECONDS);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
+        try {
+            CountDownLatch h = hold;
+            if (rank == 0 && h != null) {
+                try {
+                    h.await(30, TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    long end = System.nanoTime() + lingerNanos;
+                    while (System.nanoTime() < end) {
+                        java.util.concurrent.locks.LockSupport.parkNanos(end - System.nanoTime());
+                    }
+                    Thread.currentThread().interrupt();
+                }
             }
+            return new Timings(0, 0);
+        } finally {
+            ended.incrementAndGet();
         }
-        return new Timings(0, 0);
     }
 }

@@ -178,6 +178,25 @@ class NcclControlPlaneTest {
     }
 
     @Test
+    void closingThePublisherWaitsForTheSendInFlightSoTheSeedMayFreeOrReleaseItsMemoryNext() throws Exception {
+        FakeNccl nccl = new FakeNccl();
+        nccl.hold = new CountDownLatch(1); // a client that never finishes receiving
+        nccl.lingerNanos = 500_000_000L; // and an abort that takes its time
+        NcclSeedPublisher p = new NcclSeedPublisher(new RankKey(0, 0), fakeGpuTensors(0x10000), nccl,
+                java.util.Optional.empty(), "g", java.time.Duration.ofSeconds(30), java.time.Duration.ofSeconds(30));
+        io.weightloader.seed.SeedEndpoint.Reply r = p.endpoints().get(NcclSeedPublisher.PATH)
+                .handle(Map.of(), "{\"tensors\": [\"embed\"]}".getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        assertThat(r.status()).isEqualTo(200);
+        long until = System.nanoTime() + 10_000_000_000L;
+        while (nccl.calls.isEmpty() && System.nanoTime() < until) {
+            Thread.sleep(5);
+        }
+        assertThat(nccl.calls).as("the send started").hasSize(1);
+        p.close();
+        assertThat(nccl.ended.get()).as("the send ended before close returned").isEqualTo(1);
+    }
+
+    @Test
     void theSendEndpointChecksTokenAndNames() throws Exception {
         try (SeedService svc = seed(new FakeNccl(), "")) {
             HttpClient http = HttpClient.newHttpClient();

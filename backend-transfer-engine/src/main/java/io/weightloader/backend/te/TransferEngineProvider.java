@@ -51,40 +51,80 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     @Override
     public BackendCapabilities capabilities() {
         return BackendCapabilities.builder().readsFromSeed(true).devices(Device.Kind.CPU, Device.Kind.CUDA)
-                // with the built-in engine on host memory: a seed releasing its weights unregisters them first and
-                // registers them again on resume, under a new generation (SeedHost.releaseMemory). Mooncake is
-                // refused where it is configured (refuseMemorySaverWithMooncake)
+                // with the built-in engine (host memory: it serves no GPU memory): a seed releasing its weights
+                // unregisters them first and registers them again on resume, under a new generation
+                // (SeedHost.releaseMemory). Mooncake is refused where it is configured, saying why per transport
+                // (refuseMemorySaverWithMooncake)
                 .memorySaver(true).build();
     }
 
     /**
-     * The memory-saver capability holds for the built-in engine only: Mooncake's registrations (RDMA through
-     * peermem, nvlink_intra through CUDA IPC) cannot follow memory that is released and mapped again, so
-     * {@code enable-memory-saver} with {@code engine = mooncake} is refused, naming the setting, the backend, the
-     * engine and the capability.
+     * The memory-saver capability holds for the built-in engine only: {@code enable-memory-saver} with
+     * {@code engine = mooncake} is refused, naming the setting, the backend, the engine, the capability and, per
+     * transport, why (see {@link #mooncakeMemorySaverReason}; docs/ARCHITECTURE.md, "Mooncake and released memory").
+     *
+     * @param seed true for an instance that serves (its transport is {@code protocol}, else tcp); false for a client
+     *             (its transport is {@code protocol}, else whatever its seed serves: every reason is given)
      */
-    static void refuseMemorySaverWithMooncake(WeightLoaderSettings s, TransferEngineSettings te) {
+    static void refuseMemorySaverWithMooncake(WeightLoaderSettings s, TransferEngineSettings te, boolean seed) {
         if (s.enableMemorySaver() && te.engine().equals("mooncake")) {
+            List<String> transports = seed ? List.of(te.seedProtocol())
+                    : te.protocol().map(List::of).orElse(List.of("nvlink_intra", "rdma", "tcp"));
+            StringBuilder why = new StringBuilder();
+            for (String t : transports) {
+                why.append(' ').append(mooncakeMemorySaverReason(t)).append('.');
+            }
             throw new WeightLoaderConfigException("weight-loader.enable-memory-saver", "memory saver is not compatible"
                     + " with backend 'transfer_engine' on engine 'mooncake' (" + TransferEngineSettings.PATH
                     + ".engine): transfer_engine declares the memory-saver capability (BackendCapabilities.memorySaver)"
-                    + " for its builtin engine on host memory only; Mooncake's registered memory must not be released"
-                    + " and remapped under it. Use " + TransferEngineSettings.PATH + ".engine = builtin, or turn the"
-                    + " memory saver off");
+                    + " for its builtin engine only. A released seed's memory is registered again where it was on"
+                    + " resume; with Mooncake (" + MOONCAKE_TESTED + "):" + why + " Falling back to fresh allocations"
+                    + " at new addresses, which the new manifest would carry, is not implemented. Use "
+                    + TransferEngineSettings.PATH + ".engine = builtin (host memory), serve GPU weights over nccl"
+                    + " (weight-loader.seed.serve = [nccl]), or turn the memory saver off");
         }
+    }
+
+    /** The Mooncake commit whose transports {@link #mooncakeMemorySaverReason} describes. */
+    static final String MOONCAKE_TESTED = "kvcache-ai/Mooncake 3b5a5941, mooncake-transfer-engine/src/transport";
+
+    /**
+     * Why Mooncake's {@code transport} cannot serve memory the memory saver releases and maps again at the same
+     * addresses (GPU memory: CUDA virtual memory from {@code cuMemCreate}/{@code cuMemMap}), from its source.
+     */
+    static String mooncakeMemorySaverReason(String transport) {
+        return switch (transport) {
+            case "nvlink_intra" -> "nvlink_intra exports GPU memory with cudaIpcGetMemHandle on the cudaMalloc block"
+                    + " that holds the address (intranode_nvlink_transport.cpp, IntraNodeNvlinkTransport::"
+                    + "registerLocalMemory), which CUDA refuses for cuMemCreate memory, the only kind whose addresses"
+                    + " survive a release (registration fails, -1); with fresh cudaMalloc memory instead, a client"
+                    + " keeps the old block's IPC mapping open until its engine is destroyed (IntraNodeNvlinkTransport::"
+                    + "relocateSharedMemoryAddress caches it), and CUDA leaves freeing exported memory before every"
+                    + " importer closed it undefined";
+            case "rdma" -> "rdma registers GPU memory as a dma-buf of the allocation that holds the address"
+                    + " (rdma_context.cpp, RdmaContext::exportDmabuf: cuMemGetAddressRange,"
+                    + " cuMemGetHandleForAddressRange, then ibv_reg_dmabuf_mr), or through nvidia-peermem with"
+                    + " WITH_NVIDIA_PEERMEM; CUDA allows either on cuMemCreate memory only when it is created"
+                    + " GPUDirect-RDMA-capable, which the memory saver's GPU arena does not ask for, and registering"
+                    + " released and remapped memory again has not been run on an RDMA NIC";
+            case "tcp" -> "tcp registers bookkeeping only (tcp_transport.cpp, TcpTransport::registerLocalMemory) and"
+                    + " reads GPU memory with cudaMemcpyAsync (tcp_transport_session_impl.h, copyTcpCudaMemory), so it"
+                    + " could serve released and resumed memory, but that has not been run or tested here";
+            default -> transport + ": not examined for the memory saver";
+        };
     }
 
     @Override
     public void validateSettings(BackendContext context) {
         TransferEngineSettings te = TransferEngineSettings.from(context);
         if (context.settings().remote().startSeedViaTransferEngine()) {
-            refuseMemorySaverWithMooncake(context.settings(), te); // this instance will serve through transfer_engine
+            refuseMemorySaverWithMooncake(context.settings(), te, true); // this instance will serve through it
         }
     }
 
     @Override
     public void validate(BackendContext context) {
-        refuseMemorySaverWithMooncake(context.settings(), TransferEngineSettings.from(context));
+        refuseMemorySaverWithMooncake(context.settings(), TransferEngineSettings.from(context), false);
         SeedClient.checkedSeedAddress(context.settings(), NAME);
     }
 
@@ -140,7 +180,7 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     public void validateSeed(BackendContext context, Device device) {
         WeightLoaderSettings s = context.settings();
         TransferEngineSettings te = TransferEngineSettings.from(context);
-        refuseMemorySaverWithMooncake(s, te);
+        refuseMemorySaverWithMooncake(s, te, true);
         if (te.hostname().isPresent() && isWildcard(te.hostname().get())) {
             throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".hostname", "is "
                     + te.hostname().get() + ", a wildcard address that clients cannot dial: set the host name or"

@@ -48,6 +48,40 @@ class MemorySaverRefusalTest {
     }
 
     @Test
+    void theRefusalSaysWhyForEachMooncakeTransportAndThatTheFallbackIsNotImplemented() {
+        // a seed: its configured transport only (tcp when none is set)
+        assertThatThrownBy(() -> Seeds.bind(seedContext(MOONCAKE + """
+                weight-loader.enable-memory-saver = true
+                weight-loader.backends.transfer_engine.protocol = nvlink_intra"""),
+                BackendRegistry.discover(), List.of(Device.cuda(0))))
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageContaining("cudaIpcGetMemHandle")
+                .hasMessageContaining("IntraNodeNvlinkTransport::registerLocalMemory")
+                .hasMessageContaining("cuMemCreate")
+                .hasMessageContaining("Mooncake 3b5a5941")
+                .hasMessageContaining("fresh allocations at new addresses").hasMessageContaining("not implemented")
+                .hasMessageContaining("weight-loader.seed.serve = [nccl]")
+                .hasMessageNotContaining("RdmaContext");
+        assertThatThrownBy(() -> Seeds.bind(seedContext(MOONCAKE + """
+                weight-loader.enable-memory-saver = true
+                weight-loader.backends.transfer_engine.protocol = rdma"""), BackendRegistry.discover(),
+                List.of(Device.CPU)))
+                .hasMessageContaining("RdmaContext::exportDmabuf").hasMessageContaining("ibv_reg_dmabuf_mr")
+                .hasMessageContaining("GPUDirect-RDMA-capable").hasMessageNotContaining("cudaIpcGetMemHandle");
+        assertThatThrownBy(() -> Seeds.bind(seedContext(MOONCAKE + "weight-loader.enable-memory-saver = true"),
+                BackendRegistry.discover(), List.of(Device.CPU)))
+                .hasMessageContaining("TcpTransport::registerLocalMemory").hasMessageContaining("not been run");
+        // a client that takes its seed's transport: every reason
+        assertThatThrownBy(() -> WeightLoader.open(ConfigFactory.parseString(MOONCAKE + """
+                weight-loader { load-format = remote_instance, enable-memory-saver = true
+                  remote-instance { seed-instance-ip = "127.0.0.1", seed-instance-service-port = 1,
+                    backend = transfer_engine } }""")))
+                .hasMessageContaining("IntraNodeNvlinkTransport::registerLocalMemory")
+                .hasMessageContaining("RdmaContext::exportDmabuf")
+                .hasMessageContaining("TcpTransport::registerLocalMemory");
+    }
+
+    @Test
     void theBuiltinEngineOnHostMemoryTakesTheMemorySaver() {
         assertThat(new TransferEngineProvider().capabilities().memorySaver()).isTrue();
         try (SeedService seed = Seeds.bind(seedContext("weight-loader.enable-memory-saver = true"),

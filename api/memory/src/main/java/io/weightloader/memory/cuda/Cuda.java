@@ -140,6 +140,39 @@ public final class Cuda {
         }
     }
 
+    /**
+     * One check for every CUDA driver call ({@code CUresult}): the message holds the operation (name it with the
+     * device), the code and the driver's name and text for it.
+     */
+    public static void checkDriver(int rc, String operation) {
+        if (rc != cudart.CUDA_SUCCESS) {
+            String text;
+            try (org.bytedeco.javacpp.PointerPointer<?> name = new org.bytedeco.javacpp.PointerPointer<>(1);
+                 org.bytedeco.javacpp.PointerPointer<?> what = new org.bytedeco.javacpp.PointerPointer<>(1)) {
+                boolean named = cudart.cuGetErrorName(rc, name) == cudart.CUDA_SUCCESS && name.get(0) != null;
+                boolean told = cudart.cuGetErrorString(rc, what) == cudart.CUDA_SUCCESS && what.get(0) != null;
+                text = (named ? name.getString(0) : "CUresult " + rc) + (told ? ": " + what.getString(0) : "");
+            } catch (RuntimeException | LinkageError e) {
+                text = "CUresult " + rc;
+            }
+            throw new WeightLoaderException(operation + " failed (" + rc + ", " + text + ")");
+        }
+    }
+
+    /** Free and total memory of a GPU, as {@code cudaMemGetInfo} reports them. */
+    public record MemoryInfo(long free, long total) {
+    }
+
+    /** {@code cudaMemGetInfo} on {@code device} (made current for this thread). */
+    public static MemoryInfo memoryInfo(Device device) {
+        use(device);
+        try (org.bytedeco.javacpp.SizeTPointer free = new org.bytedeco.javacpp.SizeTPointer(1);
+             org.bytedeco.javacpp.SizeTPointer total = new org.bytedeco.javacpp.SizeTPointer(1)) {
+            check(cudart.cudaMemGetInfo(free, total), "cudaMemGetInfo on " + device);
+            return new MemoryInfo(free.get(), total.get());
+        }
+    }
+
     /** A JavaCPP pointer to a raw address (no ownership). */
     public static Pointer pointer(long address) {
         return new RawPointer(address);
