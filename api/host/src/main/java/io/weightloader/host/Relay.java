@@ -6,6 +6,7 @@ import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.ProgressListener;
 import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorReport;
 import io.weightloader.api.WeightLoader;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
@@ -34,6 +35,11 @@ import org.slf4j.LoggerFactory;
  * remote_instance}): it publishes the root's generation and checksums, registers with the root's directory (with a
  * heartbeat), and, with {@code source-strategy = chain} and the built-in engine, serves while it loads (each block
  * once it arrived and matched the root's checksum). It leaves the directory when it stops.
+ *
+ * <p>With a registry ({@link RegistryListing}) it needs no root: it takes the manifest it will serve from a source the
+ * registry lists (checked against its entry), loads through a loader that finds its sources there too (every byte
+ * checked), checks that every tensor it loaded has that manifest's SHA-256, and is then listed in the registry by its
+ * {@link SeedHost}; it never serves while it loads.
  */
 final class Relay implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Relay.class);
@@ -47,6 +53,7 @@ final class Relay implements AutoCloseable {
     }
 
     private final String address;
+    /** The root seed, or null for a relay that finds its sources in a registry. */
     private final SeedClient root;
     private final List<Held> held = new ArrayList<>();
     private final ScheduledExecutorService heartbeat = Executors.newSingleThreadScheduledExecutor(
@@ -65,13 +72,16 @@ final class Relay implements AutoCloseable {
      * A relay serves with the transport its root serves (Mooncake's {@code nvlink_intra} from a GPU root, say) unless
      * {@code backends.transfer_engine.protocol} says otherwise: its clients were sent by the root and expect it.
      */
-    static com.typesafe.config.Config withRootTransport(com.typesafe.config.Config config, WeightLoaderSettings s) {
+    static com.typesafe.config.Config withRootTransport(com.typesafe.config.Config config, WeightLoaderSettings s,
+                                                        RegistryListing registry) {
         String key = "weight-loader.backends.transfer_engine.protocol";
         if (!config.hasPath(key) || !config.getString(key).isEmpty()
                 || !"mooncake".equals(config.getString("weight-loader.backends.transfer_engine.engine"))) {
             return config;
         }
-        Manifest m = SeedClient.forSeedOf(s, "relay").manifest(new RankKey(0, s.rank().pp()));
+        RankKey first = new RankKey(0, s.rank().pp());
+        Manifest m = registry != null ? registry.manifest(first, null).getValue()
+                : SeedClient.forSeedOf(s, "relay").manifest(first);
         String served = m.serves() == null ? m.engine() : m.serves().getOrDefault("transfer_engine", "");
         if (!served.startsWith("mooncake-")) {
             return config;
@@ -100,17 +110,23 @@ final class Relay implements AutoCloseable {
      * Publishes every rank's memory (before loading when it serves while loading), starts the control plane,
      * registers with the root, loads, checks, and announces itself ready.
      */
-    static Relay start(WeightLoaderSettings settings, HostRanks ranks, SeedService service, Runnable beforeLoading)
-            throws Exception {
+    static Relay start(WeightLoaderSettings settings, HostRanks ranks, SeedService service, Runnable beforeLoading,
+                       RegistryListing registry) throws Exception {
         String address = advertised(settings, service.port());
-        Relay relay = new Relay(address, SeedClient.forSeedOf(settings, "relay"));
+        Relay relay = new Relay(address, registry != null ? null : SeedClient.forSeedOf(settings, "relay"));
         try {
             String strategy = sourceStrategy(ranks.ranks().get(0).config());
             for (HostRanks.Rank r : ranks.ranks()) {
-                boolean gateable = strategy.equals("chain") && r.device().isHost()
+                // a relay of a registry is listed only once it holds every byte: it does not serve while it loads
+                boolean gateable = registry == null && strategy.equals("chain") && r.device().isHost()
                         && r.settings().backend().equals("transfer_engine");
                 Map<String, Object> id = new LinkedHashMap<>();
                 id.put(TE + "client-id", address);
+                if (registry != null) {
+                    // its loader checks every byte (a registry's sources are checked whatever this says) and
+                    // reports each tensor's SHA-256, which must be the manifest's it will serve
+                    id.put("weight-loader.checksum", "sha256");
+                }
                 if (gateable) {
                     // the gate checks every block against the root's checksums as it arrives: no second pass
                     id.put("weight-loader.checksum", "none");
@@ -126,7 +142,8 @@ final class Relay implements AutoCloseable {
                 HostRanks.Held memory = null;
                 try {
                     memory = HostRanks.allocate(r, loader.available());
-                    Manifest rootManifest = relay.root.manifest(r.key());
+                    Manifest rootManifest = registry != null ? registry.manifest(r.key(), address).getValue()
+                            : relay.root.manifest(r.key());
                     if (!rootManifest.publishesChecksums()) {
                         throw new WeightLoaderException("root seed " + relay.root.peer() + " publishes no checksums"
                                 + " (its weight-loader.seed.publish-checksums = false): clients could not check what a"
@@ -146,13 +163,22 @@ final class Relay implements AutoCloseable {
                 }
             }
             service.start();
-            relay.register(); // a pipelined relay must be in the directory before it asks for its own source
-            relay.heartbeat.scheduleWithFixedDelay(relay::registerQuietly, Directory.HEARTBEAT_MILLIS,
-                    Directory.HEARTBEAT_MILLIS, TimeUnit.MILLISECONDS);
+            if (relay.root != null) {
+                relay.register(); // a pipelined relay must be in the directory before it asks for its own source
+                relay.heartbeat.scheduleWithFixedDelay(relay::registerQuietly, Directory.HEARTBEAT_MILLIS,
+                        Directory.HEARTBEAT_MILLIS, TimeUnit.MILLISECONDS);
+            }
             beforeLoading.run();
             relay.reports = ranks.parallel(r -> relay.load(relay.held.get(ranks.ranks().indexOf(r)), settings));
+            if (registry != null) {
+                for (int i = 0; i < relay.held.size(); i++) {
+                    checkAgainstServed(relay.held.get(i), relay.reports.get(i));
+                }
+            }
             relay.ready = true;
-            relay.register();
+            if (relay.root != null) {
+                relay.register();
+            }
             return relay;
         } catch (Exception | Error e) {
             for (Held h : relay.held) {
@@ -187,6 +213,25 @@ final class Relay implements AutoCloseable {
             }
         }
         return report;
+    }
+
+    /**
+     * A relay of a registry took the manifest it serves from one source and its bytes through its loader, which may
+     * have read from another: every tensor loaded must have the SHA-256 that manifest publishes (its loader checked
+     * the bytes against the checksums of the source it read from), or the relay would serve one version's bytes under
+     * another's checksums.
+     */
+    private static void checkAgainstServed(Held h, LoadReport report) {
+        Map<String, Manifest.Entry> served = h.root().entriesByName();
+        for (TensorReport t : report.tensors()) {
+            String want = served.get(t.name()).sha256();
+            if (want != null && !want.equals(t.sha256())) {
+                throw new WeightLoaderException("relay rank " + h.rank().key() + ": tensor '" + t.name() + "' loaded"
+                        + " with SHA-256 " + t.sha256() + ", but the manifest it would serve (generation "
+                        + h.root().generation() + ") publishes " + want + ": the registry's sources changed while it"
+                        + " loaded; start it again");
+            }
+        }
     }
 
     private void register() {
@@ -235,7 +280,7 @@ final class Relay implements AutoCloseable {
     public void close() {
         left = true;
         heartbeat.shutdownNow();
-        for (Held h : held) {
+        for (Held h : root == null ? List.<Held>of() : held) {
             try {
                 root.post("/v1/relays/leave?tp=" + h.rank().key().tp() + "&pp=" + h.rank().key().pp(),
                         JSON.writeValueAsBytes(Map.of("address", address)), Set.of());
