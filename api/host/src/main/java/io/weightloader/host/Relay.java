@@ -126,6 +126,10 @@ final class Relay implements AutoCloseable {
                     // its loader checks every byte (a registry's sources are checked whatever this says) and
                     // reports each tensor's SHA-256, which must be the manifest's it will serve
                     id.put("weight-loader.checksum", "sha256");
+                } else if (!r.config().getString("weight-loader.directory").isBlank()) {
+                    // the registry could not be reached (said loudly): its loaders go to the root at once rather
+                    // than each try the registry again
+                    id.put("weight-loader.directory", "");
                 }
                 if (gateable) {
                     // the gate checks every block against the root's checksums as it arrives: no second pass
