@@ -109,6 +109,9 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
         Registries.Settings registry = Registries.settings(context.config());
         TransferEngineBackend root = s.remote().seedIp().isEmpty() ? null : client(s, te, SeedClient.forSeedOf(s, NAME));
         if (registry.inProcess()) {
+            registry.modelId().ifPresent(m -> LOG.warn("{} = {} is set, but {} is empty: this client loads from the seed"
+                    + " at weight-loader.remote-instance.seed-instance-ip, not from a registry", Registries.MODEL_ID, m,
+                    Registries.DIRECTORY));
             return root;
         }
         // a source found in the registry is tried once more at most before the client moves on to the next
