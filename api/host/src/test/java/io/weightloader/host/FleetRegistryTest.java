@@ -225,17 +225,27 @@ class FleetRegistryTest {
     }
 
     @Test
-    void aRootWhoseWeightsChangeInPlaceLeavesTheRegistry() throws Exception {
+    void aRootWhoseWeightsChangeInPlaceOrAreReleasedLeavesTheRegistryAndComesBackOnResume() throws Exception {
         fleet = new Fleet(dir);
         Path ckpt = fleet.checkpoint("ckpt", 5);
         String model = model("update");
+        RankKey rank = new RankKey(0, 0);
         SourceRegistry view = view(model);
-        SeedHost root = closing(SeedHost.start(Fleet.config(registry(model) + "weight-loader.model-path = \""
-                + ckpt + "\"")));
+        SeedHost root = closing(SeedHost.start(Fleet.config(registry(model) + "weight-loader { model-path = \""
+                + ckpt + "\", enable-memory-saver = true }")));
         assertThat(listed(view, model, 0)).containsExactly(address(root));
-        root.service().weightsChanging(new RankKey(0, 0));
+        String before = root.service().manifest(rank).orElseThrow().generation();
+        root.releaseMemory();
+        assertThat(listed(view, model, 0)).as("released weights are no one's source").isEmpty();
+        root.resumeMemory();
+        Fingerprint resumed = Fingerprint.of(root.service().manifest(rank).orElseThrow());
+        assertThat(resumed.generation()).isNotEqualTo(before);
+        assertThat(view.list(model, resumed)).extracting(SourceEntry::address).containsExactly(address(root));
+        fleet.load(registry(model) + "weight-loader.load-format = remote_instance", ckpt);
+
+        root.service().weightsChanging(rank);
         assertThat(listed(view, model, 0)).as("its checksums no longer hold").isEmpty();
-        root.service().weightsChanged(new RankKey(0, 0));
+        root.service().weightsChanged(rank);
         assertThat(listed(view, model, 0)).as("it publishes no checksums after an update in place").isEmpty();
     }
 }
