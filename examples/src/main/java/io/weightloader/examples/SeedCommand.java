@@ -132,9 +132,11 @@ final class SeedCommand implements Callable<Integer> {
                     settings.seed().bindAddress(), service.port(), r.key(), r.device(), manifest.serves(),
                     manifest.tensors().size());
         }
-        out.printf("%d rank(s), %s in all%s%n", ranks.ranks().size(), Sizes.human(host.bytes()),
-                host.relayAddress().map(a -> "; relay " + a + " of root " + settings.remote().seedIp().orElse("") + ":"
-                        + settings.remote().seedPort() + " (same generation and checksums)").orElse(""));
+        out.printf("%d rank(s), %s in all%s%s%n", ranks.ranks().size(), Sizes.human(host.bytes()),
+                host.relayAddress().map(a -> "; relay " + a + (host.registry().isPresent() ? ""
+                        : " of root " + settings.remote().seedIp().orElse("") + ":" + settings.remote().seedPort())
+                        + " (same generation and checksums)").orElse(""),
+                host.registry().map(r -> "; listed in " + r).orElse(""));
         String backend = settings.seed().serve().get(0);
         out.printf("load from it with: weightloader load --load-format remote_instance"
                         + " --remote-instance-weight-loader-seed-instance-ip %s"
@@ -145,6 +147,13 @@ final class SeedCommand implements Callable<Integer> {
                         + (settings.tpLayout().isNone() ? "" : " --tp-layout " + settings.tpLayout().name()),
                 (settings.remote().token().isPresent() ? " --token ..." : "")
                         + (settings.tls().serves() ? " --tls-ca CA.pem" : ""));
+        if (host.registry().isPresent()) {
+            var registry = io.weightloader.seed.registry.Registries.settings(config);
+            out.printf("or from any source of the registry: weightloader load --load-format remote_instance"
+                    + " --directory %s --model-id %s%s%n", registry.directory(), registry.modelId().orElseThrow(),
+                    (ranks.single() ? "" : " --tp-size " + settings.tpSize())
+                            + (settings.tpLayout().isNone() ? "" : " --tp-layout " + settings.tpLayout().name()));
+        }
         out.flush();
         if (readyFile != null) {
             // written whole under another name, then renamed: a watcher never reads a half-written file

@@ -57,6 +57,15 @@ final class SharedOptions {
             + "serving the root seed's weights to read from (weight-loader.backends.transfer_engine.source-strategy).")
     String sourceStrategy;
 
+    @Option(names = "--directory", paramLabel = "URL", description = "Registry of the model's sources, "
+            + "etcd://host:2379[,host:2379...]: a seed registers in it, a client finds its sources there by "
+            + "--model-id, no seed address needed (weight-loader.directory; default: the root seed's own directory).")
+    String directory;
+
+    @Option(names = "--model-id", paramLabel = "ID", description = "The model's id in the registry, e.g. "
+            + "meta-llama/Llama-3.1-8B (weight-loader.model-id).")
+    String modelId;
+
     @Option(names = "--checksum", paramLabel = "ALGO", description = "none | sha256 (weight-loader.checksum).")
     String checksum;
 
@@ -110,6 +119,8 @@ final class SharedOptions {
         put(m, "weight-loader.remote-instance.seed-instance-service-port", seedPort);
         put(m, "weight-loader.remote-instance.backend", remoteBackend);
         put(m, "weight-loader.backends.transfer_engine.source-strategy", sourceStrategy);
+        put(m, "weight-loader.directory", directory);
+        put(m, "weight-loader.model-id", modelId);
         put(m, "weight-loader.checksum", checksum);
         put(m, "weight-loader.backends.transfer_engine.protocol", protocol);
         put(m, "weight-loader.rank.pp", ppRank);

@@ -78,11 +78,16 @@ public final class WeightLoaderCli implements Runnable {
         return cli;
     }
 
+    /** Held: java.util.logging keeps only weak references to its loggers, and their levels with them. */
+    private static final java.util.logging.Logger GRPC_LOG = java.util.logging.Logger.getLogger("io.grpc");
+
     public static void main(String[] args) {
         boolean verbose = java.util.Arrays.asList(args).contains("--verbose");
         if (System.getProperty("org.slf4j.simpleLogger.defaultLogLevel") == null) {
             System.setProperty("org.slf4j.simpleLogger.defaultLogLevel", verbose ? "info" : "warn");
         }
+        // gRPC (under the etcd registry) logs through java.util.logging: its start-up notes are not news here
+        GRPC_LOG.setLevel(verbose ? java.util.logging.Level.INFO : java.util.logging.Level.WARNING);
         // the seed's own lifecycle (stopping, stopped after how long) is news at INFO, not a warning
         System.getProperties().putIfAbsent("org.slf4j.simpleLogger.log." + SeedCommand.class.getName(), "info");
         System.exit(commandLine().execute(args));

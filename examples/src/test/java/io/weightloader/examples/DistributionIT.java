@@ -162,7 +162,9 @@ class DistributionIT {
                 .anyMatch(n -> n.startsWith("weightloader-backend-nccl"))
                 .anyMatch(n -> n.startsWith("weightloader-backend-transfer-engine"))
                 .anyMatch(n -> n.startsWith("weightloader-backend-local"))
-                .anyMatch(n -> n.startsWith("weightloader-benchmarks"));
+                .anyMatch(n -> n.startsWith("weightloader-benchmarks"))
+                .anyMatch(n -> n.startsWith("weightloader-registry-etcd")) // weight-loader.directory = "etcd://..."
+                .anyMatch(n -> n.startsWith("jetcd-core"));
         // the bench-* commands come from their own jar: the command line's holds no benchmark
         String[] cli = lib.toFile().list((d, n) -> n.startsWith("weightloader-examples"));
         assertThat(cli).hasSize(1);

@@ -6,6 +6,7 @@ import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.ProgressListener;
 import io.weightloader.api.TensorDestination;
+import io.weightloader.api.TensorReport;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderConfigException;
@@ -33,6 +34,11 @@ import org.slf4j.LoggerFactory;
  * remote_instance}): it publishes the root's generation and checksums, registers with the root's directory (with a
  * heartbeat), and, with {@code source-strategy = chain} and the built-in engine, serves while it loads (each block
  * once it arrived and matched the root's checksum). It leaves the directory when it stops.
+ *
+ * <p>With a registry ({@link RegistryListing}) it needs no root: it takes the manifest it will serve from a source the
+ * registry lists (checked against its entry), loads through a loader that finds its sources there too (every byte
+ * checked), checks that every tensor it loaded has that manifest's SHA-256, and is then listed in the registry by its
+ * {@link SeedHost}; it never serves while it loads.
  */
 final class Relay implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Relay.class);
@@ -46,7 +52,10 @@ final class Relay implements AutoCloseable {
     }
 
     private final String address;
+    /** The root seed, or null for a relay that finds its sources in a registry. */
     private final SeedClient root;
+    /** The registry a relay without a root finds its sources in, or null. */
+    private final RegistryListing registry;
     private final List<Held> held = new ArrayList<>();
     private final ScheduledExecutorService heartbeat = Executors.newSingleThreadScheduledExecutor(
             Threads.daemon("weightloader-relay-heartbeat"));
@@ -57,22 +66,26 @@ final class Relay implements AutoCloseable {
     /** Its memory is released (the memory saver): out of the root's directory, no heartbeat announces it. */
     private volatile boolean suspended;
 
-    private Relay(String address, SeedClient root) {
+    private Relay(String address, SeedClient root, RegistryListing registry) {
         this.address = address;
         this.root = root;
+        this.registry = registry;
     }
 
     /**
      * A relay serves with the transport its root serves (Mooncake's {@code nvlink_intra} from a GPU root, say) unless
      * {@code backends.transfer_engine.protocol} says otherwise: its clients were sent by the root and expect it.
      */
-    static com.typesafe.config.Config withRootTransport(com.typesafe.config.Config config, WeightLoaderSettings s) {
+    static com.typesafe.config.Config withRootTransport(com.typesafe.config.Config config, WeightLoaderSettings s,
+                                                        RegistryListing registry) {
         String key = "weight-loader.backends.transfer_engine.protocol";
         if (!config.hasPath(key) || !config.getString(key).isEmpty()
                 || !"mooncake".equals(config.getString("weight-loader.backends.transfer_engine.engine"))) {
             return config;
         }
-        Manifest m = SeedClient.forSeedOf(s, "relay").manifest(new RankKey(0, s.rank().pp()));
+        RankKey first = new RankKey(0, s.rank().pp());
+        Manifest m = registry != null ? registry.manifest(first, null).getValue()
+                : SeedClient.forSeedOf(s, "relay").manifest(first);
         String served = m.serves() == null ? m.engine() : m.serves().getOrDefault("transfer_engine", "");
         if (!served.startsWith("mooncake-")) {
             return config;
@@ -101,17 +114,27 @@ final class Relay implements AutoCloseable {
      * Publishes every rank's memory (before loading when it serves while loading), starts the control plane,
      * registers with the root, loads, checks, and announces itself ready.
      */
-    static Relay start(WeightLoaderSettings settings, HostRanks ranks, SeedService service, Runnable beforeLoading)
-            throws Exception {
+    static Relay start(WeightLoaderSettings settings, HostRanks ranks, SeedService service, Runnable beforeLoading,
+                       RegistryListing registry) throws Exception {
         String address = advertised(settings, service.port());
-        Relay relay = new Relay(address, SeedClient.forSeedOf(settings, "relay"));
+        Relay relay = new Relay(address, registry != null ? null : SeedClient.forSeedOf(settings, "relay"), registry);
         try {
             String strategy = sourceStrategy(ranks.ranks().get(0).config());
             for (HostRanks.Rank r : ranks.ranks()) {
-                boolean gateable = strategy.equals("chain") && r.device().isHost()
+                // a relay of a registry is listed only once it holds every byte: it does not serve while it loads
+                boolean gateable = registry == null && strategy.equals("chain") && r.device().isHost()
                         && r.settings().backend().equals("transfer_engine");
                 Map<String, Object> id = new LinkedHashMap<>();
                 id.put(TE + "client-id", address);
+                if (registry != null) {
+                    // its loader checks every byte (a registry's sources are checked whatever this says) and
+                    // reports each tensor's SHA-256, which must be the manifest's it will serve
+                    id.put("weight-loader.checksum", "sha256");
+                } else if (!r.config().getString("weight-loader.directory").isBlank()) {
+                    // the registry could not be reached (said loudly): its loaders go to the root at once rather
+                    // than each try the registry again
+                    id.put("weight-loader.directory", "");
+                }
                 if (gateable) {
                     // the gate checks every block against the root's checksums as it arrives: no second pass
                     id.put("weight-loader.checksum", "none");
@@ -127,7 +150,8 @@ final class Relay implements AutoCloseable {
                 HostRanks.Held memory = null;
                 try {
                     memory = HostRanks.allocate(r, loader.available());
-                    Manifest rootManifest = relay.root.manifest(r.key());
+                    Manifest rootManifest = registry != null ? registry.manifest(r.key(), address).getValue()
+                            : relay.root.manifest(r.key());
                     if (!rootManifest.publishesChecksums()) {
                         throw new WeightLoaderException("root seed " + relay.root.peer() + " publishes no checksums"
                                 + " (its weight-loader.seed.publish-checksums = false): clients could not check what a"
@@ -147,13 +171,22 @@ final class Relay implements AutoCloseable {
                 }
             }
             service.start();
-            relay.register(); // a pipelined relay must be in the directory before it asks for its own source
-            relay.heartbeat.scheduleWithFixedDelay(relay::registerQuietly, Directory.HEARTBEAT_MILLIS,
-                    Directory.HEARTBEAT_MILLIS, TimeUnit.MILLISECONDS);
+            if (relay.root != null) {
+                relay.register(); // a pipelined relay must be in the directory before it asks for its own source
+                relay.heartbeat.scheduleWithFixedDelay(relay::registerQuietly, Directory.HEARTBEAT_MILLIS,
+                        Directory.HEARTBEAT_MILLIS, TimeUnit.MILLISECONDS);
+            }
             beforeLoading.run();
             relay.reports = ranks.parallel(r -> relay.load(relay.held.get(ranks.ranks().indexOf(r)), settings));
+            if (registry != null) {
+                for (int i = 0; i < relay.held.size(); i++) {
+                    checkAgainstServed(relay.held.get(i), relay.reports.get(i));
+                }
+            }
             relay.ready = true;
-            relay.register();
+            if (relay.root != null) {
+                relay.register();
+            }
             return relay;
         } catch (Exception | Error e) {
             for (Held h : relay.held) {
@@ -188,6 +221,25 @@ final class Relay implements AutoCloseable {
             }
         }
         return report;
+    }
+
+    /**
+     * A relay of a registry took the manifest it serves from one source and its bytes through its loader, which may
+     * have read from another: every tensor loaded must have the SHA-256 that manifest publishes (its loader checked
+     * the bytes against the checksums of the source it read from), or the relay would serve one version's bytes under
+     * another's checksums.
+     */
+    private static void checkAgainstServed(Held h, LoadReport report) {
+        Map<String, Manifest.Entry> served = h.root().entriesByName();
+        for (TensorReport t : report.tensors()) {
+            String want = served.get(t.name()).sha256();
+            if (want != null && !want.equals(t.sha256())) {
+                throw new WeightLoaderException("relay rank " + h.rank().key() + ": tensor '" + t.name() + "' loaded"
+                        + " with SHA-256 " + t.sha256() + ", but the manifest it would serve (generation "
+                        + h.root().generation() + ") publishes " + want + ": the registry's sources changed while it"
+                        + " loaded; start it again");
+            }
+        }
     }
 
     private void register() {
@@ -249,7 +301,7 @@ final class Relay implements AutoCloseable {
     }
 
     private void leave() {
-        for (Held h : held) {
+        for (Held h : root == null ? List.<Held>of() : held) {
             try {
                 root.post("/v1/relays/leave?tp=" + h.rank().key().tp() + "&pp=" + h.rank().key().pp(),
                         JSON.writeValueAsBytes(Map.of("address", address)), Set.of());
@@ -266,7 +318,9 @@ final class Relay implements AutoCloseable {
     void suspend() {
         suspended = true;
         leave();
-        LOG.info("relay {}: left root {}'s directory while its weights are released", address, root.peer());
+        if (root != null) {
+            LOG.info("relay {}: left root {}'s directory while its weights are released", address, root.peer());
+        }
     }
 
     /**
@@ -277,25 +331,40 @@ final class Relay implements AutoCloseable {
      */
     Manifest refill(int i) {
         Held h = held.get(i);
-        Manifest before = root.manifest(h.rank().key());
-        try (WeightLoader loader = WeightLoader.open(ConfigFactory.parseMap(Map.of(TE + "client-id", address))
-                .withFallback(h.rank().config()))) {
-            loader.load(LoadRequest.of(h.memory().destinations()));
+        Manifest before = served(h.rank().key());
+        Map<String, Object> id = new LinkedHashMap<>();
+        id.put(TE + "client-id", address);
+        if (root == null) {
+            id.put("weight-loader.checksum", "sha256"); // compared below with the manifest it will serve
         }
-        Manifest after = root.manifest(h.rank().key());
-        if (!after.generation().equals(before.generation())) {
-            throw new WeightLoaderException("relay " + address + ": root " + root.peer() + " changed its weights"
-                    + " (generation " + before.generation() + " -> " + after.generation() + ") while the relay"
-                    + " refilled rank " + h.rank().key() + "; resume again");
+        LoadReport report;
+        try (WeightLoader loader = WeightLoader.open(ConfigFactory.parseMap(id).withFallback(h.rank().config()))) {
+            report = loader.load(LoadRequest.of(h.memory().destinations()));
         }
-        held.set(i, new Held(h.rank(), h.loader(), h.memory(), after, null, false));
-        return after;
+        Held refilled = new Held(h.rank(), h.loader(), h.memory(), before, null, false);
+        if (root == null) {
+            checkAgainstServed(refilled, report); // its sources may have changed while it loaded
+        } else {
+            Manifest after = root.manifest(h.rank().key());
+            if (!after.generation().equals(before.generation())) {
+                throw new WeightLoaderException("relay " + address + ": root " + root.peer() + " changed its weights"
+                        + " (generation " + before.generation() + " -> " + after.generation() + ") while the relay"
+                        + " refilled rank " + h.rank().key() + "; resume again");
+            }
+        }
+        held.set(i, refilled);
+        return before;
+    }
+
+    /** The manifest a relay of {@code rank} would serve now: its root's, or one its registry's sources agree on. */
+    private Manifest served(RankKey rank) {
+        return root != null ? root.manifest(rank) : registry.manifest(rank, address).getValue();
     }
 
     /** Whether the root still holds the weights rank {@code i}'s memory held (its generation is the same). */
     boolean rootUnchanged(int i) {
         Held h = held.get(i);
-        return root.manifest(h.rank().key()).generation().equals(h.root().generation());
+        return served(h.rank().key()).generation().equals(h.root().generation());
     }
 
     /** The root's manifest that rank {@code i}'s memory holds. */
@@ -306,8 +375,10 @@ final class Relay implements AutoCloseable {
     /** After a resume published every rank again: back in the root's directory, ready. */
     void rejoin() {
         suspended = false;
-        register();
-        LOG.info("relay {}: back in root {}'s directory", address, root.peer());
+        if (root != null) {
+            register();
+            LOG.info("relay {}: back in root {}'s directory", address, root.peer());
+        }
     }
 
     /** Each rank's memory, in rank order. */

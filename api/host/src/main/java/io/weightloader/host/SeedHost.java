@@ -13,6 +13,7 @@ import io.weightloader.memory.HostMemory;
 import io.weightloader.seed.Manifest;
 import io.weightloader.seed.MemoryControl;
 import io.weightloader.seed.SeedService;
+import io.weightloader.seed.registry.Registries;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -31,6 +32,11 @@ import org.slf4j.LoggerFactory;
  * and keeps its place in the root's directory (a heartbeat) until it stops. Every setting is checked, every backend's
  * settings too, and the port bound, before a byte is read. {@link #stop(Duration)} (or {@link #close()}) takes no new
  * loads, lets those in flight finish within the grace, leaves the directory and frees the memory.
+ *
+ * <p>With a registry ({@code weight-loader.directory = "etcd://..."} and {@code weight-loader.model-id}), every rank
+ * is listed there once it serves (a relay: once it holds every byte, checked) with the fingerprint of what it
+ * publishes, on a lease the registry renews, and withdrawn when it stops or its weights change; a relay then needs no
+ * root address: it finds its sources in the registry (docs/PROTOCOL.md, "Registry").
  */
 public final class SeedHost implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(SeedHost.class);
@@ -43,14 +49,17 @@ public final class SeedHost implements AutoCloseable {
     private final Map<RankKey, List<TensorDestination>> held;
     private final List<LoadReport> reports;
     private final String dialAddress;
+    /** This seed's entries in the registry, or null (the in-process directory). */
+    private final RegistryListing listing;
     private boolean stopped;
     /** Released with the memory saver: each rank's host copy when one was kept (else nothing), in rank order. */
     private List<HostMemory> releasedCopies;
 
     private SeedHost(WeightLoaderSettings settings, HostRanks ranks, SeedService service, Relay relay,
                      List<HostRanks.Loaded> loaded, Map<RankKey, List<TensorDestination>> held,
-                     List<LoadReport> reports, String dialAddress) {
+                     List<LoadReport> reports, String dialAddress, RegistryListing listing) {
         this.settings = settings;
+        this.listing = listing;
         this.dialAddress = dialAddress;
         this.ranks = ranks;
         this.service = service;
@@ -74,27 +83,32 @@ public final class SeedHost implements AutoCloseable {
      */
     public static SeedHost start(Config config, String devices, Runnable beforeLoading) throws Exception {
         WeightLoaderSettings settings = WeightLoaderSettings.from(config);
-        if (settings.loadFormat() == LoadFormat.REMOTE_INSTANCE) {
-            config = Relay.withRootTransport(config, settings);
-            settings = WeightLoaderSettings.from(config);
-        }
-        WeightLoader.warnRegistryNotUsed(config, "seeds and relays do not register in it yet: this one registers with"
-                + " its root's directory only");
-        HostRanks ranks = HostRanks.of(config, devices);
-        BackendRegistry registry = BackendRegistry.discover();
-        BackendContext context = new BackendContext(settings, config);
-        registry.validateSettings(context, settings.backend());
-        SeedService service = Seeds.bind(context, registry,
-                ranks.ranks().stream().map(HostRanks.Rank::device).distinct().toList());
+        boolean isRelay = settings.loadFormat() == LoadFormat.REMOTE_INSTANCE;
+        String registeredHost = isRelay ? null : registeredHost(config, settings); // checked before connecting
+        // a registry (weight-loader.directory) is checked and reached before anything is bound or loaded
+        RegistryListing listing = RegistryListing.open(config, settings, isRelay).orElse(null);
+        SeedService service = null;
         List<HostRanks.Loaded> loaded = new ArrayList<>();
-        Map<RankKey, List<TensorDestination>> held = new LinkedHashMap<>();
         Relay relay = null;
-        List<LoadReport> reports;
         try {
-            if (settings.loadFormat() == LoadFormat.REMOTE_INSTANCE) {
-                relay = Relay.start(settings, ranks, service, beforeLoading);
+            if (isRelay) {
+                config = Relay.withRootTransport(config, settings, listing);
+                settings = WeightLoaderSettings.from(config);
+            }
+            HostRanks ranks = HostRanks.of(config, devices);
+            BackendRegistry registry = BackendRegistry.discover();
+            BackendContext context = new BackendContext(settings, config);
+            registry.validateSettings(context, settings.backend());
+            service = Seeds.bind(context, registry,
+                    ranks.ranks().stream().map(HostRanks.Rank::device).distinct().toList());
+            Map<RankKey, List<TensorDestination>> held = new LinkedHashMap<>();
+            List<LoadReport> reports;
+            String address;
+            if (isRelay) {
+                relay = Relay.start(settings, ranks, service, beforeLoading, listing);
                 held.putAll(relay.held());
                 reports = relay.reports();
+                address = relay.address();
             } else {
                 beforeLoading.run();
                 loaded.addAll(ranks.parallel(HostRanks::load, HostRanks.Loaded::close));
@@ -104,14 +118,44 @@ public final class SeedHost implements AutoCloseable {
                 reports = loaded.stream().map(HostRanks.Loaded::report).toList();
                 service.publish(held);
                 service.start();
+                address = registeredHost + ":" + service.port();
             }
+            if (listing != null) {
+                // a root once it serves, a relay once it holds every byte, checked against what the registry listed
+                for (RankKey rank : held.keySet()) {
+                    listing.register(address, rank, service.manifest(rank).orElseThrow());
+                }
+                RegistryListing l = listing;
+                service.onWeightsChanging(rank -> {
+                    LOG.warn("rank {}'s weights change or are released: its entry in registry {} is withdrawn", rank,
+                            l.describe());
+                    l.withdraw(rank);
+                });
+            }
+            SeedHost host = new SeedHost(settings, ranks, service, relay, loaded, Collections.unmodifiableMap(held),
+                    reports, dialAddress(config, settings), listing);
+            host.installMemoryControl();
+            return host;
         } catch (Exception | Error e) {
-            service.close();
+            if (listing != null) {
+                listing.close();
+            }
+            if (relay != null) {
+                relay.close();
+            }
+            if (service != null) {
+                service.close();
+            }
             loaded.forEach(HostRanks.Loaded::close);
+            if (relay != null) {
+                relay.freeMemory();
+            }
             throw e;
         }
-        SeedHost host = new SeedHost(settings, ranks, service, relay, loaded, Collections.unmodifiableMap(held),
-                reports, dialAddress(config, settings));
+    }
+
+    private void installMemoryControl() {
+        SeedHost host = this;
         if (settings.enableMemorySaver()) {
             service.memoryControl(new MemoryControl() {
                 @Override
@@ -125,7 +169,21 @@ public final class SeedHost implements AutoCloseable {
                 }
             });
         }
-        return host;
+    }
+
+    /**
+     * The host a root seed registers under: its bind address, or, bound to a wildcard, the engine's host name
+     * ({@code backends.transfer_engine.hostname}); only needed with a registry.
+     */
+    private static String registeredHost(Config config, WeightLoaderSettings settings) {
+        String host = dialAddress(config, settings);
+        if (host.equals("ADDRESS") && Registries.settings(config).directory().length() > 0) {
+            throw new WeightLoaderConfigException("weight-loader.backends.transfer_engine.hostname", "is not set, and"
+                    + " this seed is bound to the wildcard " + settings.seed().bindAddress() + " (weight-loader.seed"
+                    + ".bind-address): set the host name or address clients dial, which it registers in "
+                    + Registries.settings(config).directory() + " (weight-loader.directory)");
+        }
+        return host.contains(":") && !host.startsWith("[") ? "[" + host + "]" : host;
     }
 
     /**
@@ -290,6 +348,10 @@ public final class SeedHost implements AutoCloseable {
             register += d - c;
             bytes += h.arena().releasableBytes();
             generations.put(rank.key().toString(), generation);
+            if (listing != null) {
+                listing.register(listing.address().orElseThrow(), rank.key(),
+                        service.manifest(rank.key()).orElseThrow());
+            }
         }
         if (relay != null) {
             relay.rejoin();
@@ -365,6 +427,15 @@ public final class SeedHost implements AutoCloseable {
         return reports;
     }
 
+    /**
+     * Where this seed is listed: {@code registry etcd://...: model M as host:port}, or empty when it is in no registry
+     * (the in-process directory, or a relay whose registry could not be reached).
+     */
+    public Optional<String> registry() {
+        return listing == null ? Optional.empty() : Optional.of("registry " + listing.describe() + ": model "
+                + listing.modelId() + listing.address().map(a -> " as " + a).orElse(""));
+    }
+
     /** The address a relay registered with its root's directory; empty for a seed that loaded from its checkpoint. */
     public Optional<String> relayAddress() {
         return relay == null ? Optional.empty() : Optional.of(relay.address());
@@ -389,6 +460,9 @@ public final class SeedHost implements AutoCloseable {
         if (releasedCopies != null) {
             releasedCopies.forEach(HostMemory::close);
             releasedCopies = null;
+        }
+        if (listing != null) {
+            listing.close(); // out of the registry first: no new client finds it there
         }
         if (relay != null) {
             relay.close(); // no new client is sent here

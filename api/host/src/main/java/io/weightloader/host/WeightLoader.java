@@ -84,8 +84,6 @@ public final class WeightLoader implements AutoCloseable {
         }
         registry.validateSettings(context, settings.backend());
         validate(registry, settings.backend(), context);
-        warnRegistryNotUsed(resolved, "loads do not look sources up in it yet: this load reads from its configured"
-                + " source");
         if (settings.remote().startSeedViaTransferEngine() && registry.providers().containsKey("transfer_engine")) {
             // SGLang's flag: this instance will also serve as a seed through transfer_engine
             refuseMemorySaverUnlessCapable(settings, "transfer_engine",
@@ -140,18 +138,6 @@ public final class WeightLoader implements AutoCloseable {
                     "memory saver is not compatible with backend '" + backend + "': it does not declare the"
                             + " memory-saver capability (BackendCapabilities.memorySaver); memory it registers must not"
                             + " be released and remapped under it");
-        }
-    }
-
-    /**
-     * {@code weight-loader.directory} names a registry that {@code io.weightloader.seed.registry.SourceRegistry} opens
-     * for hosts; loads, seeds and relays do not use it yet (issue 23): say so loudly rather than ignore it silently.
-     */
-    public static void warnRegistryNotUsed(Config config, String what) {
-        String key = "weight-loader.directory";
-        if (config.hasPath(key) && !config.getString(key).isBlank()) {
-            LOG.warn("{} = {} is set, but {} (the registry is open to hosts through SourceRegistry; issue 23)", key,
-                    config.getString(key), what);
         }
     }
 

@@ -195,16 +195,32 @@ public final class SeedClient {
         return Tls.forClient(s.tls()).map(c::withTls).orElse(c);
     }
 
+    /**
+     * The client of a source found in a registry, {@code host:port}: the token, TLS and timeouts of
+     * {@code weight-loader.remote-instance}, as for the configured seed.
+     */
+    public static SeedClient forSource(WeightLoaderSettings s, String address) {
+        SeedClient c = new SeedClient("127.0.0.1", 1, s.remote().token(), s.remote().connectTimeout(),
+                s.remote().requestTimeout(), s.remote().retries()).at(address);
+        return Tls.forClient(s.tls()).map(c::withTls).orElse(c);
+    }
+
     /** The seed's address, after checking that the settings name it and its port (for a backend's validate). */
     public static String checkedSeedAddress(WeightLoaderSettings s, String backend) {
         String ip = s.remote().seedIp().orElseThrow(() -> new WeightLoaderConfigException(
-                "weight-loader.remote-instance.seed-instance-ip", "the " + backend + " backend needs the seed's address"));
+                "weight-loader.remote-instance.seed-instance-ip", "the " + backend + " backend needs the seed's address"
+                + " (or a registry that lists the model's sources: weight-loader.directory and weight-loader.model-id)"));
         if (s.remote().seedPort() == 0) {
             throw new WeightLoaderConfigException(
                     "weight-loader.remote-instance.seed-instance-service-port",
                     "the " + backend + " backend needs the seed's control-plane port");
         }
         return ip;
+    }
+
+    /** The host this client dials (an IPv6 address without brackets). */
+    public String host() {
+        return host;
     }
 
     /** The time allowed for one request. */

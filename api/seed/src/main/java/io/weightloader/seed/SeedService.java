@@ -51,6 +51,8 @@ public final class SeedService implements AutoCloseable {
     private final DirectoryEndpoints directory;
     /** The memory saver's endpoints, answered through the hook the host registers. */
     private final MemoryEndpoints memory = new MemoryEndpoints();
+    /** Told the rank whose weights stop being those published (an update in place, a release). */
+    private final List<java.util.function.Consumer<RankKey>> changing = new java.util.concurrent.CopyOnWriteArrayList<>();
     private boolean started;
     private volatile boolean draining;
     private volatile long lastRequestNanos = System.nanoTime();
@@ -174,6 +176,26 @@ public final class SeedService implements AutoCloseable {
     public void weightsChanging(RankKey rank) {
         ranks.regenerate(rank, true);
         directory.directory().clear(rank); // its relays serve the old weights
+        changing(rank);
+    }
+
+    /**
+     * Calls {@code listener} with a rank whose weights stop being those it published: before an update in place
+     * ({@link #weightsChanging}, {@link #weightsChanged}) and when they are released ({@link #releaseWeights}). A
+     * host that lists this seed in a registry withdraws the rank's entry there.
+     */
+    public void onWeightsChanging(java.util.function.Consumer<RankKey> listener) {
+        changing.add(listener);
+    }
+
+    private void changing(RankKey rank) {
+        for (java.util.function.Consumer<RankKey> l : changing) {
+            try {
+                l.accept(rank);
+            } catch (RuntimeException e) {
+                LOG.warn("a listener of rank {}'s weight change failed", rank, e);
+            }
+        }
     }
 
     /**
@@ -185,6 +207,7 @@ public final class SeedService implements AutoCloseable {
     public void weightsChanged(RankKey rank) {
         ranks.regenerate(rank, false);
         directory.directory().clear(rank);
+        changing(rank);
     }
 
     /** The host's hook for the memory-saver endpoints (null: they answer 501). */
@@ -207,6 +230,7 @@ public final class SeedService implements AutoCloseable {
         for (RankKey k : keys) {
             ranks.releasing(k);
             directory.directory().clear(k); // its relays serve the weights being released
+            changing(k);
         }
         boolean quiet = awaitQuiet(keys, grace);
         for (RankKey k : keys) {

@@ -10,6 +10,7 @@ import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.seed.SeedClient;
 import io.weightloader.seed.SeedPublisher;
 import io.weightloader.seed.SeedPublisherProvider;
+import io.weightloader.seed.registry.Registries;
 import io.weightloader.api.spi.BackendCapabilities;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.WeightLoaderBackend;
@@ -75,6 +76,18 @@ public final class NcclProvider implements WeightLoaderBackendProvider, SeedPubl
     public void validate(BackendContext context) {
         initTimeout(context);
         primitive(context);
+        Registries.Settings registry = Registries.settings(context.config());
+        if (!registry.inProcess()) {
+            if (context.settings().remote().seedIp().isEmpty()) {
+                throw new WeightLoaderConfigException("weight-loader.remote-instance.seed-instance-ip", "nccl clients"
+                        + " load from the seed this names; they do not find sources in a registry (weight-loader.directory"
+                        + " = " + registry.directory() + "): give the seed's address, or load with transfer_engine"
+                        + " (weight-loader.remote-instance.backend)");
+            }
+            org.slf4j.LoggerFactory.getLogger(NcclProvider.class).warn("weight-loader.directory = {} is not used by"
+                    + " nccl clients: this one loads from the seed at weight-loader.remote-instance.seed-instance-ip",
+                    registry.directory());
+        }
         SeedClient.checkedSeedAddress(context.settings(), NAME);
     }
 

@@ -102,12 +102,19 @@ final class TransferEngineBackend implements WeightLoaderBackend, SeedReads {
 
     @Override
     public synchronized String engine() {
-        if (engine != null) {
-            return engine.name();
-        }
+        return engine != null ? engine.name() : configuredEngine(settings);
+    }
+
+    /** The engine {@code settings} name, before a seed's manifest says which transport it serves. */
+    static String configuredEngine(TransferEngineSettings settings) {
         return settings.engine().equals("builtin") ? "builtin-tcp"
                 : settings.protocol().map(p -> settings.engine() + "-" + p)
                         .orElse(settings.engine() + " (with the seed's transport)");
+    }
+
+    /** The client of this backend's seed. */
+    SeedClient seed() {
+        return seed;
     }
 
     /** The engine for {@code transport}, started on first use. */

@@ -10,6 +10,7 @@ import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.seed.SeedClient;
 import io.weightloader.seed.SeedPublisher;
 import io.weightloader.seed.SeedPublisherProvider;
+import io.weightloader.seed.registry.Registries;
 import io.weightloader.api.spi.BackendCapabilities;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.api.spi.NativePart;
@@ -125,29 +126,54 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
     @Override
     public void validate(BackendContext context) {
         refuseMemorySaverWithMooncake(context.settings(), TransferEngineSettings.from(context), false);
-        SeedClient.checkedSeedAddress(context.settings(), NAME);
+        Registries.Settings registry = Registries.settings(context.config());
+        if (registry.inProcess()) {
+            SeedClient.checkedSeedAddress(context.settings(), NAME);
+        } else if (registry.modelId().isEmpty()) {
+            throw RegistryBackend.modelIdMissing(registry.directory());
+        }
     }
 
+    /**
+     * A client of the configured seed; or, with a registry ({@code weight-loader.directory} not empty), a client that
+     * finds its sources there by {@code weight-loader.model-id} ({@link RegistryBackend}), the configured seed, if
+     * any, standing in only while the registry cannot be reached.
+     */
     @Override
     public WeightLoaderBackend create(BackendContext context) {
         WeightLoaderSettings s = context.settings();
         TransferEngineSettings te = TransferEngineSettings.from(context);
-        SeedClient seed = SeedClient.forSeedOf(s, NAME);
-        String ip = s.remote().seedIp().orElseThrow();
         if (te.engine().equals("mooncake")) {
             MooncakeLibrary.load(te.mooncakeLibrary().orElse(null)); // a missing library fails at start-up
         }
-        // The engine starts once the seed's manifest is checked and says which transport it serves.
-        return new TransferEngineBackend(seed, s.rank(), protocol -> clientEngine(s, te, protocol), te,
-                s.remote().transferTimeout(), s.remote().retries(), isThisHost(ip));
+        Registries.Settings registry = Registries.settings(context.config());
+        TransferEngineBackend root = s.remote().seedIp().isEmpty() ? null : client(s, te, SeedClient.forSeedOf(s, NAME));
+        if (registry.inProcess()) {
+            registry.modelId().ifPresent(m -> LOG.warn("{} = {} is set, but {} is empty: this client loads from the seed"
+                    + " at weight-loader.remote-instance.seed-instance-ip, not from a registry", Registries.MODEL_ID, m,
+                    Registries.DIRECTORY));
+            return root;
+        }
+        // a source found in the registry is tried once more at most before the client moves on to the next
+        int retries = Math.min(1, s.remote().retries());
+        return RegistryBackend.open(s, te, registry, () -> Registries.open(context.config()),
+                address -> client(s, te, SeedClient.forSource(s, address).withRetries(retries)), root);
     }
 
-    private static OneSidedEngine clientEngine(WeightLoaderSettings s, TransferEngineSettings te, String protocol) {
+    /** A client of {@code seed}; its engine starts once the seed's manifest says which transport it serves. */
+    private static TransferEngineBackend client(WeightLoaderSettings s, TransferEngineSettings te, SeedClient seed) {
+        String host = seed.host();
+        return new TransferEngineBackend(seed, s.rank(), protocol -> clientEngine(s, te, protocol, host), te,
+                s.remote().transferTimeout(), s.remote().retries(), isThisHost(host));
+    }
+
+    private static OneSidedEngine clientEngine(WeightLoaderSettings s, TransferEngineSettings te, String protocol,
+                                               String seedHost) {
         if (te.engine().equals("builtin")) {
             return BuiltinEngine.client(s.remote().token().orElse(null), te.builtinConnections(),
                     s.remote().connectTimeout(), io.weightloader.seed.Tls.forClient(s.tls()).orElse(null));
         }
-        String host = te.hostname().orElse(localHostFor(s.remote().seedIp().orElse("127.0.0.1")));
+        String host = te.hostname().orElse(localHostFor(seedHost));
         return MooncakeEngine.create(MooncakeLibrary.load(te.mooncakeLibrary().orElse(null)), host, protocol,
                 te.devices().orElse(null));
     }

@@ -41,6 +41,8 @@ public final class EtcdRegistry implements SourceRegistry {
     private static final Logger LOG = LoggerFactory.getLogger(EtcdRegistry.class);
     /** Most entries read for one (model, rank); more are ignored, with a warning. */
     static final int MAX_ENTRIES = 10_000;
+    /** Largest answer read from etcd: {@link #MAX_ENTRIES} of the largest keys and values, with room for framing. */
+    static final int MAX_LISTING_BYTES = 64 << 20;
 
     private final EtcdSettings settings;
     private final Client client;
@@ -65,6 +67,9 @@ public final class EtcdRegistry implements SourceRegistry {
      */
     static EtcdRegistry connect(EtcdSettings s) {
         ClientBuilder b = Client.builder().connectTimeout(s.connectTimeout())
+                // a listing of MAX_ENTRIES entries of the largest size Entries.parse allows fits (gRPC's default, 4 MiB,
+                // would fail a legitimate fleet of a few thousand sources)
+                .maxInboundMessageSize(MAX_LISTING_BYTES)
                 .endpoints(s.endpoints().stream().map(e -> URI.create((s.tls() ? "https://" : "http://") + e))
                         .toArray(URI[]::new));
         try {

@@ -18,10 +18,10 @@ import org.junit.jupiter.api.Assumptions;
 /**
  * A real etcd server for tests (Debian's etcd-server: /usr/bin/etcd, or $ETCD): on loopback, free ports, a temporary
  * data directory, stopped and removed by {@link #close()}. Without etcd the calling test is skipped, the reason
- * printed.
+ * printed. Other modules' tests use it through this module's test jar.
  */
-final class EtcdServer implements AutoCloseable {
-    final int clientPort;
+public final class EtcdServer implements AutoCloseable {
+    public final int clientPort;
     private final Process process;
     private final Path dataDir;
     private final Path log;
@@ -33,12 +33,13 @@ final class EtcdServer implements AutoCloseable {
         this.log = log;
     }
 
-    String directory() {
+    /** {@code etcd://127.0.0.1:PORT}: this server as {@code weight-loader.directory}. */
+    public String directory() {
         return "etcd://127.0.0.1:" + clientPort;
     }
 
     /** The etcd binary, or a skip naming what is missing. */
-    static Path binary() {
+    public static Path binary() {
         String env = System.getenv("ETCD");
         Path bin = Path.of(env != null && !env.isBlank() ? env : "/usr/bin/etcd");
         if (!Files.isExecutable(bin)) {
@@ -50,14 +51,14 @@ final class EtcdServer implements AutoCloseable {
         return bin;
     }
 
-    static String version() throws IOException, InterruptedException {
+    public static String version() throws IOException, InterruptedException {
         Process p = new ProcessBuilder(binary().toString(), "--version").redirectErrorStream(true).start();
         String out = new String(p.getInputStream().readAllBytes()).lines().findFirst().orElse("?");
         p.waitFor();
         return out;
     }
 
-    static EtcdServer start() throws IOException, InterruptedException {
+    public static EtcdServer start() throws IOException, InterruptedException {
         Path bin = binary();
         int client = freePort();
         int peer = freePort();
@@ -107,7 +108,7 @@ final class EtcdServer implements AutoCloseable {
         return String.join("\n", lines.subList(Math.max(0, lines.size() - 20), lines.size()));
     }
 
-    static int freePort() throws IOException {
+    public static int freePort() throws IOException {
         try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
             return s.getLocalPort();
         }

@@ -235,10 +235,13 @@ public record WeightLoaderSettings(
 
         // Cross-field checks, each naming the path to change.
         if (format == LoadFormat.REMOTE_INSTANCE) {
-            if (remote.seedIp().isEmpty()) {
-                throw r.error(ri + "seed-instance-ip", "load-format remote_instance needs the seed's address");
+            // a registry (weight-loader.directory, declared by the seed module) lists the sources instead
+            boolean registry = config.hasPath(ROOT + ".directory") && !config.getString(ROOT + ".directory").isBlank();
+            if (remote.seedIp().isEmpty() && !registry) {
+                throw r.error(ri + "seed-instance-ip", "load-format remote_instance needs the seed's address (or a"
+                        + " registry that lists the model's sources: weight-loader.directory and weight-loader.model-id)");
             }
-            if (seedPort == 0) {
+            if (seedPort == 0 && remote.seedIp().isPresent()) {
                 throw r.error(ri + "seed-instance-service-port",
                         "load-format remote_instance needs the seed's control-plane port");
             }

@@ -1,0 +1,200 @@
+package io.weightloader.seed.registry;
+
+import io.weightloader.api.WeightLoaderException;
+import io.weightloader.api.config.RankKey;
+import io.weightloader.seed.Manifest;
+import io.weightloader.seed.SeedClient;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.Random;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * How a client that knows only a model id finds what to load in a registry (docs/PROTOCOL.md, "Registry"), the first
+ * links of its trust chain: registry entry, then the manifest a source serves, then (the caller's) every byte against
+ * that manifest's checksums.
+ *
+ * <ol>
+ *   <li>{@link #find}: the live entries of the model at the client's rank; those not ready, of another tp size or
+ *       layout, or without a checksum list are skipped; of the rest, the fingerprint that most ready sources share is
+ *       the one to load (the others are skipped, each named with what differs), and its sources come in random order
+ *       (clients spread over them);</li>
+ *   <li>{@link #check}: the manifest read from one of them must have exactly that fingerprint, the digest of its
+ *       checksum list included, or the source is skipped, naming what differs.</li>
+ * </ol>
+ * Every skipped entry is named in a WARN line and in {@link Candidates#skipped()}.
+ */
+public final class RegistrySources {
+    private static final Logger LOG = LoggerFactory.getLogger(RegistrySources.class);
+    private static final Random RANDOM = new Random();
+
+    private RegistrySources() {
+    }
+
+    /**
+     * What a client may load from.
+     *
+     * @param fingerprint what it loads: the fingerprint its sources share
+     * @param sources     the ready sources of that fingerprint, in the order to try them
+     * @param skipped     every other entry, as {@code host:port: why}
+     */
+    public record Candidates(String registry, String modelId, Fingerprint fingerprint, List<SourceEntry> sources,
+                             List<String> skipped) {
+        public Candidates {
+            sources = List.copyOf(sources);
+            skipped = List.copyOf(skipped);
+        }
+
+        /** The same candidates with {@code address} first, when it is one of them (a source already chosen). */
+        public Candidates preferring(String address) {
+            List<SourceEntry> s = new ArrayList<>(sources);
+            s.sort(Comparator.comparing((SourceEntry e) -> !e.address().equals(address)));
+            return new Candidates(registry, modelId, fingerprint, s, skipped);
+        }
+    }
+
+    /**
+     * The sources of {@code modelId} at {@code rank} that a client of {@code tpSize} ranks split by {@code layout} can
+     * load from.
+     *
+     * @param self the client's own address (a relay that is not registered yet, or an old entry of it), never its
+     *             source; null for none
+     * @throws RegistryException the registry could not be reached (the message names it)
+     * @throws WeightLoaderException no entry fits, naming the registry, the model, the rank and every entry skipped
+     */
+    public static Candidates find(SourceRegistry registry, String modelId, RankKey rank, int tpSize, String layout,
+                                  String self) {
+        Objects.requireNonNull(layout, "layout is null");
+        List<SourceEntry> all = registry.listAll(modelId, rank);
+        List<String> skipped = new ArrayList<>();
+        List<SourceEntry> usable = new ArrayList<>();
+        for (SourceEntry e : all) {
+            Fingerprint f = e.fingerprint();
+            String why = null;
+            if (e.address().equals(self)) {
+                continue;
+            } else if (!e.ready()) {
+                why = "not ready (it still loads)";
+            } else if (f.tpSize() != tpSize || tpSize > 1 && !f.layout().equals(layout)) {
+                why = "holds tp size " + f.tpSize() + ", layout " + f.layout() + "; this client loads tp size " + tpSize
+                        + ", layout " + layout + " (weight-loader.rank.tp-size, weight-loader.tp-layout)";
+            } else if (f.checksumsDigest().isEmpty()) {
+                why = "publishes no checksums, so what it sends could not be checked";
+            }
+            if (why == null) {
+                usable.add(e);
+            } else {
+                skip(registry, modelId, rank, e.address(), why, skipped);
+            }
+        }
+        Map<Fingerprint, List<SourceEntry>> byFingerprint = new LinkedHashMap<>();
+        for (SourceEntry e : usable) {
+            byFingerprint.computeIfAbsent(e.fingerprint(), k -> new ArrayList<>()).add(e);
+        }
+        Fingerprint chosen = byFingerprint.entrySet().stream()
+                .max(Comparator.comparingInt((Map.Entry<Fingerprint, List<SourceEntry>> x) -> x.getValue().size())
+                        .thenComparing(x -> x.getKey().generation(), Comparator.reverseOrder())
+                        .thenComparing(x -> x.getKey().checksumsDigest(), Comparator.reverseOrder()))
+                .map(Map.Entry::getKey).orElse(null);
+        if (chosen == null) {
+            throw new WeightLoaderException("registry " + registry.describe() + " lists no ready source of model "
+                    + modelId + " rank " + rank + " that this client can load from" + (all.isEmpty()
+                    ? ": none is registered (is the model id right, weight-loader.model-id? are its seeds started with"
+                    + " weight-loader.directory = " + registry.describe() + " and this model id?)"
+                    : "; skipped: " + clip(skipped)));
+        }
+        if (byFingerprint.size() > 1) {
+            LOG.warn("registry {}: model {} rank {} is listed with {} different fingerprints; loading the one {} ready"
+                    + " source(s) share (generation {}), skipping the others", registry.describe(), modelId, rank,
+                    byFingerprint.size(), byFingerprint.get(chosen).size(), chosen.generation());
+        }
+        for (Map.Entry<Fingerprint, List<SourceEntry>> x : byFingerprint.entrySet()) {
+            if (!x.getKey().equals(chosen)) {
+                for (SourceEntry e : x.getValue()) {
+                    skip(registry, modelId, rank, e.address(), "its fingerprint differs from the one "
+                            + byFingerprint.get(chosen).size() + " source(s) share: "
+                            + Entries.difference(chosen, e.fingerprint()), skipped);
+                }
+            }
+        }
+        List<SourceEntry> sources = new ArrayList<>(byFingerprint.get(chosen));
+        Collections.shuffle(sources, RANDOM);
+        return new Candidates(registry.describe(), modelId, chosen, sources, skipped);
+    }
+
+    private static void skip(SourceRegistry registry, String modelId, RankKey rank, String address, String why,
+                             List<String> skipped) {
+        LOG.warn("registry {}: skipped source {} of model {} rank {}: {}", registry.describe(), address, modelId, rank,
+                why);
+        skipped.add(address + ": " + why);
+    }
+
+    /**
+     * {@code m}, the manifest source {@code address} served, if its fingerprint is {@code wanted}: the generation, the
+     * split, every tensor's name, dtype and shape, and the digest of its checksum list (what the client then checks
+     * every byte against) are those the registry lists.
+     *
+     * @throws WeightLoaderException naming the source and each field that differs
+     */
+    public static Manifest check(Manifest m, Fingerprint wanted, String address, String registry) {
+        Fingerprint got;
+        try {
+            got = Fingerprint.of(m);
+        } catch (IllegalArgumentException e) {
+            throw new WeightLoaderException("source " + address + " serves a manifest that fits no registry entry: "
+                    + e.getMessage());
+        }
+        if (!got.equals(wanted)) {
+            throw new WeightLoaderException("source " + address + " serves other weights than registry " + registry
+                    + " lists for it: " + Entries.difference(wanted, got));
+        }
+        return m;
+    }
+
+    /**
+     * A manifest of {@code rank} checked against the registry: from the first of {@link #find}'s sources (at most
+     * {@code maxTries}) whose manifest has the fingerprint the registry lists; each that fails is named in a WARN line.
+     *
+     * @param clients the control-plane client of a source, {@code host:port}
+     * @return the source's address and its checked manifest
+     * @throws RegistryException the registry could not be reached (the message names it)
+     * @throws WeightLoaderException no source fits, naming each tried and each skipped
+     */
+    public static Map.Entry<String, Manifest> manifest(SourceRegistry registry, String modelId, RankKey rank,
+                                                       int tpSize, String layout, String self,
+                                                       java.util.function.Function<String, SeedClient> clients,
+                                                       int maxTries) {
+        Candidates c = find(registry, modelId, rank, tpSize, layout, self);
+        List<String> failed = new ArrayList<>();
+        for (SourceEntry e : c.sources().subList(0, Math.min(maxTries, c.sources().size()))) {
+            try {
+                return Map.entry(e.address(), check(clients.apply(e.address()).manifest(rank), c.fingerprint(),
+                        e.address(), registry.describe()));
+            } catch (WeightLoaderException ex) {
+                LOG.warn("registry {}: source {} of model {} rank {} failed ({}); trying another", registry.describe(),
+                        e.address(), modelId, rank, ex.getMessage());
+                failed.add(e.address() + ": " + ex.getMessage());
+            }
+        }
+        throw new WeightLoaderException("model " + modelId + " rank " + rank + ": no source listed in registry "
+                + registry.describe() + " served a manifest that fits its entry; tried " + String.join("; ", failed)
+                + (c.skipped().isEmpty() ? "" : "; skipped " + clip(c.skipped())));
+    }
+
+    /** The first ten of {@code lines}, then how many more. */
+    static String clip(List<String> lines) {
+        return String.join("; ", lines.subList(0, Math.min(10, lines.size())))
+                + (lines.size() > 10 ? " and " + (lines.size() - 10) + " more" : "");
+    }
+
+    /** Addresses of {@code entries}, for messages. */
+    public static List<String> addresses(List<SourceEntry> entries) {
+        return entries.stream().map(SourceEntry::address).toList();
+    }
+}

@@ -1,0 +1,352 @@
+package io.weightloader.backend.te;
+
+import io.weightloader.api.LoadReport;
+import io.weightloader.api.LoadRequest;
+import io.weightloader.api.TensorMismatchException;
+import io.weightloader.api.TensorReport;
+import io.weightloader.api.TensorSpec;
+import io.weightloader.api.WeightLoaderException;
+import io.weightloader.api.config.WeightLoaderConfigException;
+import io.weightloader.api.config.WeightLoaderSettings;
+import io.weightloader.api.spi.WeightLoaderBackend;
+import io.weightloader.seed.Manifest;
+import io.weightloader.seed.registry.Fingerprint;
+import io.weightloader.seed.registry.Registries;
+import io.weightloader.seed.registry.RegistryException;
+import io.weightloader.seed.registry.RegistrySources;
+import io.weightloader.seed.registry.SourceEntry;
+import io.weightloader.seed.registry.SourceRegistry;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Function;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * A transfer_engine client that finds its sources in a registry ({@code weight-loader.directory =
+ * "etcd://..."}, {@code weight-loader.model-id}) rather than at a root seed's address, so that it loads while the root
+ * is gone. Its trust chain (docs/PROTOCOL.md, "Registry"): the registry's entries give the fingerprint to load, the
+ * digest of the root's checksum list among it ({@link RegistrySources#find}); the manifest a source serves must have
+ * exactly that fingerprint ({@link RegistrySources#check}); then every byte read is hashed and checked against that
+ * manifest's checksums, whatever {@code checksum} says, and the source's generation is asked again at the end. A source
+ * that fails any step is named in a warning and the next ready one tried, at most {@value #MAX_TRIES} per load and
+ * within {@code transfer-timeout}; nothing is reported loaded unless one source's bytes all matched.
+ *
+ * <p>The root seed, when {@code remote-instance.seed-instance-ip} names it as well, is used only when the registry
+ * cannot be reached, with a WARN line that says so and a report whose source says so.
+ */
+final class RegistryBackend implements WeightLoaderBackend {
+    private static final Logger LOG = LoggerFactory.getLogger(RegistryBackend.class);
+    /** Most sources one load (or {@link #available()}) tries before it gives up. */
+    static final int MAX_TRIES = 8;
+
+    private final WeightLoaderSettings settings;
+    private final TransferEngineSettings te;
+    private final String directory;
+    private final String modelId;
+    /** Null when the registry could not be reached when this client was made: {@link #root} stands in. */
+    private final SourceRegistry registry;
+    /** A client of one source, {@code host:port}, for this client's rank. */
+    private final Function<String, TransferEngineBackend> sources;
+    /** The configured root seed, or null. */
+    private final TransferEngineBackend root;
+    /** Why the root stands in for the registry, or null while the registry answers. */
+    private String fallback;
+    /** The source {@link #available()} or the last load read from, with its checked manifest. */
+    private Chosen chosen;
+    /**
+     * Sources that failed while {@link #available()} chose one ({@code host:port: why}): the next load does not try
+     * them again, and its report names them.
+     */
+    private final List<String> failedChoosing = new ArrayList<>();
+
+    /** A source, its client and its manifest, checked against the fingerprint the registry lists. */
+    private record Chosen(String address, TransferEngineBackend backend, Manifest manifest, Fingerprint fingerprint) {
+    }
+
+    private RegistryBackend(WeightLoaderSettings settings, TransferEngineSettings te, String directory, String modelId,
+                            SourceRegistry registry, Function<String, TransferEngineBackend> sources,
+                            TransferEngineBackend root, String fallback) {
+        this.settings = settings;
+        this.te = te;
+        this.directory = directory;
+        this.modelId = modelId;
+        this.registry = registry;
+        this.sources = sources;
+        this.root = root;
+        this.fallback = fallback;
+    }
+
+    /**
+     * Connects to the registry. One that cannot be reached is an error naming it, unless the root seed is configured
+     * too: then the root stands in, loudly.
+     *
+     * @param open  connects to the registry ({@link Registries#open})
+     * @param root  the configured root seed's client, or null
+     */
+    static WeightLoaderBackend open(WeightLoaderSettings settings, TransferEngineSettings te, Registries.Settings rs,
+                                    java.util.function.Supplier<SourceRegistry> open,
+                                    Function<String, TransferEngineBackend> sources, TransferEngineBackend root) {
+        String modelId = rs.modelId().orElseThrow(() -> modelIdMissing(rs.directory()));
+        if (!te.sourceStrategy().equals("star")) {
+            LOG.info("{} = {} picks among the relays of a root's directory; this client finds its sources in registry"
+                    + " {} and reads from a ready one of them, chosen at random", TransferEngineSettings.PATH
+                    + ".source-strategy", te.sourceStrategy(), rs.directory());
+        }
+        SourceRegistry registry = null;
+        String fallback = null;
+        try {
+            registry = open.get();
+        } catch (RegistryException e) {
+            if (root == null) {
+                throw unreachable(rs.directory(), modelId, e);
+            }
+            fallback = fallBackLoudly(rs.directory(), modelId, root, e);
+        }
+        return new RegistryBackend(settings, te, rs.directory(), modelId, registry, sources, root, fallback);
+    }
+
+    /** {@code weight-loader.directory} without {@code weight-loader.model-id}. */
+    static WeightLoaderConfigException modelIdMissing(String directory) {
+        return new WeightLoaderConfigException(Registries.MODEL_ID, "is not set, but weight-loader.directory = "
+                + directory + " names a registry: a client finds its sources there by the model's id; set it (the id"
+                + " its seeds were started with)");
+    }
+
+    private static WeightLoaderException unreachable(String directory, String modelId, RegistryException e) {
+        return new WeightLoaderException("cannot reach registry " + directory + " (weight-loader.directory) to find"
+                + " the sources of model " + modelId + ": " + e.getMessage() + "; no root seed is configured to fall"
+                + " back on (weight-loader.remote-instance.seed-instance-ip); nothing was loaded", e);
+    }
+
+    private static String fallBackLoudly(String directory, String modelId, TransferEngineBackend root,
+                                         RegistryException e) {
+        String reason = "registry " + directory + " unreachable";
+        LOG.warn("REGISTRY UNREACHABLE: cannot reach registry {} (weight-loader.directory) to find the sources of model"
+                + " {}: {}. FALLING BACK to the root seed {} (weight-loader.remote-instance.seed-instance-ip): this"
+                + " client does not use the registry's sources", directory, modelId, e.getMessage(), root.seed().peer());
+        return reason;
+    }
+
+    @Override
+    public String name() {
+        return TransferEngineSettings.NAME;
+    }
+
+    @Override
+    public boolean loadsSlices() {
+        return true;
+    }
+
+    @Override
+    public synchronized String source() {
+        if (fallback != null) {
+            return root.source() + " (" + fallback + ": fallback to the root)";
+        }
+        return "model " + modelId + " rank " + settings.rank() + " from registry " + directory
+                + (chosen == null ? "" : ": " + chosen.backend().source());
+    }
+
+    @Override
+    public synchronized String engine() {
+        if (fallback != null) {
+            return root.engine();
+        }
+        return chosen != null ? chosen.backend().engine() : TransferEngineBackend.configuredEngine(te);
+    }
+
+    /** What the source chosen now serves (checked against the registry), or the root's when it stands in. */
+    @Override
+    public synchronized List<TensorSpec> available() {
+        if (fallback == null) {
+            try {
+                return choose().manifest().specs();
+            } catch (RegistryException e) {
+                fallBack(e);
+            }
+        }
+        return root.available();
+    }
+
+    @Override
+    public synchronized LoadReport load(LoadRequest request) {
+        long t0 = System.nanoTime();
+        if (fallback == null) {
+            try {
+                return loadFromRegistry(request, t0);
+            } catch (RegistryException e) {
+                fallBack(e);
+            }
+        }
+        LoadReport r = root.load(request);
+        return new LoadReport(r.backend(), r.engine(), source(), r.device(), r.tensors(), r.totalBytes(), r.seconds(),
+                r.fallbackReason(), r.phases());
+    }
+
+    /** The registry stopped answering: the root stands in (loudly), or the load fails naming the registry. */
+    private void fallBack(RegistryException e) {
+        if (root == null) {
+            throw unreachable(directory, modelId, e);
+        }
+        fallback = fallBackLoudly(directory, modelId, root, e);
+        discard(chosen);
+        chosen = null;
+    }
+
+    private RegistrySources.Candidates candidates() {
+        return RegistrySources.find(registry, modelId, settings.rank(), settings.tpSize(), settings.tpLayout().name(),
+                te.clientId().orElse(null));
+    }
+
+    /** The first source (in the registry's order) whose manifest checks, kept as {@link #chosen}. */
+    private Chosen choose() {
+        RegistrySources.Candidates c = candidates();
+        if (chosen != null && chosen.fingerprint().equals(c.fingerprint())
+                && RegistrySources.addresses(c.sources()).contains(chosen.address())) {
+            return chosen;
+        }
+        discard(chosen);
+        chosen = null;
+        List<String> failed = new ArrayList<>();
+        for (SourceEntry e : c.sources().subList(0, Math.min(MAX_TRIES, c.sources().size()))) {
+            try {
+                chosen = open(e.address(), c.fingerprint());
+                failedChoosing.addAll(failed);
+                return chosen;
+            } catch (TensorMismatchException ex) {
+                throw ex;
+            } catch (WeightLoaderException ex) {
+                failed(e.address(), ex, failed);
+            }
+        }
+        throw noSource(c, failed, failed.size(), null);
+    }
+
+    /** A client of the source at {@code address} and its manifest, checked against {@code fingerprint}. */
+    private Chosen open(String address, Fingerprint fingerprint) {
+        TransferEngineBackend b = sources.apply(address);
+        try {
+            Manifest m = RegistrySources.check(b.checkedManifest(b.seed()), fingerprint, address, directory);
+            return new Chosen(address, b, m, fingerprint);
+        } catch (RuntimeException | Error e) {
+            b.close();
+            throw e;
+        }
+    }
+
+    private LoadReport loadFromRegistry(LoadRequest request, long t0) {
+        RegistrySources.Candidates c = candidates();
+        double listed = (System.nanoTime() - t0) / 1e9;
+        if (chosen != null && (!chosen.fingerprint().equals(c.fingerprint())
+                || !RegistrySources.addresses(c.sources()).contains(chosen.address()))) {
+            discard(chosen); // the registry now lists other weights, or no longer lists that source
+            chosen = null;
+        }
+        if (chosen != null) {
+            c = c.preferring(chosen.address());
+        }
+        long deadline = t0 + settings.remote().transferTimeout().toNanos();
+        List<String> failed = new ArrayList<>(failedChoosing);
+        failedChoosing.clear();
+        java.util.Set<String> failedAlready = failed.stream().map(f -> f.substring(0, f.indexOf(": ")))
+                .collect(java.util.stream.Collectors.toSet());
+        int tries = failed.size();
+        for (SourceEntry e : c.sources()) {
+            if (failedAlready.contains(e.address())) {
+                continue;
+            }
+            if (tries >= MAX_TRIES || System.nanoTime() > deadline) {
+                break;
+            }
+            tries++;
+            Chosen s = chosen != null && chosen.address().equals(e.address()) ? chosen : null;
+            try {
+                if (s == null) {
+                    s = open(e.address(), c.fingerprint());
+                }
+                Map<String, Double> phases = new LinkedHashMap<>();
+                phases.put("registry", listed);
+                // every byte is checked against the manifest whose checksum list the registry vouched for
+                LoadReport r = s.backend().loadWith(s.backend().seed().until(deadline
+                                + settings.remote().requestTimeout().toNanos()), s.manifest(),
+                        request.withChecksum(true), t0, phases);
+                if (chosen != s) {
+                    discard(chosen);
+                    chosen = s;
+                }
+                return report(r, request, c, failed);
+            } catch (TensorMismatchException ex) {
+                throw ex; // the host asks for other tensors than the model has: no source will do
+            } catch (WeightLoaderException ex) {
+                failed(e.address(), ex, failed);
+                if (s == chosen) {
+                    chosen = null;
+                }
+                discard(s);
+            }
+        }
+        throw noSource(c, failed, failed.size(), System.nanoTime() > deadline ? "transfer-timeout ("
+                + settings.remote().transferTimeout() + ", weight-loader.remote-instance.transfer-timeout) passed"
+                : null);
+    }
+
+    private void failed(String address, WeightLoaderException e, List<String> failed) {
+        LOG.warn("model {} rank {} from registry {}: source {} failed ({}); trying another ready source of the"
+                + " registry", modelId, settings.rank(), directory, address, e.getMessage());
+        failed.add(address + ": " + e.getMessage());
+    }
+
+    private WeightLoaderException noSource(RegistrySources.Candidates c, List<String> failed, int tried,
+                                           String note) {
+        int untried = Math.max(0, c.sources().size() - tried);
+        return new WeightLoaderException("model " + modelId + " rank " + settings.rank() + ": no source listed in"
+                + " registry " + directory + " could be loaded from; " + (failed.isEmpty() ? "none tried"
+                : "tried " + String.join("; ", failed)) + (untried > 0 ? "; " + untried + " not tried (at most "
+                + MAX_TRIES + " per load" + (note == null ? "" : ", " + note) + ")" : "")
+                + (c.skipped().isEmpty() ? "" : "; skipped " + String.join("; ", c.skipped().stream().limit(10)
+                .toList()) + (c.skipped().size() > 10 ? " and " + (c.skipped().size() - 10) + " more" : ""))
+                + "; nothing was loaded");
+    }
+
+    /** The source's report, naming the registry, the sources that failed before it, and those skipped. */
+    private LoadReport report(LoadReport r, LoadRequest request, RegistrySources.Candidates c, List<String> failed) {
+        List<TensorReport> tensors = request.checksum() ? r.tensors() : r.tensors().stream()
+                .map(t -> new TensorReport(t.name(), t.dtype(), t.shape(), t.bytes(), null, t.slice())).toList();
+        StringBuilder src = new StringBuilder(source());
+        if (!failed.isEmpty()) {
+            src.append(" (after ").append(failed.size()).append(" failed: ").append(addresses(failed)).append(')');
+        }
+        if (!c.skipped().isEmpty()) {
+            src.append(" (skipped ").append(c.skipped().size()).append(": ").append(addresses(c.skipped()))
+                    .append(')');
+        }
+        return new LoadReport(r.backend(), r.engine(), src.toString(), r.device(), tensors, r.totalBytes(),
+                r.seconds(), r.fallbackReason(), r.phases());
+    }
+
+    /** The addresses of {@code host:port: why} lines, the first ten. */
+    private static String addresses(List<String> lines) {
+        List<String> a = lines.stream().limit(10).map(f -> f.substring(0, f.indexOf(": "))).toList();
+        return String.join(", ", a) + (lines.size() > a.size() ? " and " + (lines.size() - a.size()) + " more" : "");
+    }
+
+    private static void discard(Chosen c) {
+        if (c != null) {
+            c.backend().close();
+        }
+    }
+
+    @Override
+    public synchronized void close() {
+        discard(chosen);
+        chosen = null;
+        if (root != null) {
+            root.close();
+        }
+        if (registry != null) {
+            registry.close();
+        }
+    }
+}
