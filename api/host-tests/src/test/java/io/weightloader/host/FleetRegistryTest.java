@@ -242,6 +242,21 @@ class FleetRegistryTest {
         assertThat(view.list(model, resumed)).extracting(SourceEntry::address).containsExactly(address(root));
         fleet.load(registry(model) + "weight-loader.load-format = remote_instance", ckpt);
 
+        // a relay found through the registry (no root address) releases too: withdrawn while released, and on resume
+        // refilled from the registry's sources, checked against the manifest it serves, and listed again
+        SeedHost relay = closing(SeedHost.start(Fleet.config(registry(model)
+                + "weight-loader { load-format = remote_instance, enable-memory-saver = true }")));
+        assertThat(listed(view, model, 0)).containsExactlyInAnyOrder(address(root), address(relay));
+        relay.releaseMemory();
+        assertThat(listed(view, model, 0)).containsExactly(address(root));
+        SeedHost.MemoryReport back = relay.resumeMemory();
+        assertThat(back.source()).isEqualTo("registry");
+        assertThat(back.generations()).containsEntry(rank.toString(), resumed.generation());
+        relay.held().values().forEach(h -> fleet.assertBytesOf(ckpt, h));
+        assertThat(view.list(model, resumed)).extracting(SourceEntry::address)
+                .containsExactlyInAnyOrder(address(root), address(relay));
+        relay.stop(Duration.ofSeconds(10));
+
         root.service().weightsChanging(rank);
         assertThat(listed(view, model, 0)).as("its checksums no longer hold").isEmpty();
         root.service().weightsChanged(rank);

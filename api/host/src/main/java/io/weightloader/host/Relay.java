@@ -367,6 +367,11 @@ final class Relay implements AutoCloseable {
         return served(h.rank().key()).generation().equals(h.root().generation());
     }
 
+    /** Where a resume refills from: {@code root seed}, or {@code registry} for a relay without a root. */
+    String sourceName() {
+        return root != null ? "root seed" : "registry";
+    }
+
     /** The root's manifest that rank {@code i}'s memory holds. */
     Manifest rootManifest(int i) {
         return held.get(i).root();

@@ -307,7 +307,7 @@ public final class SeedHost implements AutoCloseable {
         long bytes = 0;
         Map<String, String> generations = new LinkedHashMap<>();
         List<HostRanks.Held> memories = memories();
-        String source = fromCopy ? "host copy" : relay != null ? "root seed" : "checkpoint";
+        String source = fromCopy ? "host copy" : relay != null ? relay.sourceName() : "checkpoint";
         for (int i = 0; i < memories.size(); i++) {
             HostRanks.Held h = memories.get(i);
             HostRanks.Rank rank = ranks.ranks().get(i);
@@ -328,7 +328,7 @@ public final class SeedHost implements AutoCloseable {
                 if (fromCopy) {
                     LOG.warn("relay rank {}: its root's weights changed while released; refilling from the root, not"
                             + " from the host copy", rank.key());
-                    source = "root seed (the host copy was stale)";
+                    source = relay.sourceName() + " (the host copy was stale)";
                 }
                 root = relay.refill(i); // from another seed: the root, or the seed its source strategy assigns
             }
