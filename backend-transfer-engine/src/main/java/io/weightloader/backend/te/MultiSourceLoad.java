@@ -69,6 +69,11 @@ final class MultiSourceLoad {
     private final Set<String> dropped = new LinkedHashSet<>();
     private final List<SourceWorker> active = new ArrayList<>();
     private final Set<String> held = ConcurrentHashMap.newKeySet();
+    /** Each whole tensor's SHA-256, computed as it became whole (when the request asks for checksums). */
+    private final Map<TensorDestination, CompletableFuture<String>> tensorSums =
+            java.util.Collections.synchronizedMap(new java.util.IdentityHashMap<>());
+    /** How many sources read now ({@code active}'s size, for the readers' threads). */
+    private volatile int reading;
     private SourceList sources;
     private SegmentLedger ledger;
     private SourceWorker.Context cx;
@@ -100,10 +105,12 @@ final class MultiSourceLoad {
         List<Segment> plan = Segments.plan(request.tensors(), rootManifest.entriesByName(), ms.segmentSize());
         ledger = new SegmentLedger(plan);
         Progress progress = new Progress(request);
-        long readSize = Math.min(backend.sliceSize(transport), Math.max(256L << 10, ms.segmentSize() / 4));
+        // bytes count as arrived (and a unit as whole) per completed read: reads of 1/16 of a segment (1 MiB at least)
+        // lose at most a read per connection when their source dies, where whole-segment reads lost the segment
+        long readSize = Math.min(backend.sliceSize(transport), Math.max(1L << 20, ms.segmentSize() / 16));
         cx = new SourceWorker.Context(ledger, progress, this::arrived, backend.peers(), engine, readSize,
                 settings.batchesInFlight(), settings.batchSize(), ms.stallTimeout(), deadline, t0,
-                new Pacer(settings.bandwidthLimit()));
+                new Pacer(settings.bandwidthLimit()), () -> reading);
         boolean verify = settings.verifyRelays();
         if (!verify) {
             LOG.warn("{}: bytes read from relays are not checked by this load ({}.verify-relays = false: only for a"
@@ -218,6 +225,7 @@ final class MultiSourceLoad {
                 continue;
             }
             active.remove(i--);
+            reading = active.size();
             held.remove(w.tally().source);
             sources.release(w.tally().source);
             if (w.outcome() == SourceWorker.Outcome.DROPPED) {
@@ -259,7 +267,7 @@ final class MultiSourceLoad {
             // every source starts with work, a segment each in turn, before any can pull more
             for (int round = 0; round < cx.depth(); round++) {
                 for (SourceWorker w : opened) {
-                    Segment s = ledger.take();
+                    Segment s = ledger.take(opened.size());
                     if (s != null) {
                         w.deal(s);
                     }
@@ -268,6 +276,7 @@ final class MultiSourceLoad {
         }
         for (SourceWorker w : opened) {
             active.add(w);
+            reading = active.size();
             readers.execute(w);
         }
         if (opened.isEmpty()) {
@@ -299,7 +308,7 @@ final class MultiSourceLoad {
     private void arrived(Unit u, int segment, SourceTally from) {
         if (!settings.verifyRelays() || u.sha256() == null && from.isRoot()) {
             from.kept(u.length());
-            ledger.accepted(u);
+            accept(u);
             return;
         }
         checks.execute(() -> {
@@ -308,7 +317,7 @@ final class MultiSourceLoad {
                 String got = Checksums.sha256(bytes, u.length());
                 if (got.equals(u.sha256())) {
                     from.kept(u.length());
-                    ledger.accepted(u);
+                    accept(u);
                     return;
                 }
                 String why = u.what() + " has SHA-256 " + got + ", the root published " + u.sha256();
@@ -333,18 +342,37 @@ final class MultiSourceLoad {
         });
     }
 
+    /**
+     * {@code u} is done; when that makes its tensor whole and the request asks for checksums, the tensor's SHA-256 is
+     * computed now, on the checking threads, while the other tensors still arrive (not in a pass after the transfer).
+     */
+    private void accept(Unit u) {
+        if (ledger.accepted(u) && request.checksum()) {
+            TensorDestination d = u.dest();
+            tensorSums.put(d, CompletableFuture.supplyAsync(() -> Checksums.sha256(d.region(), d.byteSize()), checks));
+        }
+    }
+
     /** The root still has the generation the load started from; then each tensor's SHA-256 when asked for. */
     private List<TensorReport> finalChecks() {
         // every byte a relay sent matched the root's checksums of this generation; the root's own reads are proven by
         // its generation not having changed since the manifest
         RemoteLoads.checkGeneration(root, rank, rootManifest.generation(), backend.source());
         List<TensorDestination> tensors = request.tensors();
-        List<String> sums = request.checksum() ? Checksums.sha256Held(tensors, Checksums.defaultThreads()) : null;
         Map<String, Manifest.Entry> published = rootManifest.entriesByName();
         List<TensorReport> reports = new ArrayList<>(tensors.size());
         for (int i = 0; i < tensors.size(); i++) {
             TensorDestination d = tensors.get(i);
-            String sha = sums == null ? null : sums.get(i);
+            String sha = null;
+            if (request.checksum()) {
+                CompletableFuture<String> f = tensorSums.get(d);
+                try {
+                    sha = f != null ? f.join() : Checksums.sha256(d.region(), d.byteSize());
+                } catch (java.util.concurrent.CompletionException e) {
+                    throw new WeightLoaderException("hashing tensor '" + d.spec().name() + "' failed: "
+                            + e.getCause().getMessage(), e.getCause());
+                }
+            }
             String theirs = published.get(d.spec().name()).sha256();
             if (sha != null && theirs != null && !theirs.equals(sha)) {
                 throw new WeightLoaderException("tensor '" + d.spec().name() + "' loaded from " + tallies.size()
@@ -407,8 +435,9 @@ final class MultiSourceLoad {
 
     private void logSummary(List<SourceReport> per) {
         for (SourceReport r : per) {
-            LOG.info("{}: source {}: {} byte(s) kept of {} read, {} segment(s){}", backend.source(), r.source(),
-                    r.bytes(), r.bytesRead(), r.segments(), r.failure() == null ? ""
+            LOG.info("{}: source {}: {} byte(s) kept of {} read, {} segment(s), its reader ended after {} s{}",
+                    backend.source(), r.source(), r.bytes(), r.bytesRead(), r.segments(),
+                    String.format("%.3f", tallies.get(r.source()).endedAfter()), r.failure() == null ? ""
                             : "; dropped after " + String.format("%.2f", r.failedAfter()) + " s (" + r.failure()
                             + "), segment(s) " + r.moved() + " moved");
         }

@@ -19,6 +19,7 @@ final class SourceTally {
     private String wrong;
     private boolean wrongHandled;
     private int wrongUnits;
+    private double endedAfter;
 
     SourceTally(String source, String name) {
         this.source = source;
@@ -92,6 +93,15 @@ final class SourceTally {
         }
         wrongHandled = true;
         return wrong;
+    }
+
+    /** Its reader ended (nothing left to take, or dropped) at this many seconds into the load. */
+    synchronized void ended(double afterSeconds) {
+        endedAfter = afterSeconds;
+    }
+
+    synchronized double endedAfter() {
+        return endedAfter;
     }
 
     synchronized long kept() {

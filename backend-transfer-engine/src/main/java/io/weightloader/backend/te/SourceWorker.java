@@ -18,6 +18,7 @@ import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.locks.LockSupport;
+import java.util.function.IntSupplier;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -45,7 +46,7 @@ final class SourceWorker implements Runnable {
     /** The fixed parts of every worker of one load. */
     record Context(SegmentLedger ledger, Progress progress, Arrivals arrivals, Peers peers, OneSidedEngine engine,
                    long readSize, int depth, int batchSize, Duration stallTimeout, long deadline, long t0,
-                   Pacer pacer) {
+                   Pacer pacer, IntSupplier readers) {
     }
 
     /** One segment in flight: its batches, what each read completed, and the bytes of each unit arrived so far. */
@@ -125,6 +126,7 @@ final class SourceWorker implements Runnable {
             drop("failed: " + e, 0);
             outcome = Outcome.DROPPED;
         } finally {
+            tally.ended((System.nanoTime() - cx.t0()) / 1e9);
             for (int i = dealt.size() - 1; i >= 0; i--) {
                 cx.ledger().putBack(dealt.get(i));
             }
@@ -150,7 +152,7 @@ final class SourceWorker implements Runnable {
                 return;
             }
             while (flights.size() < cx.depth()) {
-                Segment s = dealt.isEmpty() ? cx.ledger().take() : dealt.remove(0);
+                Segment s = dealt.isEmpty() ? cx.ledger().take(cx.readers().getAsInt()) : dealt.remove(0);
                 if (s == null) {
                     break;
                 }

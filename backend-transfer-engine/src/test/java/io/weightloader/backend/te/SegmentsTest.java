@@ -89,6 +89,31 @@ class SegmentsTest {
     }
 
     @Test
+    void towardTheEndASourceTakesOnlyItsShareOfWhatIsLeftAndNothingIsTakenTwice() {
+        TensorSpec a = TensorSpec.of("a", DType.U8, 16, 64); // 16 units of 64 bytes, 4 segments of 256
+        SegmentLedger ledger = new SegmentLedger(Segments.plan(List.of(new TensorDestination(a,
+                MemoryRegion.of(1000, 1024, Device.CPU))), Map.of("a", entry(a, 5000, 16)), 256));
+        // 1024 queued, 1 reader: a whole segment (its share, 512, is more)
+        Segment first = ledger.take(1);
+        assertThat(first.bytes()).isEqualTo(256);
+        assertThat(first.id()).isZero();
+        // 768 queued, 4 readers: a share of 96, so one unit of 64; the rest of segment 1 is numbered 4, first in line
+        Segment cut = ledger.take(4);
+        assertThat(cut.id()).isEqualTo(1);
+        assertThat(cut.units()).hasSize(1);
+        Segment rest = ledger.take(1);
+        assertThat(rest.id()).isEqualTo(4);
+        assertThat(rest.bytes()).isEqualTo(192);
+        List<Unit> all = new ArrayList<>(first.units());
+        all.addAll(cut.units());
+        all.addAll(rest.units());
+        for (Segment s = ledger.take(2); s != null; s = ledger.take(2)) {
+            all.addAll(s.units());
+        }
+        assertThat(all).extracting(Unit::index).doesNotHaveDuplicates().hasSize(16);
+    }
+
+    @Test
     void aRemainderKeepsTheSegmentsNumberAndCountsTheMove() {
         TensorSpec a = TensorSpec.of("a", DType.U8, 16, 64);
         List<Segment> plan = Segments.plan(List.of(new TensorDestination(a, MemoryRegion.of(1000, 1024, Device.CPU))),
