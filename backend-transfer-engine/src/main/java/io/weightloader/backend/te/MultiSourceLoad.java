@@ -419,8 +419,7 @@ final class MultiSourceLoad {
 
     /** The report's source line: the root seed, then each source's bytes, and every failover. */
     private String describe(List<SourceReport> per) {
-        StringBuilder sb = new StringBuilder(backend.source()).append(" (").append(strategy).append(", ")
-                .append(per.size()).append(" sources:");
+        StringBuilder sb = new StringBuilder(backend.source()).append(" (").append(per.size()).append(" sources:");
         String sep = " ";
         for (SourceReport r : per) {
             sb.append(sep).append(r.source()).append(' ').append(r.bytes()).append(" B");
