@@ -10,7 +10,10 @@
 #   one    --sources 1 (source-strategy star: the root alone)
 #   multi  --sources K+1 (the root and the K relays)
 #   kill   --sources K+1, and relay hK is killed (SIGKILL) once the client has received --kill-at of the checkpoint's
-#          bytes (its eth0's received bytes, polled every 20 ms); before the next repetition it is started again
+#          bytes (its eth0's received bytes, polled every 20 ms; the counter counts frames, 1514 bytes for 1448 of
+#          payload at MTU 1500, so the threshold is scaled by 1514/1448); before the next repetition it is started
+#          again. How far the load was when it was killed is estimated afterwards as (K+1) x what the killed relay
+#          had delivered / the checkpoint's bytes (the sources deliver at equal rates)
 # Each load's time is its report's seconds (the load itself: manifest, transfer, checks; not the JVM's start). Every
 # report's SHA-256 of every tensor must equal a local load's of the checkpoint (byte-exact). The machine's CPU use
 # (/proc/stat) during each load is recorded: above 90% the figures are CPU-bound, not link-bound.
@@ -171,7 +174,7 @@ run_load() {
         --report "$out/reports/$name.json"
     pid=$started
     if [ "$kill" = 1 ]; then
-        target=$(python3 -c 'import sys; print(int(int(sys.argv[1]) + float(sys.argv[2]) * int(sys.argv[3])))' \
+        target=$(python3 -c 'import sys; print(int(int(sys.argv[1]) + float(sys.argv[2]) * int(sys.argv[3]) * 1514 / 1448))' \
             "$rx0" "$kill_at" "$ckpt_bytes")
         for _ in $(seq 1 $((timeout_s * 50))); do
             kill -0 "$pid" 2>/dev/null || break
@@ -261,6 +264,9 @@ for line in open(os.path.join(out, "runs.tsv")):
         run["transferSeconds"] = (r.get("phases") or {}).get("transfer")
         run["source"] = r["source"]
         run["sourcesReport"] = r.get("sources")
+        dead = [x for x in (r.get("sources") or []) if x.get("failure")]
+        if dead and run["killedAfterSeconds"]:
+            run["killedAtFraction"] = round(len(r["sources"]) * dead[0]["bytesRead"] / S, 3)
         wrong = [t["name"] for t in r["tensors"] if t.get("sha256") != local.get(t["name"])]
         run["byteExact"] = not wrong and len(r["tensors"]) == len(local)
         if not run["byteExact"]:
@@ -310,7 +316,8 @@ for r in runs:
                         for s in (r["sourcesReport"] or []))
         print(f"{r['name']:<9} {r['sources']:>7} {r['seconds']:8.2f} {r['transferSeconds'] or 0:8.2f} {ideal:7.2f} "
               f"{r['seconds'] / ideal:7.2f} {(r['cpuBusy'] or 0) * 100:4.0f}% {r['clientCores'] or 0:6.2f}  {'yes':<5} {per}"
-              + (f" (killed at {r['killedAfterSeconds']:.2f} s of the process)" if r["killedAfterSeconds"] else ""))
+              + (f" (killed at {r['killedAfterSeconds']:.2f} s of the process, about"
+                 f" {r.get('killedAtFraction', 0):.2f} of the bytes)" if r["killedAfterSeconds"] else ""))
     else:
         print(f"{r['name']:<9} {r['sources']:>7}   FAILED: {'; '.join(r['errors'])}")
 fmt3 = lambda v: "-" if v is None else format(v, ".3f")
