@@ -12,8 +12,8 @@
 #   kill   --sources K+1, and relay hK is killed (SIGKILL) once the client has received --kill-at of the checkpoint's
 #          bytes (its eth0's received bytes, polled every 20 ms; the counter counts frames, 1514 bytes for 1448 of
 #          payload at MTU 1500, so the threshold is scaled by 1514/1448); before the next repetition it is started
-#          again. How far the load was when it was killed is estimated afterwards as (K+1) x what the killed relay
-#          had delivered / the checkpoint's bytes (the sources deliver at equal rates)
+#          again. The fraction of the payload the client had received when the relay was killed (its counter then,
+#          less the frames' overhead) is recorded, and the ideal for that fraction printed beside the target's
 # Each load's time is its report's seconds (the load itself: manifest, transfer, checks; not the JVM's start). Every
 # report's SHA-256 of every tensor must equal a local load's of the checkpoint (byte-exact). The machine's CPU use
 # (/proc/stat) during each load is recorded: above 90% the figures are CPU-bound, not link-bound.
@@ -151,18 +151,25 @@ start_relay() { # start_relay I: relay in host hI, loads from the root by chain,
     relay_pid[i]=$started
 }
 
+# packets the client's switch port (what the client receives) dropped so far: its tbf's queue is full
+port_drops() {
+    local stats
+    stats=$(ip netns exec "$PREFIX""sw" tc -s qdisc show dev "p$client")   # "Sent N bytes M pkt (dropped D, ..."
+    sed -n 's/.*(dropped \([0-9]*\),.*/\1/p' <<< "$stats" | awk '{s += $1} END {print s + 0}'
+}
 cpu_sample() { awk '/^cpu /{busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat; }
 rx_bytes() { ip netns exec "$PREFIX""h$client" cat /sys/class/net/eth0/statistics/rx_bytes; }
 
 # run_load NAME SOURCES KILL(0|1): one client load; writes reports/NAME.json and runs.tsv's line
 run_load() {
-    local name="$1" n="$2" kill="$3" log pid code c0 c1 rx0 target killed="" t0 t1
+    local name="$1" n="$2" kill="$3" log pid code c0 c1 rx0 rx d0 target killed="" killed_fraction="" t0 t1
     log="$out/logs/$name.log"
     local -a strat=(--source-strategy star)
     echo "multisource-bench: $name: --sources $n$([ "$kill" = 1 ] && echo ", relay h$relays killed at $kill_at of the bytes")" >&2
     rm -f "$out/reports/$name.json"
     read -r -a c0 <<< "$(cpu_sample)"
     rx0=$(rx_bytes)
+    d0=$(port_drops)
     t0=$EPOCHREALTIME
     rm -f "$out/reports/$name.time"
     # /usr/bin/time: the client's own CPU seconds (user, system) beside the machine's
@@ -178,8 +185,11 @@ run_load() {
             "$rx0" "$kill_at" "$ckpt_bytes")
         for _ in $(seq 1 $((timeout_s * 50))); do
             kill -0 "$pid" 2>/dev/null || break
-            if [ "$(rx_bytes)" -ge "$target" ]; then
+            rx=$(rx_bytes)
+            if [ "$rx" -ge "$target" ]; then
                 kill -KILL -- "-${relay_pid[relays]}" 2>/dev/null || true
+                killed_fraction=$(python3 -c 'import sys; print(f"{(int(sys.argv[1]) - int(sys.argv[2])) * 1448 / 1514 / int(sys.argv[3]):.4f}")' \
+                    "$rx" "$rx0" "$ckpt_bytes")
                 killed=$(python3 -c 'import sys; print(f"{float(sys.argv[1]) - float(sys.argv[2]):.3f}")' \
                     "$EPOCHREALTIME" "$t0")
                 break
@@ -196,10 +206,10 @@ run_load() {
     t1=$EPOCHREALTIME
     read -r -a c1 <<< "$(cpu_sample)"
     cp /proc/loadavg "$out/reports/$name.loadavg"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$n" "$code" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$n" "$code" "$(( $(port_drops) - d0 ))" \
         "$(python3 -c 'import sys; print(f"{float(sys.argv[1]) - float(sys.argv[2]):.3f}")' "$t1" "$t0")" \
         "$(python3 -c 'import sys; b = int(sys.argv[3]) - int(sys.argv[1]); t = int(sys.argv[4]) - int(sys.argv[2]); print(f"{b / t:.3f}" if t else "")' "${c0[0]}" "${c0[1]}" "${c1[0]}" "${c1[1]}")" \
-        "$killed" "$log" >> "$out/runs.tsv"
+        "$killed" "$killed_fraction" "$log" >> "$out/runs.tsv"
 }
 
 "$sim" down --stale wlm 2>&1 | grep -v 'removed 0 ' >&2 || true
@@ -241,9 +251,11 @@ bps, cbps, S, K, f = int(bps), int(cbps), int(S), int(K), float(f)
 local = {t["name"]: t["sha256"] for t in json.load(open(os.path.join(out, "reports", "local.json")))["tensors"]}
 runs = []
 for line in open(os.path.join(out, "runs.tsv")):
-    name, n, code, wall, cpu, killed, log = line.rstrip("\n").split("\t")
+    name, n, code, drops, wall, cpu, killed, killed_fraction, log = line.rstrip("\n").split("\t")
     run = {"name": name, "sources": int(n), "exit": code, "wallSeconds": float(wall),
            "cpuBusy": float(cpu) if cpu else None, "killedAfterSeconds": float(killed) if killed else None,
+           "killedAtFraction": float(killed_fraction) if killed_fraction else None,
+           "clientPortDrops": int(drops),
            "loadAverage": None, "clientCpuSeconds": None, "clientCores": None, "ok": False, "errors": []}
     try:
         u, sy, el = open(os.path.join(out, "reports", name + ".time")).read().split()[-3:]
@@ -264,9 +276,6 @@ for line in open(os.path.join(out, "runs.tsv")):
         run["transferSeconds"] = (r.get("phases") or {}).get("transfer")
         run["source"] = r["source"]
         run["sourcesReport"] = r.get("sources")
-        dead = [x for x in (r.get("sources") or []) if x.get("failure")]
-        if dead and run["killedAfterSeconds"]:
-            run["killedAtFraction"] = round(len(r["sources"]) * dead[0]["bytesRead"] / S, 3)
         wrong = [t["name"] for t in r["tensors"] if t.get("sha256") != local.get(t["name"])]
         run["byteExact"] = not wrong and len(r["tensors"]) == len(local)
         if not run["byteExact"]:
@@ -284,7 +293,10 @@ for rep in reps:
     g = {r["name"].split("-")[0]: r for r in runs if r["name"].endswith("-" + rep) and r["ok"]}
     if "one" in g and "multi" in g:
         tr = lambda r: r["transferSeconds"] or r["seconds"]
+        fk = g["kill"]["killedAtFraction"] if "kill" in g else None
         pairs.append({"rep": int(rep), "multiOverOne": round(g["multi"]["seconds"] / g["one"]["seconds"], 4),
+                      "killedAtFraction": fk,
+                      "idealKillOverMultiAtThatFraction": round(fk + (1 - fk) * (K + 1) / K, 4) if fk else None,
                       "killOverMulti": round(g["kill"]["seconds"] / g["multi"]["seconds"], 4) if "kill" in g else None,
                       "transferMultiOverOne": round(tr(g["multi"]) / tr(g["one"]), 4),
                       "transferKillOverMulti": round(tr(g["kill"]) / tr(g["multi"]), 4) if "kill" in g else None})
@@ -304,9 +316,12 @@ json.dump(doc, open(os.path.join(out, "multisource.json"), "w"), indent=2)
 
 print(f"multi-source on a simulated cluster: {S} bytes, {K} relays + the root at {rate} ({bps} B/s) each way, "
       f"the client at {crate} ({cbps} B/s); segment-size {segment}; relay h{K} killed at {f:.2f} of the bytes")
+print("ideal: the checkpoint's bytes at the links' rates, as if every byte on a link were payload (Ethernet, IP and TCP"
+      " headers alone take 66 of every 1514 bytes, so x ideal is at least 1.046)")
 print("cpu: the machine's 2 cores busy during the load (every process, other users' too); client: the load process's"
       " CPU in cores (user + system over its wall time, JVM start included)")
-print(f"{'run':<9} {'sources':>7} {'seconds':>8} {'transfer':>8} {'ideal':>7} {'x ideal':>7} {'cpu':>5} {'client':>6}  {'exact':<5} per source (bytes kept, dropped)")
+print("drops: packets the client's switch port dropped during the load (its queue full)")
+print(f"{'run':<9} {'sources':>7} {'seconds':>8} {'transfer':>8} {'ideal':>7} {'x ideal':>7} {'cpu':>5} {'client':>6} {'drops':>6}  {'exact':<5} per source (bytes kept, dropped)")
 for r in runs:
     kind = r["name"].split("-")[0]
     ideal = {"one": ideal_one, "multi": ideal_multi, "kill": ideal_kill}[kind]
@@ -315,16 +330,18 @@ for r in runs:
                         f" {len(s['moved'])} segment(s) moved]" if s.get("failure") else "")
                         for s in (r["sourcesReport"] or []))
         print(f"{r['name']:<9} {r['sources']:>7} {r['seconds']:8.2f} {r['transferSeconds'] or 0:8.2f} {ideal:7.2f} "
-              f"{r['seconds'] / ideal:7.2f} {(r['cpuBusy'] or 0) * 100:4.0f}% {r['clientCores'] or 0:6.2f}  {'yes':<5} {per}"
-              + (f" (killed at {r['killedAfterSeconds']:.2f} s of the process, about"
-                 f" {r.get('killedAtFraction', 0):.2f} of the bytes)" if r["killedAfterSeconds"] else ""))
+              f"{r['seconds'] / ideal:7.2f} {(r['cpuBusy'] or 0) * 100:4.0f}% {r['clientCores'] or 0:6.2f}"
+              f" {r['clientPortDrops']:6d}  {'yes':<5} {per}"
+              + (f" (killed at {r['killedAfterSeconds']:.2f} s of the process, {r['killedAtFraction'] or 0:.3f}"
+                 f" of the payload received)" if r["killedAfterSeconds"] else ""))
     else:
         print(f"{r['name']:<9} {r['sources']:>7}   FAILED: {'; '.join(r['errors'])}")
 fmt3 = lambda v: "-" if v is None else format(v, ".3f")
 for p in pairs:
     print(f"repetition {p['rep']}: multi / one = {p['multiOverOne']:.3f} (target <= {1 / 3.5:.3f}; transfer phases"
-          f" {p['transferMultiOverOne']:.3f}), kill / multi = {fmt3(p['killOverMulti'])} (target <= 1.15; ideal"
-          f" {ideal_kill / ideal_multi:.3f}; transfer phases {fmt3(p['transferKillOverMulti'])})")
+          f" {p['transferMultiOverOne']:.3f}), kill / multi = {fmt3(p['killOverMulti'])} (target <= 1.15; transfer"
+          f" phases {fmt3(p['transferKillOverMulti'])}; killed at {fmt3(p['killedAtFraction'])} of the payload, where"
+          f" the ideal is {fmt3(p['idealKillOverMultiAtThatFraction'])})")
 print(f"targets: {doc['targets']}")
 print(f"JSON: {os.path.join(out, 'multisource.json')}; logs: {os.path.join(out, 'logs')}/")
 sys.exit(0 if all(r["ok"] for r in runs) and runs else 1)
