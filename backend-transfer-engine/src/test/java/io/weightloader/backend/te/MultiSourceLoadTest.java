@@ -200,12 +200,17 @@ class MultiSourceLoadTest {
                 }
             }
         };
+        List<Integer> clientsMidLoad = new ArrayList<>();
         Thread killer = new Thread(() -> {
             try {
                 if (half.await(60, TimeUnit.SECONDS)) {
+                    // while it reads, the client holds each of its sources (a lease it renews)
+                    for (JsonNode relay : relays(root)) {
+                        clientsMidLoad.add(relay.path("clients").asInt());
+                    }
                     victim.close(); // its engine closes every connection it serves: the client's reads fail at once
                 }
-            } catch (InterruptedException e) {
+            } catch (InterruptedException | IOException e) {
                 // the load ended first
             }
         });
@@ -219,6 +224,7 @@ class MultiSourceLoadTest {
             killer.join();
         }
         assertThat(half.getCount()).as("killed once half the bytes arrived").isZero();
+        assertThat(clientsMidLoad).as("each relay's clients halfway through the load").containsExactly(1, 1, 1);
         assertRootsBytes(r);
         SourceReport dead = source(r, victim);
         assertThat(dead.failure()).as(r.source()).startsWith("failed:");
@@ -249,6 +255,8 @@ class MultiSourceLoadTest {
         double secs = (System.nanoTime() - t0) / 1e9;
         assertRootsBytes(r);
         SourceReport s = source(r, stalled);
+        System.out.printf("MultiSourceLoadTest: stalled relay dropped after %.2f s quiet, %.2f s into a %.2f s load%n",
+                s.quietSeconds(), s.failedAfter(), secs);
         assertThat(s.failure()).as(r.source()).startsWith("stalled:").contains("stall-timeout");
         assertThat(s.moved()).as("its dealt segments moved").isNotEmpty();
         assertThat(s.bytes()).isZero();
