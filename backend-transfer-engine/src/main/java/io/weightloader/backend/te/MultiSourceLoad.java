@@ -146,6 +146,9 @@ final class MultiSourceLoad {
             leases.shutdownNow();
             readers.shutdownNow();
             checks.shutdownNow();
+            // a check still hashing (a failed load's) reads the destination: it must end before the caller may free it
+            awaitTermination(checks);
+            awaitTermination(readers);
             held.forEach(sources::release);
             held.clear();
             engine.unregisterLocal(local);
@@ -402,6 +405,16 @@ final class MultiSourceLoad {
                     return;
                 }
             }
+        }
+    }
+
+    private static void awaitTermination(ExecutorService pool) {
+        try {
+            if (!pool.awaitTermination(STOP_WAIT_MILLIS, TimeUnit.MILLISECONDS)) {
+                LOG.warn("threads of a load from several sources still run {} s after it ended", STOP_WAIT_MILLIS / 1000);
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
         }
     }
 
