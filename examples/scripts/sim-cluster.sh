@@ -15,6 +15,7 @@
 # Usage: examples/scripts/sim-cluster.sh up N [--rate RATE] [--delay DELAY] [--prefix P] [--subnet S]
 #        examples/scripts/sim-cluster.sh down [--prefix P]
 #        examples/scripts/sim-cluster.sh down --stale STEM     (clusters STEM<pid>...- whose process <pid> is gone)
+#        examples/scripts/sim-cluster.sh rate I RATE [--delay DELAY] [--prefix P]   (host I's link, both ways)
 #        examples/scripts/sim-cluster.sh exec I [--prefix P] -- CMD [ARGS...]
 #        examples/scripts/sim-cluster.sh addr I [--subnet S]
 #        examples/scripts/sim-cluster.sh selftest [--rate RATE] [--prefix P] [--subnet S]
@@ -175,6 +176,21 @@ cmd_up() {
     echo "sim-cluster: up: switch ${p}sw (bridge br0), hosts ${p}h0..${p}h$n on $SUBNET.0.0/16" \
         "(h0 = $(addr_of 0) .. h$n = $(addr_of "$n")), every link $rate each way${delay:+, one-way delay $delay}"
     for i in $(seq 0 "$n"); do echo "  ${p}h$i  eth0 $(addr_of "$i")/16  <-> ${p}sw p$i"; done
+}
+
+# rate I RATE: host I's link limited to RATE both ways from now on (its eth0 egress and its switch port's), the
+# others unchanged: e.g. a client whose link is faster than its sources'. DELAY, when given, on its eth0 as in up.
+cmd_rate() {
+    local i="$1" rate="$2" delay="$3" p="$4"
+    need_root rate
+    check_prefix "$p"; check_index "$i"
+    rate_bytes "$rate" >/dev/null
+    output_has "^${p}h$i( |\$)" ip netns list || die "no host ${p}h$i (bring the cluster up first)"
+    ip netns exec "${p}h$i" tc qdisc del dev eth0 root 2>/dev/null || true
+    ip netns exec "${p}sw" tc qdisc del dev "p$i" root 2>/dev/null || true
+    shape "${p}h$i" eth0 "$rate" "$delay"
+    shape "${p}sw" "p$i" "$rate" ""
+    echo "sim-cluster: rate: ${p}h$i ($(addr_of "$i")) now $rate each way${delay:+, one-way delay $delay}"
 }
 
 # down --stale STEM: every cluster STEM<pid>[a-z]*- whose process <pid> no longer runs (a run that was killed before
@@ -356,6 +372,18 @@ case "$sub" in
             esac
         done
         if [ -n "$stale" ]; then cmd_down_stale "$stale"; else cmd_down "$prefix"; fi ;;
+    rate)
+        [ $# -ge 2 ] || usage
+        i="$1"; r="$2"; shift 2
+        while [ $# -gt 0 ]; do
+            case "$1" in
+                --delay) delay="${2:?--delay needs a value}"; shift 2 ;;
+                --prefix) prefix="${2:?--prefix needs a value}"; shift 2 ;;
+                *) die "rate: unknown option '$1'" ;;
+            esac
+        done
+        case "$delay" in 0|0ms|0us|0s) delay="" ;; esac
+        cmd_rate "$i" "$r" "$delay" "$prefix" ;;
     exec)
         [ $# -ge 1 ] || usage
         i="$1"; shift

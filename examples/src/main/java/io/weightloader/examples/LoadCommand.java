@@ -58,6 +58,11 @@ final class LoadCommand implements Callable<Integer> {
             + "second, e.g. 2GiB (weight-loader.backends.transfer_engine.bandwidth-limit).")
     String bandwidthLimit;
 
+    @Option(names = "--sources", paramLabel = "N", description = "transfer_engine: read from N sources at once (the "
+            + "root seed and the relays its directory lists as ready), or auto: every ready one, at most 8; 1 (default): "
+            + "one source (weight-loader.backends.transfer_engine.sources).")
+    String sources;
+
     @Option(names = "--fallback", paramLabel = "MODE", description = "none | local (weight-loader.fallback).")
     String fallback;
 
@@ -83,6 +88,7 @@ final class LoadCommand implements Callable<Integer> {
         SharedOptions.put(m, root + "backend", backend);
         SharedOptions.put(m, root + "fallback", fallback);
         SharedOptions.put(m, root + "backends.transfer_engine.bandwidth-limit", bandwidthLimit);
+        SharedOptions.put(m, root + "backends.transfer_engine.sources", sources);
         if (zeroCopy) {
             m.put(root + "backends.local.zero-copy", true);
         }

@@ -147,5 +147,6 @@ class SimClusterIT {
     void theDistributionShipsTheClusterScripts() {
         assertThat(DIST_SCRIPTS.resolve("sim-cluster.sh")).isExecutable();
         assertThat(DIST_SCRIPTS.resolve("fanout-bench.sh")).isExecutable();
+        assertThat(DIST_SCRIPTS.resolve("multisource-bench.sh")).isExecutable();
     }
 }

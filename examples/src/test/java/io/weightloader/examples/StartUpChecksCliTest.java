@@ -84,6 +84,22 @@ class StartUpChecksCliTest {
     }
 
     @Test
+    void sourcesMapsToItsSettingWhichRefusesWhatItCannotDo() {
+        LoadCommand load = new LoadCommand();
+        new picocli.CommandLine(load).parseArgs("--sources", "auto");
+        assertThat(load.flagsConfig().getString("weight-loader.backends.transfer_engine.sources")).isEqualTo("auto");
+        WeightLoaderCliTest.Run bad = run("load", "--model-path", SHARDED, "--sources", "0");
+        assertThat(bad.exitCode()).as(bad.err()).isEqualTo(2);
+        assertThat(bad.err()).contains("weight-loader.backends.transfer_engine.sources (--sources)")
+                .contains("1..64 or auto");
+        WeightLoaderCliTest.Run chain = run("load", "--model-path", SHARDED, "--sources", "4", "--source-strategy",
+                "chain");
+        assertThat(chain.exitCode()).as(chain.err()).isEqualTo(2);
+        assertThat(chain.err()).contains("weight-loader.backends.transfer_engine.sources (--sources): is 4")
+                .contains("source-strategy (--source-strategy) = chain");
+    }
+
+    @Test
     void tlsFlagsSetTheTlsSettings() throws Exception {
         String missing = tmp.resolve("no-such.pem").toString();
         for (String flag : new String[] {"--tls-ca", "--tls-certificate", "--tls-key"}) {

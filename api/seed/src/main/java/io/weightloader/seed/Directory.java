@@ -246,8 +246,10 @@ public final class Directory {
     private Source chainEnd(Rank r, String client, Set<String> exclude) {
         String end = r.chainEnd;
         Relay relay = end.equals(ROOT) ? null : r.relays.get(end);
-        if (!end.equals(ROOT) && (relay == null || relay.reported != null || exclude.contains(end))) {
-            // the end left or died: the chain goes on from the newest link still alive, else the root
+        if (!end.equals(ROOT) && (relay == null || relay.reported != null || exclude.contains(end)
+                || end.equals(client))) {
+            // the end left or died (or is the asking relay itself, started again at its address): the chain goes on
+            // from the newest link still alive, else the root
             end = ROOT;
             for (Relay x : r.relays.values()) {
                 if (r.inChain.contains(x.address) && x.reported == null && !x.address.equals(client)

@@ -59,6 +59,20 @@ class DirectoryTest {
     }
 
     @Test
+    void aRelayRestartedAtTheAddressOfTheChainsEndIsNeverItsOwnSource() throws Exception {
+        d.register(RANK, "a:1", false, true);
+        d.register(RANK, "b:1", false, true);
+        assertThat(d.choose(RANK, "chain", "a:1", Set.of(), false, 0).address()).isEqualTo(Directory.ROOT);
+        assertThat(d.choose(RANK, "chain", "b:1", Set.of(), false, 0).address()).isEqualTo("a:1");
+        // b, the end, is killed and started again at its address before its old registration expired: it registers,
+        // then asks; before, it was given itself and waited for its own bytes until its transfer-timeout
+        d.register(RANK, "b:1", false, true);
+        assertThat(d.choose(RANK, "chain", "b:1", Set.of(), false, 0).address()).isEqualTo("a:1");
+        // with a as good as gone too, the root
+        assertThat(d.choose(RANK, "chain", "b:1", Set.of("a:1"), false, 0).address()).isEqualTo(Directory.ROOT);
+    }
+
+    @Test
     void aClientWhoseSourceDiedGetsAReadySourceWithTheFewestClientsAndNeverTheDeadOne() throws Exception {
         d.register(RANK, "a:1", true, false);
         d.register(RANK, "b:1", false, true);

@@ -9,24 +9,33 @@ import java.util.Objects;
  *
  * @param fallbackReason why the configured backend was abandoned for the local fallback, or null
  * @param phases         seconds per phase of the load when the backend measures them, or null
+ * @param sources        a load that read from several sources at once: each source, what it delivered and any failover;
+ *                       null otherwise
  */
 public record LoadReport(String backend, String engine, String source, String device, List<TensorReport> tensors,
-                         long totalBytes, double seconds, String fallbackReason, java.util.Map<String, Double> phases) {
+                         long totalBytes, double seconds, String fallbackReason, java.util.Map<String, Double> phases,
+                         List<SourceReport> sources) {
     public LoadReport {
         Objects.requireNonNull(backend, "backend is null");
         tensors = List.copyOf(tensors);
         phases = phases == null ? null : java.util.Collections.unmodifiableMap(new java.util.LinkedHashMap<>(phases));
+        sources = sources == null ? null : List.copyOf(sources);
+    }
+
+    public LoadReport(String backend, String engine, String source, String device, List<TensorReport> tensors,
+                      long totalBytes, double seconds, String fallbackReason, java.util.Map<String, Double> phases) {
+        this(backend, engine, source, device, tensors, totalBytes, seconds, fallbackReason, phases, null);
     }
 
     public LoadReport(String backend, String engine, String source, String device, List<TensorReport> tensors,
                       long totalBytes, double seconds, String fallbackReason) {
-        this(backend, engine, source, device, tensors, totalBytes, seconds, fallbackReason, null);
+        this(backend, engine, source, device, tensors, totalBytes, seconds, fallbackReason, null, null);
     }
 
     /** The same report with seconds spent per phase (e.g. {@code group-init}, {@code transfer}). */
     public LoadReport withPhases(java.util.Map<String, Double> phaseSeconds) {
         return new LoadReport(backend, engine, source, device, tensors, totalBytes, seconds, fallbackReason,
-                phaseSeconds);
+                phaseSeconds, sources);
     }
 
     public int tensorCount() {
@@ -39,7 +48,7 @@ public record LoadReport(String backend, String engine, String source, String de
     }
 
     public LoadReport withFallbackReason(String reason) {
-        return new LoadReport(backend, engine, source, device, tensors, totalBytes, seconds, reason, phases);
+        return new LoadReport(backend, engine, source, device, tensors, totalBytes, seconds, reason, phases, sources);
     }
 
     /** A builder: backends build their reports with it, so that a field added later does not break their source. */
@@ -58,6 +67,7 @@ public record LoadReport(String backend, String engine, String source, String de
         private double seconds;
         private String fallbackReason;
         private java.util.Map<String, Double> phases;
+        private List<SourceReport> sources;
 
         private Builder(String backend) {
             this.backend = Objects.requireNonNull(backend, "backend is null");
@@ -103,9 +113,15 @@ public record LoadReport(String backend, String engine, String source, String de
             return this;
         }
 
+        /** Each source of a load that read from several at once. */
+        public Builder sources(List<SourceReport> v) {
+            sources = v;
+            return this;
+        }
+
         public LoadReport build() {
             return new LoadReport(backend, engine, source, device, tensors, totalBytes, seconds, fallbackReason,
-                    phases);
+                    phases, sources);
         }
     }
 

@@ -23,4 +23,16 @@ class LoadReportTest {
         assertThat(bare.summary()).contains("backend pattern");
         assertThatThrownBy(() -> LoadReport.builder(null)).hasMessageContaining("backend");
     }
+
+    @Test
+    void aLoadFromSeveralSourcesListsThemAndKeepsThemThroughTheCopies() {
+        SourceReport dropped = new SourceReport("10.0.0.2:7000", 10, 14, 1, "stalled: ...", 1.5, 1.0, List.of(3));
+        LoadReport r = LoadReport.builder("transfer_engine").sources(List.of(
+                new SourceReport("root", 20, 20, 2, null, 0, 0, null), dropped)).build();
+        assertThat(r.sources()).hasSize(2);
+        assertThat(r.sources().get(0).moved()).isEmpty();
+        assertThat(r.withPhases(Map.of("transfer", 1.0)).sources()).isEqualTo(r.sources());
+        assertThat(r.withFallbackReason("x").sources()).isEqualTo(r.sources());
+        assertThat(LoadReport.builder("local").build().sources()).isNull();
+    }
 }

@@ -96,6 +96,10 @@ final class DirectoryLoad {
                     + " used)", source, strategy);
             return backend.loadWith(root, rootManifest, request, t0, phases);
         }
+        if (settings.multiSource().several()) { // issue 23: several sources at once, segments moved on failure
+            return new MultiSourceLoad(backend, settings, root, request, rootManifest, strategy, t0, deadline, phases)
+                    .run();
+        }
         long tPrepare = System.nanoTime();
         String transport = backend.transport(rootManifest);
         backend.checkDestinations(request, transport);

@@ -82,6 +82,22 @@ final class Progress {
         }
     }
 
+    /**
+     * {@code bytes} of {@code d} that had arrived are to be read again (a load from several sources dropped their
+     * source before the block they belong to was whole, or they did not match).
+     */
+    synchronized void retract(TensorDestination d, long bytes) {
+        if (bytes <= 0) {
+            return;
+        }
+        long left = remaining.get(d.spec().name());
+        if (left == 0) {
+            tensorsDone--;
+        }
+        done -= bytes;
+        remaining.put(d.spec().name(), left + bytes);
+    }
+
     /** Bytes of {@code d} placed from a staging buffer. */
     synchronized void staged(TensorDestination d, long bytes) {
         done += bytes;

@@ -233,7 +233,7 @@ final class TransferEngineBackend implements WeightLoaderBackend, SeedReads {
     public LoadReport load(LoadRequest request) {
         long t0 = System.nanoTime();
         String strategy = settings.sourceStrategy();
-        if (!strategy.equals("star")) {
+        if (!strategy.equals("star") || settings.multiSource().several()) {
             return new DirectoryLoad(this, settings, seed, request, strategy, t0, transferTimeout.toNanos()).run();
         }
         // the whole load, control-plane requests included, ends within transfer-timeout plus one request-timeout

@@ -22,7 +22,8 @@ record TransferEngineSettings(
         String sourceStrategy,
         Optional<String> clientId,
         String reshardStaging,
-        boolean verifyRelays) {
+        boolean verifyRelays,
+        MultiSourceSettings multiSource) {
 
     /** The backend's name (its provider's {@code NAME}). */
     static final String NAME = "transfer_engine";
@@ -49,12 +50,14 @@ record TransferEngineSettings(
             }
         }
         long slice = sliceText.equals("auto") ? 0 : r.size("slice-size", 4096, 1L << 30);
+        String strategy = r.oneOf("source-strategy", List.of("star", "tree", "chain"));
         return new TransferEngineSettings(engine, protocol, r.optionalString("hostname"), r.optionalString("devices"),
                 slice, r.integer("batch-size", 1, 1024), r.integer("batches-in-flight", 1, 16),
                 r.size("bandwidth-limit", 0, Long.MAX_VALUE), r.integer("builtin.port", 0, 65535),
                 r.integer("builtin.connections", 1, 64), r.integer("builtin.max-connections", 1, 4096),
-                r.optionalString("mooncake.library"), r.oneOf("source-strategy", List.of("star", "tree", "chain")),
-                clientId(r), r.oneOf("reshard-staging", List.of("auto", "always", "never")), r.bool("verify-relays"));
+                r.optionalString("mooncake.library"), strategy, clientId(r),
+                r.oneOf("reshard-staging", List.of("auto", "always", "never")), r.bool("verify-relays"),
+                MultiSourceSettings.from(r, strategy));
     }
 
     private static Optional<String> clientId(SettingsReader r) {

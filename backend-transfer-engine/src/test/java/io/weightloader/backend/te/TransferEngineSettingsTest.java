@@ -47,12 +47,43 @@ class TransferEngineSettingsTest {
         "slice-size = big           | slice-size        | or auto",
         "bandwidth-limit = fast     | bandwidth-limit   | size",
         "engine = rdma              | engine            | builtin or mooncake",
+        "sources = 0                | sources           | 1..64 or auto",
+        "sources = 65               | sources           | 1..64 or auto",
+        "sources = many             | sources           | or auto; got 'many'",
+        "segment-size = 64 KiB      | segment-size      | between 1 MiB and 1 GiB",
+        "stall-timeout = 10ms       | stall-timeout     | between PT0.1S and PT10M",
+        "stall-timeout = soon       | stall-timeout     | duration",
     })
     void badValuesNameTheirPath(String setting, String key, String expected) {
         assertThatThrownBy(() -> settings("weight-loader.backends.transfer_engine." + setting))
                 .isInstanceOf(WeightLoaderConfigException.class)
                 .hasMessageContaining("weight-loader.backends.transfer_engine." + key)
                 .hasMessageContaining(expected);
+    }
+
+    @Test
+    void oneSourceByDefaultSeveralOrAutoOnRequestAndNeverWithChain() {
+        MultiSourceSettings one = settings("").multiSource();
+        assertThat(one.several()).isFalse();
+        assertThat(one.segmentSize()).isEqualTo(16L << 20);
+        assertThat(one.stallTimeout()).hasSeconds(5);
+        MultiSourceSettings four = settings("""
+                weight-loader.backends.transfer_engine { sources = 4, segment-size = 4 MiB, stall-timeout = 500ms }""")
+                .multiSource();
+        assertThat(four.several()).isTrue();
+        assertThat(four.target()).isEqualTo(4);
+        assertThat(four.segmentSize()).isEqualTo(4L << 20);
+        assertThat(four.stallTimeout()).hasMillis(500);
+        MultiSourceSettings auto = settings("weight-loader.backends.transfer_engine.sources = auto").multiSource();
+        assertThat(auto.several()).isTrue();
+        assertThat(auto.target()).isEqualTo(MultiSourceSettings.AUTO_MAX);
+        assertThatThrownBy(() -> settings("""
+                weight-loader.backends.transfer_engine { sources = 2, source-strategy = chain }"""))
+                .isInstanceOf(WeightLoaderConfigException.class)
+                .hasMessageContaining("weight-loader.backends.transfer_engine.sources")
+                .hasMessageContaining("weight-loader.backends.transfer_engine.source-strategy = chain");
+        assertThat(settings("weight-loader.backends.transfer_engine { sources = 3, source-strategy = tree }")
+                .multiSource().target()).isEqualTo(3);
     }
 
     @Test

@@ -16,9 +16,10 @@ public interface WeightLoaderBackendProvider {
      * {@code io.weightloader.seed.SeedPublisherProvider}). It grows when either changes in a way a plugin can notice;
      * discovery refuses a plugin built for a newer one, naming it, instead of failing later with a raw
      * {@link LinkageError}. 3: {@link #extension}, {@link #validateSettings}, {@code BackendCapabilities.memorySaver}
-     * and the builders of {@link BackendCapabilities} and {@code LoadReport}; plugins built for 1 or 2 still load.
+     * and the builders of {@link BackendCapabilities} and {@code LoadReport}; 4: {@code LoadReport.sources} and
+     * {@code SourceReport} (a load from several sources at once); plugins built for 1 to 3 still load.
      */
-    int SPI_VERSION = 3;
+    int SPI_VERSION = 4;
 
     /**
      * The SPI version this provider was built against. Implement it as {@code return SPI_VERSION;}: the compiler

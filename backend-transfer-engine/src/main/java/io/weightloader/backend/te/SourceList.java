@@ -1,0 +1,35 @@
+package io.weightloader.backend.te;
+
+import java.util.List;
+import java.util.Set;
+
+/**
+ * Where a load from several sources finds them, and how it holds each: ready sources of the root's weights (the root
+ * and relays that hold every byte, checked), each held by this client only while it reads from it. Today the root's
+ * directory ({@link DirectorySources}); a registry can list the same sources later (the client checks what each sends
+ * against the root's checksums whatever lists it).
+ */
+interface SourceList {
+    /** The root's own name among the sources ({@code root}). */
+    String ROOT = io.weightloader.seed.Directory.ROOT;
+
+    /** What lists the sources, for messages. */
+    String describe();
+
+    /**
+     * Up to {@code max} ready sources, none of {@code exclude}; each is now held by this client (a lease it renews with
+     * {@link #renew} while it reads, and ends with {@link #release}). Fewer (or none) when no more are ready.
+     *
+     * @return {@link #ROOT} or a relay's control-plane {@code host:port}, each once
+     */
+    List<String> take(int max, Set<String> exclude);
+
+    /** The client still reads from {@code source} (best effort). */
+    void renew(String source);
+
+    /** The client is done with {@code source}: it has no more work for it, or dropped it (best effort). */
+    void release(String source);
+
+    /** {@code source} sent bytes that do not match the root's checksums: it should be no one's source again. */
+    void reportWrongBytes(String source, String reason);
+}
