@@ -10,6 +10,7 @@ import java.net.http.HttpResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.stream.Stream;
@@ -59,21 +60,46 @@ public final class EtcdServer implements AutoCloseable {
     }
 
     public static EtcdServer start() throws IOException, InterruptedException {
+        return start(null, null, null);
+    }
+
+    /**
+     * An etcd that serves its clients over TLS only ({@code https://}, {@code certificate} and {@code key}, PEM), and,
+     * with {@code trustedCa}, asks every client for a certificate that one of the PEM certificates in that file
+     * signed ({@code --client-cert-auth}).
+     */
+    public static EtcdServer startTls(Path certificate, Path key, Path trustedCa)
+            throws IOException, InterruptedException {
+        return start(certificate, key, trustedCa);
+    }
+
+    private static EtcdServer start(Path certificate, Path key, Path trustedCa)
+            throws IOException, InterruptedException {
         Path bin = binary();
         int client = freePort();
         int peer = freePort();
         Path data = Files.createTempDirectory("weightloader-etcd-");
         Path log = data.resolveSibling(data.getFileName() + ".log");
         String peerUrl = "http://127.0.0.1:" + peer;
-        String clientUrl = "http://127.0.0.1:" + client;
-        Process p = new ProcessBuilder(List.of(bin.toString(), "--name", "test", "--data-dir", data.toString(),
+        String clientUrl = (certificate != null ? "https" : "http") + "://127.0.0.1:" + client;
+        List<String> cmd = new ArrayList<>(List.of(bin.toString(), "--name", "test", "--data-dir", data.toString(),
                 "--listen-client-urls", clientUrl, "--advertise-client-urls", clientUrl,
                 "--listen-peer-urls", peerUrl, "--initial-advertise-peer-urls", peerUrl,
-                "--initial-cluster", "test=" + peerUrl, "--initial-cluster-state", "new"))
-                .redirectErrorStream(true).redirectOutput(log.toFile()).start();
+                "--initial-cluster", "test=" + peerUrl, "--initial-cluster-state", "new"));
+        if (certificate != null) {
+            cmd.addAll(List.of("--cert-file", certificate.toString(), "--key-file", key.toString()));
+        }
+        if (trustedCa != null) {
+            cmd.addAll(List.of("--client-cert-auth", "--trusted-ca-file", trustedCa.toString()));
+        }
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
         EtcdServer s = new EtcdServer(client, p, data, log);
         try {
-            s.awaitHealthy(Duration.ofSeconds(30));
+            if (certificate != null) {
+                s.awaitLogLine("serving client requests on", Duration.ofSeconds(30));
+            } else {
+                s.awaitHealthy(Duration.ofSeconds(30));
+            }
         } catch (IOException | RuntimeException e) {
             s.close();
             throw e;
@@ -101,6 +127,21 @@ public final class EtcdServer implements AutoCloseable {
             Thread.sleep(100);
         }
         throw new IOException("etcd not healthy after " + limit + ": " + tail());
+    }
+
+    /** Waits for etcd to log {@code line} (its /health is behind TLS when it serves TLS). */
+    private void awaitLogLine(String line, Duration limit) throws IOException, InterruptedException {
+        long deadline = System.nanoTime() + limit.toNanos();
+        while (System.nanoTime() < deadline) {
+            if (!process.isAlive()) {
+                throw new IOException("etcd exited with " + process.exitValue() + ": " + tail());
+            }
+            if (Files.readString(log).contains(line)) {
+                return;
+            }
+            Thread.sleep(100);
+        }
+        throw new IOException("etcd did not log '" + line + "' within " + limit + ": " + tail());
     }
 
     private String tail() throws IOException {
