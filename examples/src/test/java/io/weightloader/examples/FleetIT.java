@@ -114,10 +114,13 @@ class FleetIT {
                 .exitCode()).isZero();
         Map<String, String> want = sums(local);
         Path conf = tmp.resolve("fleet.conf");
-        Files.writeString(conf, "weight-loader.registry.etcd.lease-ttl = 2s\n");
+        // short leases; etcd deadlines long enough for JVMs starting at once on a busy 2-core machine
+        Files.writeString(conf, "weight-loader.registry.etcd { lease-ttl = 2s, connect-timeout = 30s,"
+                + " request-timeout = 30s }\n");
         String model = "fleet-it/llama-" + System.nanoTime();
-        try (SourceRegistry view = Registries.open(ConfigFactory.parseString("weight-loader.directory = \""
-                + etcd.directory() + "\"").withFallback(ConfigFactory.defaultReference()).resolve())) {
+        try (SourceRegistry view = Registries.open(ConfigFactory.parseFile(conf.toFile())
+                .withFallback(ConfigFactory.parseString("weight-loader.directory = \"" + etcd.directory() + "\""))
+                .withFallback(ConfigFactory.defaultReference()).resolve())) {
             DistributionIT.Seed root = DistributionIT.startSeed(tmp, processes, "--model-path", ckpt.toString(),
                     "--directory", etcd.directory(), "--model-id", model, "--config", conf.toString());
             String rootAddress = "127.0.0.1:" + root.port();

@@ -57,10 +57,14 @@ final class Fleet {
         return ConfigFactory.parseString(hocon).withFallback(ConfigFactory.load()).resolve();
     }
 
-    /** The registry settings of a fleet: {@code directory}, {@code model}, short leases and deadlines. */
+    /**
+     * The registry settings of a fleet: {@code directory}, {@code model}, short leases, and etcd deadlines long enough
+     * for a busy 2-core machine (a JVM's first gRPC connection can take seconds there; a dead registry is tested
+     * with its own short deadline).
+     */
     static String registry(String directory, String model) {
         return """
-                weight-loader { directory = "%s", model-id = "%s", registry.etcd { lease-ttl = 2s, connect-timeout = 2s }
+                weight-loader { directory = "%s", model-id = "%s", registry.etcd { lease-ttl = 2s, connect-timeout = 30s, request-timeout = 30s }
                   remote-instance { connect-timeout = 2s, request-timeout = 5s, transfer-timeout = 60s } }
                 """.formatted(directory, model);
     }
