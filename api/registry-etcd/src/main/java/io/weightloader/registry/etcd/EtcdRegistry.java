@@ -5,10 +5,15 @@ import io.etcd.jetcd.Client;
 import io.etcd.jetcd.ClientBuilder;
 import io.etcd.jetcd.KeyValue;
 import io.etcd.jetcd.kv.GetResponse;
+import io.etcd.jetcd.kv.TxnResponse;
 import io.etcd.jetcd.lease.LeaseKeepAliveResponse;
+import io.etcd.jetcd.op.Cmp;
+import io.etcd.jetcd.op.CmpTarget;
+import io.etcd.jetcd.op.Op;
 import io.etcd.jetcd.options.GetOption;
 import io.etcd.jetcd.options.PutOption;
 import io.weightloader.api.config.RankKey;
+import io.weightloader.seed.registry.Assignments;
 import io.weightloader.seed.registry.Entries;
 import io.weightloader.seed.registry.RegistryException;
 import io.weightloader.seed.registry.SourceEntry;
@@ -18,6 +23,7 @@ import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
@@ -35,7 +41,12 @@ import org.slf4j.LoggerFactory;
  * {@link Entries#PREFIX} attached to a lease of its own, renewed every third of {@code lease-ttl}; a source that stops
  * renewing (its process died, or lost etcd) is deleted by etcd when the lease ends; a source that leaves revokes its
  * lease. What etcd holds is parsed strictly ({@link Entries#parse}); entries that do not parse, or whose fingerprint
- * differs, are skipped and named in a log line. Thread-safe.
+ * differs, are skipped and named in a log line.
+ *
+ * <p>Assignments ({@code source-strategy = tree}): a client claims a source with a transaction that creates the key
+ * {@link Assignments#key} only if it does not exist, attached to a lease of the claim's own (renewed as an entry's);
+ * the client revokes it when its load ends, and etcd deletes it when the client dies and the lease runs out. A waiting
+ * client watches the rank's entries and assignments ({@link EtcdChanges}). Thread-safe.
  */
 public final class EtcdRegistry implements SourceRegistry {
     private static final Logger LOG = LoggerFactory.getLogger(EtcdRegistry.class);
@@ -48,6 +59,7 @@ public final class EtcdRegistry implements SourceRegistry {
     private final Client client;
     private final ScheduledExecutorService renewals;
     private final Set<Lease> leases = ConcurrentHashMap.newKeySet();
+    private final Set<Claim> claims = ConcurrentHashMap.newKeySet();
     private volatile boolean closed;
 
     private EtcdRegistry(EtcdSettings settings, Client client) {
@@ -120,8 +132,8 @@ public final class EtcdRegistry implements SourceRegistry {
         }
         Lease lease = new Lease(source);
         lease.grant();
-        long every = Math.max(200, ttlMillis() / 3);
-        lease.renewal = renewals.scheduleWithFixedDelay(lease::renew, every, every, TimeUnit.MILLISECONDS);
+        lease.renewal = renewals.scheduleWithFixedDelay(lease::renew, renewEvery(), renewEvery(),
+                TimeUnit.MILLISECONDS);
         leases.add(lease);
         return lease;
     }
@@ -149,6 +161,49 @@ public final class EtcdRegistry implements SourceRegistry {
     }
 
     @Override
+    public Optional<Assignment> claim(String modelId, RankKey rank, String source, String client) {
+        String key = Assignments.key(modelId, rank, source);
+        String value = Assignments.value(modelId, source, client);
+        if (closed) {
+            throw new RegistryException("etcd registry " + describe() + ": closed");
+        }
+        Claim c = new Claim(key, value, source, client);
+        if (!c.take()) {
+            return Optional.empty();
+        }
+        claims.add(c);
+        c.renewal = renewals.scheduleWithFixedDelay(c::renew, renewEvery(), renewEvery(), TimeUnit.MILLISECONDS);
+        return Optional.of(c);
+    }
+
+    @Override
+    public List<Assignments.Held> assignments(String modelId, RankKey rank) {
+        String prefix = Assignments.rankPrefix(modelId, rank);
+        GetResponse resp = await(client.getKVClient().get(bytes(prefix), GetOption.builder().isPrefix(true)
+                .withLimit(MAX_ENTRIES).build()), requestMillis(), "list " + prefix);
+        List<Assignments.Held> out = new ArrayList<>();
+        for (KeyValue kv : resp.getKvs()) {
+            byte[] key = kv.getKey().getBytes();
+            try {
+                out.add(Assignments.parse(prefix, key, kv.getValue().getBytes()));
+            } catch (IllegalArgumentException e) {
+                LOG.warn("registry {}: skipped assignment {}: {}", describe(), Entries.show(key), e.getMessage());
+            }
+        }
+        return out;
+    }
+
+    @Override
+    public Changes watch(String modelId, RankKey rank) {
+        String entries = Entries.rankPrefix(modelId, rank);
+        // the revision now: every change after it is reported, so none made after the caller's next read is missed
+        long revision = await(client.getKVClient().get(bytes(entries), GetOption.builder().withLimit(1)
+                .withKeysOnly(true).build()), requestMillis(), "read " + entries).getHeader().getRevision();
+        return new EtcdChanges(client.getWatchClient(), describe(),
+                List.of(entries, Assignments.rankPrefix(modelId, rank)), revision + 1);
+    }
+
+    @Override
     public void close() {
         if (closed) {
             return;
@@ -156,7 +211,39 @@ public final class EtcdRegistry implements SourceRegistry {
         closed = true;
         renewals.shutdownNow();
         leases.clear();
+        claims.clear();
         client.close();
+    }
+
+    private long renewEvery() {
+        return Math.max(200, ttlMillis() / 3);
+    }
+
+    /**
+     * Renews {@code leaseId} once.
+     *
+     * @return false when the lease had ended (etcd was out of reach for longer than its TTL)
+     * @throws RegistryException etcd could not be reached
+     */
+    private boolean keepAlive(long leaseId, String what) {
+        try {
+            LeaseKeepAliveResponse r = await(client.getLeaseClient().keepAliveOnce(leaseId), requestMillis(),
+                    "renew the lease of " + what);
+            return r.getTTL() > 0;
+        } catch (RegistryException e) {
+            if (String.valueOf(e.getMessage()).contains("not found")) {
+                return false;
+            }
+            throw e;
+        }
+    }
+
+    private void revokeQuietly(long leaseId) {
+        client.getLeaseClient().revoke(leaseId).whenComplete((r, t) -> {
+            if (t != null) {
+                LOG.debug("registry {}: revoking lease {} failed (it ends on its own)", describe(), leaseId, t);
+            }
+        });
     }
 
     private long requestMillis() {
@@ -212,17 +299,11 @@ public final class EtcdRegistry implements SourceRegistry {
                 return;
             }
             try {
-                LeaseKeepAliveResponse r = await(client.getLeaseClient().keepAliveOnce(leaseId), requestMillis(),
-                        "renew the lease of " + key);
-                if (r.getTTL() <= 0) {
+                if (!keepAlive(leaseId, key)) {
                     expired();
                 }
             } catch (RegistryException e) {
-                if (String.valueOf(e.getMessage()).contains("not found")) {
-                    expired();
-                } else {
-                    LOG.warn("{} (trying again in {} ms)", e.getMessage(), Math.max(200, ttlMillis() / 3));
-                }
+                LOG.warn("{} (trying again in {} ms)", e.getMessage(), renewEvery());
             }
         }
 
@@ -258,6 +339,96 @@ public final class EtcdRegistry implements SourceRegistry {
                 // revoking the lease deletes the entry; if etcd is out of reach, the lease ends on its own
                 try {
                     await(client.getLeaseClient().revoke(leaseId), requestMillis(), "remove " + key);
+                } catch (RegistryException e) {
+                    LOG.warn("{} (it goes when its lease ends, within {} ms)", e.getMessage(), ttlMillis());
+                }
+            }
+        }
+    }
+
+    /** A client's claim on a source: its assignment key on a lease of its own. */
+    private final class Claim implements Assignment {
+        private final String key;
+        private final String value;
+        private final String source;
+        private final String clientId;
+        private volatile long leaseId;
+        private volatile ScheduledFuture<?> renewal;
+        private volatile boolean released;
+
+        Claim(String key, String value, String source, String clientId) {
+            this.key = key;
+            this.value = value;
+            this.source = source;
+            this.clientId = clientId;
+        }
+
+        /** A lease, and the key under it if no one holds it: false (the lease revoked) when someone does. */
+        synchronized boolean take() {
+            long lease = await(client.getLeaseClient().grant(ttlSeconds()), requestMillis(), "grant a lease").getID();
+            TxnResponse r;
+            try {
+                ByteSequence k = bytes(key);
+                r = await(client.getKVClient().txn().If(new Cmp(k, Cmp.Op.EQUAL, CmpTarget.createRevision(0)))
+                        .Then(Op.put(k, bytes(value), PutOption.builder().withLeaseId(lease).build())).commit(),
+                        requestMillis(), "claim " + key);
+            } catch (RegistryException e) {
+                revokeQuietly(lease);
+                throw e;
+            }
+            if (!r.isSucceeded()) {
+                revokeQuietly(lease);
+                return false;
+            }
+            leaseId = lease;
+            return true;
+        }
+
+        void renew() {
+            if (released || closed) {
+                return;
+            }
+            try {
+                if (keepAlive(leaseId, key)) {
+                    return;
+                }
+                // the lease ended while this client lives (etcd was out of reach too long): claim it again
+                if (!take()) {
+                    LOG.warn("registry {}: client {} lost its claim on source {} (its lease ended while etcd was out"
+                            + " of reach) and another client holds it now; this client reads on from it", describe(),
+                            clientId, source);
+                    released = true;
+                    renewal.cancel(false);
+                }
+            } catch (RegistryException e) {
+                LOG.warn("{} (trying again in {} ms)", e.getMessage(), renewEvery());
+            }
+        }
+
+        @Override
+        public String source() {
+            return source;
+        }
+
+        @Override
+        public String client() {
+            return clientId;
+        }
+
+        @Override
+        public synchronized void close() {
+            if (released) {
+                return;
+            }
+            released = true;
+            ScheduledFuture<?> r = renewal;
+            if (r != null) {
+                r.cancel(false);
+            }
+            claims.remove(this);
+            if (!closed) {
+                try {
+                    await(client.getLeaseClient().revoke(leaseId), requestMillis(), "release " + key);
                 } catch (RegistryException e) {
                     LOG.warn("{} (it goes when its lease ends, within {} ms)", e.getMessage(), ttlMillis());
                 }

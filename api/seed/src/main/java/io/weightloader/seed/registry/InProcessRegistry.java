@@ -6,6 +6,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Optional;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
@@ -16,7 +17,9 @@ import java.util.concurrent.TimeUnit;
  * The embedded registry ({@code weight-loader.directory = ""}): a {@link Directory} in this process, keyed by (model
  * id, rank), its relays' liveness the directory's heartbeat rule ({@link Directory#EXPIRY_NANOS}). Several of these
  * over one directory stand for several processes sharing it: closing one stops its renewals, and its entries go when
- * the directory's expiry passes. Nothing to install; nothing outlives the process.
+ * the directory's expiry passes. Assignments are the directory's own ({@link Directory#claim}): one client per source,
+ * a lease renewed every {@link Directory#HEARTBEAT_MILLIS} that ends {@link Directory#LEASE_NANOS} after its handle
+ * stops renewing it. Nothing to install; nothing outlives the process.
  */
 public final class InProcessRegistry implements SourceRegistry {
     /** The directory's rank key for a model's rank. */
@@ -115,6 +118,72 @@ public final class InProcessRegistry implements SourceRegistry {
             }
         }
         return out;
+    }
+
+    @Override
+    public Optional<Assignment> claim(String modelId, RankKey rank, String source, String client) {
+        Key key = new Key(SourceEntry.checkModelId(modelId), rank);
+        SourceEntry.checkAddress(source);
+        Assignments.checkClient(client);
+        if (closed) {
+            throw new RegistryException("in-process registry: closed");
+        }
+        if (!directory.claim(key, source, client)) {
+            return Optional.empty();
+        }
+        ScheduledFuture<?> renewal = beats.scheduleWithFixedDelay(() -> directory.renew(key, source, client),
+                Directory.HEARTBEAT_MILLIS, Directory.HEARTBEAT_MILLIS, TimeUnit.MILLISECONDS);
+        return Optional.of(new Assignment() {
+            @Override
+            public String source() {
+                return source;
+            }
+
+            @Override
+            public String client() {
+                return client;
+            }
+
+            @Override
+            public void close() {
+                // a closed handle stands for a dead process: its claims end when their leases do, not now
+                if (renewal.cancel(false) && !closed) {
+                    directory.done(key, source, client);
+                }
+            }
+        });
+    }
+
+    @Override
+    public List<Assignments.Held> assignments(String modelId, RankKey rank) {
+        List<Assignments.Held> out = new ArrayList<>();
+        directory.clients(new Key(SourceEntry.checkModelId(modelId), rank))
+                .forEach((source, clients) -> clients.forEach(c -> out.add(new Assignments.Held(source, c))));
+        return out;
+    }
+
+    /** The directory's changes; its leases and heartbeats run out without an event, so a waiter looks every beat. */
+    @Override
+    public Changes watch(String modelId, RankKey rank) {
+        SourceEntry.checkModelId(modelId);
+        return new Changes() {
+            private long seen = directory.version();
+
+            @Override
+            public boolean await(long deadlineNanos) throws InterruptedException {
+                long beat = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(Directory.HEARTBEAT_MILLIS);
+                long now = directory.awaitChange(seen, Math.min(deadlineNanos, beat));
+                if (now != seen) {
+                    seen = now;
+                    return true;
+                }
+                return System.nanoTime() < deadlineNanos;
+            }
+
+            @Override
+            public void close() {
+            }
+        };
     }
 
     @Override

@@ -2,16 +2,22 @@ package io.weightloader.seed.registry;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
 import java.time.Duration;
 import java.util.List;
+import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
 import java.util.function.BooleanSupplier;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 /**
  * What every {@link SourceRegistry} must do, run against each implementation (the etcd module runs it against a real
- * etcd): register, list, leave, expiry of a source that stops renewing, fingerprints that differ skipped.
+ * etcd): register, list, leave, expiry of a source that stops renewing, fingerprints that differ skipped; assignments
+ * (one client per source, released at the end of a load, freed when a client dies) and clients waiting for a free one.
  */
 public abstract class SourceRegistryContract {
     public static final String NAMES = Fingerprint.sha256("names");
@@ -125,5 +131,120 @@ public abstract class SourceRegistryContract {
         List<SourceEntry> all = a.listAll(m, new RankKey(0, 0));
         assertThat(all).extracting(SourceEntry::address)
                 .containsExactlyInAnyOrder("10.0.0.1:8400", "10.0.0.2:8400", "10.0.0.3:8400");
+    }
+
+    private static final RankKey R0 = new RankKey(0, 0);
+
+    /** The source each client holds, as any handle of the registry reads it. */
+    private static List<String> holders(SourceRegistry r, String m) {
+        return r.assignments(m, R0).stream().map(h -> h.source() + "=" + h.client()).sorted().toList();
+    }
+
+    @Test
+    void aSourceIsClaimedByOneClientAtATimeAndFreeAgainWhenItsClientIsDone() {
+        SourceRegistry a = open();
+        SourceRegistry b = open();
+        String m = model("claim");
+        String s = "10.0.0.1:8400";
+        Optional<SourceRegistry.Assignment> first = a.claim(m, R0, s, "client-a");
+        assertThat(first).isPresent();
+        assertThat(first.get().source()).isEqualTo(s);
+        assertThat(b.claim(m, R0, s, "client-b")).as("held by client-a").isEmpty();
+        assertThat(b.claim(m, R0, "10.0.0.2:8400", "client-b")).as("another source is free").isPresent();
+        assertThat(holders(b, m)).containsExactly("10.0.0.1:8400=client-a", "10.0.0.2:8400=client-b");
+        assertThat(b.claim(model("other"), R0, s, "client-b")).as("another model's sources are its own").isPresent();
+
+        first.get().close();
+        first.get().close();
+        assertThat(holders(b, m)).containsExactly("10.0.0.2:8400=client-b");
+        assertThat(b.claim(m, R0, s, "client-b")).as("free once its client is done").isPresent();
+    }
+
+    @Test
+    void aClientThatDiesFreesItsSourceWhenItsLeaseEnds() throws InterruptedException {
+        SourceRegistry dying = open();
+        SourceRegistry other = open();
+        String m = model("dead-client");
+        String s = "10.0.0.1:8400";
+        assertThat(dying.claim(m, R0, s, "client-dies")).isPresent();
+        assertThat(other.claim(m, R0, s, "client-waits")).isEmpty();
+
+        dying.close(); // as when its process dies: no release, no more renewals
+        long start = System.nanoTime();
+        await("the dead client's claim to end", Duration.ofMillis(dying.ttlMillis() * 3 + 5000),
+                () -> holders(other, m).isEmpty());
+        System.out.println(getClass().getSimpleName() + ": a dead client's source was free after "
+                + (System.nanoTime() - start) / 1_000_000 + " ms (ttl " + dying.ttlMillis() + " ms)");
+        assertThat(other.claim(m, R0, s, "client-waits")).isPresent();
+    }
+
+    @Test
+    void aLiveClaimOutlivesItsTtl() throws InterruptedException {
+        SourceRegistry a = open();
+        SourceRegistry b = open();
+        String m = model("claim-renew");
+        assertThat(a.claim(m, R0, "10.0.0.1:8400", "client-a")).isPresent();
+        long until = System.nanoTime() + Duration.ofMillis(a.ttlMillis() * 2).toNanos();
+        while (System.nanoTime() < until) {
+            assertThat(holders(b, m)).containsExactly("10.0.0.1:8400=client-a");
+            Thread.sleep(200);
+        }
+        assertThat(b.claim(m, R0, "10.0.0.1:8400", "client-b")).isEmpty();
+    }
+
+    @Test
+    void withOneSourceAndTwoClientsTheSecondWaitsAndGetsItWhenTheFirstIsDone() throws Exception {
+        SourceRegistry a = open();
+        SourceRegistry b = open();
+        String m = model("wait");
+        Fingerprint f = fingerprint("g1", 0);
+        a.register(new SourceEntry("10.0.0.1:8400", m, f, true));
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        RegistrySources.Claimed first = RegistrySources.claim(a, m, R0, 2, "llama", null, "client-a", Set.of(),
+                deadline, "client a");
+        assertThat(first.source().address()).isEqualTo("10.0.0.1:8400");
+
+        CompletableFuture<RegistrySources.Claimed> second = CompletableFuture.supplyAsync(() ->
+                RegistrySources.claim(b, m, R0, 2, "llama", null, "client-b", Set.of(), deadline, "client b"));
+        await("client a's claim to be listed", Duration.ofSeconds(10),
+                () -> holders(b, m).equals(List.of("10.0.0.1:8400=client-a")));
+        assertThat(second).as("the one source is held: client b waits").isNotDone();
+        first.assignment().close();
+        RegistrySources.Claimed got = second.get(30, TimeUnit.SECONDS);
+        assertThat(got.source().address()).isEqualTo("10.0.0.1:8400");
+        assertThat(holders(a, m)).containsExactly("10.0.0.1:8400=client-b");
+        got.assignment().close();
+    }
+
+    @Test
+    void aWaitingClientTakesANewSourceAsSoonAsItIsListed() throws Exception {
+        SourceRegistry a = open();
+        SourceRegistry b = open();
+        String m = model("wait-new");
+        Fingerprint f = fingerprint("g1", 0);
+        a.register(new SourceEntry("10.0.0.1:8400", m, f, true));
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        RegistrySources.Claimed first = RegistrySources.claim(a, m, R0, 2, "llama", null, "client-a", Set.of(),
+                deadline, "client a");
+        CompletableFuture<RegistrySources.Claimed> second = CompletableFuture.supplyAsync(() ->
+                RegistrySources.claim(b, m, R0, 2, "llama", null, "client-b", Set.of(), deadline, "client b"));
+        a.register(new SourceEntry("10.0.0.2:8400", m, f, true)); // a relay that finished its load
+        assertThat(second.get(30, TimeUnit.SECONDS).source().address()).isEqualTo("10.0.0.2:8400");
+        assertThat(holders(a, m)).containsExactly("10.0.0.1:8400=client-a", "10.0.0.2:8400=client-b");
+        first.assignment().close();
+    }
+
+    @Test
+    void aClientThatFindsNoFreeSourceBeforeItsDeadlineFailsNamingWhoHoldsThem() {
+        SourceRegistry a = open();
+        String m = model("deadline");
+        a.register(new SourceEntry("10.0.0.1:8400", m, fingerprint("g1", 0), true));
+        assertThat(a.claim(m, R0, "10.0.0.1:8400", "client-a")).isPresent();
+        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(1500);
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> RegistrySources.claim(a, m, R0, 2, "llama", null,
+                        "client-b", Set.of(), deadline, "client b"))
+                .isInstanceOf(WeightLoaderException.class).hasMessageContaining("transfer-timeout")
+                .hasMessageContaining("10.0.0.1:8400 (client client-a)");
+        assertThat(System.nanoTime()).isGreaterThanOrEqualTo(deadline);
     }
 }
