@@ -20,6 +20,8 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
+import java.util.UUID;
 import java.util.function.Function;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -33,6 +35,12 @@ import org.slf4j.LoggerFactory;
  * manifest's checksums, whatever {@code checksum} says, and the source's generation is asked again at the end. A source
  * that fails any step is named in a warning and the next ready one tried, at most {@value #MAX_TRIES} per load and
  * within {@code transfer-timeout}; nothing is reported loaded unless one source's bytes all matched.
+ *
+ * <p>{@code source-strategy}: {@code star} reads from a ready source chosen at random (all of them the root, when only
+ * the root is ready); {@code tree} claims a ready source no other client holds ({@link RegistrySources#claim}, a lease
+ * of this client's that ends with the load) and waits for one when every source is held, so that each round of loads
+ * doubles the sources, as a root's directory does. A tree client whose source fails takes another free one at once,
+ * or reads beside another client when none is free ({@link RegistrySources#claimNow}).
  *
  * <p>The root seed, when {@code remote-instance.seed-instance-ip} names it as well, is used only when the registry
  * cannot be reached, with a WARN line that says so and a report whose source says so.
@@ -90,11 +98,6 @@ final class RegistryBackend implements WeightLoaderBackend {
                                     java.util.function.Supplier<SourceRegistry> open,
                                     Function<String, TransferEngineBackend> sources, TransferEngineBackend root) {
         String modelId = rs.modelId().orElseThrow(() -> modelIdMissing(rs.directory()));
-        if (!te.sourceStrategy().equals("star")) {
-            LOG.info("{} = {} picks among the relays of a root's directory; this client finds its sources in registry"
-                    + " {} and reads from a ready one of them, chosen at random", TransferEngineSettings.PATH
-                    + ".source-strategy", te.sourceStrategy(), rs.directory());
-        }
         SourceRegistry registry = null;
         String fallback = null;
         try {
@@ -106,6 +109,20 @@ final class RegistryBackend implements WeightLoaderBackend {
             fallback = fallBackLoudly(rs.directory(), modelId, root, e);
         }
         return new RegistryBackend(settings, te, rs.directory(), modelId, registry, sources, root, fallback);
+    }
+
+    /**
+     * {@code chain} needs relays that serve while they load, which a registry's relays do not: refused at start-up
+     * rather than read as another strategy.
+     */
+    static void checkStrategy(String strategy, String directory) {
+        if (strategy.equals("chain")) {
+            throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".source-strategy", "is chain, but"
+                    + " weight-loader.directory = " + directory + " names a registry, whose relays are listed only once"
+                    + " they hold every byte (none serves while it loads, as a chain needs); use tree (one client per"
+                    + " source, each round of loads doubles the sources) or star, or the root's in-process directory"
+                    + " (weight-loader.directory = \"\" and the root's address) for chain");
+        }
     }
 
     /** {@code weight-loader.directory} without {@code weight-loader.model-id}. */
@@ -146,7 +163,8 @@ final class RegistryBackend implements WeightLoaderBackend {
             return root.source() + " (" + fallback + ": fallback to the root)";
         }
         return "model " + modelId + " rank " + settings.rank() + " from registry " + directory
-                + (chosen == null ? "" : ": " + chosen.backend().source());
+                + (chosen == null ? "" : ": " + chosen.backend().source())
+                + (te.sourceStrategy().equals("star") ? "" : " (" + te.sourceStrategy() + ")");
     }
 
     @Override
@@ -237,6 +255,9 @@ final class RegistryBackend implements WeightLoaderBackend {
     }
 
     private LoadReport loadFromRegistry(LoadRequest request, long t0) {
+        if (te.sourceStrategy().equals("tree")) {
+            return loadClaimed(request, t0);
+        }
         RegistrySources.Candidates c = candidates();
         double listed = (System.nanoTime() - t0) / 1e9;
         if (chosen != null && (!chosen.fingerprint().equals(c.fingerprint())
@@ -290,6 +311,71 @@ final class RegistryBackend implements WeightLoaderBackend {
         throw noSource(c, failed, failed.size(), System.nanoTime() > deadline ? "transfer-timeout ("
                 + settings.remote().transferTimeout() + ", weight-loader.remote-instance.transfer-timeout) passed"
                 : null);
+    }
+
+    /**
+     * {@code tree}: from a source claimed for this client (waiting for one while every source is held), released when
+     * the load ends; a source that fails is excluded and another taken at once ({@link RegistrySources#claimNow}).
+     */
+    private LoadReport loadClaimed(LoadRequest request, long t0) {
+        long deadline = t0 + settings.remote().transferTimeout().toNanos();
+        String client = te.clientId().orElseGet(() -> "client-" + UUID.randomUUID());
+        String who = "model " + modelId + " rank " + settings.rank() + " from registry " + directory + " (client "
+                + client + ")";
+        List<String> failed = new ArrayList<>(failedChoosing);
+        failedChoosing.clear();
+        Set<String> exclude = new java.util.HashSet<>(failed.stream().map(f -> f.substring(0, f.indexOf(": ")))
+                .toList());
+        String self = te.clientId().orElse(null);
+        boolean failover = false;
+        while (true) {
+            long tList = System.nanoTime();
+            RegistrySources.Claimed claimed = failover
+                    ? RegistrySources.claimNow(registry, modelId, settings.rank(), settings.tpSize(),
+                    settings.tpLayout().name(), self, client, exclude, who)
+                    : RegistrySources.claim(registry, modelId, settings.rank(), settings.tpSize(),
+                    settings.tpLayout().name(), self, client, exclude, deadline, who);
+            if (claimed == null) {
+                throw noSource(candidates(), failed, failed.size(), null);
+            }
+            String address = claimed.source().address();
+            Chosen s = chosen != null && chosen.address().equals(address)
+                    && chosen.fingerprint().equals(claimed.candidates().fingerprint()) ? chosen : null;
+            try {
+                if (s == null) {
+                    s = open(address, claimed.candidates().fingerprint());
+                }
+                Map<String, Double> phases = new LinkedHashMap<>();
+                phases.put("registry", (System.nanoTime() - tList) / 1e9); // listing, and waiting for a free source
+                LoadReport r = s.backend().loadWith(s.backend().seed().until(deadline
+                                + settings.remote().requestTimeout().toNanos()), s.manifest(),
+                        request.withChecksum(true), t0, phases);
+                if (chosen != s) {
+                    discard(chosen);
+                    chosen = s;
+                }
+                return report(r, request, claimed.candidates(), failed);
+            } catch (TensorMismatchException ex) {
+                throw ex;
+            } catch (WeightLoaderException ex) {
+                failed(address, ex, failed);
+                exclude.add(address);
+                if (s == chosen) {
+                    chosen = null;
+                }
+                discard(s);
+                if (failed.size() >= MAX_TRIES || System.nanoTime() > deadline) {
+                    throw noSource(claimed.candidates(), failed, failed.size(), System.nanoTime() > deadline
+                            ? "transfer-timeout (" + settings.remote().transferTimeout()
+                            + ", weight-loader.remote-instance.transfer-timeout) passed" : null);
+                }
+                failover = true;
+            } finally {
+                if (claimed.assignment() != null) {
+                    claimed.assignment().close(); // the source is free for the next client
+                }
+            }
+        }
     }
 
     private void failed(String address, WeightLoaderException e, List<String> failed) {

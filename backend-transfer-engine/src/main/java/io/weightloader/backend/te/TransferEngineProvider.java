@@ -131,6 +131,8 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
             SeedClient.checkedSeedAddress(context.settings(), NAME);
         } else if (registry.modelId().isEmpty()) {
             throw RegistryBackend.modelIdMissing(registry.directory());
+        } else {
+            RegistryBackend.checkStrategy(TransferEngineSettings.from(context).sourceStrategy(), registry.directory());
         }
     }
 
