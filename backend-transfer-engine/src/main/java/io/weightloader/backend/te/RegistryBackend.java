@@ -39,8 +39,11 @@ import org.slf4j.LoggerFactory;
  * <p>{@code source-strategy}: {@code star} reads from a ready source chosen at random (all of them the root, when only
  * the root is ready); {@code tree} claims a ready source no other client holds ({@link RegistrySources#claim}, a lease
  * of this client's that ends with the load) and waits for one when every source is held, so that each round of loads
- * doubles the sources, as a root's directory does. A tree client whose source fails takes another free one at once,
- * or reads beside another client when none is free ({@link RegistrySources#claimNow}).
+ * doubles the sources, as a root's directory does. A tree client whose source fails keeps its claim on that source
+ * until its load ends (no other client claims a source just found failing, such as a dead root whose entry lives on
+ * until its lease ends) and claims another free one, waiting as before: unlike a root's directory, which sends a client
+ * whose source died to the least busy source at once, a registry client starts its load again from the next source
+ * anyway, so it keeps the one-client rule.
  *
  * <p>The root seed, when {@code remote-instance.seed-instance-ip} names it as well, is used only when the registry
  * cannot be reached, with a WARN line that says so and a report whose source says so.
@@ -315,7 +318,8 @@ final class RegistryBackend implements WeightLoaderBackend {
 
     /**
      * {@code tree}: from a source claimed for this client (waiting for one while every source is held), released when
-     * the load ends; a source that fails is excluded and another taken at once ({@link RegistrySources#claimNow}).
+     * the load ends; a source that fails is excluded, and its claim kept until the load ends so that no other client
+     * takes it meanwhile.
      */
     private LoadReport loadClaimed(LoadRequest request, long t0) {
         long deadline = t0 + settings.remote().transferTimeout().toNanos();
@@ -327,53 +331,65 @@ final class RegistryBackend implements WeightLoaderBackend {
         Set<String> exclude = new java.util.HashSet<>(failed.stream().map(f -> f.substring(0, f.indexOf(": ")))
                 .toList());
         String self = te.clientId().orElse(null);
-        boolean failover = false;
-        while (true) {
-            long tList = System.nanoTime();
-            RegistrySources.Claimed claimed = failover
-                    ? RegistrySources.claimNow(registry, modelId, settings.rank(), settings.tpSize(),
-                    settings.tpLayout().name(), self, client, exclude, who)
-                    : RegistrySources.claim(registry, modelId, settings.rank(), settings.tpSize(),
-                    settings.tpLayout().name(), self, client, exclude, deadline, who);
-            if (claimed == null) {
-                throw noSource(candidates(), failed, failed.size(), null);
+        // claims on sources that failed for this load: kept until it ends, so that no other client takes them meanwhile
+        List<SourceRegistry.Assignment> failing = new ArrayList<>();
+        try {
+            while (true) {
+                LoadReport r = loadClaimedOnce(request, t0, deadline, client, who, self, exclude, failed, failing);
+                if (r != null) {
+                    return r;
+                }
             }
-            String address = claimed.source().address();
-            Chosen s = chosen != null && chosen.address().equals(address)
-                    && chosen.fingerprint().equals(claimed.candidates().fingerprint()) ? chosen : null;
-            try {
-                if (s == null) {
-                    s = open(address, claimed.candidates().fingerprint());
-                }
-                Map<String, Double> phases = new LinkedHashMap<>();
-                phases.put("registry", (System.nanoTime() - tList) / 1e9); // listing, and waiting for a free source
-                LoadReport r = s.backend().loadWith(s.backend().seed().until(deadline
-                                + settings.remote().requestTimeout().toNanos()), s.manifest(),
-                        request.withChecksum(true), t0, phases);
-                if (chosen != s) {
-                    discard(chosen);
-                    chosen = s;
-                }
-                return report(r, request, claimed.candidates(), failed);
-            } catch (TensorMismatchException ex) {
-                throw ex;
-            } catch (WeightLoaderException ex) {
-                failed(address, ex, failed);
-                exclude.add(address);
-                if (s == chosen) {
-                    chosen = null;
-                }
-                discard(s);
-                if (failed.size() >= MAX_TRIES || System.nanoTime() > deadline) {
-                    throw noSource(claimed.candidates(), failed, failed.size(), System.nanoTime() > deadline
-                            ? "transfer-timeout (" + settings.remote().transferTimeout()
-                            + ", weight-loader.remote-instance.transfer-timeout) passed" : null);
-                }
-                failover = true;
-            } finally {
-                if (claimed.assignment() != null) {
-                    claimed.assignment().close(); // the source is free for the next client
-                }
+        } finally {
+            failing.forEach(SourceRegistry.Assignment::close);
+        }
+    }
+
+    /** One source claimed and loaded from; null when it failed (it is then in {@code exclude} and {@code failing}). */
+    private LoadReport loadClaimedOnce(LoadRequest request, long t0, long deadline, String client, String who,
+                                       String self, Set<String> exclude, List<String> failed,
+                                       List<SourceRegistry.Assignment> failing) {
+        long tList = System.nanoTime();
+        RegistrySources.Claimed claimed = RegistrySources.claim(registry, modelId, settings.rank(),
+                settings.tpSize(), settings.tpLayout().name(), self, client, exclude, deadline, who);
+        boolean release = true;
+        String address = claimed.source().address();
+        Chosen s = chosen != null && chosen.address().equals(address)
+                && chosen.fingerprint().equals(claimed.candidates().fingerprint()) ? chosen : null;
+        try {
+            if (s == null) {
+                s = open(address, claimed.candidates().fingerprint());
+            }
+            Map<String, Double> phases = new LinkedHashMap<>();
+            phases.put("registry", (System.nanoTime() - tList) / 1e9); // listing, and waiting for a free source
+            LoadReport r = s.backend().loadWith(s.backend().seed().until(deadline
+                            + settings.remote().requestTimeout().toNanos()), s.manifest(),
+                    request.withChecksum(true), t0, phases);
+            if (chosen != s) {
+                discard(chosen);
+                chosen = s;
+            }
+            return report(r, request, claimed.candidates(), failed);
+        } catch (TensorMismatchException ex) {
+            throw ex;
+        } catch (WeightLoaderException ex) {
+            failed(address, ex, failed);
+            exclude.add(address);
+            failing.add(claimed.assignment());
+            release = false;
+            if (s == chosen) {
+                chosen = null;
+            }
+            discard(s);
+            if (failed.size() >= MAX_TRIES || System.nanoTime() > deadline) {
+                throw noSource(claimed.candidates(), failed, failed.size(), System.nanoTime() > deadline
+                        ? "transfer-timeout (" + settings.remote().transferTimeout()
+                        + ", weight-loader.remote-instance.transfer-timeout) passed" : null);
+            }
+            return null;
+        } finally {
+            if (release) {
+                claimed.assignment().close(); // the source is free for the next client
             }
         }
     }

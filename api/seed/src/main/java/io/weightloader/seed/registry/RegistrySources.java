@@ -132,10 +132,7 @@ public final class RegistrySources {
         return new Candidates(registry.describe(), modelId, chosen, sources, skipped);
     }
 
-    /**
-     * A source claimed for a client ({@link #claim}), with the candidates it was picked from; {@code assignment} is null
-     * for a failover read beside the source's client ({@link #claimNow}).
-     */
+    /** A source claimed for a client ({@link #claim}), with the candidates it was picked from. */
     public record Claimed(Candidates candidates, SourceEntry source, SourceRegistry.Assignment assignment) {
     }
 
@@ -197,36 +194,6 @@ public final class RegistrySources {
             throw new WeightLoaderException(who + ": interrupted while waiting for a free source of model " + modelId
                     + " rank " + rank + " in registry " + registry.describe(), e);
         }
-    }
-
-    /**
-     * A client whose source failed mid-load ({@code tree}): a ready source not in {@code exclude}, at once, as the
-     * in-process directory's failover gives one: a free one claimed, else (every one held) the first in {@link #find}'s
-     * random order read without a claim ({@link Claimed#assignment()} null: over the one-client rule, said in a line).
-     *
-     * @return null when every ready source is in {@code exclude}
-     */
-    public static Claimed claimNow(SourceRegistry registry, String modelId, RankKey rank, int tpSize, String layout,
-                                   String self, String client, Set<String> exclude, String who) {
-        Candidates c = find(registry, modelId, rank, tpSize, layout, self);
-        List<SourceEntry> open = c.sources().stream().filter(e -> !exclude.contains(e.address())).toList();
-        if (open.isEmpty()) {
-            return null;
-        }
-        Set<String> held = new java.util.HashSet<>();
-        registry.assignments(modelId, rank).forEach(h -> held.add(h.source()));
-        for (SourceEntry e : open) {
-            if (!held.contains(e.address())) {
-                Optional<SourceRegistry.Assignment> a = registry.claim(modelId, rank, e.address(), client);
-                if (a.isPresent()) {
-                    return new Claimed(c, e, a.get());
-                }
-            }
-        }
-        LOG.info("{}: every ready source of model {} rank {} serves a client; reading the rest from {} at once, beside"
-                + " its client (a failover, as a root's directory gives one)", who, modelId, rank,
-                open.get(0).address());
-        return new Claimed(c, open.get(0), null);
     }
 
     /** Who holds the ready sources {@code open}: a few, then a count. */
