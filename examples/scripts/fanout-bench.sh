@@ -18,8 +18,11 @@
 # etcd runs in h0's namespace (S.0.1:2379, its data under DIR; the root's link carries its few requests), the root lists
 # itself there under the model id bench/fanout (--directory etcd://S.0.1:2379 --model-id bench/fanout), and every
 # instance is started with those two flags and no root address: tree claims a free source in etcd, star reads from a
-# random ready one. --kill-root K (etcd only) SIGKILLs the root once K instances are ready: the others must still come
-# up from the relays (with the in-process directory the root is the directory, so nothing would).
+# random ready one, chain joins the chain kept in etcd. Every process gets registry.etcd.connect-timeout = 30s (a
+# --config file): seventeen JVMs starting at once on a few cores can take longer than the default 5 s to make their
+# first etcd request, before the clock starts. --kill-root K (etcd only) SIGKILLs the root once K instances are ready:
+# the others must still come up from the relays (with the in-process directory the root is the directory, so nothing
+# would).
 #
 # Ideals, with S = the checkpoint's bytes (its *.safetensors files) and B = RATE in bytes/s:
 #   star  N*S/B    tree  ceil(log2(N+1))*S/B    chain  S/B + (N-1)*slice/B, slice = the largest tensor's bytes / 16
@@ -187,7 +190,8 @@ run_one() {
             fi
             sleep 0.1
         done
-        where=(--directory "etcd://$("$sim" addr 0):$ETCD_PORT" --model-id "$MODEL_ID")
+        echo "weight-loader.registry.etcd.connect-timeout = 30s" > "$rdir/etcd-client.conf"
+        where=(--directory "etcd://$("$sim" addr 0):$ETCD_PORT" --model-id "$MODEL_ID" --config "$rdir/etcd-client.conf")
     fi
     start 0 "$ldir/root.log" "$wl" seed --model-path "$model" --host "$("$sim" addr 0)" --port "$PORT" \
         --engine builtin --engine-port "$ENGINE_PORT" --token "$TOKEN" --allow-plain-token \

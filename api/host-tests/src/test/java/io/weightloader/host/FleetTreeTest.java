@@ -1,7 +1,6 @@
 package io.weightloader.host;
 
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.etcd.jetcd.ByteSequence;
 import io.etcd.jetcd.Client;
@@ -212,14 +211,5 @@ class FleetTreeTest {
         assertThat(events).extracting(Event::put).as("claimed, released, claimed, released: one at a time")
                 .containsExactly(true, false, true, false);
         assertThat(events.get(0).client()).isNotEqualTo(events.get(2).client());
-    }
-
-    @Test
-    void chainWithARegistryIsRefusedAtStartUpNamingTheSetting() throws Exception {
-        String model = "test/chain-" + System.nanoTime();
-        assertThatThrownBy(() -> SeedHost.start(Fleet.config(Fleet.registry(etcd.directory(), model)
-                + "weight-loader { load-format = remote_instance, backends.transfer_engine.source-strategy = chain }")))
-                .hasMessageContaining("weight-loader.backends.transfer_engine.source-strategy")
-                .hasMessageContaining("chain").hasMessageContaining(etcd.directory());
     }
 }

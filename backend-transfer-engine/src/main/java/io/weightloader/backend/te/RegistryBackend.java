@@ -10,6 +10,7 @@ import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import io.weightloader.seed.Manifest;
+import io.weightloader.seed.registry.Chains;
 import io.weightloader.seed.registry.Fingerprint;
 import io.weightloader.seed.registry.Registries;
 import io.weightloader.seed.registry.RegistryException;
@@ -22,7 +23,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.UUID;
-import java.util.function.Function;
+import java.util.Optional;
+import java.util.function.BiFunction;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -43,7 +45,10 @@ import org.slf4j.LoggerFactory;
  * until its load ends (no other client claims a source just found failing, such as a dead root whose entry lives on
  * until its lease ends) and claims another free one, waiting as before: unlike a root's directory, which sends a client
  * whose source died to the least busy source at once, a registry client starts its load again from the next source
- * anyway, so it keeps the one-client rule.
+ * anyway, so it keeps the one-client rule. {@code chain}: a relay that serves while it loads joined the end of the
+ * rank's chain in the registry before it loads (its {@code SeedHost}); its loader reads from the link it joined after,
+ * any other client from the chain's end, each with small reads while that source still loads; when that source fails
+ * or is gone, from a ready source as {@code star} does.
  *
  * <p>The root seed, when {@code remote-instance.seed-instance-ip} names it as well, is used only when the registry
  * cannot be reached, with a WARN line that says so and a report whose source says so.
@@ -59,8 +64,11 @@ final class RegistryBackend implements WeightLoaderBackend {
     private final String modelId;
     /** Null when the registry could not be reached when this client was made: {@link #root} stands in. */
     private final SourceRegistry registry;
-    /** A client of one source, {@code host:port}, for this client's rank. */
-    private final Function<String, TransferEngineBackend> sources;
+    /**
+     * A client of one source, {@code host:port}, for this client's rank; with {@code true}, of a source that serves
+     * while it loads (a chain's relay): small reads, so that it serves each as soon as its bytes are in.
+     */
+    private final BiFunction<String, Boolean, TransferEngineBackend> sources;
     /** The configured root seed, or null. */
     private final TransferEngineBackend root;
     /** Why the root stands in for the registry, or null while the registry answers. */
@@ -78,7 +86,7 @@ final class RegistryBackend implements WeightLoaderBackend {
     }
 
     private RegistryBackend(WeightLoaderSettings settings, TransferEngineSettings te, String directory, String modelId,
-                            SourceRegistry registry, Function<String, TransferEngineBackend> sources,
+                            SourceRegistry registry, BiFunction<String, Boolean, TransferEngineBackend> sources,
                             TransferEngineBackend root, String fallback) {
         this.settings = settings;
         this.te = te;
@@ -99,7 +107,8 @@ final class RegistryBackend implements WeightLoaderBackend {
      */
     static WeightLoaderBackend open(WeightLoaderSettings settings, TransferEngineSettings te, Registries.Settings rs,
                                     java.util.function.Supplier<SourceRegistry> open,
-                                    Function<String, TransferEngineBackend> sources, TransferEngineBackend root) {
+                                    BiFunction<String, Boolean, TransferEngineBackend> sources,
+                                    TransferEngineBackend root) {
         String modelId = rs.modelId().orElseThrow(() -> modelIdMissing(rs.directory()));
         SourceRegistry registry = null;
         String fallback = null;
@@ -112,20 +121,6 @@ final class RegistryBackend implements WeightLoaderBackend {
             fallback = fallBackLoudly(rs.directory(), modelId, root, e);
         }
         return new RegistryBackend(settings, te, rs.directory(), modelId, registry, sources, root, fallback);
-    }
-
-    /**
-     * {@code chain} needs relays that serve while they load, which a registry's relays do not: refused at start-up
-     * rather than read as another strategy.
-     */
-    static void checkStrategy(String strategy, String directory) {
-        if (strategy.equals("chain")) {
-            throw new WeightLoaderConfigException(TransferEngineSettings.PATH + ".source-strategy", "is chain, but"
-                    + " weight-loader.directory = " + directory + " names a registry, whose relays are listed only once"
-                    + " they hold every byte (none serves while it loads, as a chain needs); use tree (one client per"
-                    + " source, each round of loads doubles the sources) or star, or the root's in-process directory"
-                    + " (weight-loader.directory = \"\" and the root's address) for chain");
-        }
     }
 
     /** {@code weight-loader.directory} without {@code weight-loader.model-id}. */
@@ -247,7 +242,12 @@ final class RegistryBackend implements WeightLoaderBackend {
 
     /** A client of the source at {@code address} and its manifest, checked against {@code fingerprint}. */
     private Chosen open(String address, Fingerprint fingerprint) {
-        TransferEngineBackend b = sources.apply(address);
+        return open(address, fingerprint, false);
+    }
+
+    /** @param pipelined the source serves while it loads ({@link #sources}) */
+    private Chosen open(String address, Fingerprint fingerprint, boolean pipelined) {
+        TransferEngineBackend b = sources.apply(address, pipelined);
         try {
             Manifest m = RegistrySources.check(b.checkedManifest(b.seed()), fingerprint, address, directory);
             return new Chosen(address, b, m, fingerprint);
@@ -262,6 +262,8 @@ final class RegistryBackend implements WeightLoaderBackend {
             return loadClaimed(request, t0);
         }
         RegistrySources.Candidates c = candidates();
+        boolean chain = te.sourceStrategy().equals("chain");
+        Optional<SourceEntry> link = chain ? chainSource(c) : Optional.empty();
         double listed = (System.nanoTime() - t0) / 1e9;
         if (chosen != null && (!chosen.fingerprint().equals(c.fingerprint())
                 || !RegistrySources.addresses(c.sources()).contains(chosen.address()))) {
@@ -271,13 +273,18 @@ final class RegistryBackend implements WeightLoaderBackend {
         if (chosen != null) {
             c = c.preferring(chosen.address());
         }
+        List<SourceEntry> order = new ArrayList<>(c.sources());
+        if (link.isPresent()) { // chain: the link before this relay (or the chain's end) first, then ready sources
+            order.removeIf(e -> e.address().equals(link.get().address()));
+            order.add(0, link.get());
+        }
         long deadline = t0 + settings.remote().transferTimeout().toNanos();
         List<String> failed = new ArrayList<>(failedChoosing);
         failedChoosing.clear();
         java.util.Set<String> failedAlready = failed.stream().map(f -> f.substring(0, f.indexOf(": ")))
                 .collect(java.util.stream.Collectors.toSet());
         int tries = failed.size();
-        for (SourceEntry e : c.sources()) {
+        for (SourceEntry e : order) {
             if (failedAlready.contains(e.address())) {
                 continue;
             }
@@ -285,22 +292,34 @@ final class RegistryBackend implements WeightLoaderBackend {
                 break;
             }
             tries++;
-            Chosen s = chosen != null && chosen.address().equals(e.address()) ? chosen : null;
+            boolean loading = !e.ready();
+            Chosen s = !loading && chosen != null && chosen.address().equals(e.address()) ? chosen : null;
             try {
                 if (s == null) {
-                    s = open(e.address(), c.fingerprint());
+                    s = open(e.address(), c.fingerprint(), loading);
                 }
                 Map<String, Double> phases = new LinkedHashMap<>();
                 phases.put("registry", listed);
-                // every byte is checked against the manifest whose checksum list the registry vouched for
+                // every byte is checked against the manifest whose checksum list the registry vouched for, but by a
+                // chain's relay whose gate checks every block itself as it arrives (verify-relays = false), as long as
+                // its load read from one source only
+                boolean check = !(chain && !te.verifyRelays() && failed.isEmpty());
+                if (!check) {
+                    LOG.warn("{}: the bytes read from {} are not hashed again by this load ({}.verify-relays = false:"
+                            + " only for a caller that checks every byte against the checksums itself, as a pipelined"
+                            + " relay's gate does)", source(), e.address(), TransferEngineSettings.PATH);
+                }
                 LoadReport r = s.backend().loadWith(s.backend().seed().until(deadline
                                 + settings.remote().requestTimeout().toNanos()), s.manifest(),
-                        request.withChecksum(true), t0, phases);
-                if (chosen != s) {
+                        request.withChecksum(check || request.checksum()), t0, phases);
+                String from = s.backend().source() + (loading ? " (while it loaded)" : "");
+                if (loading) {
+                    discard(s); // its small reads are for a source that still loads
+                } else if (chosen != s) {
                     discard(chosen);
                     chosen = s;
                 }
-                return report(r, request, c, failed);
+                return report(r, request, c, failed, from);
             } catch (TensorMismatchException ex) {
                 throw ex; // the host asks for other tensors than the model has: no source will do
             } catch (WeightLoaderException ex) {
@@ -314,6 +333,26 @@ final class RegistryBackend implements WeightLoaderBackend {
         throw noSource(c, failed, failed.size(), System.nanoTime() > deadline ? "transfer-timeout ("
                 + settings.remote().transferTimeout() + ", weight-loader.remote-instance.transfer-timeout) passed"
                 : null);
+    }
+
+    /**
+     * {@code chain}: where this client reads first. A relay in the chain reads from the link it joined after (the
+     * chain's first reads from a ready source); any other client from the chain's end. Empty when that source is not
+     * listed with the fingerprint this client loads (it left, or died): then a ready source.
+     */
+    private Optional<SourceEntry> chainSource(RegistrySources.Candidates c) {
+        Chains.Chain chain = registry.chain(modelId, settings.rank());
+        String self = te.clientId().orElse(null);
+        Optional<String> want = self != null && chain.after().containsKey(self)
+                ? Optional.of(chain.after().get(self)).filter(a -> !a.isEmpty())
+                : chain.end().filter(a -> !a.equals(self));
+        Optional<SourceEntry> e = want.flatMap(c::entry);
+        if (want.isPresent() && e.isEmpty()) {
+            LOG.info("model {} rank {} from registry {}: the chain's link {} is not listed with the weights this client"
+                    + " loads (it left or died); reading from a ready source", modelId, settings.rank(), directory,
+                    want.get());
+        }
+        return e;
     }
 
     /**
@@ -414,15 +453,25 @@ final class RegistryBackend implements WeightLoaderBackend {
 
     /** The source's report, naming the registry, the sources that failed before it, and those skipped. */
     private LoadReport report(LoadReport r, LoadRequest request, RegistrySources.Candidates c, List<String> failed) {
+        return report(r, request, c, failed, chosen.backend().source());
+    }
+
+    /** @param from the source read from, as its client names it */
+    private LoadReport report(LoadReport r, LoadRequest request, RegistrySources.Candidates c, List<String> failed,
+                              String from) {
         List<TensorReport> tensors = request.checksum() ? r.tensors() : r.tensors().stream()
                 .map(t -> new TensorReport(t.name(), t.dtype(), t.shape(), t.bytes(), null, t.slice())).toList();
-        StringBuilder src = new StringBuilder(source());
+        StringBuilder src = new StringBuilder("model " + modelId + " rank " + settings.rank() + " from registry "
+                + directory + ": " + from + (te.sourceStrategy().equals("star") ? "" : " (" + te.sourceStrategy()
+                + ")"));
         if (!failed.isEmpty()) {
             src.append(" (after ").append(failed.size()).append(" failed: ").append(addresses(failed)).append(')');
         }
-        if (!c.skipped().isEmpty()) {
-            src.append(" (skipped ").append(c.skipped().size()).append(": ").append(addresses(c.skipped()))
-                    .append(')');
+        // a chain's relays that still load are not skipped by a chain's client: they are its links
+        List<String> skipped = te.sourceStrategy().equals("chain") ? c.skipped().stream()
+                .filter(x -> !x.endsWith(": not ready (it still loads)")).toList() : c.skipped();
+        if (!skipped.isEmpty()) {
+            src.append(" (skipped ").append(skipped.size()).append(": ").append(addresses(skipped)).append(')');
         }
         return new LoadReport(r.backend(), r.engine(), src.toString(), r.device(), tensors, r.totalBytes(),
                 r.seconds(), r.fallbackReason(), r.phases());

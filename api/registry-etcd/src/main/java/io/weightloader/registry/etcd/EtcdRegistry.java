@@ -14,6 +14,7 @@ import io.etcd.jetcd.options.GetOption;
 import io.etcd.jetcd.options.PutOption;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.seed.registry.Assignments;
+import io.weightloader.seed.registry.Chains;
 import io.weightloader.seed.registry.Entries;
 import io.weightloader.seed.registry.RegistryException;
 import io.weightloader.seed.registry.SourceEntry;
@@ -21,7 +22,9 @@ import io.weightloader.seed.registry.SourceRegistry;
 import java.net.URI;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
@@ -52,6 +55,8 @@ public final class EtcdRegistry implements SourceRegistry {
     private static final Logger LOG = LoggerFactory.getLogger(EtcdRegistry.class);
     /** Most entries read for one (model, rank); more are ignored, with a warning. */
     static final int MAX_ENTRIES = 10_000;
+    /** Most times a relay tries to become a chain's end while others keep joining before it. */
+    static final int MAX_JOIN_TRIES = 64;
     /** Largest answer read from etcd: {@link #MAX_ENTRIES} of the largest keys and values, with room for framing. */
     static final int MAX_LISTING_BYTES = 64 << 20;
 
@@ -204,6 +209,25 @@ public final class EtcdRegistry implements SourceRegistry {
     }
 
     @Override
+    public Chains.Chain chain(String modelId, RankKey rank) {
+        String prefix = Chains.rankPrefix(modelId, rank);
+        GetResponse resp = await(client.getKVClient().get(bytes(prefix), GetOption.builder().isPrefix(true)
+                .withLimit(MAX_ENTRIES).build()), requestMillis(), "list " + prefix);
+        String end = null;
+        Map<String, String> after = new HashMap<>();
+        for (KeyValue kv : resp.getKvs()) {
+            byte[] key = kv.getKey().getBytes();
+            try {
+                String e = Chains.parse(prefix, key, kv.getValue().getBytes(), after);
+                end = e != null ? e : end;
+            } catch (IllegalArgumentException e) {
+                LOG.warn("registry {}: skipped chain key {}: {}", describe(), Entries.show(key), e.getMessage());
+            }
+        }
+        return new Chains.Chain(Optional.ofNullable(end), after);
+    }
+
+    @Override
     public void close() {
         if (closed) {
             return;
@@ -315,6 +339,47 @@ public final class EtcdRegistry implements SourceRegistry {
             } catch (RegistryException e) {
                 LOG.warn("{} (trying again)", e.getMessage());
             }
+        }
+
+        /**
+         * Becomes the chain's end with a transaction that succeeds only if the end is still the one read (by its
+         * revision), putting the end and this relay's link on this entry's lease; tried again while other relays join
+         * first.
+         */
+        @Override
+        public synchronized Optional<String> joinChain() {
+            SourceEntry e = entry;
+            RankKey rank = e.fingerprint().rank();
+            ByteSequence endKey = bytes(Chains.endKey(e.modelId(), rank));
+            ByteSequence end = bytes(Chains.endValue(e.modelId(), e.address()));
+            PutOption onLease = PutOption.builder().withLeaseId(leaseId).build();
+            for (int attempt = 0; attempt < MAX_JOIN_TRIES; attempt++) {
+                GetResponse g = await(client.getKVClient().get(endKey), requestMillis(), "read " + endKey);
+                Optional<String> after = Optional.empty();
+                Cmp unchanged = new Cmp(endKey, Cmp.Op.EQUAL, CmpTarget.createRevision(0));
+                if (!g.getKvs().isEmpty()) {
+                    KeyValue kv = g.getKvs().get(0);
+                    unchanged = new Cmp(endKey, Cmp.Op.EQUAL, CmpTarget.modRevision(kv.getModRevision()));
+                    try {
+                        String prefix = Chains.rankPrefix(e.modelId(), rank);
+                        after = Optional.ofNullable(Chains.parse(prefix, kv.getKey().getBytes(),
+                                kv.getValue().getBytes(), new HashMap<>())).filter(a -> !a.equals(e.address()));
+                    } catch (IllegalArgumentException x) {
+                        LOG.warn("registry {}: the chain's end {} does not parse ({}); starting the chain again",
+                                describe(), Entries.show(kv.getKey().getBytes()), x.getMessage());
+                    }
+                }
+                TxnResponse r = await(client.getKVClient().txn().If(unchanged).Then(Op.put(endKey, end, onLease),
+                        Op.put(bytes(Chains.linkKey(e.modelId(), rank, e.address())),
+                                bytes(Chains.linkValue(e.modelId(), e.address(), after)), onLease)).commit(),
+                        requestMillis(), "join the chain at " + endKey);
+                if (r.isSucceeded()) {
+                    return after;
+                }
+            }
+            throw new RegistryException("etcd registry " + describe() + ": " + e.address() + " could not join the"
+                    + " chain of model " + e.modelId() + " rank " + rank + ": " + MAX_JOIN_TRIES + " other relays"
+                    + " joined first");
         }
 
         @Override

@@ -27,6 +27,7 @@ public final class InProcessRegistry implements SourceRegistry {
     }
 
     private final Directory directory;
+    private final Shared shared;
     /** What each address registered, by key: the shared state beside the directory's liveness. */
     private final Map<Key, Map<String, SourceEntry>> entries;
     private final ScheduledExecutorService beats;
@@ -40,6 +41,7 @@ public final class InProcessRegistry implements SourceRegistry {
     /** Another handle on {@code shared}, as another process of the fleet would hold. */
     public InProcessRegistry(Shared shared) {
         this.directory = shared.directory;
+        this.shared = shared;
         this.entries = shared.entries;
         this.beats = Executors.newSingleThreadScheduledExecutor(r -> {
             Thread t = new Thread(r, "weightloader-registry-heartbeat");
@@ -52,6 +54,9 @@ public final class InProcessRegistry implements SourceRegistry {
     public static final class Shared {
         final Directory directory = new Directory();
         final Map<Key, Map<String, SourceEntry>> entries = new ConcurrentHashMap<>();
+        /** Each rank's chain: its end, and what each link joined after ("" for none); guarded by this. */
+        final Map<Key, String> ends = new java.util.HashMap<>();
+        final Map<Key, Map<String, String>> links = new java.util.HashMap<>();
     }
 
     @Override
@@ -94,6 +99,18 @@ public final class InProcessRegistry implements SourceRegistry {
             }
 
             @Override
+            public Optional<String> joinChain() {
+                String self = source.address();
+                synchronized (shared) {
+                    Optional<String> after = Optional.ofNullable(shared.ends.get(key))
+                            .filter(a -> !a.equals(self) && live(key).contains(a));
+                    shared.ends.put(key, self);
+                    shared.links.computeIfAbsent(key, k -> new java.util.HashMap<>()).put(self, after.orElse(""));
+                    return after;
+                }
+            }
+
+            @Override
             public void close() {
                 if (beat.cancel(false)) {
                     directory.drop(key, source.address());
@@ -101,9 +118,35 @@ public final class InProcessRegistry implements SourceRegistry {
                     if (m != null) {
                         m.remove(source.address());
                     }
+                    synchronized (shared) { // its chain keys go with its entry, as on its lease in etcd
+                        shared.ends.remove(key, source.address());
+                        Map<String, String> l = shared.links.get(key);
+                        if (l != null) {
+                            l.remove(source.address());
+                        }
+                    }
                 }
             }
         };
+    }
+
+    /** The addresses the directory still lists for {@code key}. */
+    private java.util.Set<String> live(Key key) {
+        java.util.Set<String> out = new java.util.HashSet<>();
+        directory.relays(key).forEach(r -> out.add((String) r.get("address")));
+        return out;
+    }
+
+    /** The chain of the relays still listed: a link whose relay stopped renewing goes with its entry. */
+    @Override
+    public Chains.Chain chain(String modelId, RankKey rank) {
+        Key key = new Key(SourceEntry.checkModelId(modelId), rank);
+        java.util.Set<String> live = live(key);
+        synchronized (shared) {
+            Map<String, String> after = new java.util.HashMap<>(shared.links.getOrDefault(key, Map.of()));
+            after.keySet().retainAll(live);
+            return new Chains.Chain(Optional.ofNullable(shared.ends.get(key)).filter(live::contains), after);
+        }
     }
 
     @Override

@@ -47,19 +47,28 @@ public final class RegistrySources {
      * @param fingerprint what it loads: the fingerprint its sources share
      * @param sources     the ready sources of that fingerprint, in the order to try them
      * @param skipped     every other entry, as {@code host:port: why}
+     * @param loading     the entries of that fingerprint not ready yet: relays that serve while they load (a chain's),
+     *                    skipped but for {@code source-strategy = chain}
      */
     public record Candidates(String registry, String modelId, Fingerprint fingerprint, List<SourceEntry> sources,
-                             List<String> skipped) {
+                             List<String> skipped, List<SourceEntry> loading) {
         public Candidates {
             sources = List.copyOf(sources);
             skipped = List.copyOf(skipped);
+            loading = List.copyOf(loading);
         }
 
         /** The same candidates with {@code address} first, when it is one of them (a source already chosen). */
         public Candidates preferring(String address) {
             List<SourceEntry> s = new ArrayList<>(sources);
             s.sort(Comparator.comparing((SourceEntry e) -> !e.address().equals(address)));
-            return new Candidates(registry, modelId, fingerprint, s, skipped);
+            return new Candidates(registry, modelId, fingerprint, s, skipped, loading);
+        }
+
+        /** The entry of {@code address}, ready or loading, if it is one of these. */
+        public Optional<SourceEntry> entry(String address) {
+            return java.util.stream.Stream.concat(sources.stream(), loading.stream())
+                    .filter(e -> e.address().equals(address)).findFirst();
         }
     }
 
@@ -78,13 +87,19 @@ public final class RegistrySources {
         List<SourceEntry> all = registry.listAll(modelId, rank);
         List<String> skipped = new ArrayList<>();
         List<SourceEntry> usable = new ArrayList<>();
+        List<SourceEntry> notReady = new ArrayList<>();
         for (SourceEntry e : all) {
             Fingerprint f = e.fingerprint();
             String why = null;
             if (e.address().equals(self)) {
                 continue;
             } else if (!e.ready()) {
-                why = "not ready (it still loads)";
+                // not an anomaly: a relay that serves while it loads (source-strategy chain)
+                LOG.info("registry {}: source {} of model {} rank {} is not ready (it still loads); only a chain reads"
+                        + " from it", registry.describe(), e.address(), modelId, rank);
+                skipped.add(e.address() + ": not ready (it still loads)");
+                notReady.add(e);
+                continue;
             } else if (f.tpSize() != tpSize || tpSize > 1 && !f.layout().equals(layout)) {
                 why = "holds tp size " + f.tpSize() + ", layout " + f.layout() + "; this client loads tp size " + tpSize
                         + ", layout " + layout + " (weight-loader.rank.tp-size, weight-loader.tp-layout)";
@@ -129,7 +144,8 @@ public final class RegistrySources {
         }
         List<SourceEntry> sources = new ArrayList<>(byFingerprint.get(chosen));
         Collections.shuffle(sources, RANDOM);
-        return new Candidates(registry.describe(), modelId, chosen, sources, skipped);
+        List<SourceEntry> loading = notReady.stream().filter(e -> e.fingerprint().equals(chosen)).toList();
+        return new Candidates(registry.describe(), modelId, chosen, sources, skipped, loading);
     }
 
     /** A source claimed for a client ({@link #claim}), with the candidates it was picked from. */

@@ -16,6 +16,10 @@ import java.util.Optional;
  * client that dies frees its source within {@link #ttlMillis()}. A client that finds every source held waits for a
  * change ({@link #watch}): a claim released, a new source listed.
  *
+ * <p>Chains ({@code source-strategy = chain}): a relay that serves while it loads is listed not ready and joins the end
+ * of its model's rank's chain ({@link Registration#joinChain()}); it reads from the link before it, and a client from
+ * the end ({@link #chain}).
+ *
  * <p>Implementations: the in-process directory ({@link InProcessRegistry}, {@code weight-loader.directory = ""}) and
  * etcd ({@code weightloader-registry-etcd}, {@code weight-loader.directory = "etcd://host:port"}). A registry that
  * cannot hold assignments refuses them ({@link RegistryException} naming it), and its clients read as with
@@ -85,6 +89,22 @@ public interface SourceRegistry extends AutoCloseable {
         throw noAssignments();
     }
 
+    /**
+     * The chain of {@code modelId} at {@code rank} ({@code source-strategy = chain}): its end and what each link joined
+     * after, as listed now (keys that do not parse are skipped and named in a log line).
+     *
+     * @throws RegistryException the registry could not be reached, or holds no chains (the message names it)
+     */
+    default Chains.Chain chain(String modelId, RankKey rank) {
+        throw noChains("registry " + describe());
+    }
+
+    private static RegistryException noChains(String registry) {
+        return new RegistryException(registry + " holds no chains, so its relays cannot serve one"
+                + " another while they load (weight-loader.backends.transfer_engine.source-strategy = chain); use tree"
+                + " or star with it");
+    }
+
     private RegistryException noAssignments() {
         return new RegistryException("registry " + describe() + " holds no assignments, so it cannot give each source"
                 + " one client at a time (weight-loader.backends.transfer_engine.source-strategy = tree); use star with"
@@ -124,6 +144,18 @@ public interface SourceRegistry extends AutoCloseable {
     interface Registration extends AutoCloseable {
         /** Re-publishes the entry with {@code ready} (a relay that finished loading). */
         void update(boolean ready);
+
+        /**
+         * This source, a relay that serves while it loads, joins the end of its model's rank's chain: atomically (of
+         * relays joining at once, each follows another) it becomes the end and its link names the end it follows. Both
+         * live as long as this registration.
+         *
+         * @return the end it follows, its source; empty when the chain was empty (it reads from a ready source)
+         * @throws RegistryException the registry could not be reached, or holds no chains (the message names it)
+         */
+        default java.util.Optional<String> joinChain() {
+            throw noChains("this registry");
+        }
 
         /** The source leaves: its entry is removed now. Safe twice. */
         @Override

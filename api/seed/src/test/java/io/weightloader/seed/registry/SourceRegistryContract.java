@@ -247,4 +247,71 @@ public abstract class SourceRegistryContract {
                 .hasMessageContaining("10.0.0.1:8400 (client client-a)");
         assertThat(System.nanoTime()).isGreaterThanOrEqualTo(deadline);
     }
+
+    @Test
+    void relaysJoinTheChainOneAfterAnotherAndTheirKeysGoWithTheirEntries() {
+        SourceRegistry a = open();
+        SourceRegistry b = open();
+        String m = model("chain");
+        Fingerprint f = fingerprint("g1", 0);
+        assertThat(b.chain(m, R0)).isEqualTo(Chains.Chain.empty());
+        SourceRegistry.Registration r1 = a.register(new SourceEntry("10.0.0.1:8400", m, f, false));
+        assertThat(r1.joinChain()).as("the first link reads from a ready source").isEmpty();
+        SourceRegistry.Registration r2 = b.register(new SourceEntry("10.0.0.2:8400", m, f, false));
+        assertThat(r2.joinChain()).contains("10.0.0.1:8400");
+        SourceRegistry.Registration r3 = a.register(new SourceEntry("10.0.0.3:8400", m, f, false));
+        assertThat(r3.joinChain()).contains("10.0.0.2:8400");
+        r2.update(true); // a link that finished loading stays where it is
+        Chains.Chain c = b.chain(m, R0);
+        assertThat(c.end()).contains("10.0.0.3:8400");
+        assertThat(c.after()).isEqualTo(java.util.Map.of("10.0.0.1:8400", "", "10.0.0.2:8400", "10.0.0.1:8400",
+                "10.0.0.3:8400", "10.0.0.2:8400"));
+
+        r3.close(); // the end leaves: its keys go with its entry, and the chain starts again
+        c = b.chain(m, R0);
+        assertThat(c.end()).isEmpty();
+        assertThat(c.after()).containsOnlyKeys("10.0.0.1:8400", "10.0.0.2:8400");
+        SourceRegistry.Registration r4 = b.register(new SourceEntry("10.0.0.4:8400", m, f, false));
+        assertThat(r4.joinChain()).isEmpty();
+        assertThat(a.chain(m, R0).end()).contains("10.0.0.4:8400");
+        assertThat(a.chain(model("other"), R0)).isEqualTo(Chains.Chain.empty());
+    }
+
+    @Test
+    void relaysJoiningAtOnceFormOneChain() throws Exception {
+        String m = model("chain-race");
+        Fingerprint f = fingerprint("g1", 0);
+        List<CompletableFuture<Optional<String>>> joins = new java.util.ArrayList<>();
+        for (int i = 1; i <= 8; i++) {
+            SourceRegistry r = open();
+            SourceRegistry.Registration reg = r.register(new SourceEntry("10.0.1." + i + ":8400", m, f, false));
+            joins.add(CompletableFuture.supplyAsync(reg::joinChain));
+        }
+        java.util.Map<String, String> after = new java.util.HashMap<>();
+        for (int i = 0; i < 8; i++) {
+            after.put("10.0.1." + (i + 1) + ":8400", joins.get(i).get(60, TimeUnit.SECONDS).orElse(""));
+        }
+        Chains.Chain c = open().chain(m, R0);
+        assertThat(c.after()).isEqualTo(after);
+        // from the end back to the first, every link once: one chain, no fork, no loop
+        List<String> walked = new java.util.ArrayList<>();
+        for (String at = c.end().orElseThrow(); !at.isEmpty(); at = after.get(at)) {
+            assertThat(walked).doesNotContain(at);
+            walked.add(at);
+        }
+        assertThat(walked).containsExactlyInAnyOrderElementsOf(after.keySet());
+    }
+
+    @Test
+    void aDeadRelaysChainKeysGoWhenItsLeaseEnds() throws InterruptedException {
+        SourceRegistry dying = open();
+        SourceRegistry other = open();
+        String m = model("chain-dead");
+        Fingerprint f = fingerprint("g1", 0);
+        assertThat(dying.register(new SourceEntry("10.0.0.1:8400", m, f, false)).joinChain()).isEmpty();
+        assertThat(other.chain(m, R0).end()).contains("10.0.0.1:8400");
+        dying.close();
+        await("the dead relay's chain keys to go", Duration.ofMillis(dying.ttlMillis() * 3 + 5000),
+                () -> other.chain(m, R0).equals(Chains.Chain.empty()));
+    }
 }
