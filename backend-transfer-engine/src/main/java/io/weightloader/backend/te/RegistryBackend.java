@@ -305,9 +305,10 @@ final class RegistryBackend implements WeightLoaderBackend {
                 // its load read from one source only
                 boolean check = !(chain && !te.verifyRelays() && failed.isEmpty());
                 if (!check) {
-                    LOG.warn("{}: the bytes read from {} are not hashed again by this load ({}.verify-relays = false:"
-                            + " only for a caller that checks every byte against the checksums itself, as a pipelined"
-                            + " relay's gate does)", source(), e.address(), TransferEngineSettings.PATH);
+                    LOG.warn("model {} rank {} from registry {}: the bytes read from {} are not hashed again by this"
+                            + " load ({}.verify-relays = false: only for a caller that checks every byte against the"
+                            + " checksums itself, as a pipelined relay's gate does)", modelId, settings.rank(),
+                            directory, e.address(), TransferEngineSettings.PATH);
                 }
                 LoadReport r = s.backend().loadWith(s.backend().seed().until(deadline
                                 + settings.remote().requestTimeout().toNanos()), s.manifest(),
