@@ -64,7 +64,7 @@ public final class EtcdRegistry implements SourceRegistry {
     private final Client client;
     private final ScheduledExecutorService renewals;
     private final Set<Lease> leases = ConcurrentHashMap.newKeySet();
-    private final Set<Claim> claims = ConcurrentHashMap.newKeySet();
+    private final Set<EtcdClaim> claims = ConcurrentHashMap.newKeySet();
     private volatile boolean closed;
 
     private EtcdRegistry(EtcdSettings settings, Client client) {
@@ -125,7 +125,7 @@ public final class EtcdRegistry implements SourceRegistry {
         return ttlSeconds() * 1000;
     }
 
-    private long ttlSeconds() {
+    long ttlSeconds() {
         return Math.max(2, (settings.leaseTtl().toMillis() + 999) / 1000);
     }
 
@@ -172,13 +172,27 @@ public final class EtcdRegistry implements SourceRegistry {
         if (closed) {
             throw new RegistryException("etcd registry " + describe() + ": closed");
         }
-        Claim c = new Claim(key, value, source, client);
+        EtcdClaim c = new EtcdClaim(this, key, value, source, client);
         if (!c.take()) {
             return Optional.empty();
         }
         claims.add(c);
         c.renewal = renewals.scheduleWithFixedDelay(c::renew, renewEvery(), renewEvery(), TimeUnit.MILLISECONDS);
         return Optional.of(c);
+    }
+
+    /** The jetcd client, for {@link EtcdClaim}. */
+    Client client() {
+        return client;
+    }
+
+    boolean closed() {
+        return closed;
+    }
+
+    /** A claim released: no longer renewed by this registry. */
+    void forget(EtcdClaim c) {
+        claims.remove(c);
     }
 
     @Override
@@ -239,7 +253,7 @@ public final class EtcdRegistry implements SourceRegistry {
         client.close();
     }
 
-    private long renewEvery() {
+    long renewEvery() {
         return Math.max(200, ttlMillis() / 3);
     }
 
@@ -249,7 +263,7 @@ public final class EtcdRegistry implements SourceRegistry {
      * @return false when the lease had ended (etcd was out of reach for longer than its TTL)
      * @throws RegistryException etcd could not be reached
      */
-    private boolean keepAlive(long leaseId, String what) {
+    boolean keepAlive(long leaseId, String what) {
         try {
             LeaseKeepAliveResponse r = await(client.getLeaseClient().keepAliveOnce(leaseId), requestMillis(),
                     "renew the lease of " + what);
@@ -262,7 +276,7 @@ public final class EtcdRegistry implements SourceRegistry {
         }
     }
 
-    private void revokeQuietly(long leaseId) {
+    void revokeQuietly(long leaseId) {
         client.getLeaseClient().revoke(leaseId).whenComplete((r, t) -> {
             if (t != null) {
                 LOG.debug("registry {}: revoking lease {} failed (it ends on its own)", describe(), leaseId, t);
@@ -270,11 +284,11 @@ public final class EtcdRegistry implements SourceRegistry {
         });
     }
 
-    private long requestMillis() {
+    long requestMillis() {
         return settings.requestTimeout().toMillis();
     }
 
-    private <T> T await(CompletableFuture<T> f, long millis, String what) {
+    <T> T await(CompletableFuture<T> f, long millis, String what) {
         try {
             return f.get(millis, TimeUnit.MILLISECONDS);
         } catch (TimeoutException e) {
@@ -290,7 +304,7 @@ public final class EtcdRegistry implements SourceRegistry {
         }
     }
 
-    private static ByteSequence bytes(String s) {
+    static ByteSequence bytes(String s) {
         return ByteSequence.from(s, StandardCharsets.UTF_8);
     }
 
@@ -404,96 +418,6 @@ public final class EtcdRegistry implements SourceRegistry {
                 // revoking the lease deletes the entry; if etcd is out of reach, the lease ends on its own
                 try {
                     await(client.getLeaseClient().revoke(leaseId), requestMillis(), "remove " + key);
-                } catch (RegistryException e) {
-                    LOG.warn("{} (it goes when its lease ends, within {} ms)", e.getMessage(), ttlMillis());
-                }
-            }
-        }
-    }
-
-    /** A client's claim on a source: its assignment key on a lease of its own. */
-    private final class Claim implements Assignment {
-        private final String key;
-        private final String value;
-        private final String source;
-        private final String clientId;
-        private volatile long leaseId;
-        private volatile ScheduledFuture<?> renewal;
-        private volatile boolean released;
-
-        Claim(String key, String value, String source, String clientId) {
-            this.key = key;
-            this.value = value;
-            this.source = source;
-            this.clientId = clientId;
-        }
-
-        /** A lease, and the key under it if no one holds it: false (the lease revoked) when someone does. */
-        synchronized boolean take() {
-            long lease = await(client.getLeaseClient().grant(ttlSeconds()), requestMillis(), "grant a lease").getID();
-            TxnResponse r;
-            try {
-                ByteSequence k = bytes(key);
-                r = await(client.getKVClient().txn().If(new Cmp(k, Cmp.Op.EQUAL, CmpTarget.createRevision(0)))
-                        .Then(Op.put(k, bytes(value), PutOption.builder().withLeaseId(lease).build())).commit(),
-                        requestMillis(), "claim " + key);
-            } catch (RegistryException e) {
-                revokeQuietly(lease);
-                throw e;
-            }
-            if (!r.isSucceeded()) {
-                revokeQuietly(lease);
-                return false;
-            }
-            leaseId = lease;
-            return true;
-        }
-
-        void renew() {
-            if (released || closed) {
-                return;
-            }
-            try {
-                if (keepAlive(leaseId, key)) {
-                    return;
-                }
-                // the lease ended while this client lives (etcd was out of reach too long): claim it again
-                if (!take()) {
-                    LOG.warn("registry {}: client {} lost its claim on source {} (its lease ended while etcd was out"
-                            + " of reach) and another client holds it now; this client reads on from it", describe(),
-                            clientId, source);
-                    released = true;
-                    renewal.cancel(false);
-                }
-            } catch (RegistryException e) {
-                LOG.warn("{} (trying again in {} ms)", e.getMessage(), renewEvery());
-            }
-        }
-
-        @Override
-        public String source() {
-            return source;
-        }
-
-        @Override
-        public String client() {
-            return clientId;
-        }
-
-        @Override
-        public synchronized void close() {
-            if (released) {
-                return;
-            }
-            released = true;
-            ScheduledFuture<?> r = renewal;
-            if (r != null) {
-                r.cancel(false);
-            }
-            claims.remove(this);
-            if (!closed) {
-                try {
-                    await(client.getLeaseClient().revoke(leaseId), requestMillis(), "release " + key);
                 } catch (RegistryException e) {
                     LOG.warn("{} (it goes when its lease ends, within {} ms)", e.getMessage(), ttlMillis());
                 }

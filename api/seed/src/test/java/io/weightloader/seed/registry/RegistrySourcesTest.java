@@ -130,7 +130,9 @@ class RegistrySourcesTest {
                 .hasMessageContaining("weight-loader.backends.transfer_engine.source-strategy = tree");
         assertThatThrownBy(() -> bare.chain("m", R0)).isInstanceOf(RegistryException.class)
                 .hasMessageContaining("bare://x").hasMessageContaining("source-strategy = chain");
-        assertThatThrownBy(() -> bare.register(new SourceEntry("10.0.0.2:1", "m", fp("g1", SourceRegistryContract.SUMS),
-                false)).joinChain()).isInstanceOf(RegistryException.class).hasMessageContaining("source-strategy = chain");
+        SourceRegistry.Registration r = bare.register(new SourceEntry("10.0.0.2:1", "m",
+                fp("g1", SourceRegistryContract.SUMS), false));
+        assertThatThrownBy(r::joinChain).isInstanceOf(RegistryException.class)
+                .hasMessageContaining("source-strategy = chain");
     }
 }
