@@ -36,6 +36,8 @@ final class RegistryListing implements AutoCloseable {
     private final String modelId;
     private final WeightLoaderSettings settings;
     private final Map<RankKey, SourceRegistry.Registration> entries = new LinkedHashMap<>();
+    /** Ranks listed while they load (a chain's relays), with the fingerprint listed. */
+    private final Map<RankKey, Fingerprint> loading = new LinkedHashMap<>();
     private String address;
 
     private RegistryListing(SourceRegistry registry, String modelId, WeightLoaderSettings settings) {
@@ -111,29 +113,65 @@ final class RegistryListing implements AutoCloseable {
         }
     }
 
-    /** Lists {@code rank} as served at {@code address} with the fingerprint of {@code published}, ready. */
+    /**
+     * Lists {@code rank} as served at {@code address} with the fingerprint of {@code published}, ready. A rank listed
+     * while it loaded ({@link #joinChain}) with that fingerprint is marked ready in place: it keeps its lease, and with
+     * it its place in the chain.
+     */
     synchronized void register(String address, RankKey rank, Manifest published) {
-        Fingerprint f;
-        try {
-            f = Fingerprint.of(published);
-        } catch (IllegalArgumentException e) {
-            throw new WeightLoaderConfigException("weight-loader.tp-layout", "rank " + rank + " cannot be listed in"
-                    + " registry " + describe() + ": " + e.getMessage());
-        }
+        Fingerprint f = fingerprint(rank, published);
         if (f.checksumsDigest().isEmpty()) {
             LOG.warn("registry {}: rank {} is not listed: it publishes no checksums now (its weights changed in place),"
                     + " so clients could not check what it sends", describe(), rank);
             return;
         }
-        withdraw(rank);
-        this.address = address;
-        entries.put(rank, registry.register(new SourceEntry(address, modelId, f, true)));
+        if (address.equals(this.address) && f.equals(loading.remove(rank)) && entries.containsKey(rank)) {
+            entries.get(rank).update(true);
+        } else {
+            withdraw(rank);
+            this.address = address;
+            entries.put(rank, registry.register(new SourceEntry(address, modelId, f, true)));
+        }
         LOG.info("registry {}: listed {} as a source of model {} rank {} (generation {}, checksums digest {})",
                 describe(), address, modelId, rank, f.generation(), f.checksumsDigest());
     }
 
+    /**
+     * A relay that serves while it loads ({@code source-strategy = chain}): lists {@code rank} at {@code address}, not
+     * ready, and joins the end of the rank's chain in the registry; its loader then reads from the link before it.
+     *
+     * @return the relay it follows, or empty when it is the chain's first (it reads from a ready source)
+     */
+    synchronized Optional<String> joinChain(String address, RankKey rank, Manifest served) {
+        Fingerprint f = fingerprint(rank, served);
+        withdraw(rank);
+        this.address = address;
+        SourceRegistry.Registration r = registry.register(new SourceEntry(address, modelId, f, false));
+        entries.put(rank, r);
+        loading.put(rank, f);
+        try {
+            Optional<String> after = r.joinChain();
+            LOG.info("registry {}: {} serves model {} rank {} while it loads, in the chain after {}", describe(),
+                    address, modelId, rank, after.orElse("none (it reads from a ready source)"));
+            return after;
+        } catch (RegistryException e) {
+            throw new WeightLoaderException("registry " + describe() + " (weight-loader.directory): relay " + address
+                    + " could not join the chain of model " + modelId + " rank " + rank + ": " + e.getMessage(), e);
+        }
+    }
+
+    private Fingerprint fingerprint(RankKey rank, Manifest published) {
+        try {
+            return Fingerprint.of(published);
+        } catch (IllegalArgumentException e) {
+            throw new WeightLoaderConfigException("weight-loader.tp-layout", "rank " + rank + " cannot be listed in"
+                    + " registry " + describe() + ": " + e.getMessage());
+        }
+    }
+
     /** Removes {@code rank}'s entry (its weights change, or the seed stops). */
     synchronized void withdraw(RankKey rank) {
+        loading.remove(rank);
         SourceRegistry.Registration r = entries.remove(rank);
         if (r != null) {
             r.close();

@@ -38,7 +38,10 @@ import org.slf4j.LoggerFactory;
  * <p>With a registry ({@link RegistryListing}) it needs no root: it takes the manifest it will serve from a source the
  * registry lists (checked against its entry), loads through a loader that finds its sources there too (every byte
  * checked), checks that every tensor it loaded has that manifest's SHA-256, and is then listed in the registry by its
- * {@link SeedHost}; it never serves while it loads.
+ * {@link SeedHost}. With {@code source-strategy = chain} (built-in engine, host memory) it serves while it loads, as
+ * with a root: once released ({@code beforeLoading}) it is listed not ready and joins the end of the rank's chain in
+ * the registry, its loader reads from the link before it, and its gate checks every block against the manifest it
+ * serves.
  */
 final class Relay implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Relay.class);
@@ -121,8 +124,8 @@ final class Relay implements AutoCloseable {
         try {
             String strategy = sourceStrategy(ranks.ranks().get(0).config());
             for (HostRanks.Rank r : ranks.ranks()) {
-                // a relay of a registry is listed only once it holds every byte: it does not serve while it loads
-                boolean gateable = registry == null && strategy.equals("chain") && r.device().isHost()
+                // serves while it loads: each block once it arrived and matched the checksums of what it serves
+                boolean gateable = strategy.equals("chain") && r.device().isHost()
                         && r.settings().backend().equals("transfer_engine");
                 Map<String, Object> id = new LinkedHashMap<>();
                 id.put(TE + "client-id", address);
@@ -177,10 +180,20 @@ final class Relay implements AutoCloseable {
                         Directory.HEARTBEAT_MILLIS, TimeUnit.MILLISECONDS);
             }
             beforeLoading.run();
+            if (registry != null) {
+                for (Held h : relay.held) {
+                    if (h.pipelined()) {
+                        // listed not ready, at the end of the chain: its loader reads from the link before it
+                        registry.joinChain(address, h.rank().key(), h.root());
+                    }
+                }
+            }
             relay.reports = ranks.parallel(r -> relay.load(relay.held.get(ranks.ranks().indexOf(r)), settings));
             if (registry != null) {
                 for (int i = 0; i < relay.held.size(); i++) {
-                    checkAgainstServed(relay.held.get(i), relay.reports.get(i));
+                    if (relay.held.get(i).gate() == null) { // a gate checked every block against what it serves
+                        checkAgainstServed(relay.held.get(i), relay.reports.get(i));
+                    }
                 }
             }
             relay.ready = true;

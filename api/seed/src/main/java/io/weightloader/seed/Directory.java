@@ -66,6 +66,8 @@ public final class Directory {
 
     private final Map<Object, Rank> ranks = new HashMap<>();
     private long registrations;
+    /** Counts the changes a waiting client may care about (relays, readiness, assignments): {@link #awaitChange}. */
+    private long version;
 
     private Rank rank(Object key) {
         return ranks.computeIfAbsent(key, k -> new Rank());
@@ -78,6 +80,9 @@ public final class Directory {
         if (relay == null) {
             relay = new Relay(address, registrations++);
             r.relays.put(address, relay);
+            version++;
+        } else if (relay.ready != ready || relay.pipelined != pipelined) {
+            version++;
         }
         relay.lastSeen = System.nanoTime();
         relay.ready = ready;
@@ -90,6 +95,7 @@ public final class Directory {
         Rank r = rank(rankKey);
         if (r.relays.remove(address) != null) {
             r.clients.remove(address);
+            version++;
             notifyAll();
         }
     }
@@ -97,6 +103,7 @@ public final class Directory {
     /** Every relay of every rank: after the root's weights changed, they serve an old generation. */
     public synchronized void clear(Object rankKey) {
         ranks.remove(rankKey);
+        version++;
         notifyAll();
     }
 
@@ -127,6 +134,7 @@ public final class Directory {
         }
         if (x.reported == null) {
             x.reported = "client " + client + ": " + reason;
+            version++;
         }
         notifyAll();
         return true;
@@ -136,8 +144,65 @@ public final class Directory {
     public synchronized void done(Object rankKey, String source, String client) {
         Map<String, Long> c = rank(rankKey).clients.get(source);
         if (c != null && c.remove(client) != null) {
+            version++;
             notifyAll();
         }
+    }
+
+    /**
+     * Assigns {@code source} to {@code client} if no client holds it now (the {@code tree} rule: one client per source
+     * at a time), whether or not {@code source} is registered: how a registry client that picked its source claims it.
+     * The assignment is a lease as any other: renewed with {@link #renew}, ended by {@link #done} or when not renewed
+     * for {@link #LEASE_NANOS}.
+     *
+     * @return false when another client holds {@code source}
+     */
+    public synchronized boolean claim(Object rankKey, String source, String client) {
+        Rank r = rank(rankKey);
+        expire(r);
+        if (active(r, source) > 0) {
+            return false;
+        }
+        r.clients.computeIfAbsent(source, k -> new LinkedHashMap<>()).put(client, System.nanoTime());
+        version++;
+        notifyAll();
+        return true;
+    }
+
+    /** Each source's clients now (leases that ended left out), by source. */
+    public synchronized Map<String, List<String>> clients(Object rankKey) {
+        Rank r = rank(rankKey);
+        expire(r);
+        Map<String, List<String>> out = new LinkedHashMap<>();
+        for (String source : new ArrayList<>(r.clients.keySet())) {
+            if (active(r, source) > 0) {
+                out.put(source, List.copyOf(r.clients.get(source).keySet()));
+            }
+        }
+        return out;
+    }
+
+    /** The count of changes so far, for {@link #awaitChange}. */
+    public synchronized long version() {
+        return version;
+    }
+
+    /**
+     * Waits until the directory changed after {@code seen} (a relay came, left or became ready, an assignment began
+     * or ended) or until {@code untilNanos} ({@link System#nanoTime()}). Leases and heartbeats that run out are noticed
+     * only when someone looks, not as events: a waiter should look again every {@link #HEARTBEAT_MILLIS} at least.
+     *
+     * @return the count of changes now
+     */
+    public synchronized long awaitChange(long seen, long untilNanos) throws InterruptedException {
+        while (version == seen) {
+            long left = untilNanos - System.nanoTime();
+            if (left <= 0) {
+                break;
+            }
+            wait(Math.max(1, left / 1_000_000L));
+        }
+        return version;
     }
 
     /** What a client told to wait is waiting for: the ready sources and their clients (a few, then a count). */
@@ -210,6 +275,7 @@ public final class Directory {
                     };
             if (s != null) {
                 r.clients.computeIfAbsent(s.address(), k -> new LinkedHashMap<>()).put(client, System.nanoTime());
+                version++;
                 return s;
             }
             long left = deadline - System.nanoTime();
@@ -288,6 +354,10 @@ public final class Directory {
         for (String g : gone) {
             r.relays.remove(g);
             r.clients.remove(g);
+        }
+        if (!gone.isEmpty()) {
+            version++;
+            notifyAll();
         }
     }
 }

@@ -12,6 +12,7 @@ import java.util.Arrays;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 
@@ -20,14 +21,21 @@ import java.util.concurrent.Executors;
  * served once all its bytes have arrived and hashed to the root's published value. A unit is a block of a tensor when
  * the root's blocks are contiguous bytes (dim 0), else the whole tensor; without root checksums, a unit is served once
  * it arrived. The built-in engine asks {@link #awaitReady} before answering a read, so a client reading ahead of its
- * source waits for the bytes, up to a deadline. Host memory only. Thread-safe.
+ * source waits for the bytes, up to a deadline. Bytes that arrive again (a load that moved to another source reads a
+ * part again) count once: a unit is complete when every one of its bytes arrived at least once. Host memory only.
+ * Thread-safe.
  */
 public final class ReadyGate implements AutoCloseable {
     private final long[] start;
     private final long[] end;
     private final String[] expected;
     private final String[] tensor;
+    /** Bytes of each unit arrived at least once. */
     private final long[] arrived;
+    /** What arrived of each unit not yet complete, as disjoint offset ranges (start -> end); null before and after. */
+    private final TreeMap<Long, Long>[] spans;
+    /** Complete units (handed to the hashing pool): further arrivals are not counted. */
+    private final boolean[] complete;
     private final boolean[] ready;
     private int readyCount;
     private String failure;
@@ -52,6 +60,10 @@ public final class ReadyGate implements AutoCloseable {
             tensor[k] = names.get(i);
         }
         arrived = new long[n];
+        @SuppressWarnings("unchecked")
+        TreeMap<Long, Long>[] m = new TreeMap[n];
+        spans = m;
+        complete = new boolean[n];
         ready = new boolean[n];
         hashing = Executors.newFixedThreadPool(Math.max(1, Math.min(4, Checksums.defaultThreads())),
                 Threads.daemon("weightloader-relay-check"));
@@ -98,23 +110,50 @@ public final class ReadyGate implements AutoCloseable {
 
     /** Bytes {@code [address, address + length)} of the held memory arrived; complete units are checked. */
     public void arrived(long address, long length) {
-        List<Integer> complete = new ArrayList<>();
+        List<Integer> done = new ArrayList<>();
         synchronized (this) {
             int k = first(address);
             for (; k < start.length && Long.compareUnsigned(start[k], address + length) < 0; k++) {
                 long lo = Math.max(start[k], address);
                 long hi = Math.min(end[k], address + length);
-                if (hi > lo) {
-                    arrived[k] += hi - lo;
+                if (hi > lo && !complete[k]) {
+                    arrived[k] += cover(k, lo - start[k], hi - start[k]);
                     if (arrived[k] == end[k] - start[k]) {
-                        complete.add(k);
+                        complete[k] = true;
+                        spans[k] = null;
+                        done.add(k);
                     }
                 }
             }
         }
-        for (int k : complete) {
+        for (int k : done) {
             hashing.submit(() -> check(k));
         }
+    }
+
+    /** Adds offsets {@code [lo, hi)} to unit {@code k}'s ranges; returns how many of its bytes they add. */
+    private long cover(int k, long lo, long hi) {
+        TreeMap<Long, Long> m = spans[k];
+        if (m == null) {
+            m = spans[k] = new TreeMap<>();
+        }
+        long from = lo;
+        long to = hi;
+        long before = 0;
+        Map.Entry<Long, Long> e = m.floorEntry(lo);
+        if (e != null && e.getValue() >= lo) {
+            from = e.getKey();
+            to = Math.max(to, e.getValue());
+            before += e.getValue() - e.getKey();
+            m.remove(e.getKey());
+        }
+        for (Map.Entry<Long, Long> f = m.ceilingEntry(from); f != null && f.getKey() <= to; f = m.ceilingEntry(from)) {
+            to = Math.max(to, f.getValue());
+            before += f.getValue() - f.getKey();
+            m.remove(f.getKey());
+        }
+        m.put(from, to);
+        return to - from - before;
     }
 
     private void check(int k) {

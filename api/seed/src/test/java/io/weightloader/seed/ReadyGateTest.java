@@ -61,6 +61,29 @@ class ReadyGateTest {
         }
     }
 
+    @Test
+    void bytesThatArriveAgainCountOnceSoABlockIsCheckedOnlyWhenEveryByteArrived() throws Exception {
+        try (HostMemory truth = HostMemory.allocate(W.byteSize()); HostMemory relay = HostMemory.allocate(W.byteSize());
+             ReadyGate gate = ReadyGate.of(List.of(new TensorDestination(W, relay)),
+                     Map.of("w", rootEntry(fill(truth))))) {
+            long block = W.byteSize() / 16;
+            // the first half of block 0 arrives from one source, which then fails; the load starts again elsewhere
+            copy(truth, relay, 0, block / 2);
+            gate.arrived(relay.address(), block / 2);
+            gate.arrived(relay.address(), block / 2); // the same half again: still half
+            assertThat(gate.awaitReady(relay.address(), 8, System.nanoTime() + 20_000_000L)).isFalse();
+            gate.arrived(relay.address() + block / 4, block / 2); // overlaps: a quarter more
+            assertThat(gate.awaitReady(relay.address(), 8, System.nanoTime() + 20_000_000L)).isFalse();
+            copy(truth, relay, block / 2, W.byteSize() - block / 2);
+            gate.arrived(relay.address() + block * 3 / 4, block / 4); // the last quarter: block 0 complete
+            assertThat(gate.awaitReady(relay.address(), block, System.nanoTime() + 5_000_000_000L)).isTrue();
+            // everything again from the start (the new source), then the rest once: all checked, none twice
+            gate.arrived(relay.address(), W.byteSize());
+            gate.awaitAll(System.nanoTime() + 5_000_000_000L);
+            assertThat(gate.progress()).isEqualTo("16/16");
+        }
+    }
+
     private static HostMemory fill(HostMemory m) {
         TestWeights.fill(W, m, 3);
         return m;

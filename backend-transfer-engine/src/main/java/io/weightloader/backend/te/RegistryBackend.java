@@ -10,6 +10,7 @@ import io.weightloader.api.config.WeightLoaderConfigException;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.WeightLoaderBackend;
 import io.weightloader.seed.Manifest;
+import io.weightloader.seed.registry.Chains;
 import io.weightloader.seed.registry.Fingerprint;
 import io.weightloader.seed.registry.Registries;
 import io.weightloader.seed.registry.RegistryException;
@@ -20,7 +21,10 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.function.Function;
+import java.util.Optional;
+import java.util.Set;
+import java.util.UUID;
+import java.util.function.BiFunction;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -33,6 +37,18 @@ import org.slf4j.LoggerFactory;
  * manifest's checksums, whatever {@code checksum} says, and the source's generation is asked again at the end. A source
  * that fails any step is named in a warning and the next ready one tried, at most {@value #MAX_TRIES} per load and
  * within {@code transfer-timeout}; nothing is reported loaded unless one source's bytes all matched.
+ *
+ * <p>{@code source-strategy}: {@code star} reads from a ready source chosen at random (all of them the root, when only
+ * the root is ready); {@code tree} claims a ready source no other client holds ({@link RegistrySources#claim}, a lease
+ * of this client's that ends with the load) and waits for one when every source is held, so that each round of loads
+ * doubles the sources, as a root's directory does. A tree client whose source fails keeps its claim on that source
+ * until its load ends (no other client claims a source just found failing, such as a dead root whose entry lives on
+ * until its lease ends) and claims another free one, waiting as before: unlike a root's directory, which sends a client
+ * whose source died to the least busy source at once, a registry client starts its load again from the next source
+ * anyway, so it keeps the one-client rule. {@code chain}: a relay that serves while it loads joined the end of the
+ * rank's chain in the registry before it loads (its {@code SeedHost}); its loader reads from the link it joined after,
+ * any other client from the chain's end, each with small reads while that source still loads; when that source fails
+ * or is gone, from a ready source as {@code star} does.
  *
  * <p>The root seed, when {@code remote-instance.seed-instance-ip} names it as well, is used only when the registry
  * cannot be reached, with a WARN line that says so and a report whose source says so.
@@ -48,8 +64,11 @@ final class RegistryBackend implements WeightLoaderBackend {
     private final String modelId;
     /** Null when the registry could not be reached when this client was made: {@link #root} stands in. */
     private final SourceRegistry registry;
-    /** A client of one source, {@code host:port}, for this client's rank. */
-    private final Function<String, TransferEngineBackend> sources;
+    /**
+     * A client of one source, {@code host:port}, for this client's rank; with {@code true}, of a source that serves
+     * while it loads (a chain's relay): small reads, so that it serves each as soon as its bytes are in.
+     */
+    private final BiFunction<String, Boolean, TransferEngineBackend> sources;
     /** The configured root seed, or null. */
     private final TransferEngineBackend root;
     /** Why the root stands in for the registry, or null while the registry answers. */
@@ -67,7 +86,7 @@ final class RegistryBackend implements WeightLoaderBackend {
     }
 
     private RegistryBackend(WeightLoaderSettings settings, TransferEngineSettings te, String directory, String modelId,
-                            SourceRegistry registry, Function<String, TransferEngineBackend> sources,
+                            SourceRegistry registry, BiFunction<String, Boolean, TransferEngineBackend> sources,
                             TransferEngineBackend root, String fallback) {
         this.settings = settings;
         this.te = te;
@@ -88,13 +107,9 @@ final class RegistryBackend implements WeightLoaderBackend {
      */
     static WeightLoaderBackend open(WeightLoaderSettings settings, TransferEngineSettings te, Registries.Settings rs,
                                     java.util.function.Supplier<SourceRegistry> open,
-                                    Function<String, TransferEngineBackend> sources, TransferEngineBackend root) {
+                                    BiFunction<String, Boolean, TransferEngineBackend> sources,
+                                    TransferEngineBackend root) {
         String modelId = rs.modelId().orElseThrow(() -> modelIdMissing(rs.directory()));
-        if (!te.sourceStrategy().equals("star")) {
-            LOG.info("{} = {} picks among the relays of a root's directory; this client finds its sources in registry"
-                    + " {} and reads from a ready one of them, chosen at random", TransferEngineSettings.PATH
-                    + ".source-strategy", te.sourceStrategy(), rs.directory());
-        }
         SourceRegistry registry = null;
         String fallback = null;
         try {
@@ -146,7 +161,8 @@ final class RegistryBackend implements WeightLoaderBackend {
             return root.source() + " (" + fallback + ": fallback to the root)";
         }
         return "model " + modelId + " rank " + settings.rank() + " from registry " + directory
-                + (chosen == null ? "" : ": " + chosen.backend().source());
+                + (chosen == null ? "" : ": " + chosen.backend().source())
+                + (te.sourceStrategy().equals("star") ? "" : " (" + te.sourceStrategy() + ")");
     }
 
     @Override
@@ -226,7 +242,12 @@ final class RegistryBackend implements WeightLoaderBackend {
 
     /** A client of the source at {@code address} and its manifest, checked against {@code fingerprint}. */
     private Chosen open(String address, Fingerprint fingerprint) {
-        TransferEngineBackend b = sources.apply(address);
+        return open(address, fingerprint, false);
+    }
+
+    /** @param pipelined the source serves while it loads ({@link #sources}) */
+    private Chosen open(String address, Fingerprint fingerprint, boolean pipelined) {
+        TransferEngineBackend b = sources.apply(address, pipelined);
         try {
             Manifest m = RegistrySources.check(b.checkedManifest(b.seed()), fingerprint, address, directory);
             return new Chosen(address, b, m, fingerprint);
@@ -237,7 +258,12 @@ final class RegistryBackend implements WeightLoaderBackend {
     }
 
     private LoadReport loadFromRegistry(LoadRequest request, long t0) {
+        if (te.sourceStrategy().equals("tree")) {
+            return loadClaimed(request, t0);
+        }
         RegistrySources.Candidates c = candidates();
+        boolean chain = te.sourceStrategy().equals("chain");
+        Optional<SourceEntry> link = chain ? chainSource(c) : Optional.empty();
         double listed = (System.nanoTime() - t0) / 1e9;
         if (chosen != null && (!chosen.fingerprint().equals(c.fingerprint())
                 || !RegistrySources.addresses(c.sources()).contains(chosen.address()))) {
@@ -247,13 +273,18 @@ final class RegistryBackend implements WeightLoaderBackend {
         if (chosen != null) {
             c = c.preferring(chosen.address());
         }
+        List<SourceEntry> order = new ArrayList<>(c.sources());
+        if (link.isPresent()) { // chain: the link before this relay (or the chain's end) first, then ready sources
+            order.removeIf(e -> e.address().equals(link.get().address()));
+            order.add(0, link.get());
+        }
         long deadline = t0 + settings.remote().transferTimeout().toNanos();
         List<String> failed = new ArrayList<>(failedChoosing);
         failedChoosing.clear();
         java.util.Set<String> failedAlready = failed.stream().map(f -> f.substring(0, f.indexOf(": ")))
                 .collect(java.util.stream.Collectors.toSet());
         int tries = failed.size();
-        for (SourceEntry e : c.sources()) {
+        for (SourceEntry e : order) {
             if (failedAlready.contains(e.address())) {
                 continue;
             }
@@ -261,22 +292,35 @@ final class RegistryBackend implements WeightLoaderBackend {
                 break;
             }
             tries++;
-            Chosen s = chosen != null && chosen.address().equals(e.address()) ? chosen : null;
+            boolean loading = !e.ready();
+            Chosen s = !loading && chosen != null && chosen.address().equals(e.address()) ? chosen : null;
             try {
                 if (s == null) {
-                    s = open(e.address(), c.fingerprint());
+                    s = open(e.address(), c.fingerprint(), loading);
                 }
                 Map<String, Double> phases = new LinkedHashMap<>();
                 phases.put("registry", listed);
-                // every byte is checked against the manifest whose checksum list the registry vouched for
+                // every byte is checked against the manifest whose checksum list the registry vouched for, but by a
+                // chain's relay whose gate checks every block itself as it arrives (verify-relays = false), as long as
+                // its load read from one source only
+                boolean check = !(chain && !te.verifyRelays() && failed.isEmpty());
+                if (!check) {
+                    LOG.warn("model {} rank {} from registry {}: the bytes read from {} are not hashed again by this"
+                            + " load ({}.verify-relays = false: only for a caller that checks every byte against the"
+                            + " checksums itself, as a pipelined relay's gate does)", modelId, settings.rank(),
+                            directory, e.address(), TransferEngineSettings.PATH);
+                }
                 LoadReport r = s.backend().loadWith(s.backend().seed().until(deadline
                                 + settings.remote().requestTimeout().toNanos()), s.manifest(),
-                        request.withChecksum(true), t0, phases);
-                if (chosen != s) {
+                        request.withChecksum(check || request.checksum()), t0, phases);
+                String from = s.backend().source() + (loading ? " (while it loaded)" : "");
+                if (loading) {
+                    discard(s); // its small reads are for a source that still loads
+                } else if (chosen != s) {
                     discard(chosen);
                     chosen = s;
                 }
-                return report(r, request, c, failed);
+                return report(r, request, c, failed, from);
             } catch (TensorMismatchException ex) {
                 throw ex; // the host asks for other tensors than the model has: no source will do
             } catch (WeightLoaderException ex) {
@@ -290,6 +334,104 @@ final class RegistryBackend implements WeightLoaderBackend {
         throw noSource(c, failed, failed.size(), System.nanoTime() > deadline ? "transfer-timeout ("
                 + settings.remote().transferTimeout() + ", weight-loader.remote-instance.transfer-timeout) passed"
                 : null);
+    }
+
+    /**
+     * {@code chain}: where this client reads first. A relay in the chain reads from the link it joined after (the
+     * chain's first reads from a ready source); any other client from the chain's end. Empty when that source is not
+     * listed with the fingerprint this client loads (it left, or died): then a ready source.
+     */
+    private Optional<SourceEntry> chainSource(RegistrySources.Candidates c) {
+        Chains.Chain chain = registry.chain(modelId, settings.rank());
+        String self = te.clientId().orElse(null);
+        Optional<String> want = self != null && chain.after().containsKey(self)
+                ? Optional.of(chain.after().get(self)).filter(a -> !a.isEmpty())
+                : chain.end().filter(a -> !a.equals(self));
+        Optional<SourceEntry> e = want.flatMap(c::entry);
+        if (want.isPresent() && e.isEmpty()) {
+            LOG.info("model {} rank {} from registry {}: the chain's link {} is not listed with the weights this client"
+                    + " loads (it left or died); reading from a ready source", modelId, settings.rank(), directory,
+                    want.get());
+        }
+        return e;
+    }
+
+    /**
+     * {@code tree}: from a source claimed for this client (waiting for one while every source is held), released when
+     * the load ends; a source that fails is excluded, and its claim kept until the load ends so that no other client
+     * takes it meanwhile.
+     */
+    private LoadReport loadClaimed(LoadRequest request, long t0) {
+        long deadline = t0 + settings.remote().transferTimeout().toNanos();
+        String client = te.clientId().orElseGet(() -> "client-" + UUID.randomUUID());
+        String who = "model " + modelId + " rank " + settings.rank() + " from registry " + directory + " (client "
+                + client + ")";
+        List<String> failed = new ArrayList<>(failedChoosing);
+        failedChoosing.clear();
+        Set<String> exclude = new java.util.HashSet<>(failed.stream().map(f -> f.substring(0, f.indexOf(": ")))
+                .toList());
+        String self = te.clientId().orElse(null);
+        // claims on sources that failed for this load: kept until it ends, so that no other client takes them meanwhile
+        List<SourceRegistry.Assignment> failing = new ArrayList<>();
+        try {
+            while (true) {
+                LoadReport r = loadClaimedOnce(request, t0, deadline, client, who, self, exclude, failed, failing);
+                if (r != null) {
+                    return r;
+                }
+            }
+        } finally {
+            failing.forEach(SourceRegistry.Assignment::close);
+        }
+    }
+
+    /** One source claimed and loaded from; null when it failed (it is then in {@code exclude} and {@code failing}). */
+    private LoadReport loadClaimedOnce(LoadRequest request, long t0, long deadline, String client, String who,
+                                       String self, Set<String> exclude, List<String> failed,
+                                       List<SourceRegistry.Assignment> failing) {
+        long tList = System.nanoTime();
+        RegistrySources.Claimed claimed = RegistrySources.claim(registry, modelId, settings.rank(),
+                settings.tpSize(), settings.tpLayout().name(), self, client, exclude, deadline, who);
+        boolean release = true;
+        String address = claimed.source().address();
+        Chosen s = chosen != null && chosen.address().equals(address)
+                && chosen.fingerprint().equals(claimed.candidates().fingerprint()) ? chosen : null;
+        try {
+            if (s == null) {
+                s = open(address, claimed.candidates().fingerprint());
+            }
+            Map<String, Double> phases = new LinkedHashMap<>();
+            phases.put("registry", (System.nanoTime() - tList) / 1e9); // listing, and waiting for a free source
+            LoadReport r = s.backend().loadWith(s.backend().seed().until(deadline
+                            + settings.remote().requestTimeout().toNanos()), s.manifest(),
+                    request.withChecksum(true), t0, phases);
+            if (chosen != s) {
+                discard(chosen);
+                chosen = s;
+            }
+            return report(r, request, claimed.candidates(), failed);
+        } catch (TensorMismatchException ex) {
+            throw ex;
+        } catch (WeightLoaderException ex) {
+            failed(address, ex, failed);
+            exclude.add(address);
+            failing.add(claimed.assignment());
+            release = false;
+            if (s == chosen) {
+                chosen = null;
+            }
+            discard(s);
+            if (failed.size() >= MAX_TRIES || System.nanoTime() > deadline) {
+                throw noSource(claimed.candidates(), failed, failed.size(), System.nanoTime() > deadline
+                        ? "transfer-timeout (" + settings.remote().transferTimeout()
+                        + ", weight-loader.remote-instance.transfer-timeout) passed" : null);
+            }
+            return null;
+        } finally {
+            if (release) {
+                claimed.assignment().close(); // the source is free for the next client
+            }
+        }
     }
 
     private void failed(String address, WeightLoaderException e, List<String> failed) {
@@ -312,15 +454,25 @@ final class RegistryBackend implements WeightLoaderBackend {
 
     /** The source's report, naming the registry, the sources that failed before it, and those skipped. */
     private LoadReport report(LoadReport r, LoadRequest request, RegistrySources.Candidates c, List<String> failed) {
+        return report(r, request, c, failed, chosen.backend().source());
+    }
+
+    /** @param from the source read from, as its client names it */
+    private LoadReport report(LoadReport r, LoadRequest request, RegistrySources.Candidates c, List<String> failed,
+                              String from) {
         List<TensorReport> tensors = request.checksum() ? r.tensors() : r.tensors().stream()
                 .map(t -> new TensorReport(t.name(), t.dtype(), t.shape(), t.bytes(), null, t.slice())).toList();
-        StringBuilder src = new StringBuilder(source());
+        StringBuilder src = new StringBuilder("model " + modelId + " rank " + settings.rank() + " from registry "
+                + directory + ": " + from + (te.sourceStrategy().equals("star") ? "" : " (" + te.sourceStrategy()
+                + ")"));
         if (!failed.isEmpty()) {
             src.append(" (after ").append(failed.size()).append(" failed: ").append(addresses(failed)).append(')');
         }
-        if (!c.skipped().isEmpty()) {
-            src.append(" (skipped ").append(c.skipped().size()).append(": ").append(addresses(c.skipped()))
-                    .append(')');
+        // a chain's relays that still load are not skipped by a chain's client: they are its links
+        List<String> skipped = te.sourceStrategy().equals("chain") ? c.skipped().stream()
+                .filter(x -> !x.endsWith(": not ready (it still loads)")).toList() : c.skipped();
+        if (!skipped.isEmpty()) {
+            src.append(" (skipped ").append(skipped.size()).append(": ").append(addresses(skipped)).append(')');
         }
         return new LoadReport(r.backend(), r.engine(), src.toString(), r.device(), tensors, r.totalBytes(),
                 r.seconds(), r.fallbackReason(), r.phases());

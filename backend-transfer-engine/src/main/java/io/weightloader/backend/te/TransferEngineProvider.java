@@ -156,8 +156,11 @@ public final class TransferEngineProvider implements WeightLoaderBackendProvider
         }
         // a source found in the registry is tried once more at most before the client moves on to the next
         int retries = Math.min(1, s.remote().retries());
+        TransferEngineSettings pipelined = te.withSliceSize(Math.min(te.sliceSizeFor(te.seedProtocol()),
+                DirectoryLoad.PIPELINED_SLICE));
         return RegistryBackend.open(s, te, registry, () -> Registries.open(context.config()),
-                address -> client(s, te, SeedClient.forSource(s, address).withRetries(retries)), root);
+                (address, loading) -> client(s, loading ? pipelined : te,
+                        SeedClient.forSource(s, address).withRetries(retries)), root);
     }
 
     /** A client of {@code seed}; its engine starts once the seed's manifest says which transport it serves. */

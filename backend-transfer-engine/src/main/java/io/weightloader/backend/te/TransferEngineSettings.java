@@ -79,6 +79,13 @@ record TransferEngineSettings(
         return "nvlink_intra".equals(protocol) ? 1L << 30 : 64L << 20;
     }
 
+    /** These settings with reads of at most {@code bytes} (for a source that serves while it loads). */
+    TransferEngineSettings withSliceSize(long bytes) {
+        return new TransferEngineSettings(engine, protocol, hostname, devices, bytes, batchSize, batchesInFlight,
+                bandwidthLimit, builtinPort, builtinConnections, builtinMaxConnections, mooncakeLibrary, sourceStrategy,
+                clientId, reshardStaging, verifyRelays);
+    }
+
     /** The transport a seed serves: the configured one, else tcp. */
     String seedProtocol() {
         return protocol.orElse("tcp");

@@ -5,10 +5,16 @@ import io.etcd.jetcd.Client;
 import io.etcd.jetcd.ClientBuilder;
 import io.etcd.jetcd.KeyValue;
 import io.etcd.jetcd.kv.GetResponse;
+import io.etcd.jetcd.kv.TxnResponse;
 import io.etcd.jetcd.lease.LeaseKeepAliveResponse;
+import io.etcd.jetcd.op.Cmp;
+import io.etcd.jetcd.op.CmpTarget;
+import io.etcd.jetcd.op.Op;
 import io.etcd.jetcd.options.GetOption;
 import io.etcd.jetcd.options.PutOption;
 import io.weightloader.api.config.RankKey;
+import io.weightloader.seed.registry.Assignments;
+import io.weightloader.seed.registry.Chains;
 import io.weightloader.seed.registry.Entries;
 import io.weightloader.seed.registry.RegistryException;
 import io.weightloader.seed.registry.SourceEntry;
@@ -16,8 +22,11 @@ import io.weightloader.seed.registry.SourceRegistry;
 import java.net.URI;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
@@ -35,12 +44,19 @@ import org.slf4j.LoggerFactory;
  * {@link Entries#PREFIX} attached to a lease of its own, renewed every third of {@code lease-ttl}; a source that stops
  * renewing (its process died, or lost etcd) is deleted by etcd when the lease ends; a source that leaves revokes its
  * lease. What etcd holds is parsed strictly ({@link Entries#parse}); entries that do not parse, or whose fingerprint
- * differs, are skipped and named in a log line. Thread-safe.
+ * differs, are skipped and named in a log line.
+ *
+ * <p>Assignments ({@code source-strategy = tree}): a client claims a source with a transaction that creates the key
+ * {@link Assignments#key} only if it does not exist, attached to a lease of the claim's own (renewed as an entry's);
+ * the client revokes it when its load ends, and etcd deletes it when the client dies and the lease runs out. A waiting
+ * client watches the rank's entries and assignments ({@link EtcdChanges}). Thread-safe.
  */
 public final class EtcdRegistry implements SourceRegistry {
     private static final Logger LOG = LoggerFactory.getLogger(EtcdRegistry.class);
     /** Most entries read for one (model, rank); more are ignored, with a warning. */
     static final int MAX_ENTRIES = 10_000;
+    /** Most times a relay tries to become a chain's end while others keep joining before it. */
+    static final int MAX_JOIN_TRIES = 64;
     /** Largest answer read from etcd: {@link #MAX_ENTRIES} of the largest keys and values, with room for framing. */
     static final int MAX_LISTING_BYTES = 64 << 20;
 
@@ -48,6 +64,7 @@ public final class EtcdRegistry implements SourceRegistry {
     private final Client client;
     private final ScheduledExecutorService renewals;
     private final Set<Lease> leases = ConcurrentHashMap.newKeySet();
+    private final Set<EtcdClaim> claims = ConcurrentHashMap.newKeySet();
     private volatile boolean closed;
 
     private EtcdRegistry(EtcdSettings settings, Client client) {
@@ -108,7 +125,7 @@ public final class EtcdRegistry implements SourceRegistry {
         return ttlSeconds() * 1000;
     }
 
-    private long ttlSeconds() {
+    long ttlSeconds() {
         return Math.max(2, (settings.leaseTtl().toMillis() + 999) / 1000);
     }
 
@@ -120,8 +137,8 @@ public final class EtcdRegistry implements SourceRegistry {
         }
         Lease lease = new Lease(source);
         lease.grant();
-        long every = Math.max(200, ttlMillis() / 3);
-        lease.renewal = renewals.scheduleWithFixedDelay(lease::renew, every, every, TimeUnit.MILLISECONDS);
+        lease.renewal = renewals.scheduleWithFixedDelay(lease::renew, renewEvery(), renewEvery(),
+                TimeUnit.MILLISECONDS);
         leases.add(lease);
         return lease;
     }
@@ -149,6 +166,82 @@ public final class EtcdRegistry implements SourceRegistry {
     }
 
     @Override
+    public Optional<Assignment> claim(String modelId, RankKey rank, String source, String client) {
+        String key = Assignments.key(modelId, rank, source);
+        String value = Assignments.value(modelId, source, client);
+        if (closed) {
+            throw new RegistryException("etcd registry " + describe() + ": closed");
+        }
+        EtcdClaim c = new EtcdClaim(this, key, value, source, client);
+        if (!c.take()) {
+            return Optional.empty();
+        }
+        claims.add(c);
+        c.renewal = renewals.scheduleWithFixedDelay(c::renew, renewEvery(), renewEvery(), TimeUnit.MILLISECONDS);
+        return Optional.of(c);
+    }
+
+    /** The jetcd client, for {@link EtcdClaim}. */
+    Client client() {
+        return client;
+    }
+
+    boolean closed() {
+        return closed;
+    }
+
+    /** A claim released: no longer renewed by this registry. */
+    void forget(EtcdClaim c) {
+        claims.remove(c);
+    }
+
+    @Override
+    public List<Assignments.Held> assignments(String modelId, RankKey rank) {
+        String prefix = Assignments.rankPrefix(modelId, rank);
+        GetResponse resp = await(client.getKVClient().get(bytes(prefix), GetOption.builder().isPrefix(true)
+                .withLimit(MAX_ENTRIES).build()), requestMillis(), "list " + prefix);
+        List<Assignments.Held> out = new ArrayList<>();
+        for (KeyValue kv : resp.getKvs()) {
+            byte[] key = kv.getKey().getBytes();
+            try {
+                out.add(Assignments.parse(prefix, key, kv.getValue().getBytes()));
+            } catch (IllegalArgumentException e) {
+                LOG.warn("registry {}: skipped assignment {}: {}", describe(), Entries.show(key), e.getMessage());
+            }
+        }
+        return out;
+    }
+
+    @Override
+    public Changes watch(String modelId, RankKey rank) {
+        String entries = Entries.rankPrefix(modelId, rank);
+        // the revision now: every change after it is reported, so none made after the caller's next read is missed
+        long revision = await(client.getKVClient().get(bytes(entries), GetOption.builder().withLimit(1)
+                .withKeysOnly(true).build()), requestMillis(), "read " + entries).getHeader().getRevision();
+        return new EtcdChanges(client.getWatchClient(), describe(),
+                List.of(entries, Assignments.rankPrefix(modelId, rank)), revision + 1);
+    }
+
+    @Override
+    public Chains.Chain chain(String modelId, RankKey rank) {
+        String prefix = Chains.rankPrefix(modelId, rank);
+        GetResponse resp = await(client.getKVClient().get(bytes(prefix), GetOption.builder().isPrefix(true)
+                .withLimit(MAX_ENTRIES).build()), requestMillis(), "list " + prefix);
+        String end = null;
+        Map<String, String> after = new HashMap<>();
+        for (KeyValue kv : resp.getKvs()) {
+            byte[] key = kv.getKey().getBytes();
+            try {
+                String e = Chains.parse(prefix, key, kv.getValue().getBytes(), after);
+                end = e != null ? e : end;
+            } catch (IllegalArgumentException e) {
+                LOG.warn("registry {}: skipped chain key {}: {}", describe(), Entries.show(key), e.getMessage());
+            }
+        }
+        return new Chains.Chain(Optional.ofNullable(end), after);
+    }
+
+    @Override
     public void close() {
         if (closed) {
             return;
@@ -156,14 +249,46 @@ public final class EtcdRegistry implements SourceRegistry {
         closed = true;
         renewals.shutdownNow();
         leases.clear();
+        claims.clear();
         client.close();
     }
 
-    private long requestMillis() {
+    long renewEvery() {
+        return Math.max(200, ttlMillis() / 3);
+    }
+
+    /**
+     * Renews {@code leaseId} once.
+     *
+     * @return false when the lease had ended (etcd was out of reach for longer than its TTL)
+     * @throws RegistryException etcd could not be reached
+     */
+    boolean keepAlive(long leaseId, String what) {
+        try {
+            LeaseKeepAliveResponse r = await(client.getLeaseClient().keepAliveOnce(leaseId), requestMillis(),
+                    "renew the lease of " + what);
+            return r.getTTL() > 0;
+        } catch (RegistryException e) {
+            if (String.valueOf(e.getMessage()).contains("not found")) {
+                return false;
+            }
+            throw e;
+        }
+    }
+
+    void revokeQuietly(long leaseId) {
+        client.getLeaseClient().revoke(leaseId).whenComplete((r, t) -> {
+            if (t != null) {
+                LOG.debug("registry {}: revoking lease {} failed (it ends on its own)", describe(), leaseId, t);
+            }
+        });
+    }
+
+    long requestMillis() {
         return settings.requestTimeout().toMillis();
     }
 
-    private <T> T await(CompletableFuture<T> f, long millis, String what) {
+    <T> T await(CompletableFuture<T> f, long millis, String what) {
         try {
             return f.get(millis, TimeUnit.MILLISECONDS);
         } catch (TimeoutException e) {
@@ -179,7 +304,7 @@ public final class EtcdRegistry implements SourceRegistry {
         }
     }
 
-    private static ByteSequence bytes(String s) {
+    static ByteSequence bytes(String s) {
         return ByteSequence.from(s, StandardCharsets.UTF_8);
     }
 
@@ -212,17 +337,11 @@ public final class EtcdRegistry implements SourceRegistry {
                 return;
             }
             try {
-                LeaseKeepAliveResponse r = await(client.getLeaseClient().keepAliveOnce(leaseId), requestMillis(),
-                        "renew the lease of " + key);
-                if (r.getTTL() <= 0) {
+                if (!keepAlive(leaseId, key)) {
                     expired();
                 }
             } catch (RegistryException e) {
-                if (String.valueOf(e.getMessage()).contains("not found")) {
-                    expired();
-                } else {
-                    LOG.warn("{} (trying again in {} ms)", e.getMessage(), Math.max(200, ttlMillis() / 3));
-                }
+                LOG.warn("{} (trying again in {} ms)", e.getMessage(), renewEvery());
             }
         }
 
@@ -234,6 +353,47 @@ public final class EtcdRegistry implements SourceRegistry {
             } catch (RegistryException e) {
                 LOG.warn("{} (trying again)", e.getMessage());
             }
+        }
+
+        /**
+         * Becomes the chain's end with a transaction that succeeds only if the end is still the one read (by its
+         * revision), putting the end and this relay's link on this entry's lease; tried again while other relays join
+         * first.
+         */
+        @Override
+        public synchronized Optional<String> joinChain() {
+            SourceEntry e = entry;
+            RankKey rank = e.fingerprint().rank();
+            ByteSequence endKey = bytes(Chains.endKey(e.modelId(), rank));
+            ByteSequence end = bytes(Chains.endValue(e.modelId(), e.address()));
+            PutOption onLease = PutOption.builder().withLeaseId(leaseId).build();
+            for (int attempt = 0; attempt < MAX_JOIN_TRIES; attempt++) {
+                GetResponse g = await(client.getKVClient().get(endKey), requestMillis(), "read " + endKey);
+                Optional<String> after = Optional.empty();
+                Cmp unchanged = new Cmp(endKey, Cmp.Op.EQUAL, CmpTarget.createRevision(0));
+                if (!g.getKvs().isEmpty()) {
+                    KeyValue kv = g.getKvs().get(0);
+                    unchanged = new Cmp(endKey, Cmp.Op.EQUAL, CmpTarget.modRevision(kv.getModRevision()));
+                    try {
+                        String prefix = Chains.rankPrefix(e.modelId(), rank);
+                        after = Optional.ofNullable(Chains.parse(prefix, kv.getKey().getBytes(),
+                                kv.getValue().getBytes(), new HashMap<>())).filter(a -> !a.equals(e.address()));
+                    } catch (IllegalArgumentException x) {
+                        LOG.warn("registry {}: the chain's end {} does not parse ({}); starting the chain again",
+                                describe(), Entries.show(kv.getKey().getBytes()), x.getMessage());
+                    }
+                }
+                TxnResponse r = await(client.getKVClient().txn().If(unchanged).Then(Op.put(endKey, end, onLease),
+                        Op.put(bytes(Chains.linkKey(e.modelId(), rank, e.address())),
+                                bytes(Chains.linkValue(e.modelId(), e.address(), after)), onLease)).commit(),
+                        requestMillis(), "join the chain at " + endKey);
+                if (r.isSucceeded()) {
+                    return after;
+                }
+            }
+            throw new RegistryException("etcd registry " + describe() + ": " + e.address() + " could not join the"
+                    + " chain of model " + e.modelId() + " rank " + rank + ": " + MAX_JOIN_TRIES + " other relays"
+                    + " joined first");
         }
 
         @Override

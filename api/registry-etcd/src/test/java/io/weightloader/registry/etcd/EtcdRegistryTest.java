@@ -8,6 +8,7 @@ import com.typesafe.config.ConfigFactory;
 import io.etcd.jetcd.ByteSequence;
 import io.etcd.jetcd.Client;
 import io.weightloader.api.config.RankKey;
+import io.weightloader.seed.registry.Assignments;
 import io.weightloader.seed.registry.Entries;
 import io.weightloader.seed.registry.Fingerprint;
 import io.weightloader.seed.registry.RegistryException;
@@ -74,6 +75,22 @@ class EtcdRegistryTest extends SourceRegistryContract {
 
         assertThat(r.list(m, f)).extracting(SourceEntry::address).containsExactly("10.0.0.1:8400");
         assertThat(r.listAll(m, new RankKey(0, 0))).extracting(SourceEntry::address).containsExactly("10.0.0.1:8400");
+    }
+
+    @Test
+    void hostileAssignmentsAreSkippedAndNeverTakeASourceAway() throws Exception {
+        SourceRegistry r = open();
+        String m = model("hostile-claims");
+        RankKey r0 = new RankKey(0, 0);
+        String prefix = Assignments.rankPrefix(m, r0);
+        putRaw(prefix + "10.0.0.2:8400", Assignments.value(m, "10.0.0.3:8400", "x").getBytes()); // another source
+        putRaw(prefix + "10.0.0.4:8400", "{\"version\":1}".getBytes());
+        putRaw(prefix + "10.0.0.5:8400", new byte[Entries.MAX_VALUE_BYTES + 1]);
+        assertThat(r.claim(m, r0, "10.0.0.1:8400", "client-a")).isPresent();
+
+        assertThat(r.assignments(m, r0)).containsExactly(new Assignments.Held("10.0.0.1:8400", "client-a"));
+        // a key there, parsed or not, is a claim etcd's transaction sees: nobody else gets that source
+        assertThat(r.claim(m, r0, "10.0.0.2:8400", "client-b")).isEmpty();
     }
 
     @Test

@@ -42,7 +42,7 @@ public final class Entries {
     private static final Set<String> FIELDS = Set.of("version", "address", "model_id", "ready", "fingerprint");
     private static final Set<String> FINGERPRINT_FIELDS = Set.of("generation", "tp_size", "layout", "tp", "pp",
             "names_digest", "checksums_digest");
-    private static final ObjectMapper STRICT = new ObjectMapper(JsonFactory.builder()
+    static final ObjectMapper STRICT = new ObjectMapper(JsonFactory.builder()
             .streamReadConstraints(StreamReadConstraints.builder().maxNestingDepth(4)
                     .maxStringLength(MAX_VALUE_BYTES).maxNumberLength(20).build()).build())
             .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
@@ -177,7 +177,7 @@ public final class Entries {
         }
     }
 
-    private static void fieldsOnly(JsonNode node, Set<String> known, String what) {
+    static void fieldsOnly(JsonNode node, Set<String> known, String what) {
         for (Iterator<Map.Entry<String, JsonNode>> it = node.fields(); it.hasNext(); ) {
             String name = it.next().getKey();
             if (!known.contains(name)) {
@@ -191,7 +191,7 @@ public final class Entries {
         }
     }
 
-    private static String text(JsonNode node, String field) {
+    static String text(JsonNode node, String field) {
         JsonNode n = node.get(field);
         if (n == null || !n.isTextual()) {
             throw new IllegalArgumentException("'" + field + "' must be a string");
@@ -199,7 +199,7 @@ public final class Entries {
         return n.textValue();
     }
 
-    private static int integer(JsonNode node, String field, int min, int max) {
+    static int integer(JsonNode node, String field, int min, int max) {
         JsonNode n = node.get(field);
         if (n == null || !n.isIntegralNumber() || !n.canConvertToInt() || n.intValue() < min || n.intValue() > max) {
             throw new IllegalArgumentException("'" + field + "' must be a whole number in [" + min + ", " + max

@@ -11,7 +11,9 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Optional;
 import java.util.Random;
+import java.util.Set;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -33,6 +35,8 @@ import org.slf4j.LoggerFactory;
 public final class RegistrySources {
     private static final Logger LOG = LoggerFactory.getLogger(RegistrySources.class);
     private static final Random RANDOM = new Random();
+    /** How often a client that waits for a free source says what it waits for. */
+    static final long WAIT_LOG_NANOS = 10_000_000_000L;
 
     private RegistrySources() {
     }
@@ -43,19 +47,28 @@ public final class RegistrySources {
      * @param fingerprint what it loads: the fingerprint its sources share
      * @param sources     the ready sources of that fingerprint, in the order to try them
      * @param skipped     every other entry, as {@code host:port: why}
+     * @param loading     the entries of that fingerprint not ready yet: relays that serve while they load (a chain's),
+     *                    skipped but for {@code source-strategy = chain}
      */
     public record Candidates(String registry, String modelId, Fingerprint fingerprint, List<SourceEntry> sources,
-                             List<String> skipped) {
+                             List<String> skipped, List<SourceEntry> loading) {
         public Candidates {
             sources = List.copyOf(sources);
             skipped = List.copyOf(skipped);
+            loading = List.copyOf(loading);
         }
 
         /** The same candidates with {@code address} first, when it is one of them (a source already chosen). */
         public Candidates preferring(String address) {
             List<SourceEntry> s = new ArrayList<>(sources);
             s.sort(Comparator.comparing((SourceEntry e) -> !e.address().equals(address)));
-            return new Candidates(registry, modelId, fingerprint, s, skipped);
+            return new Candidates(registry, modelId, fingerprint, s, skipped, loading);
+        }
+
+        /** The entry of {@code address}, ready or loading, if it is one of these. */
+        public Optional<SourceEntry> entry(String address) {
+            return java.util.stream.Stream.concat(sources.stream(), loading.stream())
+                    .filter(e -> e.address().equals(address)).findFirst();
         }
     }
 
@@ -74,13 +87,19 @@ public final class RegistrySources {
         List<SourceEntry> all = registry.listAll(modelId, rank);
         List<String> skipped = new ArrayList<>();
         List<SourceEntry> usable = new ArrayList<>();
+        List<SourceEntry> notReady = new ArrayList<>();
         for (SourceEntry e : all) {
             Fingerprint f = e.fingerprint();
             String why = null;
             if (e.address().equals(self)) {
                 continue;
             } else if (!e.ready()) {
-                why = "not ready (it still loads)";
+                // not an anomaly: a relay that serves while it loads (source-strategy chain)
+                LOG.info("registry {}: source {} of model {} rank {} is not ready (it still loads); only a chain reads"
+                        + " from it", registry.describe(), e.address(), modelId, rank);
+                skipped.add(e.address() + ": not ready (it still loads)");
+                notReady.add(e);
+                continue;
             } else if (f.tpSize() != tpSize || tpSize > 1 && !f.layout().equals(layout)) {
                 why = "holds tp size " + f.tpSize() + ", layout " + f.layout() + "; this client loads tp size " + tpSize
                         + ", layout " + layout + " (weight-loader.rank.tp-size, weight-loader.tp-layout)";
@@ -125,7 +144,86 @@ public final class RegistrySources {
         }
         List<SourceEntry> sources = new ArrayList<>(byFingerprint.get(chosen));
         Collections.shuffle(sources, RANDOM);
-        return new Candidates(registry.describe(), modelId, chosen, sources, skipped);
+        List<SourceEntry> loading = notReady.stream().filter(e -> e.fingerprint().equals(chosen)).toList();
+        return new Candidates(registry.describe(), modelId, chosen, sources, skipped, loading);
+    }
+
+    /** A source claimed for a client ({@link #claim}), with the candidates it was picked from. */
+    public record Claimed(Candidates candidates, SourceEntry source, SourceRegistry.Assignment assignment) {
+    }
+
+    /**
+     * {@code source-strategy = tree} over a registry: a ready source of the fingerprint most sources share (as
+     * {@link #find}) that no client holds, claimed for {@code client} ({@link SourceRegistry#claim}). When every such
+     * source is held the client waits, watching the registry, and takes one as soon as a claim ends (a client finished,
+     * or died and its lease ran out) or a new source is listed (a relay that finished its load); it says what it waits
+     * for every 10 s. The sources are tried in {@link #find}'s random order, so clients spread over the free ones.
+     *
+     * @param exclude   sources not to claim (they failed for this load)
+     * @param deadline  when to give up ({@link System#nanoTime()}): {@code remote-instance.transfer-timeout}
+     * @param who       the client, for log lines
+     * @throws RegistryException the registry could not be reached (the message names it)
+     * @throws WeightLoaderException no source fits ({@link #find}), every one failed for this load, or none came free
+     *                               before {@code deadline} (naming who holds each)
+     */
+    public static Claimed claim(SourceRegistry registry, String modelId, RankKey rank, int tpSize, String layout,
+                                String self, String client, Set<String> exclude, long deadline, String who) {
+        Assignments.checkClient(client);
+        long nextLog = System.nanoTime();
+        try (SourceRegistry.Changes changes = registry.watch(modelId, rank)) { // before listing: no change is missed
+            while (true) {
+                Candidates c = find(registry, modelId, rank, tpSize, layout, self);
+                List<SourceEntry> open = c.sources().stream().filter(e -> !exclude.contains(e.address())).toList();
+                if (open.isEmpty()) {
+                    throw new WeightLoaderException(who + ": every ready source of model " + modelId + " rank " + rank
+                            + " in registry " + registry.describe() + " failed for this load: "
+                            + String.join(", ", addresses(c.sources())));
+                }
+                Set<String> held = new java.util.HashSet<>();
+                registry.assignments(modelId, rank).forEach(h -> held.add(h.source()));
+                for (SourceEntry e : open) {
+                    if (held.contains(e.address())) {
+                        continue;
+                    }
+                    Optional<SourceRegistry.Assignment> a = registry.claim(modelId, rank, e.address(), client);
+                    if (a.isPresent()) {
+                        return new Claimed(c, e, a.get());
+                    }
+                }
+                long now = System.nanoTime();
+                if (now > deadline) {
+                    throw new WeightLoaderException(who + ": no source of model " + modelId + " rank " + rank
+                            + " in registry " + registry.describe() + " came free within transfer-timeout"
+                            + " (weight-loader.remote-instance.transfer-timeout, source-strategy tree): "
+                            + busy(registry, modelId, rank, open));
+                }
+                if (now >= nextLog) {
+                    LOG.info("{}: waiting for a free source (source-strategy tree, registry {}): {}; {} s left of"
+                            + " transfer-timeout", who, registry.describe(), busy(registry, modelId, rank, open),
+                            Math.max(0, (deadline - now) / 1_000_000_000L));
+                    nextLog = now + WAIT_LOG_NANOS;
+                }
+                changes.await(Math.min(deadline + 1, nextLog));
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new WeightLoaderException(who + ": interrupted while waiting for a free source of model " + modelId
+                    + " rank " + rank + " in registry " + registry.describe(), e);
+        }
+    }
+
+    /** Who holds the ready sources {@code open}: a few, then a count. */
+    static String busy(SourceRegistry registry, String modelId, RankKey rank, List<SourceEntry> open) {
+        java.util.Map<String, String> holder = new java.util.HashMap<>();
+        registry.assignments(modelId, rank).forEach(h -> holder.putIfAbsent(h.source(), h.client()));
+        List<String> each = new ArrayList<>();
+        for (SourceEntry e : open) {
+            each.add(e.address() + (holder.containsKey(e.address()) ? " (client " + holder.get(e.address()) + ")"
+                    : " (free)"));
+        }
+        return "each of the " + open.size() + " ready source(s) serves one client: " + String.join(", ",
+                each.subList(0, Math.min(4, each.size()))) + (each.size() > 4 ? " and " + (each.size() - 4) + " more"
+                : "");
     }
 
     private static void skip(SourceRegistry registry, String modelId, RankKey rank, String address, String why,

@@ -88,4 +88,51 @@ class RegistrySourcesTest {
                 .hasMessageContaining("source h:1 serves other weights than registry in-process lists for it")
                 .hasMessageContaining("checksums digest " + f.checksumsDigest() + " (wanted " + "b".repeat(64));
     }
+
+    @Test
+    void aRegistryThatHoldsNoAssignmentsOrChainsRefusesTreeAndChainNamingItAndTheSetting() {
+        SourceRegistry bare = new SourceRegistry() {
+            @Override
+            public String describe() {
+                return "bare://x";
+            }
+
+            @Override
+            public long ttlMillis() {
+                return 1000;
+            }
+
+            @Override
+            public Registration register(SourceEntry source) {
+                return new Registration() {
+                    @Override
+                    public void update(boolean ready) {
+                    }
+
+                    @Override
+                    public void close() {
+                    }
+                };
+            }
+
+            @Override
+            public List<SourceEntry> listAll(String modelId, RankKey rank) {
+                return List.of(new SourceEntry("10.0.0.1:1", "m", fp("g1", SourceRegistryContract.SUMS), true));
+            }
+
+            @Override
+            public void close() {
+            }
+        };
+        assertThatThrownBy(() -> RegistrySources.claim(bare, "m", R0, 2, "llama", null, "c", java.util.Set.of(),
+                System.nanoTime() + 1_000_000_000L, "client"))
+                .isInstanceOf(RegistryException.class).hasMessageContaining("bare://x")
+                .hasMessageContaining("weight-loader.backends.transfer_engine.source-strategy = tree");
+        assertThatThrownBy(() -> bare.chain("m", R0)).isInstanceOf(RegistryException.class)
+                .hasMessageContaining("bare://x").hasMessageContaining("source-strategy = chain");
+        SourceRegistry.Registration r = bare.register(new SourceEntry("10.0.0.2:1", "m",
+                fp("g1", SourceRegistryContract.SUMS), false));
+        assertThatThrownBy(r::joinChain).isInstanceOf(RegistryException.class)
+                .hasMessageContaining("source-strategy = chain");
+    }
 }
