@@ -1,6 +1,7 @@
 package io.weightloader.registry.etcd;
 
 import io.etcd.jetcd.ByteSequence;
+import io.etcd.jetcd.Client;
 import io.etcd.jetcd.kv.TxnResponse;
 import io.etcd.jetcd.op.Cmp;
 import io.etcd.jetcd.op.CmpTarget;
@@ -8,13 +9,15 @@ import io.etcd.jetcd.op.Op;
 import io.etcd.jetcd.options.PutOption;
 import io.weightloader.seed.registry.RegistryException;
 import io.weightloader.seed.registry.SourceRegistry;
+import java.nio.charset.StandardCharsets;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ScheduledFuture;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * A client's claim on a source in etcd ({@link SourceRegistry#claim}): its assignment key, created by a transaction
- * only if no key is there, on a lease of its own that {@link EtcdRegistry} renews every third of its TTL until the
+ * only if no key is there, on a lease of its own that its registry renews every third of its TTL until the
  * claim is released (the lease revoked: etcd deletes the key) or the registry is closed (the lease then runs out, as
  * when the client's process dies). A claim whose lease ran out while etcd was out of reach is made again, or, if
  * another client took the source meanwhile, given up with a WARN line.
@@ -22,7 +25,33 @@ import org.slf4j.LoggerFactory;
 final class EtcdClaim implements SourceRegistry.Assignment {
     private static final Logger LOG = LoggerFactory.getLogger(EtcdClaim.class);
 
-    private final EtcdRegistry registry;
+    /** What a claim needs of its registry (EtcdRegistry), so that the claim does not depend on the registry's class. */
+    interface Owner {
+        Client client();
+
+        String describe();
+
+        long ttlSeconds();
+
+        long ttlMillis();
+
+        long renewEvery();
+
+        long requestMillis();
+
+        boolean closed();
+
+        boolean keepAlive(long leaseId, String what);
+
+        void revokeQuietly(long leaseId);
+
+        <T> T await(CompletableFuture<T> f, long millis, String what);
+
+        /** A claim released: no longer renewed. */
+        void forget(EtcdClaim c);
+    }
+
+    private final Owner registry;
     private final String key;
     private final String value;
     private final String source;
@@ -31,7 +60,7 @@ final class EtcdClaim implements SourceRegistry.Assignment {
     volatile ScheduledFuture<?> renewal;
     private volatile boolean released;
 
-    EtcdClaim(EtcdRegistry registry, String key, String value, String source, String clientId) {
+    EtcdClaim(Owner registry, String key, String value, String source, String clientId) {
         this.registry = registry;
         this.key = key;
         this.value = value;
@@ -45,10 +74,10 @@ final class EtcdClaim implements SourceRegistry.Assignment {
                 registry.requestMillis(), "grant a lease").getID();
         TxnResponse r;
         try {
-            ByteSequence k = EtcdRegistry.bytes(key);
+            ByteSequence k = bytes(key);
             r = registry.await(registry.client().getKVClient().txn()
                     .If(new Cmp(k, Cmp.Op.EQUAL, CmpTarget.createRevision(0)))
-                    .Then(Op.put(k, EtcdRegistry.bytes(value), PutOption.builder().withLeaseId(lease).build()))
+                    .Then(Op.put(k, bytes(value), PutOption.builder().withLeaseId(lease).build()))
                     .commit(), registry.requestMillis(), "claim " + key);
         } catch (RegistryException e) {
             registry.revokeQuietly(lease);
@@ -81,6 +110,10 @@ final class EtcdClaim implements SourceRegistry.Assignment {
         } catch (RegistryException e) {
             LOG.warn("{} (trying again in {} ms)", e.getMessage(), registry.renewEvery());
         }
+    }
+
+    private static ByteSequence bytes(String s) {
+        return ByteSequence.from(s, StandardCharsets.UTF_8);
     }
 
     @Override

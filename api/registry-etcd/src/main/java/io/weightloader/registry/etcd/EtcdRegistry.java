@@ -51,7 +51,7 @@ import org.slf4j.LoggerFactory;
  * the client revokes it when its load ends, and etcd deletes it when the client dies and the lease runs out. A waiting
  * client watches the rank's entries and assignments ({@link EtcdChanges}). Thread-safe.
  */
-public final class EtcdRegistry implements SourceRegistry {
+public final class EtcdRegistry implements SourceRegistry, EtcdClaim.Owner {
     private static final Logger LOG = LoggerFactory.getLogger(EtcdRegistry.class);
     /** Most entries read for one (model, rank); more are ignored, with a warning. */
     static final int MAX_ENTRIES = 10_000;
@@ -125,7 +125,8 @@ public final class EtcdRegistry implements SourceRegistry {
         return ttlSeconds() * 1000;
     }
 
-    long ttlSeconds() {
+    @Override
+    public long ttlSeconds() {
         return Math.max(2, (settings.leaseTtl().toMillis() + 999) / 1000);
     }
 
@@ -182,16 +183,19 @@ public final class EtcdRegistry implements SourceRegistry {
     }
 
     /** The jetcd client, for {@link EtcdClaim}. */
-    Client client() {
+    @Override
+    public Client client() {
         return client;
     }
 
-    boolean closed() {
+    @Override
+    public boolean closed() {
         return closed;
     }
 
     /** A claim released: no longer renewed by this registry. */
-    void forget(EtcdClaim c) {
+    @Override
+    public void forget(EtcdClaim c) {
         claims.remove(c);
     }
 
@@ -253,7 +257,8 @@ public final class EtcdRegistry implements SourceRegistry {
         client.close();
     }
 
-    long renewEvery() {
+    @Override
+    public long renewEvery() {
         return Math.max(200, ttlMillis() / 3);
     }
 
@@ -263,7 +268,8 @@ public final class EtcdRegistry implements SourceRegistry {
      * @return false when the lease had ended (etcd was out of reach for longer than its TTL)
      * @throws RegistryException etcd could not be reached
      */
-    boolean keepAlive(long leaseId, String what) {
+    @Override
+    public boolean keepAlive(long leaseId, String what) {
         try {
             LeaseKeepAliveResponse r = await(client.getLeaseClient().keepAliveOnce(leaseId), requestMillis(),
                     "renew the lease of " + what);
@@ -276,7 +282,8 @@ public final class EtcdRegistry implements SourceRegistry {
         }
     }
 
-    void revokeQuietly(long leaseId) {
+    @Override
+    public void revokeQuietly(long leaseId) {
         client.getLeaseClient().revoke(leaseId).whenComplete((r, t) -> {
             if (t != null) {
                 LOG.debug("registry {}: revoking lease {} failed (it ends on its own)", describe(), leaseId, t);
@@ -284,11 +291,13 @@ public final class EtcdRegistry implements SourceRegistry {
         });
     }
 
-    long requestMillis() {
+    @Override
+    public long requestMillis() {
         return settings.requestTimeout().toMillis();
     }
 
-    <T> T await(CompletableFuture<T> f, long millis, String what) {
+    @Override
+    public <T> T await(CompletableFuture<T> f, long millis, String what) {
         try {
             return f.get(millis, TimeUnit.MILLISECONDS);
         } catch (TimeoutException e) {
