@@ -83,7 +83,7 @@ record TransferEngineSettings(
     TransferEngineSettings withSliceSize(long bytes) {
         return new TransferEngineSettings(engine, protocol, hostname, devices, bytes, batchSize, batchesInFlight,
                 bandwidthLimit, builtinPort, builtinConnections, builtinMaxConnections, mooncakeLibrary, sourceStrategy,
-                clientId, reshardStaging, verifyRelays);
+                clientId, reshardStaging, verifyRelays, multiSource);
     }
 
     /** The transport a seed serves: the configured one, else tcp. */
