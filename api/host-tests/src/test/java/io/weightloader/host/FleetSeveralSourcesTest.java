@@ -120,8 +120,8 @@ class FleetSeveralSourcesTest {
 
         // star: no claims; tree: each source claimed while it is read from, every claim released after the load
         for (String strategy : List.of("star", "tree")) {
-            LoadReport r = load(fleet, ckpt, client + "weight-loader.backends.transfer_engine { bandwidth-limit = 64 MiB,"
-                    + " source-strategy = " + strategy + " }", ProgressListener.NONE);
+            LoadReport r = load(fleet, ckpt, client + "weight-loader.backends.transfer_engine {"
+                    + " bandwidth-limit = 64 MiB, source-strategy = " + strategy + " }", ProgressListener.NONE);
             System.out.println("FleetSeveralSourcesTest: " + r.source());
             assertThat(r.source()).contains("from registry " + etcd.directory()).contains("3 sources");
             assertThat(r.sources()).as(r.source()).extracting(SourceReport::source)
@@ -221,7 +221,8 @@ class FleetSeveralSourcesTest {
 
         Fleet.Logged<LoadReport> ok = Fleet.logged(() -> load(fleet, ckpt, registry
                 + "weight-loader.load-format = remote_instance\n"
-                + "weight-loader.backends.transfer_engine { sources = 2, segment-size = 1 MiB }", ProgressListener.NONE));
+                + "weight-loader.backends.transfer_engine { sources = 2, segment-size = 1 MiB }",
+                ProgressListener.NONE));
         LoadReport r = ok.value();
         SourceReport lied = r.sources().stream().filter(x -> x.source().equals(liarAddress)).findFirst()
                 .orElseThrow(() -> new AssertionError(r.source()));

@@ -111,7 +111,7 @@ final class RegistrySeveral {
                         te.sourceStrategy().equals("tree"));
                 LoadReport r = new MultiSourceLoad(s.backend(), te, ref, request, s.manifest(), te.sourceStrategy(), t0,
                         deadline, phases, list).run();
-                // the multi-source line is "<reference> (N sources: a B, ...)": the registry's report names the reference
+                // the multi-source line is "<reference> (N sources: a B, ...)": the registry's line names the reference
                 int per = r.source().lastIndexOf(" (" + r.sources().size() + " sources:");
                 return reports.report(r, request, c, failed, "checksums of " + e.address() + ", "
                         + (per < 0 ? r.source() : r.source().substring(per + 2, r.source().length() - 1)));

@@ -1,10 +1,12 @@
 package io.weightloader.backend.te;
 
 import io.weightloader.api.LoadRequest;
+import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.RankKey;
 import io.weightloader.seed.Manifest;
 import io.weightloader.seed.SeedClient;
 import io.weightloader.seed.registry.Fingerprint;
+import io.weightloader.seed.registry.RegistryException;
 import io.weightloader.seed.registry.RegistrySources;
 import io.weightloader.seed.registry.SourceEntry;
 import io.weightloader.seed.registry.SourceRegistry;
@@ -74,10 +76,24 @@ final class RegistrySourceList implements SourceList {
         return "registry " + directory + " (model " + modelId + ")";
     }
 
+    /**
+     * {@inheritDoc} A registry that does not answer, or lists no ready source now, gives none (a WARN line): the load
+     * goes on with the sources it holds, and fails naming the registry only when it holds none.
+     */
     @Override
     public List<String> take(int max, Set<String> exclude) {
-        RegistrySources.Candidates c = find.get();
         List<String> out = new ArrayList<>();
+        try {
+            return take(max, exclude, out);
+        } catch (WeightLoaderException | RegistryException e) {
+            LOG.warn("model {} from registry {}: no more sources from the registry ({}); going on with those this load"
+                    + " holds", modelId, directory, e.getMessage());
+            return out;
+        }
+    }
+
+    private List<String> take(int max, Set<String> exclude, List<String> out) {
+        RegistrySources.Candidates c = find.get();
         if (!c.fingerprint().equals(fingerprint)) {
             LOG.warn("model {} from registry {}: the registry now lists other weights for this rank than this load"
                     + " reads; taking no more sources for it", modelId, directory);

@@ -41,12 +41,15 @@ interface SourceList {
      */
     Manifest manifest(String source);
 
-    /** Whether every unit, whoever sent it, must be checked (the registry's trust chain), whatever verify-relays says. */
+    /** Whether every unit, whoever sent it, is checked (a registry's trust chain), whatever verify-relays says. */
     boolean checksEveryUnit();
 
-    /** After every unit arrived and matched: the source of the reference manifest still serves that generation. */
+    /**
+     * After every unit arrived and matched: the root still serves the generation the load read (a directory); nothing
+     * for a registry, whose every unit was checked against the checksums it vouches for.
+     */
     void finished();
 
-    /** {@code source} sent bytes that do not match the root's checksums: it should be no one's source again. */
+    /** {@code source} sent bytes that do not match the reference's checksums: it should be no one's source again. */
     void reportWrongBytes(String source, String reason);
 }
