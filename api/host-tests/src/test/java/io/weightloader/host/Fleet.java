@@ -40,9 +40,14 @@ final class Fleet {
 
     /** A sharded checkpoint of {@link #SPECS} whose bytes derive from {@code seed}. */
     Path checkpoint(String name, long seed) {
+        return checkpoint(name, seed, SPECS);
+    }
+
+    /** A sharded checkpoint of {@code specs} whose bytes derive from {@code seed}. */
+    Path checkpoint(String name, long seed, List<TensorSpec> specs) {
         Map<String, byte[]> whole = new HashMap<>();
         List<SafetensorsWriter.Tensor> tensors = new ArrayList<>();
-        for (TensorSpec s : SPECS) {
+        for (TensorSpec s : specs) {
             byte[] b = Slicing.bytes(s, seed);
             whole.put(s.name(), b);
             tensors.add(SafetensorsWriter.Tensor.of(s, b));

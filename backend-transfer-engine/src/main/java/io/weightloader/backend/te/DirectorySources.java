@@ -1,6 +1,9 @@
 package io.weightloader.backend.te;
 
+import io.weightloader.api.LoadRequest;
 import io.weightloader.api.config.RankKey;
+import io.weightloader.seed.Manifest;
+import io.weightloader.seed.RemoteLoads;
 import io.weightloader.seed.SeedChangedException;
 import io.weightloader.seed.SeedClient;
 import java.util.ArrayList;
@@ -22,14 +25,43 @@ final class DirectorySources implements SourceList {
     private final String client;
     private final String strategy;
     private final String generation;
+    private final SeedReads backend;
+    private final Manifest rootManifest;
+    private final LoadRequest request;
 
-    /** @param generation the root's generation the load reads: a directory that answers another fails the load */
-    DirectorySources(SeedClient root, RankKey rank, String client, String strategy, String generation) {
+    DirectorySources(SeedReads backend, SeedClient root, RankKey rank, String client, String strategy,
+                     Manifest rootManifest, LoadRequest request) {
+        this.backend = backend;
         this.root = root;
         this.rank = rank;
         this.client = client;
         this.strategy = strategy;
-        this.generation = generation;
+        this.rootManifest = rootManifest;
+        this.generation = rootManifest.generation(); // a directory that answers another fails the load
+        this.request = request;
+    }
+
+    @Override
+    public String name(String source) {
+        return source.equals(ROOT) ? "the root seed " + root.peer() : "relay " + source;
+    }
+
+    @Override
+    public Manifest manifest(String source) {
+        return source.equals(ROOT) ? rootManifest
+                : RelayManifests.checked(backend, root.at(source).withRetries(0), rank, rootManifest, request);
+    }
+
+    @Override
+    public boolean checksEveryUnit() {
+        return false; // the root's own bytes are proven by its generation (finished); relays' as verify-relays says
+    }
+
+    @Override
+    public void finished() {
+        // every byte a relay sent matched the root's checksums of this generation; the root's own reads are proven by
+        // its generation not having changed since the manifest
+        RemoteLoads.checkGeneration(root, rank, generation, backend.source());
     }
 
     @Override

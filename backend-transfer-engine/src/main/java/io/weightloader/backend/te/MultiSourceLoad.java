@@ -16,7 +16,6 @@ import io.weightloader.memory.Checksums;
 import io.weightloader.memory.Threads;
 import io.weightloader.seed.Directory;
 import io.weightloader.seed.Manifest;
-import io.weightloader.seed.RemoteLoads;
 import io.weightloader.seed.SeedClient;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -43,7 +42,10 @@ import org.slf4j.LoggerFactory;
  * is reported (no one's source again) and dropped. A source that dies or stalls is dropped, and what it had not
  * delivered whole goes back to the queue for the others; a unit that arrived and matched is never read again. When a
  * source is dropped and work is left, another ready source is asked for. The load ends when every unit arrived and
- * matched, then checks that the root still has the generation it started from.
+ * matched, then checks that the root still has the generation it started from. Over a registry
+ * ({@link RegistrySourceList}) there is no root: the reference manifest is the first source's whose manifest matched
+ * the registry's fingerprint, every source's manifest must match it too, and every unit is checked whatever
+ * {@code verify-relays} says.
  *
  * <p>Leases: each source is held (a directory assignment, renewed every second) only while its reader has work from it;
  * a reader with nothing left to take releases its source at once.
@@ -82,6 +84,17 @@ final class MultiSourceLoad {
 
     MultiSourceLoad(SeedReads backend, TransferEngineSettings settings, SeedClient root, LoadRequest request,
                     Manifest rootManifest, String strategy, long t0, long deadline, Map<String, Double> phases) {
+        this(backend, settings, root, request, rootManifest, strategy, t0, deadline, phases, null);
+    }
+
+    /**
+     * @param rootManifest the reference manifest: every unit is checked against its checksums
+     * @param given        where the sources are found ({@link RegistrySourceList}), or null for the root's directory
+     */
+    MultiSourceLoad(SeedReads backend, TransferEngineSettings settings, SeedClient root, LoadRequest request,
+                    Manifest rootManifest, String strategy, long t0, long deadline, Map<String, Double> phases,
+                    SourceList given) {
+        this.sources = given;
         this.backend = backend;
         this.settings = settings;
         this.root = root;
@@ -100,7 +113,9 @@ final class MultiSourceLoad {
         backend.checkDestinations(request, transport);
         OneSidedEngine engine = backend.engineFor(transport);
         String client = settings.clientId().orElseGet(() -> "client-" + UUID.randomUUID());
-        sources = new DirectorySources(root, rank, client, strategy, rootManifest.generation());
+        if (sources == null) {
+            sources = new DirectorySources(backend, root, rank, client, strategy, rootManifest, request);
+        }
         MultiSourceSettings ms = settings.multiSource();
         List<Segment> plan = Segments.plan(request.tensors(), rootManifest.entriesByName(), ms.segmentSize());
         ledger = new SegmentLedger(plan);
@@ -111,7 +126,7 @@ final class MultiSourceLoad {
         cx = new SourceWorker.Context(ledger, progress, this::arrived, backend.peers(), engine, readSize,
                 settings.batchesInFlight(), settings.batchSize(), ms.stallTimeout(), deadline, t0,
                 new Pacer(settings.bandwidthLimit()), () -> reading);
-        boolean verify = settings.verifyRelays();
+        boolean verify = verifies();
         if (!verify) {
             LOG.warn("{}: bytes read from relays are not checked by this load ({}.verify-relays = false: only for a"
                     + " caller that checks every byte against the root's checksums itself)", backend.source(),
@@ -251,8 +266,7 @@ final class MultiSourceLoad {
         held.addAll(taken);
         List<CompletableFuture<SourceWorker>> opening = new ArrayList<>();
         for (String s : taken) {
-            SourceTally tally = tallies.computeIfAbsent(s, k -> new SourceTally(k, k.equals(SourceList.ROOT)
-                    ? "the root seed " + root.peer() : "relay " + k));
+            SourceTally tally = tallies.computeIfAbsent(s, k -> new SourceTally(k, sources.name(k)));
             opening.add(CompletableFuture.supplyAsync(() -> open(tally), readers));
         }
         List<SourceWorker> opened = new ArrayList<>();
@@ -292,8 +306,7 @@ final class MultiSourceLoad {
     /** A reader of the source {@code tally} names, ready to start; null (and the source dropped) when it fails. */
     private SourceWorker open(SourceTally tally) {
         try {
-            Manifest m = tally.isRoot() ? rootManifest
-                    : RelayManifests.checked(backend, root.at(tally.source).withRetries(0), rank, rootManifest, request);
+            Manifest m = sources.manifest(tally.source);
             OneSidedEngine.Peer peer = backend.peers().get(cx.engine(), m.session());
             return new SourceWorker(cx, tally, m, peer, List.of());
         } catch (RuntimeException e) {
@@ -309,7 +322,7 @@ final class MultiSourceLoad {
      * read again elsewhere and {@code from} dropped); accepted at once when relays are not checked.
      */
     private void arrived(Unit u, int segment, SourceTally from) {
-        if (!settings.verifyRelays() || u.sha256() == null && from.isRoot()) {
+        if (!verifies() || u.sha256() == null && from.isRoot()) {
             from.kept(u.length());
             accept(u);
             return;
@@ -358,9 +371,7 @@ final class MultiSourceLoad {
 
     /** The root still has the generation the load started from; then each tensor's SHA-256 when asked for. */
     private List<TensorReport> finalChecks() {
-        // every byte a relay sent matched the root's checksums of this generation; the root's own reads are proven by
-        // its generation not having changed since the manifest
-        RemoteLoads.checkGeneration(root, rank, rootManifest.generation(), backend.source());
+        sources.finished();
         List<TensorDestination> tensors = request.tensors();
         Map<String, Manifest.Entry> published = rootManifest.entriesByName();
         List<TensorReport> reports = new ArrayList<>(tensors.size());
@@ -384,6 +395,11 @@ final class MultiSourceLoad {
             reports.add(TensorReport.of(d, sha));
         }
         return reports;
+    }
+
+    /** Whether units are checked as they arrive: verify-relays, or always when the sources ask for it (a registry). */
+    private boolean verifies() {
+        return settings.verifyRelays() || sources.checksEveryUnit();
     }
 
     private void stopAll() {

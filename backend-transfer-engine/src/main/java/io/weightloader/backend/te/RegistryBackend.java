@@ -82,7 +82,7 @@ final class RegistryBackend implements WeightLoaderBackend {
     private final List<String> failedChoosing = new ArrayList<>();
 
     /** A source, its client and its manifest, checked against the fingerprint the registry lists. */
-    private record Chosen(String address, TransferEngineBackend backend, Manifest manifest, Fingerprint fingerprint) {
+    record Chosen(String address, TransferEngineBackend backend, Manifest manifest, Fingerprint fingerprint) {
     }
 
     private RegistryBackend(WeightLoaderSettings settings, TransferEngineSettings te, String directory, String modelId,
@@ -237,7 +237,7 @@ final class RegistryBackend implements WeightLoaderBackend {
                 failed(e.address(), ex, failed);
             }
         }
-        throw noSource(c, failed, failed.size(), null);
+        throw reports().noSource(c, failed, failed.size(), null);
     }
 
     /** A client of the source at {@code address} and its manifest, checked against {@code fingerprint}. */
@@ -258,6 +258,11 @@ final class RegistryBackend implements WeightLoaderBackend {
     }
 
     private LoadReport loadFromRegistry(LoadRequest request, long t0) {
+        LoadReport several = te.multiSource().several() ? new RegistrySeveral(settings, te, registry, directory,
+                modelId, reports(), this::candidates, this::open, this::failed).load(request, t0) : null;
+        if (several != null) {
+            return several;
+        }
         if (te.sourceStrategy().equals("tree")) {
             return loadClaimed(request, t0);
         }
@@ -320,7 +325,7 @@ final class RegistryBackend implements WeightLoaderBackend {
                     discard(chosen);
                     chosen = s;
                 }
-                return report(r, request, c, failed, from);
+                return reports().report(r, request, c, failed, from);
             } catch (TensorMismatchException ex) {
                 throw ex; // the host asks for other tensors than the model has: no source will do
             } catch (WeightLoaderException ex) {
@@ -331,7 +336,7 @@ final class RegistryBackend implements WeightLoaderBackend {
                 discard(s);
             }
         }
-        throw noSource(c, failed, failed.size(), System.nanoTime() > deadline ? "transfer-timeout ("
+        throw reports().noSource(c, failed, failed.size(), System.nanoTime() > deadline ? "transfer-timeout ("
                 + settings.remote().transferTimeout() + ", weight-loader.remote-instance.transfer-timeout) passed"
                 : null);
     }
@@ -409,7 +414,7 @@ final class RegistryBackend implements WeightLoaderBackend {
                 discard(chosen);
                 chosen = s;
             }
-            return report(r, request, claimed.candidates(), failed);
+            return reports().report(r, request, claimed.candidates(), failed, chosen.backend().source());
         } catch (TensorMismatchException ex) {
             throw ex;
         } catch (WeightLoaderException ex) {
@@ -422,7 +427,7 @@ final class RegistryBackend implements WeightLoaderBackend {
             }
             discard(s);
             if (failed.size() >= MAX_TRIES || System.nanoTime() > deadline) {
-                throw noSource(claimed.candidates(), failed, failed.size(), System.nanoTime() > deadline
+                throw reports().noSource(claimed.candidates(), failed, failed.size(), System.nanoTime() > deadline
                         ? "transfer-timeout (" + settings.remote().transferTimeout()
                         + ", weight-loader.remote-instance.transfer-timeout) passed" : null);
             }
@@ -440,48 +445,8 @@ final class RegistryBackend implements WeightLoaderBackend {
         failed.add(address + ": " + e.getMessage());
     }
 
-    private WeightLoaderException noSource(RegistrySources.Candidates c, List<String> failed, int tried,
-                                           String note) {
-        int untried = Math.max(0, c.sources().size() - tried);
-        return new WeightLoaderException("model " + modelId + " rank " + settings.rank() + ": no source listed in"
-                + " registry " + directory + " could be loaded from; " + (failed.isEmpty() ? "none tried"
-                : "tried " + String.join("; ", failed)) + (untried > 0 ? "; " + untried + " not tried (at most "
-                + MAX_TRIES + " per load" + (note == null ? "" : ", " + note) + ")" : "")
-                + (c.skipped().isEmpty() ? "" : "; skipped " + String.join("; ", c.skipped().stream().limit(10)
-                .toList()) + (c.skipped().size() > 10 ? " and " + (c.skipped().size() - 10) + " more" : ""))
-                + "; nothing was loaded");
-    }
-
-    /** The source's report, naming the registry, the sources that failed before it, and those skipped. */
-    private LoadReport report(LoadReport r, LoadRequest request, RegistrySources.Candidates c, List<String> failed) {
-        return report(r, request, c, failed, chosen.backend().source());
-    }
-
-    /** @param from the source read from, as its client names it */
-    private LoadReport report(LoadReport r, LoadRequest request, RegistrySources.Candidates c, List<String> failed,
-                              String from) {
-        List<TensorReport> tensors = request.checksum() ? r.tensors() : r.tensors().stream()
-                .map(t -> new TensorReport(t.name(), t.dtype(), t.shape(), t.bytes(), null, t.slice())).toList();
-        StringBuilder src = new StringBuilder("model " + modelId + " rank " + settings.rank() + " from registry "
-                + directory + ": " + from + (te.sourceStrategy().equals("star") ? "" : " (" + te.sourceStrategy()
-                + ")"));
-        if (!failed.isEmpty()) {
-            src.append(" (after ").append(failed.size()).append(" failed: ").append(addresses(failed)).append(')');
-        }
-        // a chain's relays that still load are not skipped by a chain's client: they are its links
-        List<String> skipped = te.sourceStrategy().equals("chain") ? c.skipped().stream()
-                .filter(x -> !x.endsWith(": not ready (it still loads)")).toList() : c.skipped();
-        if (!skipped.isEmpty()) {
-            src.append(" (skipped ").append(skipped.size()).append(": ").append(addresses(skipped)).append(')');
-        }
-        return new LoadReport(r.backend(), r.engine(), src.toString(), r.device(), tensors, r.totalBytes(),
-                r.seconds(), r.fallbackReason(), r.phases());
-    }
-
-    /** The addresses of {@code host:port: why} lines, the first ten. */
-    private static String addresses(List<String> lines) {
-        List<String> a = lines.stream().limit(10).map(f -> f.substring(0, f.indexOf(": "))).toList();
-        return String.join(", ", a) + (lines.size() > a.size() ? " and " + (lines.size() - a.size()) + " more" : "");
+    private RegistryReports reports() {
+        return new RegistryReports(modelId, settings.rank().toString(), directory, te.sourceStrategy(), MAX_TRIES);
     }
 
     private static void discard(Chosen c) {
