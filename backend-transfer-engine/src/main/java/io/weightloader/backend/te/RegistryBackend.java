@@ -3,7 +3,6 @@ package io.weightloader.backend.te;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.LoadRequest;
 import io.weightloader.api.TensorMismatchException;
-import io.weightloader.api.TensorReport;
 import io.weightloader.api.TensorSpec;
 import io.weightloader.api.WeightLoaderException;
 import io.weightloader.api.config.WeightLoaderConfigException;
@@ -74,16 +73,12 @@ final class RegistryBackend implements WeightLoaderBackend {
     /** Why the root stands in for the registry, or null while the registry answers. */
     private String fallback;
     /** The source {@link #available()} or the last load read from, with its checked manifest. */
-    private Chosen chosen;
+    private ChosenSource chosen;
     /**
      * Sources that failed while {@link #available()} chose one ({@code host:port: why}): the next load does not try
      * them again, and its report names them.
      */
     private final List<String> failedChoosing = new ArrayList<>();
-
-    /** A source, its client and its manifest, checked against the fingerprint the registry lists. */
-    record Chosen(String address, TransferEngineBackend backend, Manifest manifest, Fingerprint fingerprint) {
-    }
 
     private RegistryBackend(WeightLoaderSettings settings, TransferEngineSettings te, String directory, String modelId,
                             SourceRegistry registry, BiFunction<String, Boolean, TransferEngineBackend> sources,
@@ -217,7 +212,7 @@ final class RegistryBackend implements WeightLoaderBackend {
     }
 
     /** The first source (in the registry's order) whose manifest checks, kept as {@link #chosen}. */
-    private Chosen choose() {
+    private ChosenSource choose() {
         RegistrySources.Candidates c = candidates();
         if (chosen != null && chosen.fingerprint().equals(c.fingerprint())
                 && RegistrySources.addresses(c.sources()).contains(chosen.address())) {
@@ -241,16 +236,16 @@ final class RegistryBackend implements WeightLoaderBackend {
     }
 
     /** A client of the source at {@code address} and its manifest, checked against {@code fingerprint}. */
-    private Chosen open(String address, Fingerprint fingerprint) {
+    private ChosenSource open(String address, Fingerprint fingerprint) {
         return open(address, fingerprint, false);
     }
 
     /** @param pipelined the source serves while it loads ({@link #sources}) */
-    private Chosen open(String address, Fingerprint fingerprint, boolean pipelined) {
+    private ChosenSource open(String address, Fingerprint fingerprint, boolean pipelined) {
         TransferEngineBackend b = sources.apply(address, pipelined);
         try {
             Manifest m = RegistrySources.check(b.checkedManifest(b.seed()), fingerprint, address, directory);
-            return new Chosen(address, b, m, fingerprint);
+            return new ChosenSource(address, b, m, fingerprint);
         } catch (RuntimeException | Error e) {
             b.close();
             throw e;
@@ -298,7 +293,7 @@ final class RegistryBackend implements WeightLoaderBackend {
             }
             tries++;
             boolean loading = !e.ready();
-            Chosen s = !loading && chosen != null && chosen.address().equals(e.address()) ? chosen : null;
+            ChosenSource s = !loading && chosen != null && chosen.address().equals(e.address()) ? chosen : null;
             try {
                 if (s == null) {
                     s = open(e.address(), c.fingerprint(), loading);
@@ -399,7 +394,7 @@ final class RegistryBackend implements WeightLoaderBackend {
                 settings.tpSize(), settings.tpLayout().name(), self, client, exclude, deadline, who);
         boolean release = true;
         String address = claimed.source().address();
-        Chosen s = chosen != null && chosen.address().equals(address)
+        ChosenSource s = chosen != null && chosen.address().equals(address)
                 && chosen.fingerprint().equals(claimed.candidates().fingerprint()) ? chosen : null;
         try {
             if (s == null) {
@@ -449,7 +444,7 @@ final class RegistryBackend implements WeightLoaderBackend {
         return new RegistryReports(modelId, settings.rank().toString(), directory, te.sourceStrategy(), MAX_TRIES);
     }
 
-    private static void discard(Chosen c) {
+    private static void discard(ChosenSource c) {
         if (c != null) {
             c.backend().close();
         }

@@ -41,7 +41,7 @@ final class RegistrySeveral {
     private final String modelId;
     private final RegistryReports reports;
     private final Supplier<RegistrySources.Candidates> candidates;
-    private final BiFunction<String, Fingerprint, RegistryBackend.Chosen> open;
+    private final BiFunction<String, Fingerprint, ChosenSource> open;
     private final Failure onFailure;
 
     /**
@@ -50,7 +50,7 @@ final class RegistrySeveral {
      */
     RegistrySeveral(WeightLoaderSettings settings, TransferEngineSettings te, SourceRegistry registry, String directory,
                     String modelId, RegistryReports reports, Supplier<RegistrySources.Candidates> candidates,
-                    BiFunction<String, Fingerprint, RegistryBackend.Chosen> open, Failure onFailure) {
+                    BiFunction<String, Fingerprint, ChosenSource> open, Failure onFailure) {
         this.settings = settings;
         this.te = te;
         this.registry = registry;
@@ -80,13 +80,13 @@ final class RegistrySeveral {
         long deadline = t0 + settings.remote().transferTimeout().toNanos();
         List<String> failed = new ArrayList<>();
         for (SourceEntry e : c.sources()) {
-            if (failed.size() >= RegistryBackend.MAX_TRIES) {
+            if (failed.size() >= reports.maxTries()) {
                 break;
             }
             if (!e.ready()) {
                 continue;
             }
-            RegistryBackend.Chosen s;
+            ChosenSource s;
             try {
                 s = open.apply(e.address(), c.fingerprint());
             } catch (TensorMismatchException ex) {
