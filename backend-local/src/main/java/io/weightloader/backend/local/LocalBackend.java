@@ -202,14 +202,15 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
                 } finally {
                     running.arriveAndDeregister();
                 }
-                long d = done.addAndGet(p.length());
-                int t = remaining.get(p.dest().spec().name()).addAndGet(-p.length()) == 0
-                        ? tensorsDone.incrementAndGet() : tensorsDone.get();
-                request.progress().onProgress(d, total, t, tensorCount);
+                done.addAndGet(p.length());
+                if (remaining.get(p.dest().spec().name()).addAndGet(-p.length()) == 0) {
+                    tensorsDone.incrementAndGet();
+                }
+                report(request, done, total, tensorsDone, tensorCount);
                 return null;
             }));
         }
-        request.progress().onProgress(done.get(), total, tensorsDone.get(), tensorCount);
+        report(request, done, total, tensorsDone, tensorCount);
         try {
             awaitAll(futures);
             used.values().forEach(Stagers::finish);
@@ -274,5 +275,17 @@ public final class LocalBackend implements WeightLoaderBackend, ZeroCopyLoader {
         stagers.awaitPreparing(); // its stagers are closed below, not leaked
         pool.shutdownNow();
         stagers.close();
+    }
+
+    /**
+     * One progress call at a time, each with the counts as they are when it is made: a listener sees bytes and tensors
+     * that never go back, and the last call of a load reports every byte (pieces finishing on several threads could
+     * otherwise report an older count after a newer one).
+     */
+    private static void report(LoadRequest request, AtomicLong done, long total, AtomicInteger tensorsDone,
+                               int tensorCount) {
+        synchronized (done) {
+            request.progress().onProgress(done.get(), total, tensorsDone.get(), tensorCount);
+        }
     }
 }
