@@ -351,6 +351,9 @@ final class BuiltinClient {
         }
     }
 
+    /** How long an abandoned batch waits for its own lanes before it closes every connection of its peer. */
+    private static final long PEER_CLOSE_AFTER_NANOS = 500_000_000L;
+
     private static final class BuiltinBatch implements Batch {
         final BuiltinPeer peer;
         final List<ReadOp> ops;
@@ -402,7 +405,9 @@ final class BuiltinClient {
             // destination, so the caller may free it once this returns true
             abandoned = true;
             active.forEach(Link::closeQuietly);
-            long until = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+            long start = System.nanoTime();
+            long until = start + Duration.ofSeconds(10).toNanos();
+            boolean peerClosed = false;
             synchronized (this) {
                 while (lanes.get() > 0 && System.nanoTime() < until) {
                     try {
@@ -412,6 +417,12 @@ final class BuiltinClient {
                         break;
                     }
                     active.forEach(Link::closeQuietly);
+                    if (!peerClosed && lanes.get() > 0 && System.nanoTime() - start > PEER_CLOSE_AFTER_NANOS) {
+                        // a lane of this batch may wait for its connection's lock, held by another batch's lane that
+                        // is stuck reading from the same (stalled) peer: only closing the peer's connections frees it
+                        peerClosed = true;
+                        peer.abandon();
+                    }
                 }
             }
             for (int i = 0; i < ops.size(); i++) {
