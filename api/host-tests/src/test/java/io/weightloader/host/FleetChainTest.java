@@ -10,7 +10,6 @@ import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.memory.TensorArena;
-import io.weightloader.registry.etcd.EtcdServer;
 import io.weightloader.seed.Manifest;
 import io.weightloader.seed.ReadyGate;
 import io.weightloader.seed.SeedService;
@@ -30,11 +29,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
 
 /**
  * {@code source-strategy = chain} over a real etcd (issue 23; skipped, the reason printed, where etcd is not
@@ -43,38 +38,8 @@ import org.junit.jupiter.api.io.TempDir;
  * source and still holds every byte right. The chain is read from etcd itself, the bytes compared with the
  * checkpoint's.
  */
-class FleetChainTest {
+class FleetChainTest extends EtcdFleetTest {
     private static final RankKey R0 = new RankKey(0, 0);
-    private static EtcdServer etcd;
-
-    @TempDir
-    Path dir;
-    private final List<AutoCloseable> closing = new ArrayList<>();
-
-    @BeforeAll
-    static void startEtcd() throws Exception {
-        System.out.println("FleetChainTest: " + EtcdServer.version());
-        etcd = EtcdServer.start();
-    }
-
-    @AfterAll
-    static void stopEtcd() throws Exception {
-        if (etcd != null) {
-            etcd.close();
-        }
-    }
-
-    @AfterEach
-    void close() throws Exception {
-        for (int i = closing.size() - 1; i >= 0; i--) {
-            closing.get(i).close();
-        }
-    }
-
-    private <T extends AutoCloseable> T closing(T c) {
-        closing.add(c);
-        return c;
-    }
 
     private static String chain(String model) {
         return Fleet.registry(etcd.directory(), model) + """

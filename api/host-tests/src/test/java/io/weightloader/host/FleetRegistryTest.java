@@ -22,11 +22,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
 
 /**
  * A fleet that outlives its root (issue 23), in this JVM, listed in a real etcd started for this class (skipped, the
@@ -35,38 +31,8 @@ import org.junit.jupiter.api.io.TempDir;
  * fingerprint, manifest or bytes do not hold are skipped or fail, each named. Every load is compared byte for byte
  * with the checkpoint.
  */
-class FleetRegistryTest {
-    private static EtcdServer etcd;
-
-    @TempDir
-    Path dir;
+class FleetRegistryTest extends EtcdFleetTest {
     private Fleet fleet;
-    private final List<AutoCloseable> closing = new ArrayList<>();
-
-    @BeforeAll
-    static void startEtcd() throws Exception {
-        System.out.println("FleetRegistryTest: " + EtcdServer.version());
-        etcd = EtcdServer.start();
-    }
-
-    @AfterAll
-    static void stopEtcd() throws Exception {
-        if (etcd != null) {
-            etcd.close();
-        }
-    }
-
-    @AfterEach
-    void close() throws Exception {
-        for (int i = closing.size() - 1; i >= 0; i--) {
-            closing.get(i).close();
-        }
-    }
-
-    private <T extends AutoCloseable> T closing(T c) {
-        closing.add(c);
-        return c;
-    }
 
     private String model(String name) {
         return "test/fleet-" + name + "-" + System.nanoTime();
@@ -83,10 +49,6 @@ class FleetRegistryTest {
 
     private static List<String> listed(SourceRegistry view, String model, int tp) {
         return view.listAll(model, new RankKey(tp, 0)).stream().map(SourceEntry::address).sorted().toList();
-    }
-
-    private static String address(SeedHost seed) {
-        return "127.0.0.1:" + seed.service().port();
     }
 
     @Test

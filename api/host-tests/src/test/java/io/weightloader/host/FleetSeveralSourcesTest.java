@@ -15,7 +15,6 @@ import io.weightloader.api.config.RankKey;
 import io.weightloader.api.config.WeightLoaderSettings;
 import io.weightloader.api.spi.BackendContext;
 import io.weightloader.memory.TensorArena;
-import io.weightloader.registry.etcd.EtcdServer;
 import io.weightloader.seed.Manifest;
 import io.weightloader.seed.SeedService;
 import io.weightloader.seed.registry.Fingerprint;
@@ -30,12 +29,8 @@ import java.util.List;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
 /**
  * A registry client that reads from several sources at once ({@code backends.transfer_engine.sources = 3}) over a
@@ -43,43 +38,9 @@ import org.junit.jupiter.api.io.TempDir;
  * mid-load (once a third of the bytes arrived, a progress callback) has its unfinished segments moved to the others;
  * a source that sends wrong bytes is dropped, named loudly with the registry, and what it sent read again elsewhere.
  */
-class FleetSeveralSourcesTest {
+class FleetSeveralSourcesTest extends EtcdFleetTest {
     /** About 22 MiB: many 1 MiB segments. */
     private static final List<TensorSpec> SPECS = Slicing.llama(4, 512, 256, 1024, 2048, DType.BF16);
-    private static EtcdServer etcd;
-
-    @TempDir
-    Path dir;
-    private final List<AutoCloseable> closing = new ArrayList<>();
-
-    @BeforeAll
-    static void startEtcd() throws Exception {
-        System.out.println("FleetSeveralSourcesTest: " + EtcdServer.version());
-        etcd = EtcdServer.start();
-    }
-
-    @AfterAll
-    static void stopEtcd() throws Exception {
-        if (etcd != null) {
-            etcd.close();
-        }
-    }
-
-    @AfterEach
-    void close() throws Exception {
-        for (int i = closing.size() - 1; i >= 0; i--) {
-            closing.get(i).close();
-        }
-    }
-
-    private <T extends AutoCloseable> T closing(T c) {
-        closing.add(c);
-        return c;
-    }
-
-    private static String address(SeedHost seed) {
-        return "127.0.0.1:" + seed.service().port();
-    }
 
     /** A root and two relays of {@code ckpt} registered under {@code model}; returns a client's settings. */
     private String fleet(Path ckpt, List<SeedHost> seeds, String model) throws Exception {

@@ -10,7 +10,6 @@ import io.etcd.jetcd.options.WatchOption;
 import io.etcd.jetcd.watch.WatchEvent;
 import io.weightloader.api.LoadReport;
 import io.weightloader.api.config.RankKey;
-import io.weightloader.registry.etcd.EtcdServer;
 import io.weightloader.seed.registry.Assignments;
 import io.weightloader.seed.registry.SourceRegistryContract;
 import java.nio.charset.StandardCharsets;
@@ -25,11 +24,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
 
 /**
  * {@code source-strategy = tree} over a real etcd (issue 23; skipped, the reason printed, where etcd is not
@@ -38,38 +33,7 @@ import org.junit.jupiter.api.io.TempDir;
  * tree. What a user would check is read from etcd itself (every assignment put and deleted, by revision: a source never
  * has two at once) and from the bytes (every one compared with the checkpoint's).
  */
-class FleetTreeTest {
-    private static EtcdServer etcd;
-
-    @TempDir
-    Path dir;
-    private final List<AutoCloseable> closing = new ArrayList<>();
-
-    @BeforeAll
-    static void startEtcd() throws Exception {
-        System.out.println("FleetTreeTest: " + EtcdServer.version());
-        etcd = EtcdServer.start();
-    }
-
-    @AfterAll
-    static void stopEtcd() throws Exception {
-        if (etcd != null) {
-            etcd.close();
-        }
-    }
-
-    @AfterEach
-    void close() throws Exception {
-        for (int i = closing.size() - 1; i >= 0; i--) {
-            closing.get(i).close();
-        }
-    }
-
-    private <T extends AutoCloseable> T closing(T c) {
-        closing.add(c);
-        return c;
-    }
-
+class FleetTreeTest extends EtcdFleetTest {
     /** One assignment event as etcd reports it: a claim made (put) or ended (delete) on a source. */
     record Event(long revision, boolean put, long version, String source, String client) {
     }
