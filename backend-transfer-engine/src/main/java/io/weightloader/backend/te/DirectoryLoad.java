@@ -155,7 +155,7 @@ final class DirectoryLoad {
             try {
                 // a relay is tried once (no retries) before the client moves on
                 SeedClient from = choice.isRoot() ? root : root.at(choice.address()).withRetries(0);
-                m = choice.isRoot() ? rootManifest : relayManifest(from, rk, rootManifest);
+                m = choice.isRoot() ? rootManifest : RelayManifests.checked(backend, from, rk, rootManifest, request);
                 used.add(choice.ready() ? choice.address() : choice.address() + " (while it loaded)");
                 List<TensorDestination> todo = progress.incomplete();
                 if (!todo.isEmpty()) {
@@ -309,27 +309,5 @@ final class DirectoryLoad {
         return new WeightLoaderException("tensor '" + d.spec().name() + "' loaded from " + from + " has SHA-256 " + sha
                 + " but the root published " + rootManifest.entriesByName().get(d.spec().name()).sha256()
                 + (count > 1 ? " (and " + (count - 1) + " more tensor(s) differ)" : "") + "; nothing was loaded");
-    }
-
-    /** A relay's manifest, checked: the root's generation, tensors, slices and transport. */
-    private Manifest relayManifest(SeedClient relay, RankKey rk, Manifest root) {
-        Manifest m = backend.checkManifest(relay.manifest(rk));
-        if (!m.generation().equals(root.generation())) {
-            throw new WeightLoaderException("relay " + relay.peer() + " serves generation " + m.generation()
-                    + ", the root " + root.generation() + ": not the root's weights");
-        }
-        if (!SeedReads.servedEngine(m).equals(SeedReads.servedEngine(root))) {
-            throw new WeightLoaderException("relay " + relay.peer() + " serves with "
-                    + SeedReads.servedEngine(m) + ", the root with " + SeedReads.servedEngine(root));
-        }
-        TensorMatcher.check("relay " + relay.peer(), m.specs(), request.specs(), request.ignoreExtraTensors());
-        Map<String, Manifest.Entry> entries = m.entriesByName();
-        for (TensorDestination d : request.tensors()) {
-            if (!d.holdsSameAs(entries.get(d.spec().name()).slice())) {
-                throw new WeightLoaderException("relay " + relay.peer() + " holds other slices of tensor '"
-                        + d.spec().name() + "' than the root");
-            }
-        }
-        return m;
     }
 }
