@@ -1,6 +1,5 @@
 package io.weightloader.seed.registry;
 
-import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import io.weightloader.api.config.RankKey;
 import java.net.URLEncoder;
@@ -66,30 +65,8 @@ public final class Assignments {
      * @throws IllegalArgumentException saying what is wrong with it
      */
     public static Held parse(String prefix, byte[] key, byte[] value) {
-        if (key.length > Entries.MAX_KEY_BYTES) {
-            throw new IllegalArgumentException("key of " + key.length + " bytes (at most " + Entries.MAX_KEY_BYTES
-                    + ")");
-        }
-        if (value.length > Entries.MAX_VALUE_BYTES) {
-            throw new IllegalArgumentException("value of " + value.length + " bytes (at most "
-                    + Entries.MAX_VALUE_BYTES + ")");
-        }
-        String k = new String(key, StandardCharsets.UTF_8);
-        if (!k.startsWith(prefix)) {
-            throw new IllegalArgumentException("key outside " + prefix);
-        }
-        String keySource = SourceEntry.checkAddress(k.substring(prefix.length()));
-        JsonNode v;
-        try {
-            v = Entries.STRICT.readTree(value);
-        } catch (JsonProcessingException e) {
-            throw new IllegalArgumentException("value is not JSON: " + Fingerprint.clip(e.getOriginalMessage()));
-        } catch (java.io.IOException e) {
-            throw new IllegalArgumentException("value is unreadable: " + e);
-        }
-        if (v == null || !v.isObject()) {
-            throw new IllegalArgumentException("value is not a JSON object");
-        }
+        String keySource = SourceEntry.checkAddress(Entries.keyUnder(prefix, key, value));
+        JsonNode v = Entries.object(value);
         Entries.fieldsOnly(v, FIELDS, "value");
         if (Entries.integer(v, "version", 1, 1_000_000) != VERSION) {
             throw new IllegalArgumentException("value has version " + v.get("version") + " (this client reads "

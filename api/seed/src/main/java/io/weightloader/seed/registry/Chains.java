@@ -1,6 +1,5 @@
 package io.weightloader.seed.registry;
 
-import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.weightloader.api.config.RankKey;
@@ -80,35 +79,13 @@ public final class Chains {
      * @throws IllegalArgumentException saying what is wrong with it
      */
     public static String parse(String prefix, byte[] key, byte[] value, Map<String, String> links) {
-        if (key.length > Entries.MAX_KEY_BYTES) {
-            throw new IllegalArgumentException("key of " + key.length + " bytes (at most " + Entries.MAX_KEY_BYTES
-                    + ")");
-        }
-        if (value.length > Entries.MAX_VALUE_BYTES) {
-            throw new IllegalArgumentException("value of " + value.length + " bytes (at most "
-                    + Entries.MAX_VALUE_BYTES + ")");
-        }
-        String k = new String(key, StandardCharsets.UTF_8);
-        if (!k.startsWith(prefix)) {
-            throw new IllegalArgumentException("key outside " + prefix);
-        }
-        String rest = k.substring(prefix.length());
+        String rest = Entries.keyUnder(prefix, key, value);
         boolean end = rest.equals("end");
         if (!end && !rest.startsWith("links/")) {
             throw new IllegalArgumentException("key is neither 'end' nor 'links/host:port'");
         }
         String keyAddress = end ? null : SourceEntry.checkAddress(rest.substring("links/".length()));
-        JsonNode v;
-        try {
-            v = Entries.STRICT.readTree(value);
-        } catch (JsonProcessingException e) {
-            throw new IllegalArgumentException("value is not JSON: " + Fingerprint.clip(e.getOriginalMessage()));
-        } catch (java.io.IOException e) {
-            throw new IllegalArgumentException("value is unreadable: " + e);
-        }
-        if (v == null || !v.isObject()) {
-            throw new IllegalArgumentException("value is not a JSON object");
-        }
+        JsonNode v = Entries.object(value);
         Entries.fieldsOnly(v, end ? END_FIELDS : LINK_FIELDS, "value");
         if (Entries.integer(v, "version", 1, 1_000_000) != VERSION) {
             throw new IllegalArgumentException("value has version " + v.get("version") + " (this client reads "

@@ -78,11 +78,12 @@ public final class Entries {
     }
 
     /**
-     * Parses the entry stored under {@code key} in {@code prefix} (a {@link #rankPrefix}).
+     * The part of {@code key} after {@code prefix}, once key and value are within the size limits and the key is
+     * under the prefix.
      *
-     * @throws IllegalArgumentException saying what is wrong with it (its key and value are clipped in messages)
+     * @throws IllegalArgumentException saying which limit or prefix it breaks
      */
-    public static SourceEntry parse(String prefix, byte[] key, byte[] value) {
+    static String keyUnder(String prefix, byte[] key, byte[] value) {
         if (key.length > MAX_KEY_BYTES) {
             throw new IllegalArgumentException("key of " + key.length + " bytes (at most " + MAX_KEY_BYTES + ")");
         }
@@ -94,7 +95,15 @@ public final class Entries {
         if (!k.startsWith(prefix)) {
             throw new IllegalArgumentException("key outside " + prefix);
         }
-        String keyAddress = SourceEntry.checkAddress(k.substring(prefix.length()));
+        return k.substring(prefix.length());
+    }
+
+    /**
+     * {@code value} parsed strictly as one JSON object.
+     *
+     * @throws IllegalArgumentException when it is not JSON, or not an object
+     */
+    static JsonNode object(byte[] value) {
         JsonNode v;
         try {
             v = STRICT.readTree(value);
@@ -106,6 +115,17 @@ public final class Entries {
         if (v == null || !v.isObject()) {
             throw new IllegalArgumentException("value is not a JSON object");
         }
+        return v;
+    }
+
+    /**
+     * Parses the entry stored under {@code key} in {@code prefix} (a {@link #rankPrefix}).
+     *
+     * @throws IllegalArgumentException saying what is wrong with it (its key and value are clipped in messages)
+     */
+    public static SourceEntry parse(String prefix, byte[] key, byte[] value) {
+        String keyAddress = SourceEntry.checkAddress(keyUnder(prefix, key, value));
+        JsonNode v = object(value);
         fieldsOnly(v, FIELDS, "value");
         if (integer(v, "version", 1, 1_000_000) != VERSION) {
             throw new IllegalArgumentException("value has version " + v.get("version") + " (this client reads "
