@@ -22,9 +22,11 @@ import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.ThreadLocalRandom;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.concurrent.locks.LockSupport;
+import java.util.concurrent.locks.ReentrantLock;
 import javax.net.ssl.SSLContext;
 import javax.net.ssl.SSLException;
 import javax.net.ssl.SSLParameters;
@@ -59,8 +61,11 @@ final class BuiltinClient {
     Peer open(String session) {
         InetSocketAddress address = parseSession(session);
         BuiltinPeer p = new BuiltinPeer(session, address);
-        synchronized (p.locks[0]) {
+        p.locks[0].lock();
+        try {
             p.connection(0); // fail fast: reach the seed and pass the token check now
+        } finally {
+            p.locks[0].unlock();
         }
         return p;
     }
@@ -103,13 +108,13 @@ final class BuiltinClient {
         private final String session;
         private final InetSocketAddress address;
         private final AtomicReferenceArray<Link> channels = new AtomicReferenceArray<>(connectionsPerPeer);
-        private final Object[] locks = new Object[connectionsPerPeer];
+        private final ReentrantLock[] locks = new ReentrantLock[connectionsPerPeer];
 
         BuiltinPeer(String session, InetSocketAddress address) {
             this.session = session;
             this.address = address;
             for (int i = 0; i < locks.length; i++) {
-                locks[i] = new Object();
+                locks[i] = new ReentrantLock();
             }
         }
 
@@ -232,7 +237,17 @@ final class BuiltinClient {
         }
 
         private void runLane(BuiltinBatch batch, int conn, List<Integer> lane) {
-            synchronized (locks[conn]) {
+            if (!lockUnlessAbandoned(batch, conn)) {
+                for (int idx : lane) {
+                    batch.statuses.compareAndSet(idx, OpStatus.PENDING, OpStatus.failed("batch abandoned"));
+                }
+                synchronized (batch) {
+                    batch.lanes.decrementAndGet();
+                    batch.notifyAll();
+                }
+                return;
+            }
+            try {
                 int next = 0;
                 Link sc = null;
                 try {
@@ -299,6 +314,27 @@ final class BuiltinClient {
                         batch.notifyAll();
                     }
                 }
+            } finally {
+                locks[conn].unlock();
+            }
+        }
+
+        /**
+         * Takes connection {@code conn}'s lock (one lane at a time per connection), giving up when {@code batch} is
+         * abandoned while it waits: the lane holding the lock may be stuck reading from a stalled seed for another
+         * batch, and an abandoned batch must not wait for that (its release waits for its lanes).
+         */
+        private boolean lockUnlessAbandoned(BuiltinBatch batch, int conn) {
+            try {
+                while (!locks[conn].tryLock(LOCK_POLL_MILLIS, TimeUnit.MILLISECONDS)) {
+                    if (batch.abandoned) {
+                        return false;
+                    }
+                }
+                return true;
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return false;
             }
         }
 
@@ -351,8 +387,8 @@ final class BuiltinClient {
         }
     }
 
-    /** How long an abandoned batch waits for its own lanes before it closes every connection of its peer. */
-    private static final long PEER_CLOSE_AFTER_NANOS = 500_000_000L;
+    /** How often a lane waiting for its connection checks whether its batch was abandoned. */
+    private static final long LOCK_POLL_MILLIS = 50;
 
     private static final class BuiltinBatch implements Batch {
         final BuiltinPeer peer;
@@ -405,9 +441,7 @@ final class BuiltinClient {
             // destination, so the caller may free it once this returns true
             abandoned = true;
             active.forEach(Link::closeQuietly);
-            long start = System.nanoTime();
-            long until = start + Duration.ofSeconds(10).toNanos();
-            boolean peerClosed = false;
+            long until = System.nanoTime() + Duration.ofSeconds(10).toNanos();
             synchronized (this) {
                 while (lanes.get() > 0 && System.nanoTime() < until) {
                     try {
@@ -417,12 +451,6 @@ final class BuiltinClient {
                         break;
                     }
                     active.forEach(Link::closeQuietly);
-                    if (!peerClosed && lanes.get() > 0 && System.nanoTime() - start > PEER_CLOSE_AFTER_NANOS) {
-                        // a lane of this batch may wait for its connection's lock, held by another batch's lane that
-                        // is stuck reading from the same (stalled) peer: only closing the peer's connections frees it
-                        peerClosed = true;
-                        peer.abandon();
-                    }
                 }
             }
             for (int i = 0; i < ops.size(); i++) {
